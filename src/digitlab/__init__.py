@@ -1,0 +1,3 @@
+"""digitlab: a lab for handwritten digits (MNIST)."""
+
+__version__ = "0.1.0"
