@@ -1,0 +1,1 @@
+"""Model families: the classical scikit-learn zoo (`classical`) and the CNN (`cnn`)."""
