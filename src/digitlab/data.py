@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
+import secrets
 import struct
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +47,7 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
+_MAX_NDIM = 32  # NumPy's lower limit (NumPy 2 allows 64); real IDX files have 1 to 3
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,39 @@ class MnistFile:
 
 
 MNIST_FILES: tuple[MnistFile, ...] = (
-    MnistFile("train-images-idx3-ubyte", "train", "images", 60_000,
-              "6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    MnistFile("train-labels-idx1-ubyte", "train", "labels", 60_000,
-              "a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432"),
-    MnistFile("t10k-images-idx3-ubyte", "test", "images", 10_000,
-              "2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"),
-    MnistFile("t10k-labels-idx1-ubyte", "test", "labels", 10_000,
-              "27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c"),
-)  # fmt: skip
+    MnistFile(
+        "train-images-idx3-ubyte",
+        "train",
+        "images",
+        60_000,
+        "6bbc9ace898e44ae57da46a324031adb",
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    ),
+    MnistFile(
+        "train-labels-idx1-ubyte",
+        "train",
+        "labels",
+        60_000,
+        "a25bea736e30d166cdddb491f175f624",
+        "d53e105ee54ea40749a09fcbcd1e9432",
+    ),
+    MnistFile(
+        "t10k-images-idx3-ubyte",
+        "test",
+        "images",
+        10_000,
+        "2646ac647ad5339dbf082846283269ea",
+        "9fb629c4189551a2d022fa330f9573f3",
+    ),
+    MnistFile(
+        "t10k-labels-idx1-ubyte",
+        "test",
+        "labels",
+        10_000,
+        "27ae3e4e09519cfbb04c329615203637",
+        "ec29112dd5afa0611ce80d1b7f02629c",
+    ),
+)
 
 # Public mirrors of the original files, tried in order.
 DEFAULT_MIRRORS: tuple[str, ...] = (
@@ -98,8 +125,13 @@ def mnist_file(split: Split, kind: str) -> MnistFile:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitlab" / "mnist"
+    """``$XDG_CACHE_HOME/digitlab/mnist``, else ``~/.cache/digitlab/mnist``.
+
+    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG specification requires.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "digitlab" / "mnist"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -149,14 +181,14 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes)")
     zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+    if zero != 0 or code not in _IDX_DTYPES or not 0 < ndim <= _MAX_NDIM:
         raise DataError(f"{source}: bad IDX magic number 0x{data[:4].hex()} (not an IDX file?)")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DataError(f"{source}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     actual = len(data) - header_len
     if actual < expected:
         raise DataError(
@@ -166,7 +198,8 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if actual > expected:
         raise DataError(f"{source}: {actual - expected} unexpected bytes after the data")
     arr = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else arr
+    # Always a copy: native byte order, and writable (frombuffer on bytes is read-only).
+    return arr.astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -195,10 +228,24 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     return path
 
 
+def _open_temp(path: Path) -> tuple[int, str]:
+    """Create ``.NAME.RANDOM.part`` beside ``path``; (fd, its path).
+
+    Not ``tempfile.mkstemp``: that creates mode 0600, which the rename would give
+    the final file. ``os.open`` with 0o666 lets the umask decide, as for any file.
+    """
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = _open_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -310,10 +357,15 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> list[FileReport]:
         md5 = hashlib.md5(raw).hexdigest()
         reports.append(
             FileReport(
-                spec.name, path, ok=True, count=len(arr), canonical=md5 == spec.md5,
-                sha256=hashlib.sha256(raw).hexdigest(), md5=md5,
+                spec.name,
+                path,
+                ok=True,
+                count=len(arr),
+                canonical=md5 == spec.md5,
+                sha256=hashlib.sha256(raw).hexdigest(),
+                md5=md5,
             )
-        )  # fmt: skip
+        )
     return reports
 
 
@@ -380,6 +432,10 @@ def save_grid(path: str | os.PathLike[str], grid: np.ndarray) -> Path:
 # --------------------------------------------------------------------------- #
 
 
+class ChecksumMismatch(DataError):
+    """A download completed but is not the expected file."""
+
+
 @dataclass(frozen=True)
 class FetchConfig:
     """How ``fetch`` downloads: mirrors tried in order, retries per mirror, socket timeout."""
@@ -393,10 +449,11 @@ class FetchConfig:
 ProgressHook = Callable[[str, int, int | None], None]  # (file name, bytes so far, total or None)
 
 
-def _download(url: str, dest: Path, expected_md5: str, cfg: FetchConfig,
-              progress: ProgressHook | None) -> None:  # fmt: skip
+def _download(
+    url: str, dest: Path, expected_md5: str, cfg: FetchConfig, progress: ProgressHook | None
+) -> None:
     """Stream ``url`` into a temp file beside ``dest``, check its MD5, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = _open_temp(dest)
     try:
         md5 = hashlib.md5()
         done = 0
@@ -413,8 +470,9 @@ def _download(url: str, dest: Path, expected_md5: str, cfg: FetchConfig,
         if total is not None and done < total:
             raise DataError(f"{url}: connection closed after {done} of {total} bytes")
         if md5.hexdigest() != expected_md5:
-            raise DataError(f"{url}: checksum mismatch (MD5 {md5.hexdigest()}, "
-                            f"expected {expected_md5})")  # fmt: skip
+            raise ChecksumMismatch(
+                f"{url}: checksum mismatch (MD5 {md5.hexdigest()}, expected {expected_md5})"
+            )
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -435,7 +493,10 @@ def fetch(
     with the right checksum is not downloaded again.
     """
     root = resolve_data_dir(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{root}: cannot create the data folder ({e.strerror or e})") from None
     paths = []
     for spec in files:
         dest = root / spec.gz_name
@@ -451,24 +512,41 @@ def fetch(
     return paths
 
 
-def _try_mirrors(name: str, dest: Path, expected: str, cfg: FetchConfig,
-                 progress: ProgressHook | None, log: Callable[[str], None]) -> list[str] | None:  # fmt: skip
+def _try_mirrors(
+    name: str,
+    dest: Path,
+    expected: str,
+    cfg: FetchConfig,
+    progress: ProgressHook | None,
+    log: Callable[[str], None],
+) -> list[str] | None:
     """None on success, else the list of what went wrong at each attempt."""
     errors: list[str] = []
     for mirror in cfg.mirrors:
         url = mirror.rstrip("/") + "/" + name
         delay = cfg.backoff
         for attempt in range(1, cfg.retries + 1):
+            final = False  # True when retrying this mirror cannot help
             try:
                 _download(url, dest, expected, cfg, progress)
                 log(f"{name}: downloaded from {mirror} and verified")
                 return None
+            except ChecksumMismatch as e:
+                errors.append(str(e))
+                final = True  # the same bytes would come back
             except DataError as e:
                 errors.append(str(e))
-            except (urllib.error.URLError, OSError, ValueError) as e:
+            except urllib.error.HTTPError as e:  # before URLError: its reason lacks the code
+                e.close()
+                errors.append(f"{url}: HTTP {e.code} {e.reason}")
+                final = 400 <= e.code < 500  # missing or forbidden here
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+                # HTTPException: IncompleteRead (a chunked body cut short), BadStatusLine, ...
                 reason = getattr(e, "reason", None) or e
                 errors.append(f"{url}: {reason}")
             log(f"{name}: attempt {attempt} from {mirror} failed: {errors[-1]}")
+            if final:
+                break
             if attempt < cfg.retries:
                 time.sleep(delay)
                 delay *= 2
@@ -481,4 +559,3 @@ def _md5_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-

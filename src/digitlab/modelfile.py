@@ -30,8 +30,16 @@ from digitlab.errors import ModelError
 CARD_FORMAT = "digitlab-model"
 CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
-REQUIRED_KEYS = ("format", "format_version", "name", "kind", "architecture", "input", "classes",
-                 "onnx_sha256")  # fmt: skip
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "name",
+    "kind",
+    "architecture",
+    "input",
+    "classes",
+    "onnx_sha256",
+)
 LAYOUTS = {"N1HW": (1, 28, 28), "NHW": (28, 28), "N784": (784,)}
 
 
@@ -57,8 +65,12 @@ def save_model(path: str | os.PathLike[str], onnx_bytes: bytes, card: dict[str, 
     onnx_path = Path(path)
     if onnx_path.suffix != ".onnx":
         raise ValueError(f"model path must end in .onnx: {onnx_path}")
-    card = {"format": CARD_FORMAT, "format_version": CARD_VERSION, **card,
-            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()}  # fmt: skip
+    card = {
+        "format": CARD_FORMAT,
+        "format_version": CARD_VERSION,
+        **card,
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+    }
     missing = [k for k in REQUIRED_KEYS if k not in card]
     if missing:
         raise ValueError(f"model card lacks {missing}")
@@ -75,15 +87,18 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         card = json.loads(card_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"{card_file}: model card not found (a model is NAME.onnx plus "
-                         f"NAME{CARD_SUFFIX})") from None  # fmt: skip
+        raise ModelError(
+            f"{card_file}: model card not found (a model is NAME.onnx plus NAME{CARD_SUFFIX})"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"{card_file}: unreadable model card ({e})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ModelError(f"{card_file}: not a digitlab model card")
     if card.get("format_version") != CARD_VERSION:
-        raise ModelError(f"{card_file}: card format version {card.get('format_version')} "
-                         f"is not supported (expected {CARD_VERSION})")  # fmt: skip
+        raise ModelError(
+            f"{card_file}: card format version {card.get('format_version')} "
+            f"is not supported (expected {CARD_VERSION})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in card]
     if missing:
         raise ModelError(f"{card_file}: model card lacks {', '.join(missing)}")
@@ -103,8 +118,10 @@ class OnnxModel:
         except OSError as e:
             raise ModelError(f"{self.path}: cannot read model ({e.strerror or e})") from None
         if hashlib.sha256(graph).hexdigest() != self.card["onnx_sha256"]:
-            raise ModelError(f"{self.path}: the model file does not match its card "
-                             "(corrupt, or replaced without its card)")  # fmt: skip
+            raise ModelError(
+                f"{self.path}: the model file does not match its card "
+                "(corrupt, or replaced without its card)"
+            )
         self.session = _session(graph, threads, self.path)
         inp = self.card["input"]
         self._layout = LAYOUTS[inp["layout"]]
@@ -128,8 +145,10 @@ class OnnxModel:
 
     def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Predicted class of each image, in batches to bound memory."""
-        out = [self.predict_proba(images[i : i + batch_size]).argmax(1)
-               for i in range(0, len(images), batch_size)]  # fmt: skip
+        out = [
+            self.predict_proba(images[i : i + batch_size]).argmax(1)
+            for i in range(0, len(images), batch_size)
+        ]
         return np.asarray(self.classes)[np.concatenate(out)] if out else np.empty(0, int)
 
 
@@ -164,5 +183,6 @@ def bundled_model_path() -> Path:
     for candidate in (here / "bundled" / BUNDLED_NAME, here.parents[1] / "models" / BUNDLED_NAME):
         if candidate.is_file():
             return candidate
-    raise ModelError(f"the bundled model {BUNDLED_NAME} is missing from this installation; "
-                     "pass --model PATH")  # fmt: skip
+    raise ModelError(
+        f"the bundled model {BUNDLED_NAME} is missing from this installation; pass --model PATH"
+    )

@@ -1,0 +1,52 @@
+# One local command runs what CI runs: `make check` (lint + tests).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The MNIST files: $DIGITLAB_DATA if set, else the shared copy beside the checkout.
+DATA   ?= $(or $(DIGITLAB_DATA),$(abspath ../shared/data/mnist))
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export DIGITLAB_DATA := $(DATA)
+
+.PHONY: install system-deps run test test-all lint format check bench lock clean
+
+install: $(VENV)/.installed  ## virtualenv with digitlab (editable) and all extras, pinned
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+system-deps:  ## Debian packages the browser and desktop tests drive (chromium, xvfb, xdotool)
+	bash scripts/system-deps.sh
+
+run: install  ## the main job
+	$(VENV)/bin/digitlab data verify
+	$(VENV)/bin/digitlab data info
+	$(VENV)/bin/digitlab evaluate
+
+test: install system-deps  ## the default test suite (what CI runs, minus lint)
+	$(PY) -m pytest
+
+test-all: install system-deps  ## also the slow full-data tests
+	$(PY) -m pytest -m ""
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+check: lint test  ## what CI runs
+
+bench: install  ## speed and accuracy benchmarks (ratios against baselines run in the same process)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lock:  ## re-pin requirements/constraints.txt from the current virtualenv
+	{ echo "# Pinned versions for the dev/CI environment (make install). Regenerate with: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/'; } > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

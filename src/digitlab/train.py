@@ -1,0 +1,419 @@
+"""Train the digit CNN: `digitlab train`.
+
+Read top to bottom: config, data, one epoch, evaluation, checkpoints, export,
+and `train()` which ties them together. The whole dataset lives in memory as
+uint8 tensors on the training device; batches are sliced, augmented and
+normalised there, so no DataLoader workers are needed.
+
+Reproducibility: the weights are initialised from ``seed`` and every epoch
+draws its shuffling, augmentation and dropout from a generator seeded with
+``(seed, epoch)``. A run resumed from the checkpoint of epoch k therefore
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+import digitlab
+from digitlab.data import atomic_write_bytes, dataset_sha256, load_mnist
+from digitlab.errors import DigitlabError, ModelError
+from digitlab.models.augment import AugmentConfig, augment
+from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, WithSoftmax
+
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded in checkpoints and the card."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3  # peak of the one-cycle schedule
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    val_size: int = 5000  # carved from the training set; the test set is only for the final figure
+    seed: int = 0
+    device: str = "auto"
+    quick: bool = False  # tiny subset and one epoch: exercises the real code path in seconds
+    model: CNNConfig = field(default_factory=CNNConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["model"], d["augment"] = self.model.to_json(), self.augment.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["model"] = CNNConfig.from_json(d["model"])
+        d["augment"] = AugmentConfig(**d["augment"])
+        return cls(**d)
+
+
+QUICK_SIZES = {"train": 2000, "val": 500, "test": 1000}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DigitlabError("--device cuda: no CUDA GPU is available here (use --device cpu)")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- #
+# Data
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Splits:
+    """uint8 image tensors N x 1 x 28 x 28 and int64 labels, already on the device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random train/validation split of range(n)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def load_splits(cfg: TrainConfig, data_dir: Path | None, device: torch.device) -> Splits:
+    images, labels = load_mnist("train", data_dir)
+    val_size = QUICK_SIZES["val"] if cfg.quick else cfg.val_size
+    train_idx, val_idx = split_indices(len(images), val_size, cfg.seed)
+    if cfg.quick:
+        train_idx = train_idx[: QUICK_SIZES["train"]]
+
+    def to_device(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(images[idx]).unsqueeze(1).to(device)
+        return x, torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+
+    return Splits(*to_device(train_idx), *to_device(val_idx))
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
+# --------------------------------------------------------------------------- #
+# Training and evaluation
+# --------------------------------------------------------------------------- #
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch
+    )
+    return opt, sched
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return n_train // batch_size  # drop the ragged last batch: batch norm dislikes tiny batches
+
+
+def epoch_generator(cfg: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout draws from the global generator
+    return torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+
+
+def train_one_epoch(
+    model,
+    splits: Splits,
+    opt,
+    sched,
+    cfg: TrainConfig,
+    epoch: int,
+    on_step: Callable[[float], None],
+) -> float:
+    """One pass over the shuffled training set; returns the mean loss."""
+    model.train()
+    device = splits.x_train.device
+    gen = epoch_generator(cfg, epoch, device)
+    n = len(splits.x_train)
+    order = torch.randperm(n, generator=gen, device=device)
+    total = 0.0
+    steps = steps_per_epoch(n, cfg.batch_size)
+    for step in range(steps):
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x = augment(to_float(splits.x_train[idx]), cfg.augment, gen)
+        loss = F.cross_entropy(
+            model(normalise(x)), splits.y_train[idx], label_smoothing=cfg.label_smoothing
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item()
+        on_step(loss.item())
+    return total / max(steps, 1)
+
+
+@torch.no_grad()
+def predict_logits(model, x_uint8: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    model.eval()
+    return torch.cat(
+        [
+            model(normalise(to_float(x_uint8[i : i + batch_size])))
+            for i in range(0, len(x_uint8), batch_size)
+        ]
+    )
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict_logits(model, x).argmax(1) == y).float().mean().item()
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints: safetensors for tensors, JSON for everything else
+# --------------------------------------------------------------------------- #
+
+
+def save_checkpoint(run_dir: Path, model, opt, sched, state: dict) -> None:
+    """Atomically write weights + optimizer tensors, then the JSON that points at them."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, slots in opt_state["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+    blob = st_save(tensors)
+    atomic_write_bytes(run_dir / CHECKPOINT_WEIGHTS, blob)
+    state = {
+        **state,
+        "optimizer_param_groups": opt_state["param_groups"],
+        "scheduler": sched.state_dict(),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    atomic_write_bytes(run_dir / CHECKPOINT_STATE, json.dumps(state, indent=1).encode())
+
+
+def read_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's JSON state and its tensors, checked against each other."""
+    try:
+        state = json.loads((run_dir / CHECKPOINT_STATE).read_text())
+        blob = (run_dir / CHECKPOINT_WEIGHTS).read_bytes()
+    except FileNotFoundError as e:
+        raise ModelError(
+            f"{run_dir}: no checkpoint here ({Path(e.filename).name} missing)"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{run_dir}: unreadable checkpoint ({e})") from None
+    if hashlib.sha256(blob).hexdigest() != state.get("weights_sha256"):
+        raise ModelError(f"{run_dir}: checkpoint weights do not match checkpoint.json")
+    return state, st_load(blob)
+
+
+def restore(model, opt, sched, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+    device = next(model.parameters()).device
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            # Adam's `step` counters stay on the CPU; the moments live beside the weights.
+            slots.setdefault(int(pid), {})[key] = v if key == "step" else v.to(device)
+    opt.load_state_dict({"state": slots, "param_groups": state["optimizer_param_groups"]})
+    sched.load_state_dict(state["scheduler"])
+
+
+def build_model(model_cfg: CNNConfig, seed: int, device: torch.device) -> DigitCNN:
+    torch.manual_seed(seed)
+    return DigitCNN(model_cfg).to(device)
+
+
+# --------------------------------------------------------------------------- #
+# Export: ONNX graph + model card
+# --------------------------------------------------------------------------- #
+
+
+def onnx_bytes(model: DigitCNN) -> bytes:
+    """The model, with normalisation and softmax folded in, as ONNX (batch size dynamic)."""
+    wrapped = WithSoftmax(model.cpu().eval()).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(
+        wrapped,
+        (torch.zeros(1, 1, 28, 28),),
+        buf,
+        input_names=["image"],
+        output_names=["probabilities"],
+        dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return buf.getvalue()
+
+
+def onnx_max_abs_diff(model: DigitCNN, graph: bytes, n: int = 64, seed: int = 0) -> float:
+    """Largest difference between PyTorch and onnxruntime on random [0, 1] inputs."""
+    import onnxruntime as ort
+
+    x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = WithSoftmax(model.cpu().eval())(x).numpy()
+    sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x.numpy()})[0]
+    return float(np.abs(ref - got).max())
+
+
+def model_card(cfg: TrainConfig, state: dict, data_dir: Path | None, device: torch.device) -> dict:
+    import onnx
+
+    return {
+        "name": "digit-cnn",
+        "kind": "cnn",
+        "architecture": {"name": DigitCNN.name, "kwargs": cfg.model.to_json()},
+        "input": {
+            "name": "image",
+            "layout": "N1HW",
+            "mean": 0.0,
+            "std": 1.0,
+            "pixels": "float32 in [0, 1], 0 = paper, 1 = ink",
+        },
+        "normalisation_in_graph": {"mean": MNIST_MEAN, "std": MNIST_STD},
+        "output": "probabilities",
+        "classes": list(range(10)),
+        "preprocessing": "MNIST: crop to ink, fit 20x20 keeping aspect, centre of mass at 14,14",
+        "training": {
+            "config": cfg.to_json(),
+            "seed": cfg.seed,
+            "epochs": state["epoch"],
+            "device": str(device),
+            "device_name": _device_name(device),
+            "wall_time_s": round(state["train_seconds"], 1),
+            "history": state["history"],
+            "data_sha256": dataset_sha256(data_dir),
+        },
+        "versions": {
+            "digitlab": digitlab.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "python": platform.python_version(),
+        },
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------- #
+# The run
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    model_path: Path | None  # None while the run is unfinished
+    epochs_done: int
+    val_accuracy: float
+    card: dict | None
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    data_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> TrainResult:
+    """Train (or resume) into ``run_dir``; export ``run_dir/digit-cnn.onnx`` when done."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    epochs = 1 if cfg.quick else cfg.epochs
+    cfg = replace(cfg, epochs=epochs)
+    splits = load_splits(cfg, data_dir, device)
+    model = build_model(cfg.model, cfg.seed, device)
+    steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
+    opt, sched = make_optimizer(model, cfg, steps)
+    state = {"config": cfg.to_json(), "epoch": 0, "history": [], "train_seconds": 0.0}
+    if resume:
+        saved, tensors = read_checkpoint(run_dir)
+        restore(model, opt, sched, saved, tensors)
+        state = {k: saved[k] for k in ("config", "epoch", "history", "train_seconds")}
+    report = progress or (lambda **_: None)
+    report(kind="start", total=epochs * steps, done=state["epoch"] * steps, device=str(device))
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        t0 = time.perf_counter()
+        loss = train_one_epoch(
+            model, splits, opt, sched, cfg, epoch, lambda value: report(kind="step", loss=value)
+        )
+        val = accuracy(model, splits.x_val, splits.y_val)
+        state["epoch"] = epoch
+        state["train_seconds"] += time.perf_counter() - t0
+        state["history"].append({"epoch": epoch, "loss": round(loss, 5), "val_accuracy": val})
+        save_checkpoint(run_dir, model, opt, sched, state)
+        report(kind="epoch", epoch=epoch, epochs=epochs, loss=loss, val=val)
+    return finish(cfg, run_dir, model, state, data_dir, device)
+
+
+def finish(
+    cfg: TrainConfig,
+    run_dir: Path,
+    model: DigitCNN,
+    state: dict,
+    data_dir: Path | None,
+    device: torch.device,
+) -> TrainResult:
+    """Export the trained model with its card, scored by onnxruntime on the test set."""
+    from digitlab.evaluate import evaluate
+    from digitlab.modelfile import OnnxModel, save_model
+
+    graph = onnx_bytes(model)
+    card = model_card(cfg, state, data_dir, device)
+    card["export_check"] = {"max_abs_diff_vs_torch": onnx_max_abs_diff(model, graph)}
+    path = save_model(run_dir / "digit-cnn.onnx", graph, card)
+    images, labels = load_mnist("test", data_dir)
+    if cfg.quick:
+        images, labels = images[: QUICK_SIZES["test"]], labels[: QUICK_SIZES["test"]]
+    ev = evaluate(OnnxModel(path), images, labels)
+    card["metrics"] = {
+        "test_accuracy": ev.accuracy,
+        "test_errors": ev.errors,
+        "n_test": ev.n,
+        "val_accuracy": state["history"][-1]["val_accuracy"],
+    }
+    path = save_model(path, graph, card)  # again, now with the measured figures
+    return TrainResult(run_dir, path, state["epoch"], state["history"][-1]["val_accuracy"], card)
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-train")
+
+
+def config_from_checkpoint(run_dir: Path) -> TrainConfig:
+    state, _ = read_checkpoint(run_dir)
+    return TrainConfig.from_json(state["config"])
