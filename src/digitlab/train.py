@@ -20,7 +20,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ class TrainConfig:
     val_size: int = 5000  # carved from the training set; the test set is only for the final figure
     seed: int = 0
     device: str = "auto"
-    quick: bool = False  # tiny subset and one epoch: exercises the real code path in seconds
+    quick: bool = False  # tiny subset: exercises the real code path in seconds
     model: CNNConfig = field(default_factory=CNNConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -353,8 +353,7 @@ def train(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     run_dir.mkdir(parents=True, exist_ok=True)
-    epochs = 1 if cfg.quick else cfg.epochs
-    cfg = replace(cfg, epochs=epochs)
+    epochs = cfg.epochs
     splits = load_splits(cfg, data_dir, device)
     model = build_model(cfg.model, cfg.seed, device)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)

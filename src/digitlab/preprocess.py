@@ -1,0 +1,645 @@
+"""Turn any drawing or image of a digit into the 28 x 28 image the model expects.
+
+Every front end (web page, desktop app, ``digitlab predict``) goes through
+`preprocess`, so a digit is read the same way everywhere. It follows the recipe
+MNIST itself was made with, because a model trained on MNIST is only reliable
+on inputs that look like MNIST:
+
+1. read the input as a grey image (image files, NumPy arrays, PIL images), or
+   render it (stroke lists from the drawing apps, see `Strokes`);
+2. decide the polarity (dark ink on light paper or the reverse; a transparent
+   background counts as paper) and remove the background with a threshold
+   that adapts to the paper's noise;
+3. drop specks of dust far smaller than the digit, crop to the ink;
+4. bring the stroke width into MNIST's range (a 1-px mouse line is thickened,
+   a fat marker thinned);
+5. scale so the longer side of the digit fits a 20 x 20 box, keeping the aspect
+   ratio (a "1" stays thin), anti-aliased, into a 28 x 28 field placed so the
+   centre of mass sits at the centre.
+
+Only NumPy and Pillow are used: people who just draw and predict install a
+light package.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from digitlab.errors import InputError
+
+# Formats we decode. Restricting Pillow to these keeps exotic decoders (EPS runs
+# Ghostscript, for one) away from uploaded files. (Camera JPEGs that are really
+# MPO files are opened by the JPEG plugin.)
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+SUPPORTED = "PNG, JPEG, BMP, GIF or WebP"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Every constant of the preprocessing, in one place (model cards record it).
+
+    The MNIST figures were measured on the MNIST test set with the same
+    estimators this module uses.
+    """
+
+    canvas: int = 28  # side of the output image
+    box: int = 20  # the digit's longer side is scaled to this (MNIST: 20)
+    center: float = 14.0  # where the centre of mass lands, in pixel indices (MNIST: 13.99, 14.01)
+    stroke: float = 2.5  # MNIST's median stroke width (output pixels): where outliers are brought
+    stroke_range: tuple[float, float] = (1.3, 4.9)  # MNIST's 1st-99th percentile: left as is
+    work_side: int = 80  # the digit is resampled to this size while its stroke is adjusted
+    max_side: int = 2048  # larger images are downscaled to this before anything else
+    max_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
+    min_contrast: float = 0.12  # ink differs from the paper by at least this (0..1) ...
+    noise_sigmas: float = 4.0  # ... and by this many robust standard deviations of the paper
+    speck_fraction: float = 0.02  # blobs under this share of the biggest blob are dust
+    blob_fraction: float = 0.05  # blobs from this share of the ink count in `n_blobs`
+    max_points: int = 100_000  # stroke input limit (points in all strokes together)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_CONFIG = PreprocessConfig()
+
+
+@dataclass(frozen=True, eq=False)
+class Normalized:
+    """The result of `preprocess`: the model's input plus what was learnt on the way.
+
+    ``image`` is float32 28 x 28 in [0, 1] (0 = paper, 1 = ink), or None when the
+    input holds no ink. The other fields help decide whether to trust a
+    prediction (see `digitlab.predict`).
+    """
+
+    image: np.ndarray | None
+    source_size: tuple[int, int]  # (width, height) of the input, or of the stroke canvas
+    polarity: str  # "dark-on-light", "light-on-dark", "strokes", or "none" (no ink)
+    ink_box: tuple[int, int, int, int] | None = None  # (left, top, right, bottom), input pixels
+    n_blobs: int = 0  # connected blobs of ink that are not dust (1 for a clean digit)
+    aspect: float = 0.0  # ink width / height (MNIST digits: 0.1 to 2)
+    stroke_width: float = 0.0  # stroke width as drawn, in output pixels (before adjusting)
+
+    @property
+    def has_ink(self) -> bool:
+        return self.image is not None
+
+    @property
+    def ink_size(self) -> int:
+        """The longer side of the ink, in input pixels (0 when no ink)."""
+        if self.ink_box is None:
+            return 0
+        left, top, right, bottom = self.ink_box
+        return max(right - left, bottom - top)
+
+
+# --------------------------------------------------------------------------- #
+# Strokes: what the drawing apps send
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Strokes:
+    """A drawing as the apps record it: pen strokes on a canvas.
+
+    JSON form (what the web page and the desktop app send)::
+
+        {"strokes": [[[x, y], [x, y], ...], ...],   # required; one list of points per stroke
+         "width": 280, "height": 280,               # optional: canvas size in pixels
+         "pen": 16}                                  # optional: pen diameter in pixels
+
+    Coordinates are canvas pixels (numbers), origin top left, y down. Points may
+    carry extra values (``[x, y, t]``); only x and y are used. A stroke of one
+    point is a dot. The pen width is only used to report the ink box: the digit
+    is redrawn with a pen sized to the digit, so that its stroke looks like
+    MNIST's whatever pen the user had.
+    """
+
+    strokes: tuple[tuple[tuple[float, float], ...], ...]
+    width: int | None = None
+    height: int | None = None
+    pen: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any],
+                  max_points: int = DEFAULT_CONFIG.max_points) -> Strokes:  # fmt: skip
+        """Validate a drawing given as JSON text or an already-parsed mapping."""
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise InputError(f"drawing: not valid JSON ({e})") from None
+        if not isinstance(data, Mapping) or not isinstance(data.get("strokes"), list):
+            raise InputError('drawing: expected an object with a "strokes" list')
+        strokes, total = [], 0
+        for s in data["strokes"]:
+            if not isinstance(s, list):
+                raise InputError("drawing: each stroke must be a list of [x, y] points")
+            total += len(s)
+            if total > max_points:
+                raise InputError(f"drawing: more than {max_points} points")
+            strokes.append(tuple(_point(p) for p in s))
+        width, height = _canvas_side(data, "width"), _canvas_side(data, "height")
+        pen = _number(data.get("pen", 1.0), "pen")
+        if not 0 <= pen <= 10_000:
+            raise InputError(f"drawing: pen width {pen} out of range")
+        return cls(tuple(s for s in strokes if s), width, height, pen)
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise InputError(f"drawing: {what} must be a finite number, got {v!r}")
+    if abs(v) > 1e6:
+        raise InputError(f"drawing: {what} {v} out of range")
+    return float(v)
+
+
+def _point(p: Any) -> tuple[float, float]:
+    if not isinstance(p, list | tuple) or len(p) < 2:
+        raise InputError(f"drawing: a point must be [x, y], got {p!r}")
+    return _number(p[0], "x"), _number(p[1], "y")
+
+
+def _canvas_side(data: Mapping[str, Any], key: str) -> int | None:
+    v = data.get(key)
+    return None if v is None else max(1, round(_number(v, key)))
+
+
+# --------------------------------------------------------------------------- #
+# The entry point
+# --------------------------------------------------------------------------- #
+
+# What `preprocess` accepts (documented there).
+DigitInput = (str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray | Strokes
+              | Mapping[str, Any])  # fmt: skip
+
+
+def preprocess(x: DigitInput, config: PreprocessConfig = DEFAULT_CONFIG) -> Normalized:
+    """The normalised 28 x 28 image of any digit input; ``image`` is None when there is no ink.
+
+    ``x`` is an image file (path, bytes or binary file object: PNG, JPEG, BMP,
+    GIF, WebP), a PIL image, a NumPy array (H x W grey, H x W x 3 RGB, H x W x 4
+    RGBA; uint8, or floats in [0, 1]), or a drawing (`Strokes`, or its JSON form
+    as a mapping). Raises `InputError` for anything that is not a readable image
+    or drawing, and for images over ``config.max_pixels``.
+    """
+    if isinstance(x, Strokes | Mapping):
+        strokes = x if isinstance(x, Strokes) else Strokes.from_json(x, config.max_points)
+        return _from_strokes(strokes, config)
+    gray, size = read_gray(x, config)
+    ink, polarity = ink_map(gray, config)
+    if ink is None:
+        return Normalized(None, size, "none")
+    left, top, right, bottom = _keep_digit(ink, config)
+    crop = ink[top:bottom, left:right]
+    # Report the box in the input's own pixels even when it was downscaled first.
+    fx, fy = size[0] / gray.shape[1], size[1] / gray.shape[0]
+    box = (int(left * fx), int(top * fy), math.ceil(right * fx), math.ceil(bottom * fy))
+    return _normalize(_to_work(crop, config), size, polarity, box, config)
+
+
+# --------------------------------------------------------------------------- #
+# Reading: anything -> a grey uint8 array, transparency composited onto paper
+# --------------------------------------------------------------------------- #
+
+
+def read_gray(
+    x: Any, config: PreprocessConfig = DEFAULT_CONFIG
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """A 2-D uint8 grey image of ``x`` (polarity as in the input) and the input's (width, height).
+
+    The grey image is downscaled to at most ``max_side`` pixels a side.
+    """
+    if isinstance(x, np.ndarray):
+        gray = _gray_from_array(x, config)  # checks the shape first
+        return gray, (x.shape[1], x.shape[0])
+    if isinstance(x, Image.Image):
+        return _gray_from_pil(x, config)
+    if isinstance(x, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(x, "read"):
+        return _gray_from_file(x, config)
+    raise InputError(f"cannot read a digit from a {type(x).__name__}")
+
+
+def _gray_from_file(src: Any, config: PreprocessConfig) -> tuple[np.ndarray, tuple[int, int]]:
+    is_path = isinstance(src, str | os.PathLike)
+    where = f"{os.fspath(src)}: " if is_path else ""  # error messages name the file
+    try:
+        fp = open(src, "rb") if is_path else src  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise InputError(f"{where}cannot read ({e.strerror or e})") from None
+    if isinstance(fp, bytes | bytearray | memoryview):
+        fp = io.BytesIO(fp)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=IMAGE_FORMATS)
+        _check_pixels(img.size, config, where)
+        return _gray_from_pil(img, config, where)
+    except UnidentifiedImageError:
+        raise InputError(f"{where}not an image in a supported format ({SUPPORTED})") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{where}image too large to open safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise InputError(f"{where}damaged image ({e})") from None
+    finally:
+        if fp is not src:
+            fp.close()
+
+
+def _check_pixels(size: tuple[int, int], config: PreprocessConfig, where: str = "") -> None:
+    w, h = size
+    if w * h > config.max_pixels:
+        raise InputError(f"{where}image of {w} x {h} pixels is over the limit of "
+                         f"{config.max_pixels / 1e6:g} megapixels; downscale it first")  # fmt: skip
+    if w == 0 or h == 0:
+        raise InputError(f"{where}empty image ({w} x {h})")
+
+
+def _gray_from_pil(
+    img: Image.Image, config: PreprocessConfig, where: str = ""
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The grey image of a PIL image, and its (width, height) upright."""
+    _check_pixels(img.size, config, where)
+    w, h = img.size
+    if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn by 90 degrees
+        w, h = h, w
+    factor = math.ceil(max(w, h) / config.max_side)
+    if factor > 1 and img.format == "JPEG":
+        img.draft("L", (img.width // factor, img.height // factor))  # decode at 1/2..1/8 size
+    img = ImageOps.exif_transpose(img) or img  # phone photos are often stored sideways
+    if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16-bit and float images
+        return _gray_from_array(np.asarray(img), config), (w, h)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    img = img.convert("RGBA" if has_alpha else "L")
+    factor = math.ceil(max(img.size) / config.max_side)
+    if factor > 1:
+        img = img.reduce(factor)
+    arr = np.asarray(img)
+    return (_composite(arr[..., :3], arr[..., 3]) if has_alpha else arr), (w, h)
+
+
+def _gray_from_array(a: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        channels = a.shape[2]
+    elif a.ndim == 2:
+        channels = 0
+    else:
+        raise InputError(f"expected an H x W, H x W x 3 or H x W x 4 image array, got {a.shape}")
+    _check_pixels((a.shape[1], a.shape[0]), config)
+    a = _to_uint8(a)
+    if channels == 1:
+        a = a[..., 0]
+    factor = math.ceil(max(a.shape[:2]) / config.max_side)
+    if factor > 1:
+        a = np.asarray(Image.fromarray(a).reduce(factor))
+    if channels == 4:
+        return _composite(a[..., :3], a[..., 3])
+    return _luma(a) if channels == 3 else a
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """uint8 as is; floats in [0, 1] scaled; anything else scaled by its own range."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise InputError(f"cannot read an image from an array of {a.dtype}")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise InputError("image array holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0 and hi <= 1:
+        top = 1.0
+    elif lo >= 0 and hi <= 255:
+        top = 255.0
+    else:  # 16-bit, or an arbitrary range: stretch it
+        a, top = a - lo, max(hi - lo, 1e-12)
+    return np.round(a * (255 / top)).astype(np.uint8)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as Pillow's convert("L")."""
+    weights = np.array([299, 587, 114], dtype=np.uint32)
+    return ((rgb.astype(np.uint32) @ weights + 500) // 1000).astype(np.uint8)
+
+
+def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Grey image of RGBA pixels with transparent parts turned into paper.
+
+    The paper colour is the one that contrasts with what is opaque: dark opaque
+    strokes go onto white, light ones onto black. (Pasting onto white always
+    would make white-on-transparent strokes vanish.)
+    """
+    gray = _luma(rgb).astype(np.float32)
+    a = alpha.astype(np.float32) / 255
+    weight = a.sum()
+    if weight == 0:
+        return np.zeros(gray.shape, np.uint8)  # fully transparent: blank paper
+    paper = 255.0 if (gray * a).sum() / weight < 128 else 0.0
+    return np.round(gray * a + paper * (1 - a)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- #
+# Ink: polarity and background removal
+# --------------------------------------------------------------------------- #
+
+
+def ink_map(
+    gray: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG
+) -> tuple[np.ndarray | None, str]:
+    """Float32 ink (0 = paper, 1 = strongest ink) and the polarity, or (None, "none") if blank.
+
+    The paper is the median grey level (the digit covers less than half of any
+    sensible picture); its noise is the median absolute deviation. Ink must
+    differ from the paper by ``min_contrast`` and by ``noise_sigmas`` robust
+    standard deviations. The polarity is the side (darker or lighter than the
+    paper) holding more ink beyond that threshold. Computed on the 256-level
+    histogram: fast whatever the image size.
+    """
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    half = hist.sum() / 2
+    paper = float(np.searchsorted(np.cumsum(hist), half))
+    dev = np.abs(levels - paper)
+    order = np.argsort(dev, kind="stable")
+    mad = dev[order][np.searchsorted(np.cumsum(hist[order]), half)]
+    threshold = max(config.min_contrast * 255, config.noise_sigmas * 1.4826 * mad)
+    dark, light = paper - levels, levels - paper  # how much darker / lighter than paper
+    dark_mass = (hist * np.clip(dark - threshold, 0, None)).sum()
+    light_mass = (hist * np.clip(light - threshold, 0, None)).sum()
+    if dark_mass == light_mass == 0:
+        return None, "none"
+    contrast, polarity = (dark, "dark-on-light") if dark_mass >= light_mass else \
+        (light, "light-on-dark")  # fmt: skip
+    # The strongest ink (90th percentile of the ink pixels) maps to 1, so faint
+    # pencil and saturated marker end up alike. Pixels below the threshold are
+    # paper; above it the ramp starts at threshold / 2 to keep anti-aliased edges.
+    is_ink = contrast > threshold
+    ink_cum = np.cumsum((hist * is_ink)[np.argsort(contrast)])
+    strongest = np.sort(contrast)[np.searchsorted(ink_cum, 0.9 * ink_cum[-1])]
+    start = threshold / 2
+    lut = np.where(is_ink, np.clip((contrast - start) / max(strongest - start, 1), 0, 1), 0)
+    return np.take(lut.astype(np.float32), gray), polarity
+
+
+def _keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int]:
+    """Zero specks of dust (in place) and return the ink's box (left, top, right, bottom).
+
+    Blobs are found on a coarse grid (at most 128 cells a side) so this costs
+    little on big photos; a blob under ``speck_fraction`` of the biggest one's
+    ink is dust. Parts of a digit drawn apart (the bar of a 5) are far bigger.
+    """
+    h, w = ink.shape
+    f = max(1, math.ceil(max(h, w) / 128))
+    cells = np.add.reduceat(np.add.reduceat(ink, np.arange(0, h, f), 0), np.arange(0, w, f), 1)
+    labels, n = label(cells > 0)
+    if n > 1:
+        mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
+        dust = mass < config.speck_fraction * mass[1:].max()
+        dust[0] = False
+        if dust.any():
+            drop = np.repeat(np.repeat(dust[labels], f, axis=0), f, axis=1)[:h, :w]
+            ink[drop] = 0
+    return _box(ink > 0)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (8-neighbour) of a boolean image: labels 1..n, 0 = background.
+
+    Works on horizontal runs of pixels (a union-find over runs that touch the
+    row above), so a digit costs a few hundred steps of Python, not one per pixel.
+    """
+    h, w = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; runs pair up in row-major order
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(h + 1)).tolist()
+    s_list, e_list = starts.tolist(), ends.tolist()
+    for r in range(1, h):
+        i, j = first[r - 1], first[r]  # runs of the row above, runs of this row
+        while i < first[r] and j < first[r + 1]:
+            if s_list[j] <= e_list[i] and s_list[i] <= e_list[j]:  # touch, diagonals included
+                parent[find(i)] = find(j)
+            if e_list[i] <= e_list[j]:
+                i += 1
+            else:
+                j += 1
+    roots = [find(i) for i in range(len(rows))]
+    ids = {root: k + 1 for k, root in enumerate(dict.fromkeys(roots))}
+    labels = np.zeros((h, w), np.int32)
+    for r, s, e, root in zip(rows.tolist(), s_list, e_list, roots, strict=True):
+        labels[r, s:e] = ids[root]
+    return labels, len(ids)
+
+
+# --------------------------------------------------------------------------- #
+# Strokes -> ink
+# --------------------------------------------------------------------------- #
+
+
+def _from_strokes(drawing: Strokes, config: PreprocessConfig) -> Normalized:
+    """Render the strokes at the working size with an MNIST-like pen, then normalise."""
+    pts = [p for s in drawing.strokes for p in s]
+    size = (drawing.width or 0, drawing.height or 0)
+    if not pts:
+        return Normalized(None, size, "none")
+    xy = np.asarray(pts, dtype=np.float64)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    pen = config.stroke * config.work_side / config.box  # MNIST's stroke, at the working size
+    extent = float((hi - lo).max())
+    scale = (config.work_side - pen) / extent if extent > 0 else 1.0
+    side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
+    img = Image.new("L", (int(side[0]), int(side[1])))
+    draw = ImageDraw.Draw(img)
+    r = pen / 2
+    for stroke in drawing.strokes:
+        p = [tuple(v) for v in ((np.asarray(stroke) - lo) * scale + r + 1).tolist()]
+        if len(p) > 1:
+            draw.line(p, fill=255, width=round(pen), joint="curve")
+        for x, y in p:  # round caps and joins
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    half = drawing.pen / 2
+    box = (math.floor(lo[0] - half), math.floor(lo[1] - half),
+           math.ceil(hi[0] + half), math.ceil(hi[1] + half))  # fmt: skip
+    ink = np.asarray(img, dtype=np.float32) / 255
+    left, top, right, bottom = _box(ink > 0)
+    return _normalize(ink[top:bottom, left:right], size, "strokes", box, config)
+
+
+# --------------------------------------------------------------------------- #
+# Ink -> 28 x 28
+# --------------------------------------------------------------------------- #
+
+
+def _to_work(crop: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Resample the cropped ink so its longer side is ``work_side`` pixels.
+
+    Downscaling averages thin lines into faint grey; stretching the contrast
+    back (strongest ink = 1) keeps a 1-px mouse line visible so that its width
+    can be measured and fixed.
+    """
+    h, w = crop.shape
+    k = config.work_side / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    filt = Image.Resampling.BOX if k < 1 else Image.Resampling.BILINEAR
+    work = np.asarray(Image.fromarray(crop).resize(size, filt))
+    peak = float(np.percentile(work[work > 0], 99)) if work.any() else 1.0
+    return np.clip(work / peak, 0, 1) if 0 < peak < 1 else work
+
+
+def _normalize(work: np.ndarray, size: tuple[int, int], polarity: str,
+               box: tuple[int, int, int, int], config: PreprocessConfig) -> Normalized:  # fmt: skip
+    """Adjust the stroke, fit the 20 x 20 box and centre by mass: the common last steps."""
+    work, width = _adjust_stroke(work, config)
+    image = _fit(work, config)
+    left, top, right, bottom = box
+    return Normalized(
+        image=image,
+        source_size=size,
+        polarity=polarity,
+        ink_box=box,
+        n_blobs=_count_blobs(image, config),
+        aspect=(right - left) / max(bottom - top, 1),
+        stroke_width=width,
+    )
+
+
+def stroke_widths(mask: np.ndarray, quantiles: tuple[float, ...] = (0.5,)) -> list[float]:
+    """Quantiles of the stroke width in a boolean image, in pixels, weighted by stroke length.
+
+    A pixel's local width is the shorter of the horizontal and vertical runs of
+    ink through it (exact across an upright or level stroke, up to 1.4 times
+    too wide across a diagonal one). Weighting each pixel by 1 / width counts
+    every stretch of stroke once whatever its width, so a blob filled in solid
+    does not pass for one fat stroke, and the thin tail beside it still counts.
+    """
+    if not mask.any():
+        return [0.0] * len(quantiles)
+    width = np.minimum(_run_lengths(mask), _run_lengths(mask.T).T)[mask].astype(np.float64)
+    order = np.argsort(width)
+    cum = np.cumsum(1 / width[order])
+    return [float(width[order][np.searchsorted(cum, q * cum[-1])]) for q in quantiles]
+
+
+def _run_lengths(mask: np.ndarray) -> np.ndarray:
+    """For each pixel, the length of the horizontal run of True it belongs to (0 off the mask)."""
+    starts = mask & ~np.pad(mask, ((0, 0), (1, 0)))[:, :-1]  # ink whose left neighbour is paper
+    run = np.cumsum(starts.ravel()) - 1  # index of the run each pixel is in (row-major)
+    lengths = np.bincount(run[mask.ravel()], minlength=int(starts.sum()))
+    return np.where(mask, lengths[np.maximum(run, 0)].reshape(mask.shape), 0)
+
+
+def _adjust_stroke(work: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, float]:
+    """Thicken or thin strokes outside MNIST's range; returns (image, width as drawn).
+
+    Widths are in output pixels: at the working size, a pixel is box / side of
+    one. Thickening every stroke by 2r also grows the digit by 2r, which
+    shrinks the scale; r solves (w + 2r) * box / (side + 2r) = target. Thinning
+    goes by the thinner strokes (10th percentile) and only down to the target,
+    so no part of the digit is eroded away.
+    """
+    side = max(work.shape)
+    typical, thin = stroke_widths(work >= 0.5, (0.5, 0.1))
+    width = typical * config.box / side
+    lo, hi = config.stroke_range
+    target = config.stroke
+    if width < lo:
+        r = (target * side - config.box * typical) / (2 * config.box - 2 * target)
+    elif width > hi:
+        r = -(thin - target * side / config.box) / 2
+    else:
+        return work, width
+    if round(abs(r)) == 0 or (width > hi and r >= 0):
+        return work, width
+    adjusted = _morph(work, round(abs(r)), grow=r > 0)
+    if not adjusted.any():
+        return work, width
+    left, top, right, bottom = _box(adjusted > 0)
+    return adjusted[top:bottom, left:right], width
+
+
+def _morph(img: np.ndarray, radius: int, grow: bool) -> np.ndarray:
+    """Grey dilation (grow) or erosion with a disc: max / min over shifted copies."""
+    pad = radius
+    src = np.pad(img, pad)
+    out = src.copy()
+    op = np.maximum if grow else np.minimum
+    h, w = src.shape
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if (dy or dx) and dy * dy + dx * dx <= (radius + 0.5) ** 2:
+                shifted = np.zeros_like(src)
+                shifted[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+                    src[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]  # fmt: skip
+                op(out, shifted, out=out)
+    return out
+
+
+def _fit(work: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Scale the longer side to ``box`` and put the centre of mass at ``center``, in one resample.
+
+    Pillow's resize takes a source box in real coordinates, which gives the
+    sub-pixel shift for free. Pixel i covers [i, i + 1), so its centre is i + 0.5.
+    """
+    h, w = work.shape
+    scale = config.box / max(h, w)
+    mass = float(work.sum())
+    cy = float(work.sum(axis=1) @ np.arange(h)) / mass + 0.5
+    cx = float(work.sum(axis=0) @ np.arange(w)) / mass + 0.5
+    span = config.canvas / scale  # the output field, in working pixels
+    pad = math.ceil(span)
+    field = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
+    field[pad : pad + h, pad : pad + w] = work
+    x0 = cx + pad - (config.center + 0.5) / scale
+    y0 = cy + pad - (config.center + 0.5) / scale
+    out = Image.fromarray(field).resize((config.canvas, config.canvas), Image.Resampling.BOX,
+                                        box=(x0, y0, x0 + span, y0 + span))  # fmt: skip
+    image = np.asarray(out, dtype=np.float32)
+    return np.where(image < 1e-3, 0, np.minimum(image, 1)).astype(np.float32)
+
+
+def _count_blobs(image: np.ndarray, config: PreprocessConfig) -> int:
+    """Connected blobs in the 28 x 28 image holding at least ``blob_fraction`` of the ink."""
+    labels, n = label(image > 0.3)
+    if n <= 1:
+        return n
+    mass = np.bincount(labels.ravel(), weights=image.ravel(), minlength=n + 1)[1:]
+    return int((mass >= config.blob_fraction * mass.sum()).sum())
+
+
+def save_normalized(image: np.ndarray | None, path: str | os.PathLike[str], scale: int = 10,
+                    config: PreprocessConfig = DEFAULT_CONFIG) -> Path:  # fmt: skip
+    """Write a 28 x 28 image as the model sees it (ink white on black), upscaled, as PNG."""
+    if image is None:
+        image = np.zeros((config.canvas, config.canvas), np.float32)
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    big = np.kron(pixels, np.ones((scale, scale), np.uint8))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(big).save(path, format="PNG")
+    return path

@@ -1,0 +1,89 @@
+"""The shipped model: accuracy on the real test set, size, card, light install."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitlab.modelfile import bundled_model_path, load_model, read_card
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_model_scores_at_least_99_7_percent(mnist_test):
+    from digitlab.evaluate import evaluate
+
+    images, labels = mnist_test
+    model = load_model()
+    ev = evaluate(model, images, labels)
+    assert ev.n == 10_000
+    assert ev.errors <= 30, f"{ev.errors} errors"
+    # The card's recorded figures are the ones we measure now.
+    assert model.card["metrics"]["test_errors"] == ev.errors
+
+
+def test_bundled_files_are_small_and_carded():
+    path = bundled_model_path()
+    total = sum(p.stat().st_size for p in (REPO / "models").iterdir() if p.is_file())
+    assert total <= 2_000_000
+    card = read_card(path)
+    for key in (
+        "architecture",
+        "input",
+        "classes",
+        "training",
+        "metrics",
+        "versions",
+        "created",
+        "onnx_sha256",
+        "export_check",
+    ):
+        assert key in card, key
+    assert card["training"]["data_sha256"]["t10k-images-idx3-ubyte"] == (
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+    )
+
+
+def test_cli_evaluate_json_bundled(mnist_dir):
+    out = subprocess.run(
+        [sys.executable, "-m", "digitlab", "evaluate", "--json", "--data-dir", str(mnist_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["n"] == 10_000 and result["accuracy"] >= 0.997 and result["errors"] <= 30
+
+
+@pytest.mark.slow
+def test_plain_install_has_no_torch_and_evaluates(tmp_path, mnist_dir):
+    """`pip install .` (no extras) in a fresh venv: no torch, and evaluate works."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run(
+        [*pip, "-c", str(REPO / "requirements" / "constraints.txt"), str(REPO)],
+        check=True,
+        timeout=900,
+    )
+    freeze = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    assert "torch" not in freeze and "scikit-learn" not in freeze
+    out = subprocess.run(
+        [str(venv / "bin" / "digitlab"), "evaluate", "--json", "--data-dir", str(mnist_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert json.loads(out)["errors"] <= 30

@@ -1,0 +1,115 @@
+"""`digitlab predict FILE...`: one line per file, JSON lines, saved inputs, errors at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+from digitlab.predict import Predictor
+from fixtures_images import canvas, digit_on_canvas, photo_like, png_bytes, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, mnist_dir):
+    from digitlab.data import load_mnist
+
+    images, labels = load_mnist("train", mnist_dir)
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx", images[:5000], labels[:5000])
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, mnist_test) -> Path:
+    """The issue's folder: blank, white-on-black, tiny digit in a corner, photo, non-image."""
+    images, _ = mnist_test
+    d = tmp_path_factory.mktemp("mixed")
+    (d / "a-blank.png").write_bytes(png_bytes(canvas(280, 280)))
+    inverted = Image.fromarray(images[0]).resize((200, 200))  # MNIST itself is white on black
+    (d / "b-white-on-black.png").write_bytes(png_bytes(inverted))
+    page = digit_on_canvas(images[1], scale=2, size=(2400, 1800), offset=(2340, 8))
+    (d / "c-tiny-in-corner.png").write_bytes(png_bytes(Image.fromarray(page)))
+    (d / "d-photo.jpg").write_bytes(photo_like(images[2]))
+    (d / "e-notes.txt").write_text("these are not the digits you are looking for\n")
+    return d
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["predict", *args])
+
+
+def test_json_on_a_mixed_folder(mixed_folder, model_path, mnist_test):
+    result = run(str(mixed_folder), "--json", "--model", str(model_path))
+    assert result.exit_code == 2
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    names = [Path(x["path"]).name for x in lines]
+    assert names == sorted(p.name for p in mixed_folder.iterdir())
+    blank, inverted, tiny, photo, notes = lines
+    assert blank["digit"] is None and blank["unsure"] and blank["confidence"] == 0
+    for x in (inverted, tiny, photo):
+        assert set(x) == {"path", "digit", "confidence", "unsure", "reasons", "probabilities"}
+        assert isinstance(x["digit"], int) and len(x["probabilities"]) == 10
+        assert x["confidence"] == max(x["probabilities"])
+    assert set(notes) == {"path", "error"} and "not an image" in notes["error"]
+    # Each reads like the clean digit it was made from.
+    images, _ = mnist_test
+    clean = Predictor(model_path).predict_many(images[:3])
+    assert [inverted["digit"], tiny["digit"], photo["digit"]] == [r.digit for r in clean]
+    assert "1 file(s) could not be read" in result.stderr
+
+
+def test_text_lines_and_errors(mixed_folder, model_path):
+    result = run(str(mixed_folder / "a-blank.png"), str(mixed_folder / "b-white-on-black.png"),
+                 str(mixed_folder / "e-notes.txt"), "--model", str(model_path))  # fmt: skip
+    assert result.exit_code == 2
+    out = result.stdout.splitlines()
+    assert out[0].endswith("a-blank.png: no digit (no ink)")
+    assert "b-white-on-black.png: " in out[1] and "confidence" in out[1]
+    assert len(out) == 2
+    err = result.stderr.splitlines()
+    assert err[0].startswith("error: ") and "e-notes.txt: not an image" in err[0]
+    assert "Traceback" not in result.output
+
+
+def test_all_good_files_exit_zero(mixed_folder, model_path):
+    result = run(str(mixed_folder / "d-photo.jpg"), "--model", str(model_path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+def test_save_normalized_writes_what_the_model_saw(mixed_folder, model_path, tmp_path):
+    out = tmp_path / "seen"
+    result = run(str(mixed_folder), "--save-normalized", str(out), "--model", str(model_path))
+    assert result.exit_code == 2
+    saved = sorted(p.name for p in out.iterdir())
+    assert saved == ["a-blank.png", "b-white-on-black.png", "c-tiny-in-corner.png", "d-photo.png"]
+    img = np.asarray(Image.open(out / "c-tiny-in-corner.png"))
+    assert img.shape == (280, 280)
+    rows = np.flatnonzero(img.max(axis=1) > 0)
+    assert 180 <= rows[-1] - rows[0] + 1 <= 210  # the tiny digit fills 20 of 28 cells (x10)
+    assert np.asarray(Image.open(out / "a-blank.png")).max() == 0
+
+
+def test_missing_model_is_one_line_exit_2(mixed_folder, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    args = ["predict", str(mixed_folder / "d-photo.jpg"), "--model", str(tmp_path / "nope.onnx")]
+    proc = subprocess.run([sys.executable, "-m", "digitlab", *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "model card not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_arguments_is_a_usage_error():
+    result = run()
+    assert result.exit_code == 2
+    assert "Missing argument" in result.output

@@ -1,0 +1,206 @@
+"""CNN training, checkpoints, resume, export and the model file (on --quick subsets)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from digitlab import train as tr  # noqa: E402
+from digitlab.errors import ModelError  # noqa: E402
+from digitlab.modelfile import OnnxModel, read_card  # noqa: E402
+
+# A narrow network keeps the real code path fast enough for the default suite.
+SMALL = tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16))
+QUICK = tr.TrainConfig(epochs=1, quick=True, device="cpu", seed=7, model=SMALL)
+
+
+def weights_digest(run_dir: Path) -> str:
+    """SHA-256 of the model weights only (optimizer moments excluded)."""
+    _, tensors = tr.read_checkpoint(run_dir)
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        if k.startswith("model."):
+            h.update(k.encode() + tensors[k].numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, mnist_dir):
+    run_dir = tmp_path_factory.mktemp("quick")
+    return tr.train(QUICK, run_dir, mnist_dir)
+
+
+def test_quick_run_exports_a_model_with_its_card(quick_run, mnist_dir):
+    card = read_card(quick_run.model_path)
+    assert card["kind"] == "cnn"
+    kwargs = json.loads(json.dumps(QUICK.model.to_json()))
+    assert card["architecture"] == {"name": "DigitCNN", "kwargs": kwargs}
+    assert card["training"]["seed"] == 7 and card["training"]["epochs"] == 1
+    assert card["training"]["device"] == "cpu"
+    assert set(card["training"]["data_sha256"]) == {
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    }
+    assert card["export_check"]["max_abs_diff_vs_torch"] < 1e-4
+    assert 0 <= card["metrics"]["test_accuracy"] <= 1 and card["metrics"]["n_test"] == 1000
+    for key in ("torch", "onnx", "digitlab"):
+        assert card["versions"][key]
+    # The card's figures are the ONNX model's own, recomputed here.
+    from digitlab.data import load_mnist
+    from digitlab.evaluate import evaluate
+
+    images, labels = load_mnist("test", mnist_dir)
+    ev = evaluate(OnnxModel(quick_run.model_path), images[:1000], labels[:1000])
+    assert ev.errors == card["metrics"]["test_errors"]
+
+
+def test_onnx_matches_pytorch_on_real_digits(quick_run, mnist_test):
+    images, _ = mnist_test
+    state, tensors = tr.read_checkpoint(quick_run.run_dir)
+    model = tr.DigitCNN(tr.CNNConfig.from_json(state["config"]["model"]))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    x = images[:200].astype(np.float32) / 255
+    with torch.no_grad():
+        ref = tr.WithSoftmax(model.eval())(torch.from_numpy(x[:, None])).numpy()
+    got = OnnxModel(quick_run.model_path).predict_proba(x)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.allclose(got.sum(1), 1, atol=1e-5)
+
+
+def test_same_seed_same_weights_and_other_seed_differs(quick_run, tmp_path, mnist_dir):
+    again = tr.train(QUICK, tmp_path / "again", mnist_dir)
+    assert weights_digest(again.run_dir) == weights_digest(quick_run.run_dir)
+    other = tr.train(tr.TrainConfig(**{**QUICK.__dict__, "seed": 8}), tmp_path / "o", mnist_dir)
+    assert weights_digest(other.run_dir) != weights_digest(quick_run.run_dir)
+
+
+def test_resume_continues_exactly(tmp_path, mnist_dir):
+    cfg = tr.TrainConfig(epochs=2, quick=True, device="cpu", seed=1, model=SMALL)
+    straight = tr.train(cfg, tmp_path / "straight", mnist_dir)
+
+    def stop_after_first_epoch(kind, **kw):
+        if kind == "epoch" and kw["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(cfg, tmp_path / "cut", mnist_dir, progress=stop_after_first_epoch)
+    assert tr.read_checkpoint(tmp_path / "cut")[0]["epoch"] == 1
+    assert not (tmp_path / "cut" / "digit-cnn.onnx").exists()
+    resumed = tr.train(
+        tr.config_from_checkpoint(tmp_path / "cut"), tmp_path / "cut", mnist_dir, resume=True
+    )
+    assert resumed.epochs_done == 2
+    assert weights_digest(tmp_path / "cut") == weights_digest(straight.run_dir)
+    assert resumed.card["metrics"] == straight.card["metrics"]
+
+
+def test_tampered_checkpoint_is_refused(quick_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(quick_run.run_dir, run)
+    blob = bytearray((run / tr.CHECKPOINT_WEIGHTS).read_bytes())
+    blob[-1] ^= 0xFF
+    (run / tr.CHECKPOINT_WEIGHTS).write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match="do not match"):
+        tr.read_checkpoint(run)
+    with pytest.raises(ModelError, match="no checkpoint"):
+        tr.read_checkpoint(tmp_path / "nowhere")
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "digitlab", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+def test_cli_ctrl_c_keeps_last_epoch_then_resume(tmp_path, mnist_dir):
+    run = tmp_path / "run"
+    proc = _cli(
+        "train",
+        "--quick",
+        "--epochs",
+        "30",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        "--data-dir",
+        str(mnist_dir),
+    )
+    deadline = time.monotonic() + 120
+    while not (run / tr.CHECKPOINT_STATE).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "digitlab train --resume" in err and "Traceback" not in err
+    done = tr.read_checkpoint(run)[0]["epoch"]
+    assert 1 <= done < 30
+
+
+def test_cli_evaluate_json_on_quick_model(quick_run, mnist_dir):
+    proc = _cli(
+        "evaluate", "--model", str(quick_run.model_path), "--json", "--data-dir", str(mnist_dir)
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["n"] == 10_000 and 0 <= result["accuracy"] <= 1
+    assert result["errors"] == round((1 - result["accuracy"]) * 10_000)
+
+
+@pytest.mark.parametrize("damage", ["flip-byte", "no-card", "bad-json", "wrong-format"])
+def test_damaged_model_file_gives_one_line_error(quick_run, tmp_path, mnist_dir, damage):
+    import shutil
+
+    onnx = tmp_path / "m.onnx"
+    card = tmp_path / "m.card.json"
+    shutil.copy(quick_run.model_path, onnx)
+    shutil.copy(quick_run.model_path.with_name("digit-cnn.card.json"), card)
+    if damage == "flip-byte":
+        data = bytearray(onnx.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        onnx.write_bytes(bytes(data))
+    elif damage == "no-card":
+        card.unlink()
+    elif damage == "bad-json":
+        card.write_text("{not json")
+    else:
+        card.write_text(json.dumps({**json.loads(card.read_text()), "format": "pickle"}))
+    with pytest.raises(ModelError):
+        OnnxModel(onnx)
+    proc = _cli("evaluate", "--model", str(onnx), "--data-dir", str(mnist_dir))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_card_cannot_point_at_a_different_graph(quick_run, tmp_path):
+    """A valid ONNX graph that is not the one the card describes is refused too."""
+    import shutil
+
+    shutil.copy(quick_run.model_path.with_name("digit-cnn.card.json"), tmp_path / "m.card.json")
+    bundled = Path(__file__).resolve().parents[1] / "models" / "digit-cnn.onnx"
+    shutil.copy(bundled, tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="does not match its card"):
+        OnnxModel(tmp_path / "m.onnx")
