@@ -52,6 +52,7 @@ def data_fetch(
     timeout: float = typer.Option(30.0, min=0.1, help="Socket timeout in seconds."),
 ) -> None:
     """Download the four MNIST files, verify their checksums, write them atomically."""
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from digitlab import data
@@ -70,18 +71,22 @@ def data_fetch(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        paths = data.fetch(root, cfg, progress=hook, log=lambda m: bar.console.print(m))
-    console.print(f"[green]MNIST ready in {root}[/] ({len(paths)} files verified)")
+        paths = data.fetch(root, cfg, progress=hook,
+                           log=lambda m: bar.console.print(escape(m), highlight=False,
+                                                           soft_wrap=True))  # fmt: skip
+    console.print(f"[green]MNIST ready in {escape(str(root))}[/] ({len(paths)} files verified)")
 
 
 @data_app.command("verify")
 def data_verify(data_dir: Path | None = DataDirOption) -> None:
     """Check each file's structure and whether it matches the canonical MNIST checksum."""
+    from rich.markup import escape
+
     from digitlab import data
 
     root = data.resolve_data_dir(data_dir)
     reports = data.verify(root)
-    table = Table(title=f"MNIST files in {root}")
+    table = Table(title=f"MNIST files in {escape(str(root))}")
     for col in ("file", "items", "status"):
         table.add_column(col, no_wrap=True)
     for r in reports:
@@ -95,7 +100,8 @@ def data_verify(data_dir: Path | None = DataDirOption) -> None:
     bad = [r for r in reports if not r.ok]
     if bad:
         for r in bad:
-            err_console.print(f"error: {r.problem}")
+            # one line each, whatever the width: soft_wrap; the message is not markup
+            err_console.print(f"error: {escape(r.problem or '')}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
 
@@ -121,8 +127,9 @@ def data_info(
     for col in ("digit", "train", "share", "test", "share"):
         table.add_column(col, justify="right")
     for d in range(10):
-        table.add_row(str(d), str(train.class_counts[d]), f"{train.class_counts[d] / train.count:.1%}",
-                      str(test.class_counts[d]), f"{test.class_counts[d] / test.count:.1%}")  # fmt: skip
+        n_train, n_test = train.class_counts[d], test.class_counts[d]
+        table.add_row(str(d), str(n_train), f"{n_train / train.count:.1%}",
+                      str(n_test), f"{n_test / test.count:.1%}")  # fmt: skip
     table.add_row("total", str(train.count), "", str(test.count), "", style="bold")
     console.print(table)
 
@@ -138,6 +145,364 @@ def data_info(
 
 
 # --------------------------------------------------------------------------- #
+# digitlab train / evaluate
+# --------------------------------------------------------------------------- #
+
+
+@app.command("train")
+def train_cmd(
+    data_dir: Path | None = DataDirOption,
+    out: Path | None = typer.Option(None, "--out", help="Run folder [default: runs/<time>-train]."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the interrupted run in this folder, with its own config."
+    ),
+    epochs: int | None = typer.Option(
+        None, min=1, help="Passes over the training set [default: 40; 1 with --quick]."
+    ),
+    batch_size: int = typer.Option(128, min=8),
+    lr: float = typer.Option(3e-3, help="Peak learning rate of the one-cycle schedule."),
+    seed: int = typer.Option(0, help="Seed for weights, split, shuffling and augmentation."),
+    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny subset (2,000 images): a dry run."),
+    export: Path | None = typer.Option(
+        None, "--export", help="Also copy the finished model (+ card) to this .onnx path."
+    ),
+) -> None:
+    """Train the digit CNN (PyTorch), checkpoint every epoch, export ONNX + model card."""
+    from digitlab.errors import DigitlabError
+
+    try:
+        from digitlab import train as tr
+    except ImportError as e:
+        raise DigitlabError(f"training needs the extra: pip install 'digitlab[train]' ({e})") from None
+    if resume is not None:
+        cfg, run_dir = tr.config_from_checkpoint(resume), resume
+    else:
+        epochs = epochs or (1 if quick else tr.TrainConfig.epochs)
+        cfg = tr.TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, quick=quick
+        )
+        run_dir = out or tr.default_run_dir()
+    with _train_progress() as hook:
+        try:
+            result = tr.train(cfg, run_dir, data_dir, resume=resume is not None, progress=hook)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: the last finished epoch is saved in {run_dir}; "
+                              f"continue with: digitlab train --resume {run_dir}")  # fmt: skip
+            raise typer.Exit(130) from None
+    m = result.card["metrics"]
+    console.print(f"[green]model written to {result.model_path}[/]: test accuracy "
+                  f"{m['test_accuracy']:.2%} ({m['test_errors']} errors / {m['n_test']}), "
+                  f"export max abs diff {result.card['export_check']['max_abs_diff_vs_torch']:.2e}")  # fmt: skip
+    if export is not None:
+        from digitlab.modelfile import save_model
+
+        save_model(export, result.model_path.read_bytes(),
+                   {k: v for k, v in result.card.items() if k not in ("format", "format_version")})  # fmt: skip
+        console.print(f"exported to {export}")
+
+
+class _train_progress:
+    """A rich progress bar over all training steps, fed by `train()`'s callback."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err_console)  # fmt: skip
+        self.bar.__enter__()
+        self.task = None
+        return self.hook
+
+    def hook(self, kind: str, **kw) -> None:
+        if kind == "start":
+            self.task = self.bar.add_task("training", total=kw["total"], completed=kw["done"])
+            self.bar.console.print(f"training on {kw['device']}")
+        elif kind == "step":
+            self.bar.update(self.task, advance=1, description=f"loss {kw['loss']:.3f}")
+        elif kind == "epoch":
+            self.bar.console.print(f"epoch {kw['epoch']}/{kw['epochs']}: loss {kw['loss']:.4f}, "
+                                   f"validation accuracy {kw['val']:.2%}")  # fmt: skip
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled]."),
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Confusion-matrix PNG [default: confusion.png beside the model]."
+    ),
+) -> None:
+    """Score a model file (the CNN or a selection-lab model) on the 10,000 test images."""
+    import json
+
+    from digitlab.data import load_mnist
+    from digitlab.evaluate import evaluate, plot_confusion
+    from digitlab.modelfile import load_model
+
+    m = load_model(model)
+    images, labels = load_mnist("test", data_dir)
+    ev = evaluate(m, images, labels)
+    if as_json:
+        print(json.dumps(ev.to_json()))
+        return
+    console.print(f"{m.path.name}: test accuracy [bold]{ev.accuracy:.2%}[/] "
+                  f"({ev.errors} errors / {ev.n})")  # fmt: skip
+    table = Table(title="Per-class accuracy")
+    table.add_column("digit")
+    table.add_column("accuracy", justify="right")
+    for d, acc in enumerate(ev.per_class_accuracy):
+        table.add_row(str(d), f"{acc:.2%}")
+    console.print(table)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        console.print("plots need the training extra: pip install 'digitlab[train]'")
+        return
+    out = plot or Path("confusion.png")
+    console.print(f"confusion matrix written to {plot_confusion(ev, out)}")
+
+
+# --------------------------------------------------------------------------- #
+# digitlab predict (issue 5)
+# --------------------------------------------------------------------------- #
+
+
+@app.command("predict")
+def predict_cmd(
+    files: list[Path] = typer.Argument(..., help="Image files, or folders of them."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
+    save_normalized: Path | None = typer.Option(
+        None, "--save-normalized", help="Write the 28x28 images the model saw (PNG, x10) here."
+    ),
+    model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled model]."),
+) -> None:
+    """Read the digit in each image (PNG, JPEG, BMP, GIF, WebP), one line per file."""
+    import json
+
+    from digitlab.predict import Predictor, expand_paths, predict_files
+
+    predictor = Predictor(model)
+    failed = 0
+    for r in predict_files(predictor, expand_paths(files), save_normalized):
+        p = r.prediction
+        if as_json:
+            fields = {"error": r.error} if p is None else p.to_dict()
+            typer.echo(json.dumps({"path": str(r.path), **fields}))
+        elif p is None:
+            typer.echo(f"error: {r.error}", err=True)
+        elif p.digit is None:
+            typer.echo(f"{r.path}: no digit (no ink)")
+        else:
+            unsure = f"  unsure: {', '.join(p.reasons)}" if p.unsure else ""
+            typer.echo(f"{r.path}: {p.digit}  confidence {p.confidence:.1%}{unsure}")
+        failed += p is None
+    if failed:
+        typer.echo(f"error: {failed} file(s) could not be read", err=True)
+        raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------- #
+# ---- digitlab select ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("select")
+def select_cmd(
+    models: str | None = typer.Option(
+        None,
+        "--models",
+        help="Comma-separated models or variants, e.g. 'knn,knn+shift,"
+        "svm+deskew' (techniques: pca, deskew, shift, search) \\[default: the whole zoo].",
+        show_default=False,
+    ),
+    shift: bool = typer.Option(
+        False, "--shift", help="Add each model trained on one-pixel shifts."
+    ),
+    deskew: bool = typer.Option(False, "--deskew", help="Add each model on deskewed images."),
+    pca: bool = typer.Option(False, "--pca", help="Add each model on PCA features."),
+    search: bool = typer.Option(False, "--search", help="Add each model grid-searched by CV."),
+    pca_components: int = typer.Option(50, help="Components kept by --pca."),
+    folds: int = typer.Option(3, help="Cross-validation folds (stratified)."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="A stratified subset: 2,000 train / 1,000 test images (for demos and tests).",
+    ),
+    n_train: int | None = typer.Option(None, help="Training images (stratified subset)."),
+    n_test: int | None = typer.Option(None, help="Test images (stratified subset)."),
+    seed: int = typer.Option(0, help="Seed for subsets, folds and models."),
+    jobs: int = typer.Option(-1, help="Parallel joblib workers (-1: all cores)."),
+    backend: str = typer.Option("loky", help="joblib backend: loky (this machine) or dask."),
+    scheduler: str | None = typer.Option(None, help="Dask scheduler address (--backend dask)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Run folder \\[default: runs/<timestamp>-select under the current folder].",
+        show_default=False,
+    ),
+    save_models: bool = typer.Option(
+        False, "--save-models", help="Save every exportable model as ONNX, not only the best."
+    ),
+    curve: str = typer.Option("auto", help="Model for the learning curve ('none': skip)."),
+    list_models: bool = typer.Option(False, "--list", help="List the model zoo and exit."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Compare classifiers by cross-validation, score them on the test set, save the best."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from digitlab import select
+
+    if list_models:
+        return _print_zoo()
+    if quick:
+        n_train = n_train or select.QUICK_TRAIN
+        n_test = n_test or select.QUICK_TEST
+    config = select.SelectConfig(
+        models=tuple(m for m in models.split(",") if m.strip())
+        if models
+        else select.DEFAULT_MODELS,
+        shift=shift,
+        deskew=deskew,
+        pca=pca,
+        search=search,
+        pca_components=pca_components,
+        folds=folds,
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+        jobs=jobs,
+        backend=backend,
+        scheduler=scheduler,
+        save_models=save_models,
+        curve=curve,
+        data_dir=str(data_dir) if data_dir else None,
+    )
+    run_dir = select.resolve_run_dir(out)
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        "eta",
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("loading data", total=None)
+
+        def on_task(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=escape(label))
+
+        def on_row(row: dict) -> None:
+            bar.console.print(
+                f"{escape(row['model'])}: CV {row['cv_mean']:.2%} "
+                f"± {row['cv_std']:.2%}, test {row['test_accuracy']:.2%}",
+                highlight=False,
+            )
+
+        try:
+            study = select.run_study(config, run_dir, on_task=on_task, on_row=on_row)
+        except KeyboardInterrupt:
+            bar.stop()
+            saved = (run_dir / "results.json").exists()
+            done = len(select.load_results(run_dir)["rows"]) if saved else 0
+            err_console.print(
+                f"interrupted: the results of {done} finished model(s) are in "
+                f"{escape(str(run_dir))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+    _print_select_table(study.rows, study.best)
+    console.print(
+        f"wall time {study.wall_s:.0f} s; results in {escape(str(run_dir))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if study.best:
+        console.print(
+            f"best by cross-validation: {escape(study.best['model'])}, saved as "
+            f"{escape(study.saved[study.best['model']])}",
+            highlight=False,
+        )
+
+
+def _print_select_table(rows: list[dict], best: dict | None) -> None:
+    from rich import box
+    from rich.markup import escape
+
+    table = Table(title="digitlab select (best by CV in bold)", box=box.SIMPLE_HEAD)
+    # (header, no_wrap): numbers never wrap; the notes take what width is left
+    columns = [("model", True), ("CV acc. %", True), ("test %", True), ("errors", True),
+               ("fit s", True), ("pred s/1k", True), ("MB", True), ("notes", False)]  # fmt: skip
+    for header, no_wrap in columns:
+        justify = "left" if header in ("model", "notes") else "right"
+        table.add_column(header, justify=justify, no_wrap=no_wrap)
+    for r in rows:
+        table.add_row(
+            escape(r["model"]),
+            f"{r['cv_mean'] * 100:.2f} ± {r['cv_std'] * 100:.2f}",
+            f"{r['test_accuracy'] * 100:.2f}",
+            str(r["test_errors"]),
+            f"{r['fit_s']:.1f}",
+            f"{r['predict_s_per_1k']:.3f}",
+            f"{r['size_mb']:.1f}",
+            escape(r["notes"]),
+            style="bold" if best and r["model"] == best["model"] else None,
+        )
+    console.print(table)
+
+
+def _print_zoo() -> None:
+    from digitlab.models.classical import REGISTRY
+
+    table = Table(title="digitlab select: the model zoo")
+    for col in ("name", "model", "defaults", "search grid", "notes"):
+        table.add_column(col)
+    for spec in REGISTRY.values():
+        table.add_row(
+            spec.name, spec.title, str(dict(spec.defaults)), str(dict(spec.grid)), spec.notes
+        )
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- #
+# ---- digitlab report ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("report")
+def report_cmd(
+    path: Path = typer.Argument(..., help="A `digitlab select` run folder, or a saved model."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="The run's model whose errors the "
+        "report shows \\[default: the best by cross-validation].",
+    ),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Write an HTML report with plots (report.html in the run folder)."""
+    from rich.markup import escape
+
+    from digitlab.report import write_report
+
+    written = write_report(path, model=model, data_dir=data_dir)
+    console.print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
 
@@ -147,8 +512,8 @@ def main() -> None:
     try:
         app()
     except DigitlabError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        # soft_wrap: one error, one line, whatever the terminal width (scripts grep for it).
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)

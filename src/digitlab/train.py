@@ -34,8 +34,13 @@ from digitlab.data import atomic_write_bytes, dataset_sha256, load_mnist
 from digitlab.errors import DigitlabError, ModelError
 from digitlab.models.augment import AugmentConfig, augment
 from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, WithSoftmax
+from digitlab.preprocess import PreprocessConfig
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+PREPROCESS_RECIPE = (
+    "MNIST's: polarity, background removal, crop to the ink, fit a 20x20 box keeping aspect "
+    "ratio, paste into 28x28 with the centre of mass at the centre (digitlab.preprocess)"
+)
 CHECKPOINT_STATE = "checkpoint.json"
 
 
@@ -299,7 +304,8 @@ def model_card(cfg: TrainConfig, state: dict, data_dir: Path | None, device: tor
         "normalisation_in_graph": {"mean": MNIST_MEAN, "std": MNIST_STD},
         "output": "probabilities",
         "classes": list(range(10)),
-        "preprocessing": "MNIST: crop to ink, fit 20x20 keeping aspect, centre of mass at 14,14",
+        # What the front ends must do to a drawing before this model sees it.
+        "preprocessing": {"recipe": PREPROCESS_RECIPE, **PreprocessConfig().to_dict()},
         "training": {
             "config": cfg.to_json(),
             "seed": cfg.seed,
