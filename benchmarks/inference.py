@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -81,20 +82,26 @@ def main() -> None:
     args = ap.parse_args()
 
     test_images, test_labels = load_mnist("test", args.data_dir)
-    t0 = time.perf_counter()
-    model = load_model(args.model)
-    load_s = time.perf_counter() - t0
-    cnn_s, cnn_pred = time_batch(model, test_images)
-    lat = single_latencies(model, test_images)
-    cnn_acc = (cnn_pred == test_labels).mean()
-    print(
-        f"CNN  {model.path.name}: load {load_s * 1000:.0f} ms; 10,000 images in {cnn_s:.3f} s "
-        f"(best of 5), accuracy {cnn_acc:.2%}"
-    )
-    print(
-        f"CNN  single image: p50 {np.percentile(lat, 50):.3f} ms, "
-        f"p99 {np.percentile(lat, 99):.3f} ms (n={len(lat)})"
-    )
+    fp32 = Path(__file__).resolve().parents[1] / "models" / "digit-cnn-fp32.onnx"
+    paths = [args.model] if args.model else [None, *([fp32] if fp32.is_file() else [])]
+    cnn_s = None
+    for path in paths:
+        t0 = time.perf_counter()
+        model = load_model(path)
+        load_s = time.perf_counter() - t0
+        batch_s, pred = time_batch(model, test_images)
+        lat = single_latencies(model, test_images)
+        p50 = np.percentile(lat, 50)
+        print(
+            f"CNN  {model.path.name}: load {load_s * 1000:.0f} ms; 10,000 images in "
+            f"{batch_s:.3f} s (best of 5), accuracy {(pred == test_labels).mean():.2%}; "
+            f"one image p50 {p50:.3f} ms, p99 {np.percentile(lat, 99):.3f} ms"
+        )
+        print(
+            f"     goals: 10,000 < 1 s {'met' if batch_s < 1 else 'MISSED'}; "
+            f"p50 < 2 ms {'met' if p50 < 2 else 'MISSED'}"
+        )
+        cnn_s = cnn_s or batch_s  # ratios are for the first (the shipped) model
 
     knn_s, knn_pred, n = time_knn_baseline(
         load_mnist("train", args.data_dir), test_images, args.baseline_limit
@@ -105,11 +112,7 @@ def main() -> None:
         f"KNN  k=4 distance on 300,000 shifted images: {n} images in {knn_s:.1f} s "
         f"(10,000 -> {knn_full:.1f} s), accuracy {knn_acc:.2%}"
     )
-    print(f"ratio: the CNN is {knn_full / cnn_s:.0f}x faster on the test set")
-    print(
-        f"goal 10,000 < 1 s: {'met' if cnn_s < 1 else 'MISSED'}; "
-        f"p50 < 2 ms: {'met' if np.percentile(lat, 50) < 2 else 'MISSED'}"
-    )
+    print(f"ratio: the shipped CNN reads the test set {knn_full / cnn_s:.0f}x faster than the KNN")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,16 @@ def test_bundled_files_are_small_and_carded():
         "created",
         "onnx_sha256",
         "export_check",
+        "quantization",
     ):
         assert key in card, key
     assert card["training"]["data_sha256"]["t10k-images-idx3-ubyte"] == (
         "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
     )
+    # The float parent it was quantised from is shipped too, and is the one the card names.
+    parent = read_card(REPO / "models" / "digit-cnn-fp32.onnx")
+    assert card["quantization"]["parent_onnx_sha256"] == parent["onnx_sha256"]
+    assert parent["metrics"]["test_errors"] <= 30
 
 
 def test_cli_evaluate_json_bundled(mnist_dir):

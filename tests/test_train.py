@@ -204,3 +204,25 @@ def test_card_cannot_point_at_a_different_graph(quick_run, tmp_path):
     shutil.copy(bundled, tmp_path / "m.onnx")
     with pytest.raises(ModelError, match="does not match its card"):
         OnnxModel(tmp_path / "m.onnx")
+
+
+def test_quantize_records_the_trade(quick_run, tmp_path, mnist_dir, mnist_test):
+    from digitlab.evaluate import evaluate
+    from digitlab.quantize import QuantizeConfig, quantize_model
+
+    dst, card = quantize_model(
+        quick_run.model_path,
+        tmp_path / "int8.onnx",
+        mnist_dir,
+        QuantizeConfig(calibration_images=128),
+    )
+    parent = read_card(quick_run.model_path)
+    q = card["quantization"]
+    assert q["parent_onnx_sha256"] == parent["onnx_sha256"]
+    assert q["parent_metrics"] == parent["metrics"]
+    assert dst.stat().st_size < quick_run.model_path.stat().st_size
+    # The card's figure is the int8 model's own, on the whole test set.
+    images, labels = mnist_test
+    ev = evaluate(OnnxModel(dst), images, labels)
+    assert card["metrics"]["test_errors"] == ev.errors and card["metrics"]["n_test"] == 10_000
+    assert 0 < card["export_check"]["max_abs_diff_vs_float_onnx"] < 0.5

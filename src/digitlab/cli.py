@@ -228,6 +228,25 @@ class _train_progress:
         return self.bar.__exit__(*exc)
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: Path = typer.Argument(..., help="The float32 model (.onnx with its card)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the int8 model (.onnx)."),
+    data_dir: Path | None = DataDirOption,
+    calibration: int = typer.Option(1024, min=16, help="Training images for calibration."),
+) -> None:
+    """Quantise a model to int8 (calibrated on training images); re-measure it on the test set."""
+    try:
+        from digitlab import quantize as q
+    except ImportError as e:
+        raise DigitlabError(f"quantizing needs the extra: pip install 'digitlab[train]' ({e})") from None
+    path, card = q.quantize_model(model, out, data_dir, q.QuantizeConfig(calibration))
+    m, parent = card["metrics"], card["quantization"]["parent_metrics"] or {}
+    console.print(f"[green]int8 model written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): "
+                  f"test accuracy {m['test_accuracy']:.2%} ({m['test_errors']} errors); "
+                  f"float model: {parent.get('test_errors', '?')} errors")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled]."),
@@ -500,6 +519,47 @@ def report_cmd(
 
     written = write_report(path, model=model, data_dir=data_dir)
     console.print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- #
+# ---- digitlab draw (issue 7) ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("draw")
+def draw_cmd(
+    model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled model]."),
+) -> None:
+    """Open a window to draw a digit: Enter predicts (and prints it), Delete clears."""
+    from digitlab.desktop import run
+
+    run(model)
+
+
+# --------------------------------------------------------------------------- #
+# ---- digitlab serve (issue 6) ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Model file (default: the bundled model).", show_default=False
+    ),
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help="Corrections database (default: $DIGITLAB_DB, else "
+        "~/.local/share/digitlab/corrections.sqlite3).",
+        show_default=False,
+    ),
+) -> None:
+    """Start the web app: draw a digit in the browser and see what the model reads."""
+    from digitlab.web.app import serve
+
+    serve(host=host, port=port, model=model, db_path=db)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,118 @@
+"""Quantise a digitlab ONNX model to int8: `digitlab quantize`.
+
+Why: on a 2-core CPU the float32 CNN reads 10,000 digits in about 1.8 s; with
+int8 weights and activations, onnxruntime uses the CPU's integer dot-product
+instructions and needs well under half of that, in a file four times smaller.
+Static quantisation (activation ranges calibrated on training images, never on
+the test set) keeps the accuracy within a digit or two of the float model; the
+new card records both figures so the trade is visible.
+
+Needs the `train` extra (the `onnx` package); the quantised model itself runs on
+plain onnxruntime like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.data import load_mnist
+from digitlab.evaluate import evaluate
+from digitlab.modelfile import LAYOUTS, OnnxModel, save_model
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How the activation ranges are calibrated."""
+
+    calibration_images: int = 1024  # from the training set, picked with `seed`
+    seed: int = 0
+    per_channel: bool = True  # one weight scale per output channel: conv filters differ a lot
+    batch_size: int = 64
+
+
+def calibration_batches(model: OnnxModel, cfg: QuantizeConfig, data_dir) -> list[dict]:
+    """Training images, shaped and scaled exactly as the graph wants them."""
+    images, _ = load_mnist("train", data_dir)
+    pick = np.random.default_rng(cfg.seed).choice(len(images), cfg.calibration_images, False)
+    x = images[np.sort(pick)].astype(np.float32) / 255
+    inp = model.card["input"]
+    x = (x - float(inp.get("mean", 0.0))) / float(inp.get("std", 1.0))
+    x = x.reshape((len(x), *LAYOUTS[inp["layout"]]))
+    name = model.session.get_inputs()[0].name
+    return [{name: x[i : i + cfg.batch_size]} for i in range(0, len(x), cfg.batch_size)]
+
+
+def quantize_graph(model: OnnxModel, batches: list[dict], cfg: QuantizeConfig) -> bytes:
+    """Static QDQ int8 quantisation of the model's graph (onnxruntime's quantiser)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        # Pre-processing folds batch norm into the convolutions before quantising them.
+        quant_pre_process(str(model.path), str(pre))
+        quantize_static(
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=cfg.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        return out.read_bytes()
+
+
+def max_abs_diff(a: OnnxModel, b: OnnxModel, n: int = 256, seed: int = 0) -> float:
+    x = np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
+    return float(np.abs(a.predict_proba(x) - b.predict_proba(x)).max())
+
+
+def quantize_model(src: Path, dst: Path, data_dir=None, cfg: QuantizeConfig = QuantizeConfig()):
+    """Write an int8 copy of ``src`` to ``dst`` with a card that records the trade."""
+    import onnxruntime
+
+    parent = OnnxModel(src)
+    graph = quantize_graph(parent, calibration_batches(parent, cfg, data_dir), cfg)
+    card = {
+        k: v
+        for k, v in copy.deepcopy(parent.card).items()
+        if k not in ("format", "format_version", "onnx_sha256")
+    }
+    card["quantization"] = {
+        "method": "onnxruntime static QDQ: int8 weights (per channel), uint8 activations",
+        "config": asdict(cfg),
+        "calibration": f"{cfg.calibration_images} training images (seed {cfg.seed})",
+        "parent_onnx_sha256": parent.card["onnx_sha256"],
+        "parent_metrics": parent.card.get("metrics"),
+        "onnxruntime": onnxruntime.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    dst = save_model(dst, graph, card)
+    child = OnnxModel(dst)
+    images, labels = load_mnist("test", data_dir)
+    ev = evaluate(child, images, labels)
+    card["metrics"] = {"test_accuracy": ev.accuracy, "test_errors": ev.errors, "n_test": ev.n}
+    card["export_check"] = {
+        **parent.card.get("export_check", {}),
+        "max_abs_diff_vs_float_onnx": max_abs_diff(parent, child),
+    }
+    return save_model(dst, graph, card), card
