@@ -7,6 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export DIGITLAB_DATA := $(DATA)
 
+
 .PHONY: install system-deps run test test-all lint format check bench lock clean
 
 install: $(VENV)/.installed  ## virtualenv with digitlab (editable) and all extras, pinned
@@ -20,10 +21,8 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 system-deps:  ## Debian packages the browser and desktop tests drive (chromium, xvfb, xdotool)
 	bash scripts/system-deps.sh
 
-run: install  ## the main job
-	$(VENV)/bin/digitlab data verify
-	$(VENV)/bin/digitlab data info
-	$(VENV)/bin/digitlab evaluate
+run: install  ## the main job: the web app with the bundled model at http://$(HOST):$(PORT)/
+	$(VENV)/bin/digitlab serve --host $(HOST) --port $(PORT)
 
 test: install system-deps  ## the default test suite (what CI runs, minus lint)
 	$(PY) -m pytest

@@ -21,6 +21,7 @@ app = typer.Typer(
     "see what the model reads.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: ...]" must not be read as markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Get, check and describe the MNIST files.", no_args_is_help=True)

@@ -472,7 +472,8 @@ def _from_strokes(drawing: Strokes, config: PreprocessConfig) -> Normalized:
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     pen = config.stroke * config.work_side / config.box  # MNIST's stroke, at the working size
     extent = float((hi - lo).max())
-    scale = (config.work_side - pen) / extent if extent > 0 else 1.0
+    # A drawing narrower than a micro-pixel is a dot: dividing by its extent would overflow.
+    scale = (config.work_side - pen) / extent if extent > 1e-6 else 1.0
     side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
     img = Image.new("L", (int(side[0]), int(side[1])))
     draw = ImageDraw.Draw(img)
@@ -480,7 +481,7 @@ def _from_strokes(drawing: Strokes, config: PreprocessConfig) -> Normalized:
     for stroke in drawing.strokes:
         p = [tuple(v) for v in ((np.asarray(stroke) - lo) * scale + r + 1).tolist()]
         if len(p) > 1:
-            draw.line(p, fill=255, width=round(pen), joint="curve")
+            draw.line(p, fill=255, width=round(pen))  # joins come from the circles below
         for x, y in p:  # round caps and joins
             draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
     half = drawing.pen / 2

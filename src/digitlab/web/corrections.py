@@ -1,0 +1,152 @@
+"""Corrections: drawings the model read wrong, with the digit the user says it is.
+
+The web page's "Wrong? This is a ..." buttons store the drawing here so that a
+later fine-tuning run can learn from real people's handwriting. One SQLite file
+(stdlib `sqlite3`), one table; each row keeps the strokes as sent, the 28 x 28
+image the model saw (PNG), the correct label, what the model predicted, and
+which model it was (the SHA-256 of its ONNX file).
+
+Each call opens its own short-lived connection, so one store can be used from
+the web server's worker threads without sharing a connection between them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS corrections (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    created      TEXT    NOT NULL,  -- UTC, ISO 8601
+    label        INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),  -- what the user says it is
+    predicted    INTEGER,           -- what the model read (NULL: it saw no ink)
+    confidence   REAL    NOT NULL,
+    drawing      TEXT,              -- the strokes JSON (NULL when a pixel grid was sent)
+    image_png    BLOB    NOT NULL,  -- 28 x 28 8-bit grey PNG, ink white: the model's input
+    model_sha256 TEXT    NOT NULL
+)
+"""
+COLUMNS = "id, created, label, predicted, confidence, drawing, image_png, model_sha256"
+
+
+def default_db_path() -> Path:
+    """``$DIGITLAB_DB``, else ``$XDG_DATA_HOME/digitlab/corrections.sqlite3`` (~/.local/share)."""
+    if os.environ.get("DIGITLAB_DB"):
+        return Path(os.environ["DIGITLAB_DB"]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "digitlab" / "corrections.sqlite3"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One stored correction."""
+
+    id: int
+    created: str
+    label: int
+    predicted: int | None
+    confidence: float
+    drawing: dict[str, Any] | None
+    image_png: bytes
+    model_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the PNG as base64."""
+        return {
+            "id": self.id,
+            "created": self.created,
+            "label": self.label,
+            "predicted": self.predicted,
+            "confidence": self.confidence,
+            "drawing": self.drawing,
+            "image_png": base64.b64encode(self.image_png).decode("ascii"),
+            "model_sha256": self.model_sha256,
+        }
+
+    @classmethod
+    def _from_row(cls, row: tuple) -> Correction:
+        drawing = json.loads(row[5]) if row[5] is not None else None
+        return cls(row[0], row[1], row[2], row[3], row[4], drawing, bytes(row[6]), row[7])
+
+
+class CorrectionStore:
+    """The corrections database at ``path`` (created, with its folder, on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            msg = f"{self.path}: cannot open the corrections database ({e})"
+            raise DigitlabError(msg) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        # timeout: wait for another writer (two users saving at once) instead of failing.
+        return sqlite3.connect(self.path, timeout=10)
+
+    def add(
+        self,
+        *,
+        label: int,
+        image_png: bytes,
+        predicted: int | None,
+        confidence: float,
+        model_sha256: str,
+        drawing: dict[str, Any] | None = None,
+    ) -> Correction:
+        """Store one correction and return it as stored."""
+        if not 0 <= label <= 9:
+            raise ValueError(f"label must be 0..9, got {label}")
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
+        row = (created, label, predicted, confidence, text, image_png, model_sha256)
+        with closing(self._connect()) as db, db:
+            cur = db.execute(
+                "INSERT INTO corrections (created, label, predicted, confidence, drawing,"
+                " image_png, model_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            new_id = int(cur.lastrowid or 0)
+        return Correction(
+            new_id, created, label, predicted, confidence, drawing, image_png, model_sha256
+        )
+
+    def count(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0])
+
+    def recent(self, limit: int = 100, offset: int = 0) -> list[Correction]:
+        """The newest corrections first, ``limit`` of them from ``offset``."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM corrections ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [Correction._from_row(r) for r in rows]
+
+    def __iter__(self) -> Iterator[Correction]:
+        """Every correction, oldest first, read in pages (the table may be large)."""
+        last = 0
+        while True:
+            with closing(self._connect()) as db:
+                rows = db.execute(
+                    f"SELECT {COLUMNS} FROM corrections WHERE id > ? ORDER BY id LIMIT 500",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                return
+            yield from (Correction._from_row(r) for r in rows)
+            last = rows[-1][0]
