@@ -27,8 +27,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Get, check and describe the MNIST files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # a long message stays one line, for grep and logs
+err_console = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = typer.Option(
     None,
@@ -62,8 +62,12 @@ def data_fetch(
         mirrors=tuple(mirror) if mirror else data.DEFAULT_MIRRORS, retries=retries, timeout=timeout
     )
     root = data.resolve_data_dir(data_dir)
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-               TimeRemainingColumn())  # fmt: skip
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=False) as bar:
         tasks: dict[str, int] = {}
 
@@ -72,9 +76,12 @@ def data_fetch(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        paths = data.fetch(root, cfg, progress=hook,
-                           log=lambda m: bar.console.print(escape(m), highlight=False,
-                                                           soft_wrap=True))  # fmt: skip
+        paths = data.fetch(
+            root,
+            cfg,
+            progress=hook,
+            log=lambda m: bar.console.print(escape(m), highlight=False, soft_wrap=True),
+        )
     console.print(f"[green]MNIST ready in {escape(str(root))}[/] ({len(paths)} files verified)")
 
 
@@ -129,8 +136,13 @@ def data_info(
         table.add_column(col, justify="right")
     for d in range(10):
         n_train, n_test = train.class_counts[d], test.class_counts[d]
-        table.add_row(str(d), str(n_train), f"{n_train / train.count:.1%}",
-                      str(n_test), f"{n_test / test.count:.1%}")  # fmt: skip
+        table.add_row(
+            str(d),
+            str(n_train),
+            f"{n_train / train.count:.1%}",
+            str(n_test),
+            f"{n_test / test.count:.1%}",
+        )
     table.add_row("total", str(train.count), "", str(test.count), "", style="bold")
     console.print(table)
 
@@ -138,8 +150,12 @@ def data_info(
     for col in ("split", "mean", "std", "ink pixels per image"):
         stats.add_column(col, justify="right")
     for info in infos.values():
-        stats.add_row(info.split, f"{info.pixel_mean:.2f}", f"{info.pixel_std:.2f}",
-                      f"{info.ink_fraction:.1%}")  # fmt: skip
+        stats.add_row(
+            info.split,
+            f"{info.pixel_mean:.2f}",
+            f"{info.pixel_std:.2f}",
+            f"{info.ink_fraction:.1%}",
+        )
     console.print(stats)
     if grid is not None:
         console.print(f"sample grid written to {grid}")
@@ -175,7 +191,9 @@ def train_cmd(
     try:
         from digitlab import train as tr
     except ImportError as e:
-        raise DigitlabError(f"training needs the extra: pip install 'digitlab[train]' ({e})") from None
+        raise DigitlabError(
+            f"training needs the extra: pip install 'digitlab[train]' ({e})"
+        ) from None
     if resume is not None:
         cfg, run_dir = tr.config_from_checkpoint(resume), resume
     else:
@@ -188,18 +206,25 @@ def train_cmd(
         try:
             result = tr.train(cfg, run_dir, data_dir, resume=resume is not None, progress=hook)
         except KeyboardInterrupt:
-            err_console.print(f"interrupted: the last finished epoch is saved in {run_dir}; "
-                              f"continue with: digitlab train --resume {run_dir}")  # fmt: skip
+            err_console.print(
+                f"interrupted: the last finished epoch is saved in {run_dir}; "
+                f"continue with: digitlab train --resume {run_dir}"
+            )
             raise typer.Exit(130) from None
     m = result.card["metrics"]
-    console.print(f"[green]model written to {result.model_path}[/]: test accuracy "
-                  f"{m['test_accuracy']:.2%} ({m['test_errors']} errors / {m['n_test']}), "
-                  f"export max abs diff {result.card['export_check']['max_abs_diff_vs_torch']:.2e}")  # fmt: skip
+    console.print(
+        f"[green]model written to {result.model_path}[/]: test accuracy "
+        f"{m['test_accuracy']:.2%} ({m['test_errors']} errors / {m['n_test']}), "
+        f"export max abs diff {result.card['export_check']['max_abs_diff_vs_torch']:.2e}"
+    )
     if export is not None:
         from digitlab.modelfile import save_model
 
-        save_model(export, result.model_path.read_bytes(),
-                   {k: v for k, v in result.card.items() if k not in ("format", "format_version")})  # fmt: skip
+        save_model(
+            export,
+            result.model_path.read_bytes(),
+            {k: v for k, v in result.card.items() if k not in ("format", "format_version")},
+        )
         console.print(f"exported to {export}")
 
 
@@ -209,8 +234,13 @@ class _train_progress:
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self.bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=err_console)  # fmt: skip
+        self.bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
         self.bar.__enter__()
         self.task = None
         return self.hook
@@ -222,8 +252,10 @@ class _train_progress:
         elif kind == "step":
             self.bar.update(self.task, advance=1, description=f"loss {kw['loss']:.3f}")
         elif kind == "epoch":
-            self.bar.console.print(f"epoch {kw['epoch']}/{kw['epochs']}: loss {kw['loss']:.4f}, "
-                                   f"validation accuracy {kw['val']:.2%}")  # fmt: skip
+            self.bar.console.print(
+                f"epoch {kw['epoch']}/{kw['epochs']}: loss {kw['loss']:.4f}, "
+                f"validation accuracy {kw['val']:.2%}"
+            )
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
@@ -240,12 +272,16 @@ def quantize_cmd(
     try:
         from digitlab import quantize as q
     except ImportError as e:
-        raise DigitlabError(f"quantizing needs the extra: pip install 'digitlab[train]' ({e})") from None
+        raise DigitlabError(
+            f"quantizing needs the extra: pip install 'digitlab[train]' ({e})"
+        ) from None
     path, card = q.quantize_model(model, out, data_dir, q.QuantizeConfig(calibration))
     m, parent = card["metrics"], card["quantization"]["parent_metrics"] or {}
-    console.print(f"[green]int8 model written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): "
-                  f"test accuracy {m['test_accuracy']:.2%} ({m['test_errors']} errors); "
-                  f"float model: {parent.get('test_errors', '?')} errors")
+    console.print(
+        f"[green]int8 model written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): "
+        f"test accuracy {m['test_accuracy']:.2%} ({m['test_errors']} errors); "
+        f"float model: {parent.get('test_errors', '?')} errors"
+    )
 
 
 @app.command("evaluate")
@@ -270,8 +306,9 @@ def evaluate_cmd(
     if as_json:
         print(json.dumps(ev.to_json()))
         return
-    console.print(f"{m.path.name}: test accuracy [bold]{ev.accuracy:.2%}[/] "
-                  f"({ev.errors} errors / {ev.n})")  # fmt: skip
+    console.print(
+        f"{m.path.name}: test accuracy [bold]{ev.accuracy:.2%}[/] ({ev.errors} errors / {ev.n})"
+    )
     table = Table(title="Per-class accuracy")
     table.add_column("digit")
     table.add_column("accuracy", justify="right")
@@ -337,7 +374,7 @@ def select_cmd(
         None,
         "--models",
         help="Comma-separated models or variants, e.g. 'knn,knn+shift,"
-        "svm+deskew' (techniques: pca, deskew, shift, search) \\[default: the whole zoo].",
+        "svm+deskew' (techniques: pca, deskew, shift, search) [default: the whole zoo].",
         show_default=False,
     ),
     shift: bool = typer.Option(
@@ -362,7 +399,7 @@ def select_cmd(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Run folder \\[default: runs/<timestamp>-select under the current folder].",
+        help="Run folder [default: runs/<timestamp>-select under the current folder].",
         show_default=False,
     ),
     save_models: bool = typer.Option(
@@ -464,8 +501,16 @@ def _print_select_table(rows: list[dict], best: dict | None) -> None:
 
     table = Table(title="digitlab select (best by CV in bold)", box=box.SIMPLE_HEAD)
     # (header, no_wrap): numbers never wrap; the notes take what width is left
-    columns = [("model", True), ("CV acc. %", True), ("test %", True), ("errors", True),
-               ("fit s", True), ("pred s/1k", True), ("MB", True), ("notes", False)]  # fmt: skip
+    columns = [
+        ("model", True),
+        ("CV acc. %", True),
+        ("test %", True),
+        ("errors", True),
+        ("fit s", True),
+        ("pred s/1k", True),
+        ("MB", True),
+        ("notes", False),
+    ]
     for header, no_wrap in columns:
         justify = "left" if header in ("model", "notes") else "right"
         table.add_column(header, justify=justify, no_wrap=no_wrap)
@@ -509,7 +554,7 @@ def report_cmd(
         None,
         "--model",
         help="The run's model whose errors the "
-        "report shows \\[default: the best by cross-validation].",
+        "report shows [default: the best by cross-validation].",
     ),
     data_dir: Path | None = DataDirOption,
 ) -> None:
