@@ -9,18 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import chromium
 from digitlab import report, select
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def test_confusion_counts_match_sklearn():
@@ -147,11 +137,9 @@ def test_cli_report(run_dir, tmp_path, monkeypatch, capsys):
 def test_report_images_load_in_chromium(run_dir):
     from playwright.sync_api import sync_playwright
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
     path = report.write_report(run_dir)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = chromium.launch(p)
         try:
             page = browser.new_page()
             page.goto(path.as_uri())

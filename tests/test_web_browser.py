@@ -21,19 +21,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 10_000
 NO_DIGIT = "\u2013"  # the en dash the page shows when there is nothing to read
 
@@ -85,12 +77,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.is_file():
-        pytest.fail(f'{CHROMIUM} not found: run `make system-deps`, or deselect: -m "not browser"')
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        b = chromium.launch(p)
         yield b
         b.close()
 
