@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.modelfile import OnnxModel
+from digitlab.report import confusion_counts, error_matrix
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,6 @@ class Evaluation:
         }
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, k: int = 10) -> np.ndarray:
-    return np.bincount(labels.astype(np.int64) * k + predictions, minlength=k * k).reshape(k, k)
-
-
 def evaluate(
     model: OnnxModel, images: np.ndarray, labels: np.ndarray, batch_size: int = 2000
 ) -> Evaluation:
@@ -55,7 +52,7 @@ def evaluate(
         ]
     )
     preds = np.asarray(model.classes)[probs.argmax(1)]
-    cm = confusion_matrix(labels, preds)
+    cm = confusion_counts(labels.astype(np.int64), preds)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     errors = int((preds != labels).sum())
     return Evaluation(
@@ -82,8 +79,7 @@ def plot_confusion(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
     from digitlab.data import atomic_write_bytes
 
     cm = ev.confusion
-    err = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    np.fill_diagonal(err, 0)  # the original's error matrix: where do the mistakes go?
+    err = error_matrix(cm)  # the original's error matrix: where do the mistakes go?
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, mat, title, fmt in (
         (axes[0], cm, "Confusion matrix (counts)", "d"),
@@ -93,7 +89,8 @@ def plot_confusion(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
         ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
         for (i, j), v in np.ndenumerate(mat):
             if v:
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7)
+                colour = "white" if v > 0.6 * mat.max() else "black"  # legible on dark cells
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color=colour)
     fig.suptitle(f"{Path(ev.model).name}: {ev.accuracy:.2%} ({ev.errors} errors / {ev.n})")
     fig.tight_layout()
     buf = io.BytesIO()
