@@ -159,6 +159,39 @@ def test_best_by_cv_is_saved_and_its_onnx_agrees(quick_study, mnist_dir):
     assert (onnx_pred == y).mean() == pytest.approx(best["test_accuracy"], abs=0.002)
 
 
+def test_saved_model_works_with_evaluate_and_the_predictor(quick_study, mnist_dir, mnist_test):
+    """A selection-lab model is a model file like the CNN: same CLI, same Predictor."""
+    import subprocess
+    import sys
+
+    from digitlab.predict import Predictor
+
+    study, doc = quick_study
+    path = study.run_dir / doc["saved_models"][doc["best"]]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitlab",
+            "evaluate",
+            "--json",
+            "--model",
+            str(path),
+            "--data-dir",
+            str(mnist_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["n"] == 10_000 and result["accuracy"] > 0.9
+    images, labels = mnist_test
+    reads = Predictor(path).predict_many(images[:50])
+    assert np.mean([r.digit == y for r, y in zip(reads, labels[:50], strict=True)]) > 0.85
+
+
 def test_learning_curve(quick_study):
     _, doc = quick_study
     curve = doc["learning_curve"]
