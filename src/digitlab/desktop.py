@@ -16,6 +16,7 @@ Tk root (``DrawApp(tk.Tk(), Predictor())``) to read its widgets.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digitlab.data import atomic_write_bytes
 from digitlab.errors import DigitlabError
 
 if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
@@ -260,7 +262,9 @@ class DrawApp:
     def save_png(self, path: str | os.PathLike[str]) -> Path:
         """Save the drawing as a PNG (dark ink on white); `digitlab predict` reads it back."""
         path = Path(path)
-        render_strokes(self.strokes).save(path, format="PNG")
+        buf = io.BytesIO()
+        render_strokes(self.strokes).save(buf, format="PNG")
+        atomic_write_bytes(path, buf.getvalue())  # never a half-written file
         return path
 
     def _predict_and_echo(self) -> None:

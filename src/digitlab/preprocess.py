@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from digitlab.data import atomic_write_bytes
 from digitlab.errors import InputError
 
 # Formats we decode. Restricting Pillow to these keeps exotic decoders (EPS runs
@@ -633,14 +634,22 @@ def _count_blobs(image: np.ndarray, config: PreprocessConfig) -> int:
     return int((mass >= config.blob_fraction * mass.sum()).sum())
 
 
-def save_normalized(image: np.ndarray | None, path: str | os.PathLike[str], scale: int = 10,
-                    config: PreprocessConfig = DEFAULT_CONFIG) -> Path:  # fmt: skip
-    """Write a 28 x 28 image as the model sees it (ink white on black), upscaled, as PNG."""
+def normalized_png(image: np.ndarray | None, scale: int = 1,
+                   config: PreprocessConfig = DEFAULT_CONFIG) -> bytes:  # fmt: skip
+    """A 28 x 28 image as the model sees it (ink white on black), upscaled, as PNG bytes."""
     if image is None:
         image = np.zeros((config.canvas, config.canvas), np.float32)
     pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    big = np.kron(pixels, np.ones((scale, scale), np.uint8))
+    if scale > 1:
+        pixels = np.kron(pixels, np.ones((scale, scale), np.uint8))
+    out = io.BytesIO()
+    Image.fromarray(pixels, "L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def save_normalized(image: np.ndarray | None, path: str | os.PathLike[str], scale: int = 10,
+                    config: PreprocessConfig = DEFAULT_CONFIG) -> Path:  # fmt: skip
+    """Write `normalized_png` to ``path``, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(big).save(path, format="PNG")
+    atomic_write_bytes(path, normalized_png(image, scale, config))
     return path

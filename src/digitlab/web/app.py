@@ -25,7 +25,6 @@ the model run in worker threads, so a slow request does not stall the other clie
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
@@ -42,7 +41,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -51,7 +49,7 @@ from starlette.requests import ClientDisconnect
 
 from digitlab.errors import InputError
 from digitlab.predict import Prediction, Predictor
-from digitlab.preprocess import Normalized, Strokes, preprocess
+from digitlab.preprocess import Normalized, Strokes, normalized_png, preprocess
 from digitlab.web.corrections import CorrectionStore, default_db_path
 
 log = logging.getLogger("digitlab.web")
@@ -228,14 +226,7 @@ def normalize(item: bytes | Any, predictor: Predictor) -> Normalized:
 
 def png_base64(image: np.ndarray | None) -> str | None:
     """The 28 x 28 model input as a base64 PNG, 8-bit grey, ink white (as the model sees it)."""
-    return None if image is None else base64.b64encode(png_bytes(image)).decode("ascii")
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    Image.fromarray(pixels, "L").save(out, format="PNG")
-    return out.getvalue()
+    return None if image is None else base64.b64encode(normalized_png(image)).decode("ascii")
 
 
 def result(p: Prediction) -> dict[str, Any]:
@@ -296,7 +287,7 @@ class DigitService:
         drawing = {k: obj[k] for k in ("strokes", "width", "height", "pen") if k in obj}
         stored = self.store.add(
             label=label,
-            image_png=png_bytes(norm.image),
+            image_png=normalized_png(norm.image),
             predicted=p.digit,
             confidence=round(p.confidence, 6),
             model_sha256=str(self.predictor.card.get("onnx_sha256", "")),
