@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from digitlab.data import atomic_write_bytes
 from digitlab.errors import InputError
+from digitlab.ink import box, find_ink, label, stroke_widths
 
 # Formats we decode. Restricting Pillow to these keeps exotic decoders (EPS runs
 # Ghostscript, for one) away from uploaded files. (Camera JPEGs that are really
@@ -64,9 +65,19 @@ class PreprocessConfig:
     max_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
     min_contrast: float = 0.12  # ink differs from the paper by at least this (0..1) ...
     noise_sigmas: float = 4.0  # ... and by this many robust standard deviations of the paper
-    speck_fraction: float = 0.02  # blobs under this share of the biggest blob are dust
+    speck_fraction: float = 0.02  # blobs under this share of the biggest blob are dust ...
+    edge_fraction: float = 0.5  # ... as are blobs under this share touching the edges
     blob_fraction: float = 0.05  # blobs from this share of the ink count in `n_blobs`
     max_points: int = 100_000  # stroke input limit (points in all strokes together)
+    estimate_side: int = 96  # polarity cues and the paper's light are estimated at this size
+    uneven_light: float = 0.1  # the paper's light varies by more than this: flatten it ...
+    min_light: float = 0.3  # ... unless part is this dark: that is ink, not a shadow
+    flatten_gain: float = 0.5  # ... when that leaves at most this share of the "ink" before
+    flat_contrast: float = 0.2  # in a flattened photo, ink differs from paper by this (0..1)
+    min_correlation: float = 0.3  # neighbouring pixels less alike than this: noise, no ink
+    rule_cover: float = 0.9  # a faint line across this share of the picture is ruled paper
+    noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
+    min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +102,23 @@ class Normalized:
     n_blobs: int = 0  # connected blobs of ink that are not dust (1 for a clean digit)
     aspect: float = 0.0  # ink width / height (MNIST digits: 0.1 to 2)
     stroke_width: float = 0.0  # stroke width as drawn, in output pixels (before adjusting)
+    # How the ink was found in an image (see `digitlab.ink`); None / "" for drawings.
+    paper_level: float | None = None  # the paper's grey level, 0-255 (after flattening)
+    threshold: float | None = None  # grey levels from the paper that count as ink
+    flattened: bool = False  # uneven light was divided out first
+    polarity_by: str = ""  # the cue that decided the polarity: border, corners, pieces, ...
 
     @property
     def has_ink(self) -> bool:
         return self.image is not None
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What was learnt on the way, JSON-ready (everything but the image)."""
+        out = {k: v for k, v in asdict(self).items() if k != "image"}
+        for key in ("paper_level", "threshold", "aspect", "stroke_width"):
+            if out[key] is not None:
+                out[key] = round(float(out[key]), 3)
+        return out
 
     @property
     def ink_size(self) -> int:
@@ -199,15 +223,17 @@ def preprocess(x: DigitInput, config: PreprocessConfig = DEFAULT_CONFIG) -> Norm
         strokes = x if isinstance(x, Strokes) else Strokes.from_json(x, config.max_points)
         return _from_strokes(strokes, config)
     gray, size = read_gray(x, config)
-    ink, polarity = ink_map(gray, config)
-    if ink is None:
-        return Normalized(None, size, "none")
-    left, top, right, bottom = _keep_digit(ink, config)
-    crop = ink[top:bottom, left:right]
+    found = find_ink(gray, config)
+    how = {"paper_level": found.paper, "threshold": found.threshold,
+           "flattened": found.flattened, "polarity_by": found.polarity_by}  # fmt: skip
+    if found.ink is None or found.box is None:
+        return Normalized(None, size, "none", **how)
+    left, top, right, bottom = found.box
+    crop = found.ink[top:bottom, left:right]
     # Report the box in the input's own pixels even when it was downscaled first.
     fx, fy = size[0] / gray.shape[1], size[1] / gray.shape[0]
-    box = (int(left * fx), int(top * fy), math.ceil(right * fx), math.ceil(bottom * fy))
-    return _normalize(_to_work(crop, config), size, polarity, box, config)
+    ink_box = (int(left * fx), int(top * fy), math.ceil(right * fx), math.ceil(bottom * fy))
+    return _normalize(_to_work(crop, config), size, found.polarity, ink_box, config, how)
 
 
 # --------------------------------------------------------------------------- #
@@ -353,112 +379,6 @@ def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- #
-# Ink: polarity and background removal
-# --------------------------------------------------------------------------- #
-
-
-def ink_map(
-    gray: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG
-) -> tuple[np.ndarray | None, str]:
-    """Float32 ink (0 = paper, 1 = strongest ink) and the polarity, or (None, "none") if blank.
-
-    The paper is the median grey level (the digit covers less than half of any
-    sensible picture); its noise is the median absolute deviation. Ink must
-    differ from the paper by ``min_contrast`` and by ``noise_sigmas`` robust
-    standard deviations. The polarity is the side (darker or lighter than the
-    paper) holding more ink beyond that threshold. Computed on the 256-level
-    histogram: fast whatever the image size.
-    """
-    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
-    levels = np.arange(256, dtype=np.float64)
-    half = hist.sum() / 2
-    paper = float(np.searchsorted(np.cumsum(hist), half))
-    dev = np.abs(levels - paper)
-    order = np.argsort(dev, kind="stable")
-    mad = dev[order][np.searchsorted(np.cumsum(hist[order]), half)]
-    threshold = max(config.min_contrast * 255, config.noise_sigmas * 1.4826 * mad)
-    dark, light = paper - levels, levels - paper  # how much darker / lighter than paper
-    dark_mass = (hist * np.clip(dark - threshold, 0, None)).sum()
-    light_mass = (hist * np.clip(light - threshold, 0, None)).sum()
-    if dark_mass == light_mass == 0:
-        return None, "none"
-    contrast, polarity = (dark, "dark-on-light") if dark_mass >= light_mass else \
-        (light, "light-on-dark")  # fmt: skip
-    # The strongest ink (90th percentile of the ink pixels) maps to 1, so faint
-    # pencil and saturated marker end up alike. Pixels below the threshold are
-    # paper; above it the ramp starts at threshold / 2 to keep anti-aliased edges.
-    is_ink = contrast > threshold
-    ink_cum = np.cumsum((hist * is_ink)[np.argsort(contrast)])
-    strongest = np.sort(contrast)[np.searchsorted(ink_cum, 0.9 * ink_cum[-1])]
-    start = threshold / 2
-    lut = np.where(is_ink, np.clip((contrast - start) / max(strongest - start, 1), 0, 1), 0)
-    return np.take(lut.astype(np.float32), gray), polarity
-
-
-def _keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int]:
-    """Zero specks of dust (in place) and return the ink's box (left, top, right, bottom).
-
-    Blobs are found on a coarse grid (at most 128 cells a side) so this costs
-    little on big photos; a blob under ``speck_fraction`` of the biggest one's
-    ink is dust. Parts of a digit drawn apart (the bar of a 5) are far bigger.
-    """
-    h, w = ink.shape
-    f = max(1, math.ceil(max(h, w) / 128))
-    cells = np.add.reduceat(np.add.reduceat(ink, np.arange(0, h, f), 0), np.arange(0, w, f), 1)
-    labels, n = label(cells > 0)
-    if n > 1:
-        mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
-        dust = mass < config.speck_fraction * mass[1:].max()
-        dust[0] = False
-        if dust.any():
-            drop = np.repeat(np.repeat(dust[labels], f, axis=0), f, axis=1)[:h, :w]
-            ink[drop] = 0
-    return _box(ink > 0)
-
-
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected components (8-neighbour) of a boolean image: labels 1..n, 0 = background.
-
-    Works on horizontal runs of pixels (a union-find over runs that touch the
-    row above), so a digit costs a few hundred steps of Python, not one per pixel.
-    """
-    h, w = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]  # exclusive; runs pair up in row-major order
-    parent = list(range(len(rows)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(rows, np.arange(h + 1)).tolist()
-    s_list, e_list = starts.tolist(), ends.tolist()
-    for r in range(1, h):
-        i, j = first[r - 1], first[r]  # runs of the row above, runs of this row
-        while i < first[r] and j < first[r + 1]:
-            if s_list[j] <= e_list[i] and s_list[i] <= e_list[j]:  # touch, diagonals included
-                parent[find(i)] = find(j)
-            if e_list[i] <= e_list[j]:
-                i += 1
-            else:
-                j += 1
-    roots = [find(i) for i in range(len(rows))]
-    ids = {root: k + 1 for k, root in enumerate(dict.fromkeys(roots))}
-    labels = np.zeros((h, w), np.int32)
-    for r, s, e, root in zip(rows.tolist(), s_list, e_list, roots, strict=True):
-        labels[r, s:e] = ids[root]
-    return labels, len(ids)
-
-
-# --------------------------------------------------------------------------- #
 # Strokes -> ink
 # --------------------------------------------------------------------------- #
 
@@ -486,11 +406,11 @@ def _from_strokes(drawing: Strokes, config: PreprocessConfig) -> Normalized:
         for x, y in p:  # round caps and joins
             draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
     half = drawing.pen / 2
-    box = (math.floor(lo[0] - half), math.floor(lo[1] - half),
-           math.ceil(hi[0] + half), math.ceil(hi[1] + half))  # fmt: skip
+    ink_box = (math.floor(lo[0] - half), math.floor(lo[1] - half),
+               math.ceil(hi[0] + half), math.ceil(hi[1] + half))  # fmt: skip
     ink = np.asarray(img, dtype=np.float32) / 255
-    left, top, right, bottom = _box(ink > 0)
-    return _normalize(ink[top:bottom, left:right], size, "strokes", box, config)
+    left, top, right, bottom = box(ink > 0)
+    return _normalize(ink[top:bottom, left:right], size, "strokes", ink_box, config)
 
 
 # --------------------------------------------------------------------------- #
@@ -515,45 +435,22 @@ def _to_work(crop: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 
 def _normalize(work: np.ndarray, size: tuple[int, int], polarity: str,
-               box: tuple[int, int, int, int], config: PreprocessConfig) -> Normalized:  # fmt: skip
+               ink_box: tuple[int, int, int, int], config: PreprocessConfig,
+               how: dict[str, Any] | None = None) -> Normalized:  # fmt: skip
     """Adjust the stroke, fit the 20 x 20 box and centre by mass: the common last steps."""
     work, width = _adjust_stroke(work, config)
     image = _fit(work, config)
-    left, top, right, bottom = box
+    left, top, right, bottom = ink_box
     return Normalized(
         image=image,
         source_size=size,
         polarity=polarity,
-        ink_box=box,
+        ink_box=ink_box,
         n_blobs=_count_blobs(image, config),
         aspect=(right - left) / max(bottom - top, 1),
         stroke_width=width,
+        **(how or {}),
     )
-
-
-def stroke_widths(mask: np.ndarray, quantiles: tuple[float, ...] = (0.5,)) -> list[float]:
-    """Quantiles of the stroke width in a boolean image, in pixels, weighted by stroke length.
-
-    A pixel's local width is the shorter of the horizontal and vertical runs of
-    ink through it (exact across an upright or level stroke, up to 1.4 times
-    too wide across a diagonal one). Weighting each pixel by 1 / width counts
-    every stretch of stroke once whatever its width, so a blob filled in solid
-    does not pass for one fat stroke, and the thin tail beside it still counts.
-    """
-    if not mask.any():
-        return [0.0] * len(quantiles)
-    width = np.minimum(_run_lengths(mask), _run_lengths(mask.T).T)[mask].astype(np.float64)
-    order = np.argsort(width)
-    cum = np.cumsum(1 / width[order])
-    return [float(width[order][np.searchsorted(cum, q * cum[-1])]) for q in quantiles]
-
-
-def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """For each pixel, the length of the horizontal run of True it belongs to (0 off the mask)."""
-    starts = mask & ~np.pad(mask, ((0, 0), (1, 0)))[:, :-1]  # ink whose left neighbour is paper
-    run = np.cumsum(starts.ravel()) - 1  # index of the run each pixel is in (row-major)
-    lengths = np.bincount(run[mask.ravel()], minlength=int(starts.sum()))
-    return np.where(mask, lengths[np.maximum(run, 0)].reshape(mask.shape), 0)
 
 
 def _adjust_stroke(work: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, float]:
@@ -581,7 +478,7 @@ def _adjust_stroke(work: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarr
     adjusted = _morph(work, round(abs(r)), grow=r > 0)
     if not adjusted.any():
         return work, width
-    left, top, right, bottom = _box(adjusted > 0)
+    left, top, right, bottom = box(adjusted > 0)
     return adjusted[top:bottom, left:right], width
 
 

@@ -1,0 +1,578 @@
+"""Find the ink in a grey picture of a digit, whatever the crop, scan or light.
+
+A picture of a digit holds paper and ink, but which covers more of it depends
+on the crop: on a page the paper does; in a tight crop of a marker digit the
+ink can cover 80 %. So nothing here assumes which one is the majority:
+
+1. Two classes. Otsu's threshold splits the grey levels in two. The split is
+   *real* when the classes stand apart by more than the noise inside them;
+   otherwise the picture is paper with at most a little ink (a small digit on
+   a big page, or nothing at all), and the paper is its median grey level.
+2. Polarity: which class is paper. The paper is what a border of paper all
+   round shows. When the border is split (thick ink touching the edges), the
+   ink is the class in one piece while the paper is cut into several (corners,
+   holes); failing that, the class holding most of the border, or three of the
+   four corners; failing all, dark ink on light paper, as on scans and photos.
+3. Flattening. Under uneven light (a shadow across a photo) the paper's level
+   is estimated locally, from the lightest pixels of cells wider than the
+   strokes, and divided out.
+4. Threshold. Ink differs from the paper by ``min_contrast`` and by
+   ``noise_sigmas`` robust standard deviations of the paper; a ramp keeps the
+   anti-aliased edges; the strongest ink maps to 1 so faint pencil and black
+   marker end up alike.
+5. Ruled and squared paper: faint lines from edge to edge are wiped.
+6. Noise is not a digit: "ink" spread over the whole picture whose pixels
+   are no more like their neighbours than distant ones (white noise, salt and
+   pepper) is no ink, and neither is ink broken into many specks with no blob
+   standing out. Specks far smaller than the biggest blob are dust.
+
+Everything that looks at the whole picture works on its 256-level histogram or
+on a copy at most ``estimate_side`` pixels a side, so big photos cost little.
+Only NumPy and Pillow are used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:  # the config lives with the rest of the preprocessing constants
+    from digitlab.preprocess import PreprocessConfig
+
+LEVELS = np.arange(256, dtype=np.float64)
+# How many levels the 5-level smoothing window of `_mode` covers at each level (3 at the ends),
+# so that a spike at 0 or 255 (saturated paper) is not pushed inwards.
+_WINDOW_SIZES = np.convolve(np.ones(256), np.ones(5), mode="same")
+ROBUST_SIGMA = 1.4826  # median absolute deviation -> standard deviation, for Gaussian noise
+
+
+@dataclass(frozen=True)
+class Ink:
+    """What `find_ink` found: the ink map and how it was found (the diagnostics)."""
+
+    ink: np.ndarray | None  # float32, 0 = paper, 1 = strongest ink; None: no ink
+    polarity: str  # "dark-on-light", "light-on-dark" or "none"
+    polarity_by: str  # the cue that decided it: border, corners, pieces, darker, majority
+    paper: float  # the paper's grey level (0-255, as in the input; after flattening)
+    threshold: float  # how many grey levels from the paper count as ink
+    flattened: bool  # uneven light divided out
+    box: tuple[int, int, int, int] | None = None  # the digit's ink (left, top, right, bottom)
+
+
+def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
+    """The ink of a 2-D uint8 grey picture, dust removed, with how it was found."""
+    hist = _histogram(gray)
+    small = _shrink(gray, config.estimate_side)
+    split = _real_split(hist, config)
+    dark_is_ink, by = _polarity(gray, small, hist, split, config)
+    flat = None
+    if not dark_is_ink and by != "border":
+        # A strong shadow can hide the ink (no clear split) or split the border:
+        # see whether the picture reads as dark ink once the light is evened out.
+        flat = _flatten(gray, small, config)
+        if flat is not None:
+            flat_hist = _histogram(flat[0])
+            flat_split = _real_split(flat_hist, config)
+            flat_dark, flat_by = _polarity(*flat, flat_hist, flat_split, config)
+            if not flat_dark:
+                flat = None
+            else:
+                (gray, small), hist, split = flat, flat_hist, flat_split
+                dark_is_ink, by = True, flat_by
+    if dark_is_ink is None:
+        return Ink(None, "none", by, _median(hist), 0.0, False)
+    # From here on the paper is light and the ink dark, whatever the input was.
+    g = gray if dark_is_ink else 255 - gray
+    if flat is None:
+        flat = _flatten(g, small if dark_is_ink else 255 - small, config)
+        if flat is not None:
+            g, hist = flat[0], _histogram(flat[0])
+            split = _real_split(hist, config)
+        elif not dark_is_ink:  # the same histogram, read the other way round
+            hist, split = hist[::-1], None if split is None else 254 - split
+    flattened = flat is not None
+    paper, threshold = _paper_and_threshold(hist, split, flattened, config)
+    paper_as_given = paper if dark_is_ink else 255 - paper
+    found = Ink(None, "none", by, paper_as_given, threshold, flattened)
+    ink = _ink_ramp(g, hist, paper, threshold)
+    if ink is not None:
+        _erase_rules(ink, config)
+    box = None if ink is None else keep_digit(ink, config)
+    if ink is None or box is None:
+        return found
+    if _spans_picture(box, g.shape) and _neighbour_correlation(small) < config.min_correlation:
+        return replace(found, polarity_by="noise")  # "ink" all over, pixels unlike neighbours
+    polarity = "dark-on-light" if dark_is_ink else "light-on-dark"
+    return replace(found, ink=ink, polarity=polarity, box=box)
+
+
+def _histogram(g: np.ndarray) -> np.ndarray:
+    return np.bincount(g.ravel(), minlength=256).astype(np.float64)
+
+
+def _ink_ramp(g: np.ndarray, hist: np.ndarray, paper: float, threshold: float) -> np.ndarray | None:
+    """Ink strength per pixel of ``g`` (light paper): 0 for paper, 1 for the strongest ink.
+
+    The strongest ink (90th percentile of the ink pixels) maps to 1, so faint
+    pencil and black marker end up alike. Below the threshold is paper; above
+    it the ramp starts at threshold / 2, which keeps anti-aliased edges.
+    """
+    contrast = paper - LEVELS  # how much darker than the paper each grey level is
+    is_ink = contrast > threshold
+    if not (hist * is_ink).any():
+        return None
+    order = np.argsort(contrast)
+    ink_cum = np.cumsum((hist * is_ink)[order])
+    strongest = contrast[order][np.searchsorted(ink_cum, 0.9 * ink_cum[-1])]
+    start = threshold / 2
+    lut = np.where(is_ink, np.clip((contrast - start) / max(strongest - start, 1), 0, 1), 0)
+    return np.take(lut.astype(np.float32), g)
+
+
+def _erase_rules(ink: np.ndarray, config: PreprocessConfig) -> None:
+    """Wipe (in place) the printed lines of ruled or squared paper, keeping the digit across them.
+
+    A rule runs from one edge of the picture to the other, covering at least
+    ``rule_cover`` of its row (or column), and is fainter than the digit (its
+    ink averages under half the strongest); a digit's stroke reaching both
+    edges of a tight crop is as strong as the rest of the digit.
+    """
+    for a in (ink, ink.T):  # rows, then columns (a view: writes go to ink)
+        candidates = np.flatnonzero((a[:, 0] > 0) & (a[:, -1] > 0))
+        if len(candidates) == 0:
+            continue
+        rows = a[candidates]
+        inked = rows > 0
+        cover = inked.mean(axis=1)
+        strength = (rows * inked).sum(axis=1) / np.maximum(inked.sum(axis=1), 1)
+        rules = candidates[(cover >= config.rule_cover) & (strength < 0.5)]
+        if len(rules):
+            a[rules] = np.where(a[rules] >= 0.5, a[rules], 0)  # the digit crossing stays
+
+
+# --------------------------------------------------------------------------- #
+# Histogram statistics
+# --------------------------------------------------------------------------- #
+
+
+def otsu(hist: np.ndarray) -> int | None:
+    """Otsu's threshold t (classes: levels <= t and > t), or None if the histogram has one level.
+
+    Maximises the between-class variance; on a plateau (a two-level image)
+    takes its middle.
+    """
+    w0 = np.cumsum(hist)
+    total = w0[-1]
+    w1 = total - w0
+    m0 = np.cumsum(hist * LEVELS[: len(hist)])
+    valid = (w0 > 0) & (w1 > 0)
+    if not valid.any():
+        return None
+    between = np.zeros_like(w0)
+    between[valid] = (m0[-1] * w0[valid] - total * m0[valid]) ** 2 / (w0[valid] * w1[valid])
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return int(best[len(best) // 2])
+
+
+def _median(hist: np.ndarray) -> float:
+    cum = np.cumsum(hist)
+    return float(np.searchsorted(cum, cum[-1] / 2))
+
+
+def _median_mad(hist: np.ndarray) -> tuple[float, float]:
+    """Median grey level and median absolute deviation of a histogram."""
+    med = _median(hist)
+    dev = np.abs(LEVELS - med)
+    order = np.argsort(dev, kind="stable")
+    cum = np.cumsum(hist[order])
+    return med, float(dev[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
+def _real_split(hist: np.ndarray, config: PreprocessConfig) -> int | None:
+    """Otsu's threshold when it separates two classes standing apart from their noise, else None.
+
+    Noise alone splits too (a Gaussian in two halves a standard deviation
+    apart); a digit's two classes have their commonest levels ``noise_sigmas``
+    spreads of the cleaner class apart, and at least ``min_contrast``. (White
+    noise was turned away before: see `_neighbour_correlation`.) A class's spread is measured
+    on its far side, away from the other class, where anti-aliased or blurred
+    edges (which lie between the two) do not widen it.
+    """
+    t = otsu(hist)
+    if t is None:
+        return None
+    below, above = _below(hist, t), _above(hist, t)
+    m_lo, m_hi = _mode(below), _mode(above)
+    spread = min(_far_spread(below, m_lo, upward=False), _far_spread(above, m_hi, upward=True))
+    return t if m_hi - m_lo >= _ink_threshold(spread, config) else None
+
+
+def _mode(hist: np.ndarray) -> float:
+    """The commonest level of a (class) histogram, smoothed a little: noise makes no spike."""
+    smooth = np.convolve(hist, np.ones(5), mode="same") / _WINDOW_SIZES[: len(hist)]
+    return float(np.argmax(np.where(hist > 0, smooth, -1)))
+
+
+def _far_spread(hist: np.ndarray, centre: float, upward: bool) -> float:
+    """Median distance from ``centre`` of the levels on one side of it (a one-sided MAD)."""
+    c = int(centre)
+    side = hist[c:] if upward else hist[: c + 1][::-1]
+    cum = np.cumsum(side)
+    return float(np.searchsorted(cum, cum[-1] / 2)) if cum[-1] > 0 else 0.0
+
+
+def _below(hist: np.ndarray, t: int) -> np.ndarray:
+    """The histogram of the levels <= t (the others emptied)."""
+    out = hist.copy()
+    out[t + 1 :] = 0
+    return out
+
+
+def _above(hist: np.ndarray, t: int) -> np.ndarray:
+    """The histogram of the levels > t (the others emptied)."""
+    out = hist.copy()
+    out[: t + 1] = 0
+    return out
+
+
+def _ink_threshold(mad: float, config: PreprocessConfig) -> float:
+    """Grey levels from the paper that count as ink, given the paper's median absolute deviation."""
+    return max(config.min_contrast * 255, config.noise_sigmas * ROBUST_SIGMA * mad)
+
+
+def _paper_and_threshold(
+    hist: np.ndarray, t: int | None, flattened: bool, config: PreprocessConfig
+) -> tuple[float, float]:
+    """The paper's level and the ink threshold, for a light paper; ``t``: the real split or None.
+
+    With a real split the paper is the commonest level of its own class and
+    its noise is measured on the side away from the ink, so neither ink
+    covering most of the picture nor the anti-aliased edges of a tight crop
+    pull them. Without one the whole picture is paper (and at most a little
+    ink), so its median is the paper, as in MNIST-like pictures and photos.
+    """
+    if t is None:
+        paper, spread = _median_mad(hist)
+    elif flattened:  # divided by its local maximum, the paper is piled against 255
+        paper, spread = _mode(_above(hist, t)), _median_mad(_above(hist, t))[1]
+    else:
+        paper = _mode(_above(hist, t))
+        spread = _far_spread(_above(hist, t), paper, upward=True)
+    threshold = _ink_threshold(spread, config)
+    # A flattened photo keeps traces of the light it had (the soft edge of a shadow,
+    # compression blocks along it): there ink must stand out by ``flat_contrast``.
+    return paper, max(threshold, config.flat_contrast * 255) if flattened else threshold
+
+
+# --------------------------------------------------------------------------- #
+# Polarity
+# --------------------------------------------------------------------------- #
+
+
+def _polarity(gray: np.ndarray, small: np.ndarray, hist: np.ndarray, t: int | None,
+              config: PreprocessConfig) -> tuple[bool | None, str]:  # fmt: skip
+    """(True when the ink is darker than the paper, the cue that said so); None: no ink at all.
+
+    ``t`` is the real split of ``hist`` (see `_real_split`), or None.
+    """
+    if t is None:
+        return _polarity_by_majority(hist, config)
+    frame = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    light = float((frame > t).mean())
+    if abs(light - 0.5) >= 0.4:  # a margin of paper all round: the usual case
+        return light > 0.5, "border"
+    dark_pieces, light_pieces = _pieces(small <= t), _pieces(small > t)
+    if (dark_pieces == 1) != (light_pieces == 1):  # one piece of ink, paper cut into several
+        return dark_pieces == 1, "pieces"
+    if abs(light - 0.5) >= 0.1:
+        return light > 0.5, "border"
+    h, w = small.shape
+    ch, cw = max(1, h // 10), max(1, w // 10)
+    corners = [small[:ch, :cw], small[:ch, -cw:], small[-ch:, :cw], small[-ch:, -cw:]]
+    light_corners = sum(float((c > t).mean()) > 0.5 for c in corners)
+    if light_corners != 2:
+        return light_corners > 2, "corners"
+    return True, "darker"
+
+
+def _spans_picture(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """The box covers more than half the picture's width and height."""
+    left, top, right, bottom = box
+    return right - left > shape[1] / 2 and bottom - top > shape[0] / 2
+
+
+def _neighbour_correlation(g: np.ndarray) -> float:
+    """How alike neighbouring pixels are (correlation, -1..1); 1 for a flat picture.
+
+    A digit's ink comes in strokes, so a pixel is like its neighbours; in white
+    noise it is not. Measured across rows and columns, the higher of the two
+    (a stroke along one of them still correlates along it).
+    """
+    g = g.astype(np.float32)
+    out = []
+    for a, b in ((g[:, :-1], g[:, 1:]), (g[:-1], g[1:])):
+        if a.size < 2:
+            continue
+        a, b = a - a.mean(), b - b.mean()
+        var = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        out.append(float((a * b).sum()) / var if var > 0 else 1.0)
+    return max(out, default=1.0)
+
+
+def _polarity_by_majority(hist: np.ndarray, config: PreprocessConfig) -> tuple[bool | None, str]:
+    """No real split: the paper is the median; the ink the side with more mass beyond the noise."""
+    paper, mad = _median_mad(hist)
+    threshold = _ink_threshold(mad, config)
+    dark = (hist * np.clip(paper - LEVELS - threshold, 0, None)).sum()
+    light = (hist * np.clip(LEVELS - paper - threshold, 0, None)).sum()
+    if dark == light == 0:
+        return None, "none"
+    return bool(dark >= light), "majority"
+
+
+def _pieces(mask: np.ndarray) -> int:
+    """Connected pieces of a mask, not counting crumbs under 1 % of the picture."""
+    labels, n = label(mask)
+    if n == 0:
+        return 0
+    sizes = np.bincount(labels.ravel())[1:]
+    return int((sizes >= 0.01 * mask.size).sum())
+
+
+# --------------------------------------------------------------------------- #
+# Uneven light
+# --------------------------------------------------------------------------- #
+
+
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """A copy at most ``side`` pixels a side (box-averaged), for estimates."""
+    factor = math.ceil(max(gray.shape) / side)
+    return np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
+
+
+def _flatten(
+    g: np.ndarray, small: np.ndarray, config: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``g`` and its small copy divided by the paper's level, when the light needs it; else None.
+
+    Worth it when the light is uneven (see `_paper_surface`) and evening it
+    out clears away most of what was dark enough to pass for ink against the
+    brightest paper (a shadow), not merely part of it (the cores of strokes
+    wider than the window).
+    """
+    surface = _paper_surface(small, config)
+    if surface is None:
+        return None
+    flat_small = _divide(small, surface)
+    hist = _histogram(flat_small)
+    paper, threshold = _paper_and_threshold(hist, _real_split(hist, config), True, config)
+    cut = (paper - threshold) / 255  # ink is darker than this share of the local paper
+    after = float((flat_small < cut * 255).mean())
+    before = float((small < cut * surface.max()).mean())
+    if after > config.flatten_gain * before:
+        return None
+    return _divide(g, surface), flat_small
+
+
+def _paper_surface(g: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:
+    """The paper's level at each pixel of ``g`` (light paper), or None when the light is even.
+
+    Grey closings along the rows and along the columns (the lightest level
+    within a window, then the darkest of those; the lighter of the two) wipe
+    out dark strokes narrower than the window, whichever way they run, but
+    keep the edge of a shadow where it is. The
+    window is twice the strokes' width, at most a third of the picture. Used
+    when the light varies by more than ``uneven_light`` over regions wider
+    than strokes (ink wider than the window, as in a tight crop of a thick
+    marker, leaves dips shaped like strokes), and dims no part of the paper
+    below ``min_light`` (that is as dark as ink, not a shadow).
+    """
+    if _evenly_lit(g, config):
+        return None
+    t = otsu(np.bincount(g.ravel(), minlength=256).astype(np.float64))
+    if t is None:
+        return None
+    width = stroke_widths(g <= t, (0.25,))[0]  # the digit's, not a shadow's (far wider)
+    k = int(min(max(3, 2 * math.ceil(width) + 1), max(3, max(g.shape) // 3)))
+    surface = np.maximum(_closing_1d(g, k), _closing_1d(g.T, k).T).astype(np.float32)
+    low, high = np.percentile(surface, (1, 99))
+    if low > (1 - config.uneven_light) * high or low < config.min_light * high:
+        return None
+    dim = surface < (1 - config.uneven_light) * high
+    if stroke_widths(dim)[0] < max(g.shape) / 10:  # narrow dips: ink the window missed
+        return None
+    return surface
+
+
+def _evenly_lit(g: np.ndarray, config: PreprocessConfig) -> bool:
+    """A quick look first: the lightest pixel of each of 8 x 8 cells (or of a neighbour) is paper.
+
+    When those agree within ``uneven_light`` the light is even, and the
+    closing is not worth computing (drawings, scans, most crops).
+    """
+    cell = max(1, math.ceil(max(g.shape) / 8))
+    rows, cols = np.arange(0, g.shape[0], cell), np.arange(0, g.shape[1], cell)
+    cells = np.maximum.reduceat(np.maximum.reduceat(g, rows, axis=0), cols, axis=1)
+    paper = _running(cells, 3, np.maximum)
+    return bool(paper.min() >= (1 - config.uneven_light) * paper.max())
+
+
+def _running(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (np.maximum or np.minimum) over a k x k window around each pixel, edges repeated."""
+    return _running_rows(_running_rows(a, k, op).T, k, op).T
+
+
+def _closing_1d(a: np.ndarray, k: int) -> np.ndarray:
+    """A grey closing along columns: the darkest of the lightest levels within k rows.
+
+    One-dimensional on purpose: along one direction the edge of a shadow is a
+    step, which a closing keeps exactly, even at the picture's border (where a
+    square window, meeting a slanted edge, would leave a wedge of shadow).
+    """
+    padded = np.pad(a, ((k, k), (0, 0)), mode="edge")  # both steps see the same extension
+    return _running_rows(_running_rows(padded, k, np.maximum), k, np.minimum)[k:-k]
+
+
+def _running_rows(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
+    """``op`` over the k rows around each row, in O(log k) whole-array steps.
+
+    Windows of 1, 2, 4 ... rows are combined by doubling; two overlapping
+    windows of the largest such span then cover k rows.
+    """
+    n, r = len(a), k // 2
+    m = np.pad(a, ((r, k - 1 - r), (0, 0)), mode="edge")
+    span = 1
+    while 2 * span <= k:
+        m = op(m[:-span], m[span:])  # row i: rows i .. i + 2 span - 1 of the padded picture
+        span *= 2
+    return op(m[:n], m[k - span : k - span + n])
+
+
+def _divide(g: np.ndarray, surface: np.ndarray) -> np.ndarray:
+    """``g`` divided by the paper's level, back in 0..255.
+
+    ``surface`` may be the `_shrink` copy's: it is upsampled by the same whole
+    factor (pixel i of the copy averaged pixels i f .. i f + f - 1), then cut.
+    """
+    h, w = g.shape
+    if surface.shape != g.shape:
+        f = round(max(h, w) / max(surface.shape))
+        size = (surface.shape[1] * f, surface.shape[0] * f)
+        up = Image.fromarray(surface, "F").resize(size, Image.Resampling.BILINEAR)
+        surface = np.asarray(up)[:h, :w]
+    return np.clip(g / np.maximum(surface, 1) * 255, 0, 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- #
+# The digit: dust, noise and the ink's box
+# --------------------------------------------------------------------------- #
+
+
+def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int] | None:
+    """Zero specks of dust (in place) and return the ink's box; None when the ink is noise.
+
+    Blobs are found on a coarse grid (at most 128 cells a side) so this costs
+    little on big photos; a blob under ``speck_fraction`` of the biggest one's
+    ink is dust. Parts of a digit drawn apart (the bar of a 5) are far bigger.
+    When the biggest blob stands clear of the picture's edges, blobs touching
+    them and under ``edge_fraction`` of it are clutter. Ink in many specks with
+    none holding ``noise_fraction`` of it is noise, and so is a biggest blob of
+    less than ``min_ink_mass`` (a pixel or two of noise).
+    """
+    h, w = ink.shape
+    f = max(1, math.ceil(max(h, w) / 128))
+    cells = np.add.reduceat(np.add.reduceat(ink, np.arange(0, h, f), 0), np.arange(0, w, f), 1)
+    labels, n = label(cells > 0)
+    mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
+    biggest = mass[1:].max()
+    if biggest < config.min_ink_mass or biggest < config.noise_fraction * mass[1:].sum():
+        return None
+    if n > 1:
+        dust = mass < config.speck_fraction * biggest
+        # Clutter at the edges (a shadow's corner, a neighbouring digit's stroke): when the
+        # digit stands clear of the edges, smaller blobs that touch them are not part of it.
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        if np.argmax(mass[1:]) + 1 not in edge:
+            dust[edge] |= mass[edge] < config.edge_fraction * biggest
+        dust[0] = False
+        if dust.any():
+            drop = np.repeat(np.repeat(dust[labels], f, axis=0), f, axis=1)[:h, :w]
+            ink[drop] = 0
+    return box(ink > 0)
+
+
+def box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box (left, top, right, bottom) of a non-empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (8-neighbour) of a boolean image: labels 1..n, 0 = background.
+
+    Works on horizontal runs of pixels (a union-find over runs that touch the
+    row above), so a digit costs a few hundred steps of Python, not one per pixel.
+    """
+    h, w = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; runs pair up in row-major order
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(h + 1)).tolist()
+    s_list, e_list = starts.tolist(), ends.tolist()
+    for r in range(1, h):
+        i, j = first[r - 1], first[r]  # runs of the row above, runs of this row
+        while i < first[r] and j < first[r + 1]:
+            if s_list[j] <= e_list[i] and s_list[i] <= e_list[j]:  # touch, diagonals included
+                parent[find(i)] = find(j)
+            if e_list[i] <= e_list[j]:
+                i += 1
+            else:
+                j += 1
+    roots = [find(i) for i in range(len(rows))]
+    ids = {root: k + 1 for k, root in enumerate(dict.fromkeys(roots))}
+    labels = np.zeros((h, w), np.int32)
+    for r, s, e, root in zip(rows.tolist(), s_list, e_list, roots, strict=True):
+        labels[r, s:e] = ids[root]
+    return labels, len(ids)
+
+
+# --------------------------------------------------------------------------- #
+# Stroke width
+# --------------------------------------------------------------------------- #
+
+
+def stroke_widths(mask: np.ndarray, quantiles: tuple[float, ...] = (0.5,)) -> list[float]:
+    """Quantiles of the stroke width in a boolean image, in pixels, weighted by stroke length.
+
+    A pixel's local width is the shorter of the horizontal and vertical runs of
+    ink through it (exact across an upright or level stroke, up to 1.4 times
+    too wide across a diagonal one). Weighting each pixel by 1 / width counts
+    every stretch of stroke once whatever its width, so a blob filled in solid
+    does not pass for one fat stroke, and the thin tail beside it still counts.
+    """
+    if not mask.any():
+        return [0.0] * len(quantiles)
+    width = np.minimum(_run_lengths(mask), _run_lengths(mask.T).T)[mask].astype(np.float64)
+    order = np.argsort(width)
+    cum = np.cumsum(1 / width[order])
+    return [float(width[order][np.searchsorted(cum, q * cum[-1])]) for q in quantiles]
+
+
+def _run_lengths(mask: np.ndarray) -> np.ndarray:
+    """For each pixel, the length of the horizontal run of True it belongs to (0 off the mask)."""
+    starts = mask & ~np.pad(mask, ((0, 0), (1, 0)))[:, :-1]  # ink whose left neighbour is paper
+    run = np.cumsum(starts.ravel()) - 1  # index of the run each pixel is in (row-major)
+    lengths = np.bincount(run[mask.ravel()], minlength=int(starts.sum()))
+    return np.where(mask, lengths[np.maximum(run, 0)].reshape(mask.shape), 0)
