@@ -111,7 +111,8 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
 
 
 def _histogram(g: np.ndarray) -> np.ndarray:
-    return np.bincount(g.ravel(), minlength=256).astype(np.float64)
+    """The 256-level histogram of a uint8 picture (Pillow's: twice as fast as np.bincount)."""
+    return np.asarray(Image.fromarray(g).histogram(), np.float64)
 
 
 def _ink_ramp(g: np.ndarray, hist: np.ndarray, paper: float, threshold: float) -> np.ndarray | None:
@@ -393,7 +394,7 @@ def _paper_surface(g: np.ndarray, config: PreprocessConfig) -> np.ndarray | None
     """
     if _evenly_lit(g, config):
         return None
-    t = otsu(np.bincount(g.ravel(), minlength=256).astype(np.float64))
+    t = otsu(_histogram(g))
     if t is None:
         return None
     width = stroke_widths(g <= t, (0.25,))[0]  # the digit's, not a shadow's (far wider)
@@ -485,7 +486,7 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
     """
     h, w = ink.shape
     f = max(1, math.ceil(max(h, w) / 128))
-    cells = np.add.reduceat(np.add.reduceat(ink, np.arange(0, h, f), 0), np.arange(0, w, f), 1)
+    cells = np.asarray(Image.fromarray(ink).reduce(f)) * (f * f) if f > 1 else ink
     labels, n = label(cells > 0)
     mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
     biggest = mass[1:].max()

@@ -1,0 +1,259 @@
+"""Finding the ink in real-world pictures: tight crops, low resolution, 1-bit, thick marker,
+shadows, ruled paper; and nothing in blanks and noise (digitlab.ink through preprocess).
+
+Each picture is made from a fixed recipe; the digits are real MNIST test digits, read by the
+bundled model, so "read correctly" means the whole path works end to end.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from digitlab.ink import _running, label, otsu
+from digitlab.predict import Predictor
+from digitlab.preprocess import preprocess
+from fixtures_images import canvas, ring
+
+N = 20  # digits per condition: the first N of the MNIST test set
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test):
+    images, labels = mnist_test
+    return images[:N], labels[:N]
+
+
+def tight(digit: np.ndarray) -> np.ndarray:
+    """The digit cropped to its ink: ink touches all four edges."""
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def scaled(a: np.ndarray, size: tuple[int, int], filt=Image.Resampling.BICUBIC) -> np.ndarray:
+    return np.asarray(Image.fromarray(a).resize(size, filt))
+
+
+def in_square(digit: np.ndarray, side: int) -> np.ndarray:
+    """A low-resolution scan: the tight digit scaled so its longer side is ``side``, centred."""
+    t = tight(digit)
+    k = side / max(t.shape)
+    small = Image.fromarray(t).resize(
+        (max(1, round(t.shape[1] * k)), max(1, round(t.shape[0] * k))), Image.Resampling.BOX
+    )
+    out = Image.new("L", (side, side))
+    out.paste(small, ((side - small.width) // 2, (side - small.height) // 2))
+    return np.asarray(out)
+
+
+def read(predictor: Predictor, pictures: list, labels: np.ndarray) -> tuple[int, list]:
+    """How many of ``pictures`` are read as their labels, and the predictions."""
+    preds = [predictor.predict(p) for p in pictures]
+    assert all(p.digit is not None for p in preds), "a digit was taken for no ink"
+    return sum(p.digit == y for p, y in zip(preds, labels, strict=True)), preds
+
+
+# --------------------------------------------------------------------------- #
+# Conditions that used to come back as "no ink"
+# --------------------------------------------------------------------------- #
+
+
+def test_tight_crops_dark_on_light_and_light_on_dark(predictor, digits):
+    images, labels = digits
+    dark = [255 - scaled(tight(d), (tight(d).shape[1] * 4, tight(d).shape[0] * 4)) for d in images]
+    right, preds = read(predictor, dark, labels)
+    assert right >= N - 1
+    assert {p.normalized.polarity for p in preds} == {"dark-on-light"}
+    light = [255 - d for d in dark]  # MNIST's own polarity, still touching the edges
+    right, preds = read(predictor, light, labels)
+    assert right >= N - 1
+    assert {p.normalized.polarity for p in preds} == {"light-on-dark"}
+
+
+def test_binary_16x16_scans(predictor, digits):
+    images, labels = digits
+    files = []
+    for d in images:
+        bits = Image.fromarray(in_square(d, 16) < 100)  # a 1-bit form scan: ink black (False)
+        buf = io.BytesIO()
+        bits.convert("1").save(buf, format="PNG")
+        files.append(buf.getvalue())
+    assert Image.open(io.BytesIO(files[0])).mode == "1"
+    right, _ = read(predictor, files, labels)
+    assert right >= N - 1
+
+
+@pytest.mark.parametrize("side", [16, 8])
+def test_low_resolution_scans_upscaled(predictor, digits, side):
+    images, labels = digits
+    pictures = [
+        255 - scaled(in_square(d, side), (64, 64), Image.Resampling.BILINEAR) for d in images
+    ]
+    right, _ = read(predictor, pictures, labels)
+    assert right >= N - (1 if side == 16 else 2)
+
+
+def test_thick_marker_covering_most_of_the_crop(predictor):
+    # A "0" drawn with a pen a third of its size, cropped to the ink: ink covers ~73 %.
+    img = canvas(300, 300)
+    ImageDraw.Draw(img).ellipse((20, 20, 280, 280), outline=0, width=95)
+    crop = np.asarray(img)[20:281, 20:281]
+    assert (crop < 128).mean() > 0.7
+    r = predictor.predict(crop)
+    assert r.digit == 0 and r.normalized.polarity == "dark-on-light"
+    inverted = predictor.predict(255 - crop)
+    assert inverted.digit == 0 and inverted.normalized.polarity == "light-on-dark"
+
+
+def test_thick_marker_digits(predictor, digits):
+    images, labels = digits
+    pictures = []
+    for d in images:
+        big = np.asarray(
+            Image.fromarray(tight(d)).resize((tight(d).shape[1] * 4, tight(d).shape[0] * 4))
+        )
+        fat = np.asarray(Image.fromarray(big).filter(ImageFilter.MaxFilter(9)))
+        pictures.append(255 - tight(fat))
+    assert np.mean([(p < 128).mean() for p in pictures]) > 0.45
+    right, _ = read(predictor, pictures, labels)
+    assert right >= N - 1
+
+
+def shadowed_photo(digit: np.ndarray, depth: float = 0.45) -> bytes:
+    """Blue ink on beige paper, light falling off across, a shadow over the right 40 %, JPEG."""
+    ink = scaled(digit, (168, 168)).astype(np.float32) / 255
+    ink = np.pad(ink, ((56, 56), (56, 56)))  # 280 x 280
+    yy, xx = np.mgrid[0:280, 0:280].astype(np.float32)
+    light = (1 - 0.15 * xx / 280) * (1 - depth / (1 + np.exp(-(xx - 168 - 0.2 * yy) / 4)))
+    paper, pen = np.array([232, 224, 205], np.float32), np.array([35, 45, 140], np.float32)
+    rgb = (paper * (1 - ink[..., None]) + pen * ink[..., None]) * light[..., None]
+    rgb += np.random.default_rng(0).normal(0, 3, rgb.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=40)
+    return buf.getvalue()
+
+
+def test_shadow_across_a_photo_is_flattened_not_read_as_ink(predictor, digits):
+    images, labels = digits
+    right, preds = read(predictor, [shadowed_photo(d) for d in images], labels)
+    assert right >= N - 1
+    assert all(p.normalized.flattened for p in preds)
+    # The ink box is the digit's (x 56..224), not the shadow's (which reaches x = 280).
+    assert all(p.normalized.ink_box[2] < 240 for p in preds)
+
+
+def test_a_shadow_without_a_digit_is_no_ink():
+    blank = shadowed_photo(np.zeros((28, 28), np.uint8))
+    n = preprocess(blank)
+    assert not n.has_ink
+
+
+def test_ruled_and_squared_paper(predictor, digits):
+    images, labels = digits
+    pictures = []
+    for k, d in enumerate(images):
+        rgb = np.repeat((255 - np.pad(scaled(d, (168, 168)), 30))[..., None], 3, axis=2)
+        rgb = rgb.astype(np.float32)
+        line = np.array([150, 190, 235], np.float32)  # light blue
+        for y in range(12, rgb.shape[0], 42):
+            rgb[y : y + 2] = np.minimum(rgb[y : y + 2], line)
+            if k % 2:  # squared paper: columns too
+                rgb[:, y : y + 2] = np.minimum(rgb[:, y : y + 2], line)
+        pictures.append(rgb.astype(np.uint8))
+    right, preds = read(predictor, pictures, labels)
+    assert right >= N - 1
+    assert all(p.normalized.ink_box[2] - p.normalized.ink_box[0] < 200 for p in preds)
+
+
+def test_faint_pencil_and_coloured_ink(predictor, digits):
+    images, labels = digits
+    rng = np.random.default_rng(1)
+    pencil = []
+    for d in images:  # contrast 70 / 255, grainy
+        ink = scaled(d, (112, 112)).astype(np.float32) / 255
+        grey = 240 - 70 * ink + rng.normal(0, 3, ink.shape)
+        pencil.append(np.clip(grey, 0, 255).astype(np.uint8))
+    assert read(predictor, pencil, labels)[0] >= N - 1
+    red = []
+    for d in images:
+        ink = scaled(d, (112, 112)).astype(np.float32)[..., None] / 255
+        red.append((255 * (1 - ink) + np.array([200, 20, 30]) * ink).astype(np.uint8))
+    assert read(predictor, red, labels)[0] >= N - 1
+
+
+# --------------------------------------------------------------------------- #
+# Nothing to read
+# --------------------------------------------------------------------------- #
+
+RNG = np.random.default_rng(7)
+NOISE = {
+    "gaussian": np.clip(RNG.normal(128, 40, (150, 200)), 0, 255).astype(np.uint8),
+    "faint gaussian on white": np.clip(RNG.normal(235, 10, (300, 300)), 0, 255).astype(np.uint8),
+    "uniform": RNG.integers(0, 256, (120, 120)).astype(np.uint8),
+    "salt and pepper": np.where(
+        RNG.random((200, 200)) < 0.03, RNG.choice([0, 255], (200, 200)), 200
+    ).astype(np.uint8),
+    "paper texture": np.asarray(
+        Image.fromarray(np.clip(RNG.normal(215, 25, (200, 200)), 0, 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(3)
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NOISE)
+def test_pure_noise_is_no_ink(name):
+    n = preprocess(NOISE[name])
+    assert not n.has_ink and n.polarity == "none"
+
+
+def test_a_speck_of_dust_is_not_a_confident_digit(predictor):
+    img = canvas(400, 400)
+    ImageDraw.Draw(img).rectangle((200, 200, 201, 201), fill=0)
+    r = predictor.predict(img)
+    assert r.digit is None or "too small" in r.reasons
+
+
+# --------------------------------------------------------------------------- #
+# Diagnostics and building blocks
+# --------------------------------------------------------------------------- #
+
+
+def test_diagnostics_say_how_the_ink_was_found():
+    n = preprocess(ring())
+    d = n.diagnostics()
+    assert d["polarity"] == "dark-on-light" and d["polarity_by"] == "border"
+    assert d["paper_level"] == 255 and d["threshold"] > 0 and d["flattened"] is False
+    assert "image" not in d
+    assert preprocess(canvas()).diagnostics()["paper_level"] == 255
+
+
+def test_otsu_splits_two_levels_in_the_middle():
+    hist = np.zeros(256)
+    hist[[40, 200]] = [300, 700]
+    t = otsu(hist)
+    assert 40 <= t < 200
+    assert otsu(np.bincount([7, 7, 7], minlength=256).astype(float)) is None
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 15])
+def test_running_max_matches_a_plain_loop(k):
+    a = np.random.default_rng(k).integers(0, 256, (23, 31)).astype(np.uint8)
+    r = k // 2
+    p = np.pad(a, ((r, k - 1 - r), (r, k - 1 - r)), mode="edge")
+    expected = np.array([[p[i : i + k, j : j + k].max() for j in range(31)] for i in range(23)])
+    assert (_running(a, k, np.maximum) == expected).all()
+
+
+def test_label_is_reexported_by_preprocess():
+    from digitlab import preprocess as module
+
+    assert module.label is label
