@@ -26,7 +26,7 @@ def main(out: Path) -> int:
         window.draw(THREE, origin=(PAD, PAD))
         window.key("Return")
         line = window.read_line()
-        if not re.fullmatch(r"prediction: 3 \(confidence [\d.]+%\)", line):
+        if not re.fullmatch(r"prediction: 3 \(confidence (>99\.9|[\d.]+)%\)", line):
             print(f"the window did not read a sure 3: {line!r}", file=sys.stderr)
             return 1
         window.key("Return")  # a second round trip: the first result is drawn by now

@@ -26,6 +26,23 @@ def test_bundled_model_scores_at_least_99_7_percent(mnist_test):
     assert model.card["metrics"]["test_errors"] == ev.errors
 
 
+@pytest.mark.parametrize("name", ["digit-cnn.onnx", "digit-cnn-fp32.onnx"])
+def test_bundled_models_are_calibrated(mnist_test, name):
+    """The confidence is honest on the test set: ECE at most 1 %, right ones sound sure."""
+    from digitlab.calibrate import graph_temperature
+    from digitlab.evaluate import evaluate
+
+    images, labels = mnist_test
+    model = load_model(REPO / "models" / name)
+    ev = evaluate(model, images, labels)
+    assert ev.errors == model.card["metrics"]["test_errors"]  # the accuracy did not move
+    assert ev.ece <= 0.01 and ev.median_confidence_correct >= 0.98 and ev.nll < 0.02
+    c = model.card["calibration"]
+    assert c["temperature"] == pytest.approx(graph_temperature(model.path.read_bytes()))
+    assert c["fitted_on"] == "validation (5000 held-out training images, seed 3)"
+    assert 0.9 < c["min_confidence"] < 1
+
+
 def test_bundled_files_are_small_and_carded():
     path = bundled_model_path()
     total = sum(p.stat().st_size for p in (REPO / "models").iterdir() if p.is_file())
@@ -63,6 +80,8 @@ def test_cli_evaluate_json_bundled(mnist_dir):
     ).stdout
     result = json.loads(out)
     assert result["n"] == 10_000 and result["accuracy"] >= 0.997 and result["errors"] <= 30
+    assert result["ece"] <= 0.01 and result["median_confidence_correct"] >= 0.98
+    assert 0 < result["nll"] < 0.02 and 0 < result["brier"] < 0.01
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from digitlab.desktop import CANVAS, PAD, UNSURE, DrawApp, console_line
 from digitlab.predict import Predictor
 from xvfb import ONE, SEVEN, THREE, ZERO, DrawWindow, Xvfb, xvfb_available
 
-SURE_LINE = r"prediction: {} \(confidence \d+\.\d%\)"
+SURE_LINE = r"prediction: {} \(confidence (>99\.9|\d+\.\d)%\)"
 NOTHING = "prediction: none (nothing drawn)"
 
 
@@ -209,7 +209,7 @@ def test_app_live_prediction_enter_and_console(app: tuple[DrawApp, list[str]]) -
     assert draw_app.canvas.itemcget(line, "capstyle") == "round"
     digit, status = shown(draw_app)
     assert digit == "7"  # predicted on stroke end, without Enter
-    assert re.fullmatch(r"confidence \d+\.\d%", status)
+    assert re.fullmatch(r"confidence (>99\.9|\d+\.\d)%", status)
     assert printed == []  # only Enter prints
     lengths = bar_lengths(draw_app)
     assert lengths.index(max(lengths)) == 7 and sorted(lengths)[-2] < max(lengths) / 5

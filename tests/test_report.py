@@ -80,8 +80,11 @@ def test_run_report_has_every_plot(run_dir):
     page = path.read_text()
     for text in ("sgd", "knn", "error matrix", "learning curve", "most confident mistakes"):
         assert text in page.lower()
+    for text in ("reliability diagram", "risk-coverage", "expected calibration error"):
+        assert text in page.lower()
     images = _images(page)
-    assert len(images) == 6  # table chart, counts, error matrix, per class, gallery, curve
+    # table chart, counts, error matrix, per class, gallery, reliability, risk-coverage, curve
+    assert len(images) == 8
     for data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 300
     names = {p.name for p in (run_dir / "figures").glob("*.png")}
@@ -91,6 +94,8 @@ def test_run_report_has_every_plot(run_dir):
         "error-matrix.png",
         "per-class.png",
         "mistakes.png",
+        "reliability.png",
+        "risk-coverage.png",
         "learning-curve.png",
     } <= names
 
@@ -103,7 +108,7 @@ def test_report_on_a_chosen_model_and_a_saved_model(run_dir):
         report.write_report(run_dir, model="svm")
     saved = run_dir / doc["saved_models"][doc["best"]]
     page = report.write_report(saved).read_text()
-    assert f"digitlab model: {doc['best']}" in page and len(_images(page)) == 4
+    assert f"digitlab model: {doc['best']}" in page and len(_images(page)) == 6
 
 
 def test_report_errors(tmp_path):

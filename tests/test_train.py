@@ -56,6 +56,12 @@ def test_quick_run_exports_a_model_with_its_card(quick_run, mnist_dir):
     }
     assert card["export_check"]["max_abs_diff_vs_torch"] < 1e-4
     assert 0 <= card["metrics"]["test_accuracy"] <= 1 and card["metrics"]["n_test"] == 1000
+    # Export calibrates on the images the run held out (500 with --quick), never the test set.
+    held_out = {"val_size": 500, "seed": 7, "n": 60_000, "held_out": True}
+    assert card["training"]["validation"] == held_out
+    assert card["calibration"]["validation"] == held_out
+    assert card["calibration"]["val_after"]["nll"] <= card["calibration"]["val_before"]["nll"]
+    assert "test_ece" in card["metrics"] and "test_nll" in card["metrics"]
     for key in ("torch", "onnx", "digitlab"):
         assert card["versions"][key]
     # The card's figures are the ONNX model's own, recomputed here.
@@ -74,7 +80,10 @@ def test_onnx_matches_pytorch_on_real_digits(quick_run, mnist_test):
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     x = images[:200].astype(np.float32) / 255
     with torch.no_grad():
-        ref = tr.WithSoftmax(model.eval())(torch.from_numpy(x[:, None])).numpy()
+        logits = model.eval()(tr.normalise(torch.from_numpy(x[:, None])))
+    # The exported graph is calibrated: softmax(logits / T), T from the held-out images.
+    temperature = read_card(quick_run.model_path)["calibration"]["temperature"]
+    ref = torch.softmax(logits / temperature, dim=1).numpy()
     got = OnnxModel(quick_run.model_path).predict_proba(x)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert np.allclose(got.sum(1), 1, atol=1e-5)
@@ -226,3 +235,10 @@ def test_quantize_records_the_trade(quick_run, tmp_path, mnist_dir, mnist_test):
     ev = evaluate(OnnxModel(dst), images, labels)
     assert card["metrics"]["test_errors"] == ev.errors and card["metrics"]["n_test"] == 10_000
     assert 0 < card["export_check"]["max_abs_diff_vs_float_onnx"] < 0.5
+    # The temperature is fitted again on the int8 graph's own outputs, same held-out images.
+    from digitlab.calibrate import graph_temperature
+
+    assert card["calibration"]["validation"] == parent["calibration"]["validation"]
+    assert card["calibration"]["temperature"] == pytest.approx(graph_temperature(dst.read_bytes()))
+    # Measured on the int8 outputs, not copied from the parent's card.
+    assert card["calibration"]["val_uncalibrated"] != parent["calibration"]["val_uncalibrated"]

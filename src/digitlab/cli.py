@@ -217,6 +217,7 @@ def train_cmd(
         f"{m['test_accuracy']:.2%} ({m['test_errors']} errors / {m['n_test']}), "
         f"export max abs diff {result.card['export_check']['max_abs_diff_vs_torch']:.2e}"
     )
+    console.print(_calibration_line(result.card), highlight=False)
     if export is not None:
         from digitlab.modelfile import save_model
 
@@ -282,6 +283,10 @@ def quantize_cmd(
         f"test accuracy {m['test_accuracy']:.2%} ({m['test_errors']} errors); "
         f"float model: {parent.get('test_errors', '?')} errors"
     )
+    if "calibration" in card:
+        console.print(_calibration_line(card), highlight=False)
+    else:
+        console.print("not calibrated: the parent's card records no held-out validation split")
 
 
 @app.command("evaluate")
@@ -290,14 +295,17 @@ def evaluate_cmd(
     data_dir: Path | None = DataDirOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Confusion-matrix PNG [default: confusion.png beside the model]."
+        None,
+        "--plot",
+        help="PNG with the confusion and error matrices, the reliability diagram and the "
+        "risk-coverage curve [default: confusion.png in the current folder].",
     ),
 ) -> None:
     """Score a model file (the CNN or a selection-lab model) on the 10,000 test images."""
     import json
 
     from digitlab.data import load_mnist
-    from digitlab.evaluate import evaluate, plot_confusion
+    from digitlab.evaluate import evaluate, plot_evaluation
     from digitlab.modelfile import load_model
 
     m = load_model(model)
@@ -308,6 +316,11 @@ def evaluate_cmd(
         return
     console.print(
         f"{m.path.name}: test accuracy [bold]{ev.accuracy:.2%}[/] ({ev.errors} errors / {ev.n})"
+    )
+    console.print(
+        f"confidence: ECE {ev.ece:.2%}, NLL {ev.nll:.4f}, Brier {ev.brier:.4f}, "
+        f"median confidence when right {ev.median_confidence_correct:.2%}",
+        highlight=False,
     )
     table = Table(title="Per-class accuracy")
     table.add_column("digit")
@@ -321,7 +334,51 @@ def evaluate_cmd(
         console.print("plots need the training extra: pip install 'digitlab[train]'")
         return
     out = plot or Path("confusion.png")
-    console.print(f"confusion matrix written to {plot_confusion(ev, out)}")
+    console.print(f"plots written to {plot_evaluation(ev, out)}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: Path = typer.Argument(..., help="The model to calibrate (.onnx with its card)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the calibrated copy here (.onnx) [default: in place]."
+    ),
+    data_dir: Path | None = DataDirOption,
+    val_size: int | None = typer.Option(
+        None, "--val-size", help="Fit on this many training images [default: the card's split]."
+    ),
+    val_seed: int | None = typer.Option(
+        None, "--val-seed", help="Seed that picks them (digitlab.data.split_indices)."
+    ),
+) -> None:
+    """Fit a temperature on held-out validation images; store it in the graph and the card."""
+    from digitlab import calibrate as cal
+
+    cal.require_onnx()  # fail before reading any data
+    path, card = cal.calibrate_model(model, out, data_dir, val_size, val_seed)
+    console.print(f"[green]calibrated model written to {path}[/]")
+    console.print(_calibration_line(card), highlight=False)
+    m = card["metrics"]
+    console.print(
+        f"test ({m['n_test']} images): accuracy {m['test_accuracy']:.2%} "
+        f"({m['test_errors']} errors), ECE {m['test_ece']:.2%}, NLL {m['test_nll']:.4f}, "
+        f"median confidence when right {m['test_median_confidence_correct']:.2%}",
+        highlight=False,
+    )
+
+
+def _calibration_line(card: dict) -> str:
+    """One line: the temperature, what it was fitted on, the validation figures it moved."""
+    c = card["calibration"]
+    before, after, unsure = c["val_before"], c["val_after"], c["val_unsure"]
+    caught = unsure["errors_flagged"]
+    return (
+        f"temperature {c['temperature']:.4f} fitted on {c['fitted_on']}: ECE "
+        f"{before['ece']:.2%} -> {after['ece']:.2%}, NLL {before['nll']:.4f} -> "
+        f"{after['nll']:.4f}; unsure below {c['min_confidence']:.2%} confidence (flags "
+        f"{unsure['flagged']:.2%} of those images"
+        + (f", {caught:.0%} of their errors)" if caught is not None else ")")
+    )
 
 
 # --------------------------------------------------------------------------- #

@@ -301,6 +301,16 @@ def load_mnist(
     return images, labels
 
 
+def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random train/validation split of range(n): (train indices, validation indices).
+
+    Training holds the validation images out with it; calibration fits on the
+    same images later, so it lives here rather than in train.py (which needs torch).
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
 def dataset_sha256(data_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """SHA-256 of the uncompressed content of each MNIST file (for model cards)."""
     root = resolve_data_dir(data_dir)

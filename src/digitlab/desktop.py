@@ -286,13 +286,15 @@ class DrawApp:
 
     def _show(self, p: Prediction | None) -> None:
         """Display a prediction; None (nothing predicted yet) shows the empty state."""
+        from digitlab.predict import confidence_text
+
         self.last = p
         if p is None or p.digit is None:
             hint = "Draw a digit, then press Enter" if p is None else "Nothing drawn"
             self._show_result("?", hint, MUTED, (0.0,) * 10, None)
         else:
             colour = UNSURE if p.unsure else INK
-            status = f"confidence {p.confidence:.1%}"
+            status = f"confidence {confidence_text(p.confidence)}"
             if p.unsure:
                 status = f"Not sure: {', '.join(p.reasons)}\n{status}"
             bar_colour = UNSURE if p.unsure else ACCENT
@@ -327,10 +329,12 @@ class DrawApp:
 
 def console_line(p: Prediction) -> str:
     """The line printed on Enter, e.g. ``prediction: 7 (confidence 98.2%)``."""
+    from digitlab.predict import confidence_text
+
     if p.digit is None:
         return "prediction: none (nothing drawn)"
     unsure = f"; not sure: {', '.join(p.reasons)}" if p.unsure else ""
-    return f"prediction: {p.digit} (confidence {p.confidence:.1%}{unsure})"
+    return f"prediction: {p.digit} (confidence {confidence_text(p.confidence)}{unsure})"
 
 
 def render_strokes(

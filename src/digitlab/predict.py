@@ -59,14 +59,46 @@ class Prediction:
         }
 
 
+def confidence_text(p: float) -> str:
+    """A probability for people: one decimal, e.g. "97.3%".
+
+    Never "100.0%": calibrated, a sure model says 99.97 % and means it, and
+    rounding that up would claim a certainty it does not have.
+    """
+    return ">99.9%" if p >= 0.9995 else f"{p:.1%}"
+
+
 @dataclass(frozen=True)
 class TrustRules:
-    """When a prediction is flagged unsure. MNIST's own digits pass all but the first."""
+    """When a prediction is flagged unsure. MNIST's own digits pass all but the first.
 
-    min_confidence: float = 0.75  # bundled model: flags 0.8 % of MNIST test, 77 % of its errors
+    ``min_confidence`` comes from the model card when the model is calibrated
+    (`for_card`): `digitlab calibrate` sets it to the largest threshold that
+    flags at most ``val_flag_share`` of the held-out validation digits, on the
+    calibrated probabilities (`digitlab.calibrate.derive_min_confidence`).
+    Calibrated, the number means what it says: an accepted prediction's
+    chance of being right, as the model honestly estimates it, is at least
+    this. The bundled int8 model's is 97.47 %: it flags 0.75 % of the MNIST
+    test digits (75 % of its errors there) and 1.39 % of the drawings of
+    benchmarks/drawn_digits.py (79 % of its errors there). A model without a
+    calibration block gets the default below.
+    """
+
+    # Default for uncalibrated models: the rule the label-smoothed CNN (which said ~91 %
+    # for everything) used, flagging 0.8 % of MNIST test and 77 % of its errors.
+    min_confidence: float = 0.75
+    # Calibration sets min_confidence to flag at most this share of validation digits:
+    # one question in a hundred on MNIST-like digits; harder drawings get flagged more often.
+    val_flag_share: float = 0.01
     max_blobs: int = 2  # a 5 or a 4 drawn with a pen lift has two parts; "12" has more
     max_aspect: float = 2.2  # width / height; MNIST's widest digit is 2.0
     min_ink_size: int = 8  # input pixels: anything smaller is a speck, not a digit
+
+    @classmethod
+    def for_card(cls, card: dict[str, Any]) -> TrustRules:
+        """The rules for a model: its card's calibrated threshold, else the defaults."""
+        threshold = (card.get("calibration") or {}).get("min_confidence")
+        return cls() if threshold is None else cls(min_confidence=float(threshold))
 
 
 class Predictor:
@@ -77,19 +109,20 @@ class Predictor:
         model: str | os.PathLike[str] | OnnxModel | None = None,
         *,
         config: PreprocessConfig = DEFAULT_CONFIG,
-        rules: TrustRules = TrustRules(),
+        rules: TrustRules | None = None,
         threads: int | None = 1,
     ) -> None:
         """``model``: a model file, a loaded `OnnxModel`, or None for the bundled model.
 
-        ``threads=1`` suits one drawing at a time (an interactive app); pass None
-        to let onnxruntime use every core for big batches.
+        ``rules``: None means `TrustRules.for_card` (the card's calibrated
+        threshold when it has one). ``threads=1`` suits one drawing at a time (an
+        interactive app); pass None to let onnxruntime use every core for big batches.
         """
         if not isinstance(model, OnnxModel):
             model = OnnxModel(bundled_model_path() if model is None else model, threads=threads)
         self.model = model
         self.config = config
-        self.rules = rules
+        self.rules = rules if rules is not None else TrustRules.for_card(model.card)
 
     @property
     def card(self) -> dict[str, Any]:

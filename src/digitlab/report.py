@@ -5,9 +5,11 @@
 table, a chart of it, and for one model (the best by cross-validation unless
 asked otherwise) the confusion matrix as counts and as the original notebook's
 "error matrix", per-class precision/recall/F1, a gallery of its most confident
-mistakes, and the learning curve the run measured. ``write_report(MODEL)``
-evaluates a saved ``.onnx`` model on the MNIST test set and writes
-``NAME.report.html`` beside it (no learning curve: that needs a run).
+mistakes, how honest its confidence is (ECE, NLL, Brier, a reliability diagram
+and a risk-coverage curve), and the learning curve the run measured.
+``write_report(MODEL)`` evaluates a saved ``.onnx`` model on the MNIST test set
+and writes ``NAME.report.html`` beside it (no learning curve: that needs a run),
+with its calibration and "unsure" threshold from the card.
 
 The PNGs are embedded in the page (so it is one file to send around) and also
 written to ``figures/``. matplotlib is imported only here, on the Agg canvas.
@@ -27,6 +29,15 @@ import numpy as np
 
 from digitlab.data import atomic_write_bytes
 from digitlab.errors import DigitlabError
+from digitlab.metrics import (
+    confidence_summary,
+    confusion_counts,
+    ece,
+    error_matrix,
+    reliability,
+    risk_coverage,
+    top_label,
+)
 
 N_CLASSES = 10
 GALLERY_SIZE = 24
@@ -39,24 +50,6 @@ class ReportError(DigitlabError):
 # --------------------------------------------------------------------------- #
 # The numbers behind the plots
 # --------------------------------------------------------------------------- #
-
-
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n: int = N_CLASSES) -> np.ndarray:
-    """n x n counts: row = true class, column = predicted class."""
-    return np.bincount(np.asarray(y_true) * n + np.asarray(y_pred), minlength=n * n).reshape(n, n)
-
-
-def error_matrix(counts: np.ndarray) -> np.ndarray:
-    """The original notebook's error matrix: each row divided by its class size, diagonal zeroed.
-
-    Dividing by the row total compares classes of different sizes fairly;
-    zeroing the diagonal leaves only the errors, so the 4 -> 9 and 8 confusions
-    stand out instead of being drowned by the correct answers.
-    """
-    rows = counts.sum(axis=1, keepdims=True)
-    rates = counts / np.maximum(rows, 1)
-    np.fill_diagonal(rates, 0)
-    return rates
 
 
 def per_class_metrics(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -184,6 +177,94 @@ def plot_learning_curve(curve: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def draw_reliability(ax, probs: np.ndarray, targets: np.ndarray) -> None:
+    """Reliability diagram on ``ax``: per confidence bin, how often the model was right.
+
+    A calibrated model's bars reach the diagonal; bars below it mean the model
+    claims more than it delivers, bars above it (label smoothing) less.
+    """
+    rel = reliability(probs, targets)
+    left, width = rel.edges[:-1], np.diff(rel.edges)
+    full = rel.count > 0
+    ax.bar(
+        left[full],
+        rel.accuracy[full],
+        width[full],
+        align="edge",
+        color="#9ecae1",
+        edgecolor="#3182bd",
+        label="accuracy in the bin",
+    )
+    ax.plot(
+        rel.confidence[full],
+        rel.accuracy[full],
+        "o",
+        color="#d62728",
+        ms=4,
+        label="mean confidence vs accuracy",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfectly calibrated")
+    for x, w, acc, n in zip(
+        left[full], width[full], rel.accuracy[full], rel.count[full], strict=True
+    ):
+        ax.text(x + w / 2, min(acc, 0.93) + 0.02, f"{n}", ha="center", fontsize=6, rotation=90)
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1.05), xlabel="confidence (winning probability)", ylabel="accuracy"
+    )
+    ax.set_title(
+        f"reliability: ECE {ece(probs, targets):.2%} (15 bins; counts above the bars)", fontsize=9
+    )
+    ax.legend(loc="upper left", fontsize=7)
+
+
+def draw_risk_coverage(
+    ax, probs: np.ndarray, targets: np.ndarray, min_confidence: float | None = None
+) -> None:
+    """Risk-coverage curve on ``ax``: error rate among the accepted vs share accepted.
+
+    Accepting only the surest predictions lowers the error rate among them; the
+    "unsure" threshold is one point on this curve (marked when given).
+    """
+    coverage, risk = risk_coverage(probs, targets)
+    ax.plot(coverage * 100, risk * 100, color="#3182bd", label="accept the surest")
+    if min_confidence is not None:
+        conf, correct = top_label(probs, targets)
+        accepted = conf >= min_confidence
+        point_risk = (~correct[accepted]).mean() * 100 if accepted.any() else 0.0
+        ax.plot(
+            accepted.mean() * 100,
+            point_risk,
+            "D",
+            color="#d62728",
+            label=f"unsure below {min_confidence:.2%}",
+        )
+    # A strong model's trade happens in the last few percent: zoom in there.
+    low = 90.0 if risk[-1] < 0.05 else 0.0
+    ax.set(
+        xlim=(low, 100),
+        xlabel="coverage: predictions accepted (%)",
+        ylabel="error rate among the accepted (%)",
+    )
+    ax.set_ylim(bottom=0)
+    ax.set_title("risk-coverage", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7)
+
+
+def plot_reliability(probs: np.ndarray, targets: np.ndarray) -> bytes:
+    fig = _figure(5.6, 4.6)
+    draw_reliability(fig.add_subplot(), probs, targets)
+    return _png(fig)
+
+
+def plot_risk_coverage(
+    probs: np.ndarray, targets: np.ndarray, min_confidence: float | None = None
+) -> bytes:
+    fig = _figure(5.6, 4.0)
+    draw_risk_coverage(fig.add_subplot(), probs, targets, min_confidence)
+    return _png(fig)
+
+
 # --------------------------------------------------------------------------- #
 # Assembling the page
 # --------------------------------------------------------------------------- #
@@ -241,8 +322,12 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
-def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None,
-           text_columns: tuple[int, ...] = (0,)) -> str:  # fmt: skip
+def _table(
+    header: list[str],
+    rows: list[list[Any]],
+    classes: list[str] | None = None,
+    text_columns: tuple[int, ...] = (0,),
+) -> str:
     """An HTML table; ``text_columns`` are left-aligned and may wrap, the rest are numbers."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
@@ -297,8 +382,9 @@ def _evaluation(
     scores: np.ndarray,
     images: np.ndarray,
     calibrated: bool = True,
+    min_confidence: float | None = None,
 ) -> None:
-    """The per-model sections: confusion, error matrix, per-class metrics, mistakes."""
+    """The per-model sections: confusion, error matrix, per-class metrics, mistakes, confidence."""
     pred = scores.argmax(axis=1)
     counts = confusion_counts(y_true, pred)
     errors = error_matrix(counts)
@@ -355,6 +441,52 @@ def _evaluation(
                 "the classes but is not a calibrated probability)."
             ),
         )
+    _confidence(page, y_true, scores, calibrated, min_confidence)
+
+
+def _confidence(
+    page: Page,
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    calibrated: bool,
+    min_confidence: float | None,
+) -> None:
+    """How honest the confidence is: figures, reliability diagram, risk-coverage curve."""
+    figures = confidence_summary(scores, y_true)
+    rows = [
+        ["expected calibration error (15 bins)", f"{figures['ece']:.2%}"],
+        ["negative log-likelihood (mean)", f"{figures['nll']:.4f}"],
+        ["Brier score (sum over classes, 0-2)", f"{figures['brier']:.4f}"],
+        ["median confidence when right", f"{figures['median_confidence_correct']:.2%}"],
+    ]
+    if min_confidence is not None:
+        conf, correct = top_label(scores, y_true)
+        flagged = conf < min_confidence
+        caught = flagged[~correct].mean() if (~correct).any() else float("nan")
+        rows.append(
+            [
+                f"unsure below {min_confidence:.2%}",
+                f"flags {flagged.mean():.2%}, {caught:.0%} of the mistakes",
+            ]
+        )
+    page.add("<h2>Confidence</h2>" + _table(["", "test set"], rows))
+    if not calibrated:
+        page.add(
+            "<p class='note'>These scores are a softmax of decision scores, not probabilities: "
+            "expect them to be poorly calibrated.</p>"
+        )
+    page.figure(
+        "reliability",
+        plot_reliability(scores, y_true),
+        "Reliability diagram: the test predictions binned by confidence; a calibrated model's "
+        "bars reach the diagonal (it is right as often as it says).",
+    )
+    page.figure(
+        "risk-coverage",
+        plot_risk_coverage(scores, y_true, min_confidence),
+        "Risk-coverage: flag the least confident predictions as unsure; the error rate among "
+        "the rest falls as fewer are accepted. The diamond is the model's unsure threshold.",
+    )
 
 
 def run_report(run_dir: str | Path, model: str | None = None) -> Path:
@@ -431,12 +563,24 @@ def model_report(model_path: str | Path, data_dir: str | os.PathLike[str] | None
         ["architecture", str(card["architecture"])],
         ["created", card.get("created", "-")],
         ["accuracy recorded in the card", str(card.get("metrics", {}).get("test_accuracy", "-"))],
+        ["calibration", _calibration_fact(card.get("calibration"))],
     ]
     page.add(_table(["", "model card"], facts, text_columns=(0, 1)))
     page.add("<p class='note'>No learning curve: that needs a `digitlab select` run folder.</p>")
-    calibrated = card.get("output", {}).get("calibrated", True)
-    _evaluation(page, name, labels.astype(np.int64), scores, images, calibrated)
+    output = card.get("output")  # the CNN's card says "probabilities"; the lab's is a dict
+    calibrated = output.get("calibrated", True) if isinstance(output, dict) else True
+    threshold = (card.get("calibration") or {}).get("min_confidence")
+    _evaluation(page, name, labels.astype(np.int64), scores, images, calibrated, threshold)
     return page.write(model.path.with_name(f"{stem}.report.html"))
+
+
+def _calibration_fact(block: dict[str, Any] | None) -> str:
+    if not block:
+        return "none (digitlab calibrate MODEL fits a temperature on held-out images)"
+    return (
+        f"{block['method']} scaling, T = {block['temperature']:.4f}, fitted on "
+        f"{block['fitted_on']}; unsure below {block['min_confidence']:.2%}"
+    )
 
 
 def write_report(

@@ -30,7 +30,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import digitlab
-from digitlab.data import atomic_write_bytes, dataset_sha256, load_mnist
+from digitlab.calibrate import ValidationSplit, calibrate_graph
+from digitlab.data import atomic_write_bytes, dataset_sha256, load_mnist, split_indices
 from digitlab.errors import DigitlabError, ModelError
 from digitlab.models.augment import AugmentConfig, augment
 from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, WithSoftmax
@@ -99,16 +100,15 @@ class Splits:
     y_val: torch.Tensor
 
 
-def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed random train/validation split of range(n)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+def validation_split(cfg: TrainConfig) -> ValidationSplit:
+    """The training images a run holds out: for validation, then for calibration."""
+    return ValidationSplit(QUICK_SIZES["val"] if cfg.quick else cfg.val_size, cfg.seed)
 
 
 def load_splits(cfg: TrainConfig, data_dir: Path | None, device: torch.device) -> Splits:
     images, labels = load_mnist("train", data_dir)
-    val_size = QUICK_SIZES["val"] if cfg.quick else cfg.val_size
-    train_idx, val_idx = split_indices(len(images), val_size, cfg.seed)
+    held_out = validation_split(cfg)
+    train_idx, val_idx = split_indices(len(images), held_out.val_size, held_out.seed)
     if cfg.quick:
         train_idx = train_idx[: QUICK_SIZES["train"]]
 
@@ -314,6 +314,7 @@ def model_card(cfg: TrainConfig, state: dict, data_dir: Path | None, device: tor
             "device_name": _device_name(device),
             "wall_time_s": round(state["train_seconds"], 1),
             "history": state["history"],
+            "validation": asdict(validation_split(cfg)),  # what calibration fits on
             "data_sha256": dataset_sha256(data_dir),
         },
         "versions": {
@@ -393,22 +394,29 @@ def finish(
     data_dir: Path | None,
     device: torch.device,
 ) -> TrainResult:
-    """Export the trained model with its card, scored by onnxruntime on the test set."""
-    from digitlab.evaluate import evaluate
+    """Export the trained model with its card, calibrated, scored by onnxruntime on the test set.
+
+    Calibration (`digitlab.calibrate`) fits a temperature on the validation
+    images the run held out and stores it in the graph, with the card's
+    "unsure" threshold.
+    """
+    from digitlab.evaluate import card_metrics
     from digitlab.modelfile import OnnxModel, save_model
 
     graph = onnx_bytes(model)
     card = model_card(cfg, state, data_dir, device)
+    # The export check compares PyTorch with the graph as exported, before calibration.
     card["export_check"] = {"max_abs_diff_vs_torch": onnx_max_abs_diff(model, graph)}
     path = save_model(run_dir / "digit-cnn.onnx", graph, card)
+    held_out = validation_split(cfg)
+    val_images, val_labels = held_out.load(data_dir)
+    graph, card["calibration"] = calibrate_graph(OnnxModel(path), val_images, val_labels, held_out)
+    path = save_model(path, graph, card)
     images, labels = load_mnist("test", data_dir)
     if cfg.quick:
         images, labels = images[: QUICK_SIZES["test"]], labels[: QUICK_SIZES["test"]]
-    ev = evaluate(OnnxModel(path), images, labels)
     card["metrics"] = {
-        "test_accuracy": ev.accuracy,
-        "test_errors": ev.errors,
-        "n_test": ev.n,
+        **card_metrics(OnnxModel(path), images, labels),
         "val_accuracy": state["history"][-1]["val_accuracy"],
     }
     path = save_model(path, graph, card)  # again, now with the measured figures

@@ -166,7 +166,9 @@
   // ---------------------------------------------------------------- the result panel
 
   const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
-  const percent = (p) => `${(100 * p).toFixed(p > 0.995 || p < 0.005 ? 0 : 1)} %`;
+  // Calibrated, a sure model says 99.9 % and means it; rounding that up to "100 %" would
+  // claim a certainty it does not have.
+  const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
 
   function show(r, source, final) {
     const inked = r.digit !== null;
