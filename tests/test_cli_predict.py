@@ -56,9 +56,18 @@ def test_json_on_a_mixed_folder(mixed_folder, model_path, mnist_test):
     blank, inverted, tiny, photo, notes = lines
     assert blank["digit"] is None and blank["unsure"] and blank["confidence"] == 0
     for x in (inverted, tiny, photo):
-        assert set(x) == {"path", "digit", "confidence", "unsure", "reasons", "probabilities"}
+        assert set(x) == {"path", "digit", "confidence", "unsure", "reasons", "probabilities",
+                          "preprocessing"}  # fmt: skip
         assert isinstance(x["digit"], int) and len(x["probabilities"]) == 10
         assert x["confidence"] == max(x["probabilities"])
+    # How the ink was found, file by file.
+    assert blank["preprocessing"]["polarity"] == "none"
+    assert inverted["preprocessing"]["polarity"] == "light-on-dark"
+    for x in (tiny, photo):
+        assert x["preprocessing"]["polarity"] == "dark-on-light"
+    assert {"paper_level", "threshold", "flattened", "polarity_by", "ink_box"} <= set(
+        photo["preprocessing"]
+    )
     assert set(notes) == {"path", "error"} and "not an image" in notes["error"]
     # Each reads like the clean digit it was made from.
     images, _ = mnist_test

@@ -280,7 +280,7 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     assert r.status_code == 201 and r.json() == {"id": 1, "label": 7, "predicted": 1}
     assert (
         client.post(
-            "/api/corrections", json={"pixels": [[0, 255], [255, 0]], "label": 0}
+            "/api/corrections", json={"pixels": [[0, 255, 0], [0, 255, 0], [0, 255, 0]], "label": 0}
         ).status_code
         == 201
     )

@@ -398,14 +398,15 @@ def predict_cmd(
     """Read the digit in each image (PNG, JPEG, BMP, GIF, WebP), one line per file."""
     import json
 
-    from digitlab.predict import Predictor, expand_paths, predict_files
+    from digitlab.predict import Predictor, confidence_text, expand_paths, predict_files
 
     predictor = Predictor(model)
     failed = 0
     for r in predict_files(predictor, expand_paths(files), save_normalized):
         p = r.prediction
-        if as_json:
-            fields = {"error": r.error} if p is None else p.to_dict()
+        if as_json:  # with how the ink was found: polarity, paper level, threshold, flattening
+            fields = {"error": r.error} if p is None else {
+                **p.to_dict(), "preprocessing": p.normalized.diagnostics()}  # fmt: skip
             typer.echo(json.dumps({"path": str(r.path), **fields}))
         elif p is None:
             typer.echo(f"error: {r.error}", err=True)
@@ -413,7 +414,7 @@ def predict_cmd(
             typer.echo(f"{r.path}: no digit (no ink)")
         else:
             unsure = f"  unsure: {', '.join(p.reasons)}" if p.unsure else ""
-            typer.echo(f"{r.path}: {p.digit}  confidence {p.confidence:.1%}{unsure}")
+            typer.echo(f"{r.path}: {p.digit}  confidence {confidence_text(p.confidence)}{unsure}")
         failed += p is None
     if failed:
         typer.echo(f"error: {failed} file(s) could not be read", err=True)

@@ -11,8 +11,9 @@ ink can cover 80 %. So nothing here assumes which one is the majority:
 2. Polarity: which class is paper. The paper is what a border of paper all
    round shows. When the border is split (thick ink touching the edges), the
    ink is the class in one piece while the paper is cut into several (corners,
-   holes); failing that, the class holding most of the border, or three of the
-   four corners; failing all, dark ink on light paper, as on scans and photos.
+   holes), unless the class holding most of the border says otherwise; failing
+   that, that class, or three of the four corners; failing all (or when the
+   cues disagree), dark ink on light paper, as on scans and photos.
 3. Flattening. Under uneven light (a shadow across a photo) the paper's level
    is estimated locally, from the lightest pixels of cells wider than the
    strokes, and divided out.
@@ -264,6 +265,8 @@ def _paper_and_threshold(
         paper = _mode(_above(hist, t))
         spread = _far_spread(_above(hist, t), paper, upward=True)
     threshold = _ink_threshold(spread, config)
+    if t is not None:  # a real split has ink beyond it, whatever the paper's spread
+        threshold = min(threshold, paper - t - 1)
     # A flattened photo keeps traces of the light it had (the soft edge of a shadow,
     # compression blocks along it): there ink must stand out by ``flat_contrast``.
     return paper, max(threshold, config.flat_contrast * 255) if flattened else threshold
@@ -286,11 +289,15 @@ def _polarity(gray: np.ndarray, small: np.ndarray, hist: np.ndarray, t: int | No
     light = float((frame > t).mean())
     if abs(light - 0.5) >= 0.4:  # a margin of paper all round: the usual case
         return light > 0.5, "border"
+    border = light > 0.5 if abs(light - 0.5) >= 0.1 else None  # the border's weaker say
     dark_pieces, light_pieces = _pieces(small <= t), _pieces(small > t)
     if (dark_pieces == 1) != (light_pieces == 1):  # one piece of ink, paper cut into several
-        return dark_pieces == 1, "pieces"
-    if abs(light - 0.5) >= 0.1:
-        return light > 0.5, "border"
+        pieces = dark_pieces == 1
+        if border is None or border == pieces:
+            return pieces, "pieces"
+        return True, "darker"  # the two disagree: go by what scans and photos show
+    if border is not None:
+        return border, "border"
     h, w = small.shape
     ch, cw = max(1, h // 10), max(1, w // 10)
     corners = [small[:ch, :cw], small[:ch, -cw:], small[-ch:, :cw], small[-ch:, -cw:]]
@@ -482,7 +489,7 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
     When the biggest blob stands clear of the picture's edges, blobs touching
     them and under ``edge_fraction`` of it are clutter. Ink in many specks with
     none holding ``noise_fraction`` of it is noise, and so is a biggest blob of
-    less than ``min_ink_mass`` (a pixel or two of noise).
+    less than ``min_ink_mass`` (a pixel or two of noise; less in tiny pictures).
     """
     h, w = ink.shape
     f = max(1, math.ceil(max(h, w) / 128))
@@ -490,7 +497,8 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
     labels, n = label(cells > 0)
     mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
     biggest = mass[1:].max()
-    if biggest < config.min_ink_mass or biggest < config.noise_fraction * mass[1:].sum():
+    least = min(config.min_ink_mass, ink.size / 1000)  # a tiny picture may be a pixel or two
+    if biggest < least or biggest < config.noise_fraction * mass[1:].sum():
         return None
     if n > 1:
         dust = mass < config.speck_fraction * biggest
