@@ -215,6 +215,15 @@ def test_pure_noise_is_no_ink(name):
     assert not n.has_ink and n.polarity == "none"
 
 
+@pytest.mark.parametrize("grid", [False, True])
+def test_ruled_paper_alone_is_no_ink(grid):
+    page = np.full((200, 240, 3), 250, np.uint8)
+    page[10::30] = (150, 190, 235)  # light-blue rules ...
+    if grid:
+        page[:, 10::30] = (150, 190, 235)  # ... and columns: squared paper
+    assert not preprocess(page).has_ink
+
+
 def test_a_speck_of_dust_is_not_a_confident_digit(predictor):
     img = canvas(400, 400)
     ImageDraw.Draw(img).rectangle((200, 200, 201, 201), fill=0)

@@ -88,8 +88,8 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
         return Ink(None, "none", by, _median(hist), 0.0, False)
     # From here on the paper is light and the ink dark, whatever the input was.
     g = gray if dark_is_ink else 255 - gray
-    if flat is None:
-        flat = _flatten(g, small if dark_is_ink else 255 - small, config)
+    if flat is None and dark_is_ink:  # shadows fall on paper; light ink is a screen's or MNIST's
+        flat = _flatten(g, small, config)
         if flat is not None:
             g, hist = flat[0], _histogram(flat[0])
             split = _real_split(hist, config)
@@ -99,16 +99,17 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     paper, threshold = _paper_and_threshold(hist, split, flattened, config)
     paper_as_given = paper if dark_is_ink else 255 - paper
     found = Ink(None, "none", by, paper_as_given, threshold, flattened)
-    ink = _ink_ramp(g, hist, paper, threshold)
-    if ink is not None:
-        _erase_rules(ink, config)
-    box = None if ink is None else keep_digit(ink, config)
-    if ink is None or box is None:
+    ink = _ink_ramp(g, hist, paper, threshold, config)
+    if ink is None or not ink.any():
         return found
-    if _spans_picture(box, g.shape) and _neighbour_correlation(small) < config.min_correlation:
+    if _spans_picture(ink) and _neighbour_correlation(small) < config.min_correlation:
         return replace(found, polarity_by="noise")  # "ink" all over, pixels unlike neighbours
+    _erase_rules(ink, config)
+    digit_box = keep_digit(ink, config)
+    if digit_box is None:
+        return found
     polarity = "dark-on-light" if dark_is_ink else "light-on-dark"
-    return replace(found, ink=ink, polarity=polarity, box=box)
+    return replace(found, ink=ink, polarity=polarity, box=digit_box)
 
 
 def _histogram(g: np.ndarray) -> np.ndarray:
@@ -116,12 +117,15 @@ def _histogram(g: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(g).histogram(), np.float64)
 
 
-def _ink_ramp(g: np.ndarray, hist: np.ndarray, paper: float, threshold: float) -> np.ndarray | None:
+def _ink_ramp(g: np.ndarray, hist: np.ndarray, paper: float, threshold: float,
+              config: PreprocessConfig) -> np.ndarray | None:  # fmt: skip
     """Ink strength per pixel of ``g`` (light paper): 0 for paper, 1 for the strongest ink.
 
     The strongest ink (90th percentile of the ink pixels) maps to 1, so faint
     pencil and black marker end up alike. Below the threshold is paper; above
-    it the ramp starts at threshold / 2, which keeps anti-aliased edges.
+    it the ramp starts at threshold / 2, which keeps anti-aliased edges. None
+    when there is no ink, or when the strongest barely clears the threshold
+    (under ``min_ink_strength`` times it): that is the paper's own grain.
     """
     contrast = paper - LEVELS  # how much darker than the paper each grey level is
     is_ink = contrast > threshold
@@ -130,6 +134,8 @@ def _ink_ramp(g: np.ndarray, hist: np.ndarray, paper: float, threshold: float) -
     order = np.argsort(contrast)
     ink_cum = np.cumsum((hist * is_ink)[order])
     strongest = contrast[order][np.searchsorted(ink_cum, 0.9 * ink_cum[-1])]
+    if strongest < config.min_ink_strength * threshold:
+        return None
     start = threshold / 2
     lut = np.where(is_ink, np.clip((contrast - start) / max(strongest - start, 1), 0, 1), 0)
     return np.take(lut.astype(np.float32), g)
@@ -139,21 +145,43 @@ def _erase_rules(ink: np.ndarray, config: PreprocessConfig) -> None:
     """Wipe (in place) the printed lines of ruled or squared paper, keeping the digit across them.
 
     A rule runs from one edge of the picture to the other, covering at least
-    ``rule_cover`` of its row (or column), and is fainter than the digit (its
-    ink averages under half the strongest); a digit's stroke reaching both
-    edges of a tight crop is as strong as the rest of the digit.
+    ``rule_cover`` of its row (or column). It is wiped when it is fainter than
+    the digit (its ink averages under half the strongest), or when there are
+    three or more such lines (a page of them, whatever their strength); a
+    single strong one may be the bar of a 7 in a tight crop. Where a stroke
+    crosses a rule (ink on both sides of it), the crossing stays.
     """
-    for a in (ink, ink.T):  # rows, then columns (a view: writes go to ink)
-        candidates = np.flatnonzero((a[:, 0] > 0) & (a[:, -1] > 0))
-        if len(candidates) == 0:
-            continue
-        rows = a[candidates]
-        inked = rows > 0
-        cover = inked.mean(axis=1)
-        strength = (rows * inked).sum(axis=1) / np.maximum(inked.sum(axis=1), 1)
-        rules = candidates[(cover >= config.rule_cover) & (strength < 0.5)]
-        if len(rules):
-            a[rules] = np.where(a[rules] >= 0.5, a[rules], 0)  # the digit crossing stays
+    # Find both kinds first: wiping a rule along the picture's edge would hide the
+    # ends of the rules across it.
+    found = [(a, _rules(a, config)) for a in (ink, ink.T)]  # views: writes go to ink
+    for a, rules in found:
+        for top, bottom in rules:
+            above = a[top - 1] if top > 0 else np.zeros_like(a[0])
+            below = a[bottom] if bottom < len(a) else np.zeros_like(a[0])
+            a[top:bottom, (above == 0) | (below == 0)] = 0
+
+
+def _rules(a: np.ndarray, config: PreprocessConfig) -> list[tuple[int, int]]:
+    """The rows of ``a`` that are rules (see `_erase_rules`), as runs (first, last + 1)."""
+    candidates = np.flatnonzero((a[:, 0] > 0) & (a[:, -1] > 0))
+    if len(candidates) == 0:
+        return []
+    rows = a[candidates]
+    inked = rows > 0
+    full = inked.mean(axis=1) >= config.rule_cover
+    strength = (rows * inked).sum(axis=1) / np.maximum(inked.sum(axis=1), 1)
+    lines = _runs(candidates[full])
+    return lines if len(lines) >= 3 else _runs(candidates[full & (strength < 0.5)])
+
+
+def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive indices grouped as (first, last + 1)."""
+    if len(indices) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) > 1)
+    starts = np.concatenate([[indices[0]], indices[breaks + 1]])
+    ends = np.concatenate([indices[breaks], [indices[-1]]]) + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 # --------------------------------------------------------------------------- #
@@ -266,7 +294,7 @@ def _paper_and_threshold(
         spread = _far_spread(_above(hist, t), paper, upward=True)
     threshold = _ink_threshold(spread, config)
     if t is not None:  # a real split has ink beyond it, whatever the paper's spread
-        threshold = min(threshold, paper - t - 1)
+        threshold = max(min(threshold, paper - t - 1), config.min_contrast * 255 / 2)
     # A flattened photo keeps traces of the light it had (the soft edge of a shadow,
     # compression blocks along it): there ink must stand out by ``flat_contrast``.
     return paper, max(threshold, config.flat_contrast * 255) if flattened else threshold
@@ -307,22 +335,26 @@ def _polarity(gray: np.ndarray, small: np.ndarray, hist: np.ndarray, t: int | No
     return True, "darker"
 
 
-def _spans_picture(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
-    """The box covers more than half the picture's width and height."""
-    left, top, right, bottom = box
-    return right - left > shape[1] / 2 and bottom - top > shape[0] / 2
+def _spans_picture(ink: np.ndarray) -> bool:
+    """The ink reaches over more than half the picture's width and over half its height."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return False
+    return cols[-1] - cols[0] >= ink.shape[1] / 2 and rows[-1] - rows[0] >= ink.shape[0] / 2
 
 
 def _neighbour_correlation(g: np.ndarray) -> float:
     """How alike neighbouring pixels are (correlation, -1..1); 1 for a flat picture.
 
     A digit's ink comes in strokes, so a pixel is like its neighbours; in white
-    noise it is not. Measured across rows and columns, the higher of the two
-    (a stroke along one of them still correlates along it).
+    noise it is not. Measured along rows, columns and both diagonals, the
+    highest of the four (a one-pixel stroke still correlates along itself).
     """
     g = g.astype(np.float32)
+    pairs = ((g[:, :-1], g[:, 1:]), (g[:-1], g[1:]),  # along rows, along columns
+             (g[:-1, :-1], g[1:, 1:]), (g[:-1, 1:], g[1:, :-1]))  # both diagonals  # fmt: skip
     out = []
-    for a, b in ((g[:, :-1], g[:, 1:]), (g[:-1], g[1:])):
+    for a, b in pairs:
         if a.size < 2:
             continue
         a, b = a - a.mean(), b - b.mean()
@@ -392,12 +424,10 @@ def _paper_surface(g: np.ndarray, config: PreprocessConfig) -> np.ndarray | None
     Grey closings along the rows and along the columns (the lightest level
     within a window, then the darkest of those; the lighter of the two) wipe
     out dark strokes narrower than the window, whichever way they run, but
-    keep the edge of a shadow where it is. The
-    window is twice the strokes' width, at most a third of the picture. Used
-    when the light varies by more than ``uneven_light`` over regions wider
-    than strokes (ink wider than the window, as in a tight crop of a thick
-    marker, leaves dips shaped like strokes), and dims no part of the paper
-    below ``min_light`` (that is as dark as ink, not a shadow).
+    keep the edge of a shadow where it is. The window is twice the strokes'
+    width, at most a third of the picture. Used when the light varies by more
+    than ``uneven_light`` and dims no part of the paper below ``min_light``
+    (that is as dark as ink, not a shadow).
     """
     if _evenly_lit(g, config):
         return None
@@ -409,9 +439,6 @@ def _paper_surface(g: np.ndarray, config: PreprocessConfig) -> np.ndarray | None
     surface = np.maximum(_closing_1d(g, k), _closing_1d(g.T, k).T).astype(np.float32)
     low, high = np.percentile(surface, (1, 99))
     if low > (1 - config.uneven_light) * high or low < config.min_light * high:
-        return None
-    dim = surface < (1 - config.uneven_light) * high
-    if stroke_widths(dim)[0] < max(g.shape) / 10:  # narrow dips: ink the window missed
         return None
     return surface
 
@@ -495,6 +522,8 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
     f = max(1, math.ceil(max(h, w) / 128))
     cells = np.asarray(Image.fromarray(ink).reduce(f)) * (f * f) if f > 1 else ink
     labels, n = label(cells > 0)
+    if n == 0:  # nothing left (the lines of ruled paper were all there was)
+        return None
     mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
     biggest = mass[1:].max()
     least = min(config.min_ink_mass, ink.size / 1000)  # a tiny picture may be a pixel or two

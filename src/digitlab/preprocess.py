@@ -65,6 +65,7 @@ class PreprocessConfig:
     max_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
     min_contrast: float = 0.12  # ink differs from the paper by at least this (0..1) ...
     noise_sigmas: float = 4.0  # ... and by this many robust standard deviations of the paper
+    min_ink_strength: float = 1.5  # the strongest ink reaches this many times that threshold
     speck_fraction: float = 0.02  # blobs under this share of the biggest blob are dust ...
     edge_fraction: float = 0.5  # ... as are blobs under this share touching the edges
     blob_fraction: float = 0.05  # blobs from this share of the ink count in `n_blobs`
@@ -74,7 +75,7 @@ class PreprocessConfig:
     min_light: float = 0.3  # ... unless part is this dark: that is ink, not a shadow
     flatten_gain: float = 0.5  # ... when that leaves at most this share of the "ink" before
     flat_contrast: float = 0.2  # in a flattened photo, ink differs from paper by this (0..1)
-    min_correlation: float = 0.3  # neighbouring pixels less alike than this: noise, no ink
+    min_correlation: float = 0.2  # neighbouring pixels less alike than this: noise, no ink
     rule_cover: float = 0.9  # a faint line across this share of the picture is ruled paper
     noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
     min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
