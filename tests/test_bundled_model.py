@@ -70,6 +70,14 @@ def test_bundled_files_are_small_and_carded():
     assert parent["metrics"]["test_errors"] <= 30
 
 
+@pytest.mark.parametrize("name", ["digit-cnn", "digit-cnn-fp32"])
+def test_bundled_cards_record_the_preprocessing_in_use(name):
+    from digitlab.preprocess import PreprocessConfig
+
+    card = read_card(Path(bundled_model_path()).with_name(f"{name}.onnx"))
+    assert card["preprocessing"] == json.loads(json.dumps(PreprocessConfig().card_block()))
+
+
 def test_cli_evaluate_json_bundled(mnist_dir):
     out = subprocess.run(
         [sys.executable, "-m", "digitlab", "evaluate", "--json", "--data-dir", str(mnist_dir)],

@@ -7,10 +7,12 @@ on inputs that look like MNIST:
 
 1. read the input as a grey image (image files, NumPy arrays, PIL images), or
    render it (stroke lists from the drawing apps, see `Strokes`);
-2. decide the polarity (dark ink on light paper or the reverse; a transparent
-   background counts as paper) and remove the background with a threshold
-   that adapts to the paper's noise;
-3. drop specks of dust far smaller than the digit, crop to the ink;
+2. find the ink whatever the picture (`digitlab.ink`): paper and ink told
+   apart without assuming which covers more (a tight crop of a marker digit is
+   mostly ink), the polarity decided (dark on light or the reverse; a
+   transparent background counts as paper), uneven light flattened, the lines
+   of ruled paper, noise and specks of dust dropped;
+3. crop to the ink;
 4. bring the stroke width into MNIST's range (a 1-px mouse line is thickened,
    a fat marker thinned);
 5. scale so the longer side of the digit fits a 20 x 20 box, keeping the aspect
@@ -82,6 +84,19 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def card_block(self) -> dict[str, Any]:
+        """What a model card records of the preprocessing its model expects: recipe, constants."""
+        return {"recipe": RECIPE, **self.to_dict()}
+
+
+# The model card's summary of the recipe (the module docstring has it in full).
+RECIPE = (
+    "digitlab.preprocess: find the ink (two-class split, polarity from border/pieces/corners, "
+    "shadows flattened, ruled lines and noise dropped), crop to it, bring the stroke width into "
+    "MNIST's range, fit a 20x20 box keeping the aspect ratio, paste into 28x28 with the centre "
+    "of mass at the centre"
+)
 
 
 DEFAULT_CONFIG = PreprocessConfig()

@@ -38,10 +38,6 @@ from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, With
 from digitlab.preprocess import PreprocessConfig
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
-PREPROCESS_RECIPE = (
-    "MNIST's: polarity, background removal, crop to the ink, fit a 20x20 box keeping aspect "
-    "ratio, paste into 28x28 with the centre of mass at the centre (digitlab.preprocess)"
-)
 CHECKPOINT_STATE = "checkpoint.json"
 
 
@@ -305,7 +301,7 @@ def model_card(cfg: TrainConfig, state: dict, data_dir: Path | None, device: tor
         "output": "probabilities",
         "classes": list(range(10)),
         # What the front ends must do to a drawing before this model sees it.
-        "preprocessing": {"recipe": PREPROCESS_RECIPE, **PreprocessConfig().to_dict()},
+        "preprocessing": PreprocessConfig().card_block(),
         "training": {
             "config": cfg.to_json(),
             "seed": cfg.seed,
