@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from digitlab.ink import _running, label, otsu
+from digitlab.ink import _closing_1d, _running_rows, label, otsu
 from digitlab.predict import Predictor
 from digitlab.preprocess import preprocess
 from fixtures_images import canvas, ring
@@ -257,9 +257,18 @@ def test_otsu_splits_two_levels_in_the_middle():
 def test_running_max_matches_a_plain_loop(k):
     a = np.random.default_rng(k).integers(0, 256, (23, 31)).astype(np.uint8)
     r = k // 2
-    p = np.pad(a, ((r, k - 1 - r), (r, k - 1 - r)), mode="edge")
-    expected = np.array([[p[i : i + k, j : j + k].max() for j in range(31)] for i in range(23)])
-    assert (_running(a, k, np.maximum) == expected).all()
+    p = np.pad(a, ((r, k - 1 - r), (0, 0)), mode="edge")
+    expected = np.array([p[i : i + k].max(axis=0) for i in range(23)])
+    assert (_running_rows(a, k, np.maximum) == expected).all()
+
+
+def test_closing_wipes_narrow_strokes_and_keeps_a_shadow_edge():
+    paper = np.full((60, 40), 200, np.uint8)
+    paper[30:] = 120  # a shadow's edge across the columns
+    inked = paper.copy()
+    inked[10:13] = 20  # a stroke 3 rows thick, in the light
+    inked[45:47] = 20  # and one in the shadow
+    assert (_closing_1d(inked, 9) == paper).all()
 
 
 def test_label_is_reexported_by_preprocess():

@@ -451,14 +451,11 @@ def _evenly_lit(g: np.ndarray, config: PreprocessConfig) -> bool:
     """
     cell = max(1, math.ceil(max(g.shape) / 8))
     rows, cols = np.arange(0, g.shape[0], cell), np.arange(0, g.shape[1], cell)
-    cells = np.maximum.reduceat(np.maximum.reduceat(g, rows, axis=0), cols, axis=1)
-    paper = _running(cells, 3, np.maximum)
+    cells = np.pad(np.maximum.reduceat(np.maximum.reduceat(g, rows, axis=0), cols, axis=1), 1,
+                   mode="edge")  # fmt: skip
+    h, w = cells.shape[0] - 2, cells.shape[1] - 2
+    paper = np.max([cells[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], 0)
     return bool(paper.min() >= (1 - config.uneven_light) * paper.max())
-
-
-def _running(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
-    """``op`` (np.maximum or np.minimum) over a k x k window around each pixel, edges repeated."""
-    return _running_rows(_running_rows(a, k, op).T, k, op).T
 
 
 def _closing_1d(a: np.ndarray, k: int) -> np.ndarray:
