@@ -531,8 +531,8 @@ def print_table(report: dict[str, Any], impls: list[Impl]) -> None:
         line = f"{name:<10}{row['n']:>6}"
         for k in keys:
             r = row[k]
-            line += f" | {pct(r.get('accuracy'), 2):>6}{pct(r['no_ink']):>7}{pct(r['unsure']):>8}"
-            line += f"{r['p50_ms']:>6.2f}"
+            line += f" | {pct(r.get('accuracy'), 2):>6}{pct(r['no_ink'], 2):>7}"
+            line += f"{pct(r['unsure']):>8}{r['p50_ms']:>6.2f}"
         if len(impls) == 2:
             old, new = row["release"], row["tree"]
             d_acc = (new["accuracy"] - old["accuracy"]) * 100 if "accuracy" in new else None
