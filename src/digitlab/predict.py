@@ -128,6 +128,10 @@ class Predictor:
     def card(self) -> dict[str, Any]:
         return self.model.card
 
+    def card_json(self) -> dict[str, Any]:
+        """The model card as JSON-ready data (what `GET /api/model` answers)."""
+        return dict(self.model.card)
+
     def predict(self, x: DigitInput) -> Prediction:
         """Read one digit. Raises `InputError` for input that is not an image or drawing."""
         return self.predict_normalized([preprocess(x, self.config)])[0]
