@@ -156,5 +156,5 @@ def test_report_images_load_in_chromium(run_dir):
         finally:
             browser.close()
     assert title.startswith("digitlab select")
-    assert len(sizes) == 6
+    assert len(sizes) == 8  # six lab figures, then the reliability and risk-coverage plots
     assert all(complete and w > 300 and h > 100 for complete, w, h in sizes), sizes
