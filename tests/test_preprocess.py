@@ -12,9 +12,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digitlab.errors import InputError
+from digitlab.inputs import digit_from_json
 from digitlab.preprocess import (
+    DEFAULT_CONFIG,
     PreprocessConfig,
     Strokes,
+    draw_strokes,
     label,
     preprocess,
     save_normalized,
@@ -458,6 +461,62 @@ def test_bad_drawings_are_refused(drawing):
 def test_bad_json_text():
     with pytest.raises(InputError, match="not valid JSON"):
         Strokes.from_json("{strokes: ")
+
+
+# --------------------------------------------------------------------------- #
+# Pixel grids, and JSON inputs in general (digitlab.inputs)
+# --------------------------------------------------------------------------- #
+
+
+def test_pixel_grids_read_like_arrays():
+    grid = (np.asarray(ring(), np.float64) * 3.5 - 100).tolist()  # any range is stretched
+    assert np.array_equal(preprocess({"pixels": grid}).image, preprocess(np.array(grid)).image)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, [1, 2], "digit.png", 7, {}, {"strokes": [], "pixels": [[1]]}],
+    ids=["null", "list", "a string is never a path", "number", "empty", "both"],
+)
+def test_json_needs_one_of_strokes_or_pixels(value):
+    with pytest.raises(InputError, match='either "strokes"'):
+        digit_from_json(value, DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        ([], "list of rows"),
+        ([[1, 2], [3]], "same length"),
+        ([[]], "same length"),
+        ([[1, "a"]], "number"),
+        ([[True]], "number"),
+        ([[float("nan")]], "finite"),
+        ([[1e10]], "within"),
+        ([[10**400]], "within"),
+    ],
+)
+def test_bad_pixel_grids_are_refused(pixels, message):
+    with pytest.raises(InputError, match=message):
+        preprocess({"pixels": pixels})
+
+
+def test_json_limits_come_from_the_config():
+    eleven = {"strokes": [[[i, i] for i in range(11)]]}
+    assert preprocess(eleven, PreprocessConfig(max_points=11)).has_ink
+    with pytest.raises(InputError, match="more than 10 points"):
+        preprocess(eleven, PreprocessConfig(max_points=10))
+    with pytest.raises(InputError, match="5 x 5 grid is over the limit"):  # as for images
+        preprocess({"pixels": [[0] * 5] * 5}, PreprocessConfig(max_pixels=24))
+
+
+def test_one_stroke_renderer_for_the_model_and_the_desktop_app():
+    """A dot is a disc of the pen's diameter; ink and paper are the caller's."""
+    dot = np.asarray(draw_strokes([[(20, 20)]], (40, 40), pen=10, ink=0, paper=255))
+    assert dot[20, 20] == 0 and dot[0, 0] == 255
+    assert (dot[20] == 0).sum() in (10, 11) and (dot[:, 20] == 0).sum() in (10, 11)
+    line = np.asarray(draw_strokes([[(5, 20), (35, 20)]], (40, 40), pen=4))
+    assert line[20, 5:36].min() == 255 and line[10].max() == 0  # white on black by default
 
 
 # --------------------------------------------------------------------------- #

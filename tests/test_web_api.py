@@ -13,11 +13,11 @@ import io
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +27,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitlab.predict import Predictor
-from digitlab.web.app import MAX_UPLOAD, background_server, create_app
+from digitlab.preprocess import PreprocessConfig
+from digitlab.web.app import create_app
+from digitlab.web.bodies import MAX_UPLOAD
+from servers import background_server
 
 
 def drawing(*strokes: list[tuple[float, float]]) -> dict:
@@ -175,8 +178,9 @@ def test_batch_answers_each_item(client, digits) -> None:
 
 
 def test_model_card_and_health(client, predictor) -> None:
-    assert client.get("/api/model").json() == predictor.card
-    assert client.get("/healthz").json() == {"status": "ok", "model": predictor.card["name"]}
+    card = predictor.card_json()
+    assert client.get("/api/model").json() == card
+    assert client.get("/healthz").json() == {"status": "ok", "model": card["name"]}
 
 
 # --------------------------------------------------------------------------- #
@@ -194,6 +198,7 @@ GOOD_PNG = png(np.zeros((28, 28), np.uint8))
         (b"[" * 100_000, JSON, 422, "malformed JSON"),  # nested past the parser's recursion
         (b"\xff\xfe\x00", JSON, 422, "malformed JSON"),
         (b"[1, 2]", JSON, 422, '"strokes"'),
+        (b'"/etc/passwd"', JSON, 422, '"strokes"'),  # a JSON string is never a file path
         (b'{"strokes": [], "pixels": []}', JSON, 422, "either"),
         (b'{"strokes": [[[1]]]}', JSON, 422, "[x, y]"),
         (b'{"strokes": [[[1, "2"]]]}', JSON, 422, "finite number"),
@@ -251,6 +256,16 @@ def test_bodies_over_the_limit_are_refused_while_they_arrive(client) -> None:
     assert_error(r, 413, "over the limit")
 
 
+def test_the_predictors_input_limits_apply(predictor, tmp_path) -> None:
+    """The API reads digits with the predictor's PreprocessConfig, limits included."""
+    strict = Predictor(predictor.model, config=PreprocessConfig(max_points=40))
+    client = TestClient(create_app(strict, tmp_path / "c.sqlite3"))
+    assert len(ONE["strokes"][0]) == 41
+    assert_error(client.post("/api/predict", json=ONE), 422, "more than 40 points")
+    results = client.post("/api/predict/batch", json={"items": [ONE, ZERO]}).json()["results"]
+    assert results[0] == {"error": "drawing: more than 40 points", "status": 422}
+
+
 def test_batch_refusals(client) -> None:
     assert_error(client.post("/api/predict/batch", json={"items": [ONE] * 65}), 422, "at most 64")
     assert_error(client.post("/api/predict/batch", json=[ONE]), 422, '"items"')
@@ -290,7 +305,7 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     newest, oldest = listing["items"]
     assert (newest["label"], newest["drawing"]) == (0, None)  # a pixel grid has no strokes
     assert oldest["drawing"] == {k: ONE[k] for k in ("strokes", "width", "height", "pen")}
-    assert oldest["model_sha256"] == predictor.card["onnx_sha256"]
+    assert oldest["model_sha256"] == predictor.card_json()["onnx_sha256"]
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(oldest["image_png"]))))
     assert np.abs(seen / 255 - predictor.predict(ONE).image).max() < 1 / 255
 
@@ -360,16 +375,41 @@ def test_page_assets_and_offline_docs(client) -> None:
     assert {"application/json", "multipart/form-data", "image/png"} <= set(body)
 
 
+def test_openapi_describes_every_body_and_error(client) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    text = json.dumps(spec)
+    refs = {r.split("/")[-1] for r in re.findall(r'"\$ref": "([^"]+)"', text)}
+    assert refs <= set(schemas), f"dangling: {refs - set(schemas)}"
+    assert {"Drawing", "PixelGrid", "ErrorBody", "PredictResult"} <= refs
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "200" in op["responses"] or "201" in op["responses"], (method, path)
+            if method == "post":
+                assert op["requestBody"]["content"]["application/json"]["schema"], path
+            for status, answer in op["responses"].items():
+                if status.startswith("4"):
+                    error = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert error.endswith("/ErrorBody"), (method, path, status)
+    batch = spec["paths"]["/api/predict/batch"]["post"]["requestBody"]["content"]
+    assert batch["application/json"]["schema"]["properties"]["items"]["maxItems"] == 64
+
+
 # --------------------------------------------------------------------------- #
 # A real server
 # --------------------------------------------------------------------------- #
 
 
-class SlowPredictor(Predictor):
-    """The real model, one second slower: shows whether a prediction blocks the server."""
+class HeldPredictor(Predictor):
+    """The real model, held at the start of each prediction until ``release`` is set."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.started, self.release = threading.Event(), threading.Event()
 
     def predict_normalized(self, items):
-        time.sleep(1.0)
+        self.started.set()
+        assert self.release.wait(30), "the test never released the prediction"
         return super().predict_normalized(items)
 
 
@@ -386,8 +426,10 @@ def test_real_server_predicts_and_refuses(app) -> None:
 
 
 def test_a_slow_prediction_does_not_block_other_clients(predictor, tmp_path) -> None:
-    app = create_app(SlowPredictor(predictor.model), tmp_path / "c.sqlite3")
-    with background_server(app) as url:
+    """/healthz is answered while a prediction is held: were the prediction on the event
+    loop, /healthz could not be answered until it is released, which only happens after."""
+    held = HeldPredictor(predictor.model)
+    with background_server(create_app(held, tmp_path / "c.sqlite3")) as url:
         slow: list[httpx.Response] = []
 
         def post() -> None:
@@ -395,13 +437,14 @@ def test_a_slow_prediction_does_not_block_other_clients(predictor, tmp_path) -> 
 
         worker = threading.Thread(target=post)
         worker.start()
-        time.sleep(0.3)  # the slow prediction is running now
-        start = time.perf_counter()
-        assert httpx.get(url + "/healthz", timeout=30).status_code == 200
-        waited = time.perf_counter() - start
-        worker.join()
+        try:
+            assert held.started.wait(30), "the prediction never started"
+            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+            assert not slow  # still held
+        finally:
+            held.release.set()
+            worker.join()
     assert slow[0].json()["digit"] == 1
-    assert waited < 0.5, f"/healthz waited {waited:.2f} s behind a prediction"
 
 
 def test_digitlab_serve_starts_the_app(tmp_path) -> None:
@@ -412,25 +455,37 @@ def test_digitlab_serve_starts_the_app(tmp_path) -> None:
     db = tmp_path / "c.sqlite3"
     cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+    )
+    out: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:  # uvicorn says "Uvicorn running on ..." once it accepts connections
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if "Uvicorn running on" in line:
+                listening.set()
+        listening.set()  # the server exited: wake the test, which then fails
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
+        listening.wait(30)
+        assert any("Uvicorn running on" in line for line in out), (
+            "serve did not start:\n" + "".join(out)
+        )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.1)
-        assert health.json()["status"] == "ok"
+        assert httpx.get(url + "/healthz").json()["status"] == "ok"
         assert "<canvas" in httpx.get(url + "/").text
         assert_prediction(httpx.post(url + "/api/predict", json=ONE).json(), 1)
         assert Path(db).is_file()
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=10)[0].decode()
-    assert f"http://127.0.0.1:{port}/" in out
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    assert f"http://127.0.0.1:{port}/" in "".join(out)
 
 
 def test_a_bug_is_a_json_500_without_a_traceback(predictor, tmp_path, caplog) -> None:

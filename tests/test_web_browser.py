@@ -68,7 +68,8 @@ THREE = _three()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from digitlab.web.app import background_server, create_app
+    from digitlab.web.app import create_app
+    from servers import background_server
 
     app = create_app(db_path=tmp_path_factory.mktemp("web") / "corrections.sqlite3")
     with background_server(app) as url:
@@ -159,6 +160,17 @@ INK_JS = """() => {
 }"""
 
 
+def expect_answered(page) -> None:
+    """Wait until the latest prediction sent has been answered (the page clears aria-busy).
+
+    A drawing's last request goes out on mouse up, before `draw` returns; once it is
+    answered no live prediction is pending either (mouse up cancels its timer).
+    """
+    from playwright.sync_api import expect
+
+    expect(page.locator("#result")).not_to_have_attribute("aria-busy", "true")
+
+
 def expect_ink(page, present: bool) -> None:
     """Wait until the canvas shows ink (dark pixels), or none; it repaints on the next frame."""
     page.wait_for_function(f"() => ({INK_JS})() {'>' if present else '=='} 0")
@@ -197,9 +209,10 @@ def test_prediction_is_live_while_drawing(page) -> None:
     x, top, bottom = box["x"] + box["width"] / 2, box["y"] + 0.15 * box["height"], 0.85
     page.mouse.move(x, top)
     page.mouse.down()
-    for i in range(1, 13):  # slower than a hand, so that the live predictions fire
+    # The page predicts at most every 150 ms while the pen moves, the last time after the
+    # last move: so the whole stroke is read, with the button still down.
+    for i in range(1, 13):
         page.mouse.move(x, top + (bottom - 0.15) * box["height"] * i / 12)
-        page.wait_for_timeout(60)
     expect_digit(page, "1")  # before the mouse button is released
     page.mouse.up()
 
@@ -229,7 +242,7 @@ def test_undo_and_clear(page) -> None:
 def test_keys_enter_delete_backspace(page) -> None:
     draw(page, ONE)
     expect_digit(page, "1")
-    page.wait_for_timeout(300)  # past any live prediction: only Enter sends the next one
+    expect_answered(page)  # nothing left on its way: only Enter sends the next request
     is_predict = lambda r: r.method == "POST" and r.url.endswith("/api/predict")  # noqa: E731
     with page.expect_request(is_predict):
         page.keyboard.press("Enter")
@@ -351,6 +364,7 @@ def test_screenshot_for_the_readme(page) -> None:
     draw(page, THREE)
     expect_digit(page, "3")
     expect(page.locator("#announce")).to_contain_text("reads a 3")
-    page.wait_for_timeout(300)  # the bars' width transition
+    # The bars' width transition: finished CSS transitions leave getAnimations().
+    page.wait_for_function("() => document.getAnimations().length === 0")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "web.png", full_page=True)

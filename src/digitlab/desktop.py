@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from digitlab.data import atomic_write_bytes
 from digitlab.errors import DigitlabError
+from digitlab.preprocess import draw_strokes
 
 if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
     import tkinter as tk
@@ -263,7 +263,8 @@ class DrawApp:
         """Save the drawing as a PNG (dark ink on white); `digitlab predict` reads it back."""
         path = Path(path)
         buf = io.BytesIO()
-        render_strokes(self.strokes).save(buf, format="PNG")
+        # The renderer the model's input is drawn with, dark on white as on the canvas.
+        draw_strokes(self.strokes, (CANVAS, CANVAS), PEN, ink=0, paper=255).save(buf, format="PNG")
         atomic_write_bytes(path, buf.getvalue())  # never a half-written file
         return path
 
@@ -335,21 +336,6 @@ def console_line(p: Prediction) -> str:
         return "prediction: none (nothing drawn)"
     unsure = f"; not sure: {', '.join(p.reasons)}" if p.unsure else ""
     return f"prediction: {p.digit} (confidence {confidence_text(p.confidence)}{unsure})"
-
-
-def render_strokes(
-    strokes: Sequence[Sequence[tuple[float, float]]], side: int = CANVAS, pen: float = PEN
-) -> Image.Image:
-    """The strokes as a grey image: dark ink on white, as on the canvas."""
-    img = Image.new("L", (side, side), 255)
-    draw = ImageDraw.Draw(img)
-    r = pen / 2
-    for stroke in strokes:
-        if len(stroke) > 1:
-            draw.line([tuple(p) for p in stroke], fill=0, width=round(pen), joint="curve")
-        for x, y in stroke:  # round caps and joins
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=0)
-    return img
 
 
 def _photo(root: tk.Tk, image: np.ndarray | None) -> tk.PhotoImage:

@@ -5,8 +5,9 @@ Every front end (web page, desktop app, ``digitlab predict``) goes through
 MNIST itself was made with, because a model trained on MNIST is only reliable
 on inputs that look like MNIST:
 
-1. read the input as a grey image (image files, NumPy arrays, PIL images), or
-   render it (stroke lists from the drawing apps, see `Strokes`);
+1. read the input as a grey image (image files, NumPy arrays, PIL images, pixel
+   grids), or render it (stroke lists from the drawing apps); the JSON forms the
+   apps and the web API send are read and checked by `digitlab.inputs`;
 2. find the ink whatever the picture (`digitlab.ink`): paper and ink told
    apart without assuming which covers more (a tight crop of a marker digit is
    mostly ink), the polarity decided (dark on light or the reverse; a
@@ -26,11 +27,10 @@ light package.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from digitlab.data import atomic_write_bytes
 from digitlab.errors import InputError
 from digitlab.ink import box, find_ink, label, stroke_widths
+from digitlab.inputs import MAX_POINTS, Strokes, digit_from_json
 
 # Formats we decode. Restricting Pillow to these keeps exotic decoders (EPS runs
 # Ghostscript, for one) away from uploaded files. (Camera JPEGs that are really
@@ -71,7 +72,7 @@ class PreprocessConfig:
     speck_fraction: float = 0.02  # blobs under this share of the biggest blob are dust ...
     edge_fraction: float = 0.5  # ... as are blobs under this share touching the edges
     blob_fraction: float = 0.05  # blobs from this share of the ink count in `n_blobs`
-    max_points: int = 100_000  # stroke input limit (points in all strokes together)
+    max_points: int = MAX_POINTS  # stroke input limit (points in all strokes together)
     estimate_side: int = 96  # polarity cues and the paper's light are estimated at this size
     uneven_light: float = 0.1  # the paper's light varies by more than this: flatten it ...
     min_light: float = 0.3  # ... unless part is this dark: that is ink, not a shadow
@@ -146,78 +147,6 @@ class Normalized:
 
 
 # --------------------------------------------------------------------------- #
-# Strokes: what the drawing apps send
-# --------------------------------------------------------------------------- #
-
-
-@dataclass(frozen=True)
-class Strokes:
-    """A drawing as the apps record it: pen strokes on a canvas.
-
-    JSON form (what the web page and the desktop app send)::
-
-        {"strokes": [[[x, y], [x, y], ...], ...],   # required; one list of points per stroke
-         "width": 280, "height": 280,               # optional: canvas size in pixels
-         "pen": 16}                                  # optional: pen diameter in pixels
-
-    Coordinates are canvas pixels (numbers), origin top left, y down. Points may
-    carry extra values (``[x, y, t]``); only x and y are used. A stroke of one
-    point is a dot. The pen width is only used to report the ink box: the digit
-    is redrawn with a pen sized to the digit, so that its stroke looks like
-    MNIST's whatever pen the user had.
-    """
-
-    strokes: tuple[tuple[tuple[float, float], ...], ...]
-    width: int | None = None
-    height: int | None = None
-    pen: float = 1.0
-
-    @classmethod
-    def from_json(cls, data: str | bytes | Mapping[str, Any],
-                  max_points: int = DEFAULT_CONFIG.max_points) -> Strokes:  # fmt: skip
-        """Validate a drawing given as JSON text or an already-parsed mapping."""
-        if isinstance(data, str | bytes):
-            try:
-                data = json.loads(data)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise InputError(f"drawing: not valid JSON ({e})") from None
-        if not isinstance(data, Mapping) or not isinstance(data.get("strokes"), list):
-            raise InputError('drawing: expected an object with a "strokes" list')
-        strokes, total = [], 0
-        for s in data["strokes"]:
-            if not isinstance(s, list):
-                raise InputError("drawing: each stroke must be a list of [x, y] points")
-            total += len(s)
-            if total > max_points:
-                raise InputError(f"drawing: more than {max_points} points")
-            strokes.append(tuple(_point(p) for p in s))
-        width, height = _canvas_side(data, "width"), _canvas_side(data, "height")
-        pen = _number(data.get("pen", 1.0), "pen")
-        if not 0 <= pen <= 10_000:
-            raise InputError(f"drawing: pen width {pen} out of range")
-        return cls(tuple(s for s in strokes if s), width, height, pen)
-
-
-def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise InputError(f"drawing: {what} must be a finite number, got {v!r}")
-    if abs(v) > 1e6:
-        raise InputError(f"drawing: {what} {v} out of range")
-    return float(v)
-
-
-def _point(p: Any) -> tuple[float, float]:
-    if not isinstance(p, list | tuple) or len(p) < 2:
-        raise InputError(f"drawing: a point must be [x, y], got {p!r}")
-    return _number(p[0], "x"), _number(p[1], "y")
-
-
-def _canvas_side(data: Mapping[str, Any], key: str) -> int | None:
-    v = data.get(key)
-    return None if v is None else max(1, round(_number(v, key)))
-
-
-# --------------------------------------------------------------------------- #
 # The entry point
 # --------------------------------------------------------------------------- #
 
@@ -231,13 +160,15 @@ def preprocess(x: DigitInput, config: PreprocessConfig = DEFAULT_CONFIG) -> Norm
 
     ``x`` is an image file (path, bytes or binary file object: PNG, JPEG, BMP,
     GIF, WebP), a PIL image, a NumPy array (H x W grey, H x W x 3 RGB, H x W x 4
-    RGBA; uint8, or floats in [0, 1]), or a drawing (`Strokes`, or its JSON form
-    as a mapping). Raises `InputError` for anything that is not a readable image
-    or drawing, and for images over ``config.max_pixels``.
+    RGBA; uint8, or floats in [0, 1]), a drawing (`Strokes`), or the JSON form of
+    a drawing or a pixel grid as a mapping (`digitlab.inputs`). Raises `InputError`
+    for anything that is not a readable image or drawing, and for images over
+    ``config.max_pixels``.
     """
-    if isinstance(x, Strokes | Mapping):
-        strokes = x if isinstance(x, Strokes) else Strokes.from_json(x, config.max_points)
-        return _from_strokes(strokes, config)
+    if isinstance(x, Mapping):
+        x = digit_from_json(x, config)
+    if isinstance(x, Strokes):
+        return _from_strokes(x, config)
     gray, size = read_gray(x, config)
     found = find_ink(gray, config)
     how = {"paper_level": found.paper, "threshold": found.threshold,
@@ -412,21 +343,33 @@ def _from_strokes(drawing: Strokes, config: PreprocessConfig) -> Normalized:
     # A drawing narrower than a micro-pixel is a dot: dividing by its extent would overflow.
     scale = (config.work_side - pen) / extent if extent > 1e-6 else 1.0
     side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
-    img = Image.new("L", (int(side[0]), int(side[1])))
-    draw = ImageDraw.Draw(img)
-    r = pen / 2
-    for stroke in drawing.strokes:
-        p = [tuple(v) for v in ((np.asarray(stroke) - lo) * scale + r + 1).tolist()]
-        if len(p) > 1:
-            draw.line(p, fill=255, width=round(pen))  # joins come from the circles below
-        for x, y in p:  # round caps and joins
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    placed = [((np.asarray(s) - lo) * scale + pen / 2 + 1).tolist() for s in drawing.strokes]
+    img = draw_strokes(placed, (int(side[0]), int(side[1])), pen)
     half = drawing.pen / 2
     ink_box = (math.floor(lo[0] - half), math.floor(lo[1] - half),
                math.ceil(hi[0] + half), math.ceil(hi[1] + half))  # fmt: skip
     ink = np.asarray(img, dtype=np.float32) / 255
     left, top, right, bottom = box(ink > 0)
     return _normalize(ink[top:bottom, left:right], size, "strokes", ink_box, config)
+
+
+def draw_strokes(strokes: Iterable[Sequence[Sequence[float]]], size: tuple[int, int], pen: float,
+                 ink: int = 255, paper: int = 0) -> Image.Image:  # fmt: skip
+    """Strokes of [x, y] points drawn with a round pen ``pen`` pixels wide, as a grey image.
+
+    The one stroke renderer: the model's input here (white ink on black) and the
+    desktop app's saved PNG (``ink=0, paper=255``).
+    """
+    img = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(img)
+    r = pen / 2
+    for stroke in strokes:
+        points = [(p[0], p[1]) for p in stroke]
+        if len(points) > 1:
+            draw.line(points, fill=ink, width=round(pen))  # joins come from the circles below
+        for x, y in points:  # round caps and joins
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=ink)
+    return img
 
 
 # --------------------------------------------------------------------------- #

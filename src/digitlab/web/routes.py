@@ -1,0 +1,169 @@
+"""The routes: each reads its request, hands the work to `DigitService` in a worker
+thread, and answers with a model from `digitlab.web.models`.
+
+    GET  /                         the drawing page (static/index.html, app.js, style.css)
+    POST /api/predict              one digit: a multipart upload (field "file"), an image
+                                   body, or JSON {"strokes": [...]} or {"pixels": [[...]]}
+    POST /api/predict/batch        up to 64: multipart files, or JSON {"items": [...]}
+    GET  /api/model                the model card
+    POST /api/corrections          store a drawing with the digit it really is
+    GET  /api/corrections          the stored corrections, newest first
+    GET  /api/corrections/export   all of them, one JSON object a line (NDJSON)
+    GET  /healthz                  liveness
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from digitlab.web.bodies import (
+    BATCH,
+    MAX_BATCH_BODY,
+    MAX_BATCH_ITEMS,
+    MAX_UPLOAD,
+    ONE_DIGIT,
+    BodyReader,
+    Images,
+    Json,
+)
+from digitlab.web.models import (
+    BatchRequest,
+    BatchResult,
+    CorrectionLabel,
+    CorrectionPage,
+    DigitJson,
+    DrawingCorrection,
+    ErrorBody,
+    FilesUpload,
+    FileUpload,
+    GridCorrection,
+    Health,
+    PredictResult,
+    Stored,
+    StoredCorrection,
+    request_body,
+    validated,
+)
+from digitlab.web.service import DigitService
+
+STATIC = Path(__file__).parent / "static"
+
+router = APIRouter()
+
+
+def _service(request: Request) -> DigitService:
+    return request.app.state.service
+
+
+Service = Annotated[DigitService, Depends(_service)]
+OneDigit = Annotated[Images | Json, Depends(BodyReader(ONE_DIGIT))]
+ManyDigits = Annotated[Images | Json, Depends(BodyReader(BATCH))]
+
+
+def _refusal(why: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": why}
+
+
+MB = 2**20
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    413: _refusal(
+        f"Body or file over {MAX_UPLOAD / MB:g} MB (a batch: {MAX_BATCH_BODY / MB:g} MB)"
+    ),
+    415: _refusal("Not an image, or a content type the route does not read"),
+    422: _refusal("Malformed JSON, or not a drawing, grid or batch"),
+}
+
+
+class NdjsonResponse(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@router.get("/healthz", tags=["meta"])
+async def healthz(service: Service) -> Health:
+    return Health(status="ok", model=str(service.predictor.card_json().get("name", "")))
+
+
+@router.get("/api/model", tags=["meta"], summary="The model card")
+async def model_card(service: Service) -> dict[str, Any]:
+    return service.predictor.card_json()
+
+
+@router.post(
+    "/api/predict",
+    tags=["predict"],
+    summary="Read one digit",
+    responses=REFUSALS,
+    openapi_extra=request_body(DigitJson, multipart=FileUpload, images=True),
+)
+async def predict(body: OneDigit, service: Service) -> PredictResult:
+    """An image (multipart field ``file``, or an ``image/*`` body), or JSON with a
+    drawing ``{"strokes": ...}`` or a grid ``{"pixels": [[...], ...]}``."""
+    item = body.value if isinstance(body, Json) else body.files[0]
+    return await run_in_threadpool(service.predict, item)
+
+
+@router.post(
+    "/api/predict/batch",
+    tags=["predict"],
+    summary=f"Read up to {MAX_BATCH_ITEMS} digits",
+    responses=REFUSALS,
+    openapi_extra=request_body(BatchRequest, multipart=FilesUpload),
+)
+async def predict_batch(body: ManyDigits, service: Service) -> BatchResult:
+    """Multipart with several files, or JSON ``{"items": [drawing or grid, ...]}``; each
+    result is a prediction or that item's own error."""
+    items = validated(BatchRequest, body.value).items if isinstance(body, Json) else body.files
+    return await run_in_threadpool(service.predict_batch, items)
+
+
+@router.post(
+    "/api/corrections",
+    tags=["corrections"],
+    summary="Store a drawing with the digit it really is",
+    status_code=201,
+    responses=REFUSALS,
+    openapi_extra=request_body(DrawingCorrection | GridCorrection),
+)
+async def add_correction(body: OneDigit, service: Service) -> Stored:
+    """A drawing (or grid) as for ``/api/predict``, with its ``label``; the server redoes
+    the 28 x 28 image and stores both."""
+    if not isinstance(body, Json):
+        raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
+    label = validated(CorrectionLabel, body.value).label
+    return await run_in_threadpool(service.correct, label, body.value)
+
+
+@router.get(
+    "/api/corrections",
+    tags=["corrections"],
+    summary="Stored corrections, newest first",
+    responses={422: REFUSALS[422]},
+)
+async def list_corrections(
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # SQLite integers are 64-bit
+) -> CorrectionPage:
+    return await run_in_threadpool(service.corrections, limit, offset)
+
+
+@router.get(
+    "/api/corrections/export",
+    tags=["corrections"],
+    summary="Every correction, one JSON object a line (NDJSON), oldest first",
+    response_class=NdjsonResponse,
+    responses={200: {"model": StoredCorrection, "description": "One correction a line."}},
+)
+async def export_corrections(service: Service) -> NdjsonResponse:
+    headers = {"Content-Disposition": 'attachment; filename="digitlab-corrections.ndjson"'}
+    return NdjsonResponse(service.export(), headers=headers)

@@ -1,0 +1,102 @@
+"""The work behind the routes: read digits, run the model, store and list corrections.
+
+`DigitService` holds the app's one `Predictor` and its corrections store. Its methods
+are plain functions that the routes run in worker threads: preprocessing a photo and
+running the model take long enough to stall every other client if run on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from digitlab.errors import DigitlabError, InputError
+from digitlab.inputs import DRAWING_KEYS, digit_from_json
+from digitlab.predict import Predictor
+from digitlab.preprocess import Normalized, normalized_png, preprocess
+from digitlab.web.corrections import CorrectionStore
+from digitlab.web.models import (
+    BatchResult,
+    CorrectionPage,
+    ItemError,
+    PredictResult,
+    Stored,
+    StoredCorrection,
+)
+
+
+class NotAnImage(InputError):
+    """Uploaded bytes that are not an image we read (answered 415, where a bad drawing gets 422)."""
+
+
+def status_of(error: DigitlabError) -> int:
+    """The HTTP status of a refused input: 415 for an unreadable image, 422 for the rest."""
+    return 415 if isinstance(error, NotAnImage) else 422
+
+
+class DigitService:
+    """What the routes call, off the event loop: one Predictor, one corrections store."""
+
+    def __init__(self, predictor: Predictor, store: CorrectionStore) -> None:
+        self.predictor = predictor
+        self.store = store
+
+    def read(self, item: bytes | Any) -> Normalized:
+        """Preprocess image bytes, or the drawing or grid in a parsed JSON body."""
+        config = self.predictor.config
+        if isinstance(item, bytes):
+            try:
+                return preprocess(item, config)
+            except InputError as e:
+                raise NotAnImage(str(e)) from None
+        # Any JSON value goes through the JSON parser: handed to preprocess as it is,
+        # a string would be taken for a file path.
+        return preprocess(digit_from_json(item, config), config)
+
+    def predict(self, item: bytes | Any) -> PredictResult:
+        return PredictResult.of(self.predictor.predict_normalized([self.read(item)])[0])
+
+    def predict_batch(self, items: Sequence[bytes | Any]) -> BatchResult:
+        """Each item's result, or its own error: one bad image does not sink the batch."""
+        read: list[Normalized | DigitlabError] = []
+        for item in items:
+            try:
+                read.append(self.read(item))
+            except DigitlabError as e:
+                read.append(e)
+        good = [n for n in read if isinstance(n, Normalized)]
+        predictions = iter(self.predictor.predict_normalized(good))  # one model run
+        return BatchResult(
+            results=[
+                ItemError(error=str(n), status=status_of(n))
+                if isinstance(n, DigitlabError)
+                else PredictResult.of(next(predictions))
+                for n in read
+            ]
+        )
+
+    def correct(self, label: int, body: Mapping[str, Any]) -> Stored:
+        """Store a drawing (or grid) with its correct label; the image is redone here."""
+        norm = self.read(body)
+        if norm.image is None:
+            raise InputError("nothing to store: the drawing has no ink")
+        p = self.predictor.predict_normalized([norm])[0]
+        stored = self.store.add(
+            label=label,
+            image_png=normalized_png(norm.image),
+            predicted=p.digit,
+            confidence=round(p.confidence, 6),
+            model_sha256=str(self.predictor.card_json().get("onnx_sha256", "")),
+            drawing={k: body[k] for k in DRAWING_KEYS if k in body} if "strokes" in body else None,
+        )
+        return Stored(id=stored.id, label=label, predicted=p.digit)
+
+    def corrections(self, limit: int, offset: int) -> CorrectionPage:
+        items = [StoredCorrection(**c.to_dict()) for c in self.store.recent(limit, offset)]
+        return CorrectionPage(total=self.store.count(), items=items)
+
+    def export(self) -> Iterator[bytes]:
+        """Every correction as NDJSON, oldest first, read from the store as it is sent."""
+        for c in self.store:
+            yield (json.dumps(c.to_dict(), separators=(",", ":")) + "\n").encode()

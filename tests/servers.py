@@ -1,0 +1,56 @@
+"""A real uvicorn server in a thread, for the web tests (API and browser).
+
+    with background_server(create_app(...)) as url:    # e.g. "http://127.0.0.1:43121"
+        httpx.get(url + "/healthz")
+
+The real server (sockets, HTTP parsing, threads) without a subprocess, on a port
+the system picks, stopped when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, setting ``ready`` once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@contextmanager
+def background_server(app: Any, host: str = "127.0.0.1", timeout: float = 30) -> Iterator[str]:
+    """Run ``app`` on a free port in a thread; yields the base URL."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))  # port 0: the system picks a free one
+    server = _Server(uvicorn.Config(app, log_level="warning"))
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            server.ready.set()  # a server that failed to start wakes the wait below too
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if not server.ready.wait(timeout) or not server.started:
+        raise RuntimeError("the background server did not start")
+    try:
+        port = sock.getsockname()[1]
+        yield f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
