@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from digitlab.data import atomic_write_bytes
 from digitlab.errors import InputError
@@ -65,7 +65,8 @@ class PreprocessConfig:
     stroke_range: tuple[float, float] = (1.3, 4.9)  # MNIST's 1st-99th percentile: left as is
     work_side: int = 80  # the digit is resampled to this size while its stroke is adjusted
     max_side: int = 2048  # larger images are downscaled to this before anything else
-    max_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
+    max_pixels: int = 50_000_000  # larger images are refused (decompression bombs) ...
+    max_decoded_bytes: int = 64 * 2**20  # ... and those taking more memory decoded
     min_contrast: float = 0.12  # ink differs from the paper by at least this (0..1) ...
     noise_sigmas: float = 4.0  # ... and by this many robust standard deviations of the paper
     min_ink_strength: float = 1.5  # the strongest ink reaches this many times that threshold
@@ -231,13 +232,25 @@ def _gray_from_file(src: Any, config: PreprocessConfig) -> tuple[np.ndarray, tup
             fp.close()
 
 
-def _check_pixels(size: tuple[int, int], config: PreprocessConfig, where: str = "") -> None:
+# Memory one decoded pixel takes, by Pillow mode: 1 for 8-bit grey and palettes, 2 for 16-bit
+# grey; Pillow keeps every other mode (RGB included) at 4 bytes a pixel.
+PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def _check_pixels(size: tuple[int, int], config: PreprocessConfig, where: str = "",
+                  mode: str | None = None) -> None:  # fmt: skip
+    """Refuse, before decoding, pictures too large by pixel count or (given the mode) by memory."""
     w, h = size
     if w * h > config.max_pixels:
         raise InputError(f"{where}image of {w} x {h} pixels is over the limit of "
                          f"{config.max_pixels / 1e6:g} megapixels; downscale it first")  # fmt: skip
     if w == 0 or h == 0:
         raise InputError(f"{where}empty image ({w} x {h})")
+    decoded = w * h * PIXEL_BYTES.get(mode, 4) if mode else 0
+    if decoded > config.max_decoded_bytes:
+        raise InputError(f"{where}image of {w} x {h} {mode} pixels takes {decoded / 2**20:.0f} MiB "
+                         f"decoded, over the limit of {config.max_decoded_bytes / 2**20:.0f} MiB; "
+                         "downscale it or save it with 8 bits a channel")  # fmt: skip
 
 
 def _gray_from_pil(
@@ -246,12 +259,15 @@ def _gray_from_pil(
     """The grey image of a PIL image, and its (width, height) upright."""
     _check_pixels(img.size, config, where)
     w, h = img.size
-    if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn by 90 degrees
+    orientation = _orientation(img)
+    if orientation in (5, 6, 7, 8):  # EXIF orientations that turn by 90 degrees
         w, h = h, w
     factor = math.ceil(max(w, h) / config.max_side)
     if factor > 1 and img.format == "JPEG":
         img.draft("L", (img.width // factor, img.height // factor))  # decode at 1/2..1/8 size
-    img = ImageOps.exif_transpose(img) or img  # phone photos are often stored sideways
+    _check_pixels(img.size, config, where, img.mode)  # what decoding will take, after draft
+    if orientation in TRANSPOSE:  # phone photos are often stored sideways
+        img = img.transpose(TRANSPOSE[orientation])
     if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16-bit and float images
         return _gray_from_array(np.asarray(img), config), (w, h)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
@@ -261,6 +277,26 @@ def _gray_from_pil(
         img = img.reduce(factor)
     arr = np.asarray(img)
     return (_composite(arr[..., :3], arr[..., 3]) if has_alpha else arr), (w, h)
+
+
+# How to turn a picture upright for each EXIF orientation (as Pillow's exif_transpose does).
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}  # fmt: skip
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright); 1 when the EXIF is missing or malformed.
+
+    Only this one tag is read: other tags stored with the wrong type (seen in the wild)
+    make Pillow's exif_transpose raise, and they say nothing about the digit.
+    """
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # Pillow's EXIF parser raises several types on damaged data
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
 def _gray_from_array(a: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -290,6 +326,8 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
         return a.astype(np.uint8) * 255
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise InputError(f"cannot read an image from an array of {a.dtype}")
+    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
+        return _small_ints_to_uint8(a)
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise InputError("image array holds NaN or infinite values")
@@ -301,6 +339,24 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     else:  # 16-bit, or an arbitrary range: stretch it
         a, top = a - lo, max(hi - lo, 1e-12)
     return np.round(a * (255 / top)).astype(np.uint8)
+
+
+def _small_ints_to_uint8(a: np.ndarray) -> np.ndarray:
+    """8- and 16-bit integers to uint8 through a lookup table: no float copy of a big picture.
+
+    Same scaling as for floats: 0/1 pictures to 0/255, 0..255 as is, wider ranges stretched.
+    """
+    if a.dtype.kind == "i":  # signed: negative values shift into the unsigned range, order kept
+        shift = 1 << (8 * a.dtype.itemsize - 1) if a.min() < 0 else 0
+        a = (a.astype(np.int32) + shift).astype(f"u{a.dtype.itemsize}")
+    lo, hi = int(a.min()), int(a.max())
+    if hi <= 1:
+        return (a * 255).astype(np.uint8)
+    if hi <= 255:
+        return a.astype(np.uint8)
+    span = max(hi - lo, 1)
+    lut = np.round(np.arange(span + 1) * (255 / span)).astype(np.uint8)
+    return lut[a - lo]
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

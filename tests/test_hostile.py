@@ -1,0 +1,126 @@
+"""Hostile and broken files: each is refused with one clear line, or read, never a traceback.
+
+The corpus is made here, in the test, from fixed recipes: decompression bombs by decoded
+size (16-bit and RGBA at 7000 x 7000, small on disk), EXIF with a known tag stored with
+the wrong type, and the rest of what a careless or hostile user hands over.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+from digitlab.errors import InputError
+from digitlab.preprocess import PreprocessConfig, preprocess
+from fixtures_images import png_bytes, ring
+
+
+def exif_with(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """Raw EXIF (little-endian TIFF, one IFD) holding ``(tag, type, count, value)`` entries."""
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+
+
+ORIENT_90 = (0x0112, 3, 1, struct.pack("<H", 6))  # Orientation = 6: turn 90 degrees
+X_RESOLUTION_AS_TEXT = (0x011A, 2, 4, b"abc\0")  # XResolution must be a RATIONAL
+
+
+def jpeg(img: Image.Image, exif: bytes | None = None) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=95, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+def big_png(mode: str, side: int = 7000) -> bytes:
+    """A picture that is small on disk (a flat field compresses to almost nothing)."""
+    return png_bytes(Image.new(mode, (side, side)))
+
+
+# --------------------------------------------------------------------------- #
+# Memory: refused by decoded size before decoding
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGBA", "RGB"])
+def test_bombs_by_decoded_size_are_refused_before_decoding(mode):
+    data = big_png(mode)
+    assert len(data) < 1_000_000  # passes any upload limit on bytes
+    with pytest.raises(InputError, match=r"7000 x 7000 .* MiB decoded, over the limit of 64 MiB"):
+        preprocess(data)
+
+
+def test_a_16_bit_scan_within_the_budget_reads_like_its_8_bit_copy():
+    eight = np.asarray(ring(300))
+    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)  # mode I;16, 0..65535
+    assert sixteen.mode == "I;16"
+    a, b = preprocess(png_bytes(sixteen)), preprocess(eight)
+    assert a.polarity == b.polarity == "dark-on-light"
+    assert np.abs(a.image - b.image).max() < 1 / 255 + 1e-6
+
+
+def test_the_decoded_budget_is_a_setting():
+    tight = PreprocessConfig(max_decoded_bytes=100 * 100)
+    preprocess(Image.new("L", (100, 100), 255), tight)  # 10,000 bytes: allowed
+    with pytest.raises(InputError, match="MiB decoded"):
+        preprocess(png_bytes(Image.new("RGB", (100, 100))), tight)  # 4 bytes a pixel
+
+
+# --------------------------------------------------------------------------- #
+# Damaged metadata
+# --------------------------------------------------------------------------- #
+
+
+def test_a_malformed_exif_tag_does_not_stop_the_reading():
+    data = jpeg(ring(), exif_with([ORIENT_90, X_RESOLUTION_AS_TEXT]))
+    n = preprocess(data)
+    assert n.has_ink and n.source_size == (280, 280)
+
+
+def test_orientation_is_still_applied_beside_a_malformed_tag():
+    wide = Image.new("L", (300, 200), 255)
+    ImageDraw.Draw(wide).rectangle((40, 95, 259, 108), fill=0)  # a level bar, stored sideways
+    n = preprocess(jpeg(wide, exif_with([ORIENT_90, X_RESOLUTION_AS_TEXT])))
+    assert n.source_size == (200, 300)  # upright: taller than wide
+    assert n.aspect < 0.2  # the bar stands up
+
+
+def test_an_orientation_out_of_range_is_ignored():
+    n = preprocess(jpeg(ring(), exif_with([(0x0112, 3, 1, struct.pack("<H", 99))])))
+    assert n.has_ink and n.source_size == (280, 280)
+
+
+# --------------------------------------------------------------------------- #
+# The CLI: one line per bad file, the good ones still read, exit 2
+# --------------------------------------------------------------------------- #
+
+
+def test_cli_reads_the_good_files_and_reports_each_bad_one(tmp_path: Path):
+    files = {
+        "a-good.png": png_bytes(ring()),
+        "b-bomb-16bit.png": big_png("I;16"),
+        "c-bad-exif.jpg": jpeg(ring(), exif_with([ORIENT_90, X_RESOLUTION_AS_TEXT])),
+        "d-truncated.png": png_bytes(ring())[:300],
+        "e-empty.png": b"",
+        "f-text.png": b"not an image at all\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    out = result.stdout.splitlines()
+    read = [Path(line.split(":")[0]).name for line in out]
+    assert read == ["a-good.png", "c-bad-exif.jpg"]
+    err = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 5  # four files, then the count
+    assert "b-bomb-16bit.png" in err[0] and "MiB decoded" in err[0]
+    assert "4 file(s) could not be read" in err[-1]
