@@ -8,6 +8,8 @@ the wrong type, and the rest of what a careless or hostile user hands over.
 from __future__ import annotations
 
 import io
+import json
+import re
 import struct
 from pathlib import Path
 
@@ -124,3 +126,66 @@ def test_cli_reads_the_good_files_and_reports_each_bad_one(tmp_path: Path):
     assert len(err) == 5  # four files, then the count
     assert "b-bomb-16bit.png" in err[0] and "MiB decoded" in err[0]
     assert "4 file(s) could not be read" in err[-1]
+
+
+# --------------------------------------------------------------------------- #
+# The web API: huge numbers and junk in stored corrections
+# --------------------------------------------------------------------------- #
+
+HUGE = 10**400  # a 401-digit integer: valid JSON, overflows a float
+STROKE = [[140, 40], [142, 90], [144, 140], [146, 200]]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from digitlab.web.app import create_app
+
+    db = tmp_path_factory.mktemp("store") / "corrections.sqlite3"
+    with TestClient(create_app(None, db)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"strokes": [[[HUGE, 10], [20, 30]]]},
+        {"strokes": [STROKE], "width": HUGE},
+        {"strokes": [STROKE], "pen": HUGE},
+        {"pixels": [[HUGE, 0], [0, 0]]},
+    ],
+    ids=["x", "width", "pen", "pixel"],
+)
+def test_huge_numbers_are_refused_with_422_everywhere(client, body):
+    text = json.dumps(body)
+    headers = {"content-type": "application/json"}
+    r = client.post("/api/predict", content=text, headers=headers)
+    assert r.status_code == 422 and re.search("out of range|finite", r.json()["error"]), r.text
+    assert len(r.text) < 500  # the answer does not echo the 401 digits
+    batch = client.post("/api/predict/batch", json={"items": [body, {"strokes": [STROKE]}]})
+    assert batch.status_code == 200
+    first, second = batch.json()["results"]
+    assert "error" in first and second["digit"] is not None  # only the bad item fails
+    r = client.post("/api/corrections", content=json.dumps({**body, "label": 1}), headers=headers)
+    assert r.status_code == 422
+    assert client.get("/healthz").status_code == 200  # the server is still there
+
+
+def test_junk_in_a_correction_is_refused_and_nothing_is_stored(client):
+    before = client.get("/api/corrections").json()["total"]
+    junk = {"strokes": [[[10, 10, "A" * 1_000_000], [10, 200]]], "label": 1}
+    r = client.post("/api/corrections", json=junk)
+    assert r.status_code == 422 and "a point must be [x, y]" in r.json()["error"]
+    assert len(r.text) < 500
+    r = client.post("/api/corrections", json={"strokes": [STROKE], "label": 1, "note": "x" * 1000})
+    assert r.status_code == 422 and "unknown field" in r.json()["error"]
+    assert client.get("/api/corrections").json()["total"] == before
+
+
+def test_a_stored_drawing_is_rebuilt_from_the_validated_numbers(client):
+    r = client.post("/api/corrections", json={"strokes": [STROKE], "width": 280.4, "label": 1})
+    assert r.status_code == 201, r.text
+    stored = client.get("/api/corrections?limit=1").json()["items"][0]["drawing"]
+    assert stored == {"strokes": [[[float(x), float(y)] for x, y in STROKE]], "width": 280,
+                      "pen": 1.0}  # fmt: skip

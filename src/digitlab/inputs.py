@@ -18,7 +18,6 @@ cells in a grid (the same limit as for images), and the bounds below.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,9 +79,15 @@ class Strokes:
 
     @classmethod
     def from_json(
-        cls, data: str | bytes | Mapping[str, Any], max_points: int = MAX_POINTS
+        cls,
+        data: str | bytes | Mapping[str, Any],
+        max_points: int = MAX_POINTS,
+        strict: bool = False,
     ) -> Strokes:
-        """Validate a drawing given as JSON text or an already-parsed mapping."""
+        """Validate a drawing given as JSON text or an already-parsed mapping.
+
+        ``strict`` (what is stored, e.g. a correction): points are exactly [x, y].
+        """
         if isinstance(data, str | bytes):
             try:
                 data = json.loads(data)
@@ -97,25 +102,45 @@ class Strokes:
             total += len(s)
             if total > max_points:
                 raise InputError(f"drawing: more than {max_points} points")
-            strokes.append(tuple(_point(p) for p in s))
+            strokes.append(tuple(_point(p, strict) for p in s))
         width, height = _canvas_side(data, "width"), _canvas_side(data, "height")
         pen = _number(data.get("pen", 1.0), "pen")
         if not 0 <= pen <= MAX_PEN:
             raise InputError(f"drawing: pen width {pen} out of range")
         return cls(tuple(s for s in strokes if s), width, height, pen)
 
+    def to_json(self) -> dict[str, Any]:
+        """The drawing's JSON form, rebuilt from the validated values (never as it was sent)."""
+        out: dict[str, Any] = {"strokes": [[list(p) for p in s] for s in self.strokes]}
+        out.update({k: v for k, v in (("width", self.width), ("height", self.height)) if v})
+        return {**out, "pen": self.pen}
+
+
+_INF = float("inf")
+
 
 def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise InputError(f"drawing: {what} must be a finite number, got {v!r}")
-    if abs(v) > MAX_COORD:
-        raise InputError(f"drawing: {what} {v} out of range")
+    # The range is checked first: a 400-digit integer compares fine but overflows a float.
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (_INF, -_INF):
+        raise InputError(f"drawing: {what} must be a finite number, got {_short(v)}")
+    if not abs(v) <= MAX_COORD:  # False for NaN too
+        raise InputError(
+            f"drawing: {what} {_short(v)} out of range (finite, within +-{MAX_COORD:g})"
+        )
     return float(v)
 
 
-def _point(p: Any) -> tuple[float, float]:
-    if not isinstance(p, list | tuple) or len(p) < 2:
-        raise InputError(f"drawing: a point must be [x, y], got {p!r}")
+def _short(v: Any, limit: int = 40) -> str:
+    """``repr(v)``, cut short: error messages echo what was sent, not a megabyte of it."""
+    if isinstance(v, int) and abs(v) >= 10**limit:
+        return "a very large integer"  # its decimal form alone could be kilobytes
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _point(p: Any, strict: bool = False) -> tuple[float, float]:
+    if not isinstance(p, list | tuple) or len(p) < 2 or (strict and len(p) != 2):
+        raise InputError(f"drawing: a point must be [x, y], got {_short(p)}")
     return _number(p[0], "x"), _number(p[1], "y")
 
 

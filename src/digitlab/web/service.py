@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from digitlab.errors import DigitlabError, InputError
-from digitlab.inputs import DRAWING_KEYS, digit_from_json
+from digitlab.inputs import DRAWING_KEYS, Strokes, digit_from_json
 from digitlab.predict import Predictor
 from digitlab.preprocess import Normalized, normalized_png, preprocess
 from digitlab.web.corrections import CorrectionStore
@@ -33,6 +33,11 @@ class NotAnImage(InputError):
 def status_of(error: DigitlabError) -> int:
     """The HTTP status of a refused input: 415 for an unreadable image, 422 for the rest."""
     return 415 if isinstance(error, NotAnImage) else 422
+
+
+def _only(body: Any, allowed: set[str]) -> None:
+    if isinstance(body, Mapping) and (extra := sorted(set(body) - allowed)):
+        raise InputError(f"correction: unknown field(s) {', '.join(map(repr, extra[:5]))}")
 
 
 class DigitService:
@@ -77,8 +82,21 @@ class DigitService:
         )
 
     def correct(self, label: int, body: Mapping[str, Any]) -> Stored:
-        """Store a drawing (or grid) with its correct label; the image is redone here."""
-        norm = self.read(body)
+        """Store a drawing (or grid) with its correct label; the image is redone here.
+
+        Stricter than a prediction, because it is kept: no field beyond the drawing's (or
+        the grid) and the label, points exactly [x, y], and what is stored is the drawing
+        rebuilt from the validated numbers, never the body as it was sent.
+        """
+        config = self.predictor.config
+        drawing = None
+        if isinstance(body, Mapping) and "strokes" in body:
+            _only(body, {*DRAWING_KEYS, "label"})
+            drawing = Strokes.from_json(body, config.max_points, strict=True)
+            norm = preprocess(drawing, config)
+        else:
+            _only(body, {"pixels", "label"})
+            norm = self.read(body)
         if norm.image is None:
             raise InputError("nothing to store: the drawing has no ink")
         p = self.predictor.predict_normalized([norm])[0]
@@ -88,7 +106,7 @@ class DigitService:
             predicted=p.digit,
             confidence=round(p.confidence, 6),
             model_sha256=str(self.predictor.card_json().get("onnx_sha256", "")),
-            drawing={k: body[k] for k in DRAWING_KEYS if k in body} if "strokes" in body else None,
+            drawing=drawing.to_json() if drawing is not None else None,
         )
         return Stored(id=stored.id, label=label, predicted=p.digit)
 
