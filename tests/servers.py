@@ -54,3 +54,14 @@ def background_server(app: Any, host: str = "127.0.0.1", timeout: float = 30) ->
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def local_client(app: Any, **kwargs: Any) -> Any:
+    """Starlette's in-process TestClient, addressed as a local user's browser addresses it.
+
+    The app only answers local Host headers (DNS-rebinding defence), so the client sends
+    ``Host: 127.0.0.1`` rather than TestClient's default ``testserver``.
+    """
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", **kwargs)

@@ -22,6 +22,7 @@ from digitlab.cli import app
 from digitlab.errors import InputError
 from digitlab.preprocess import PreprocessConfig, preprocess
 from fixtures_images import png_bytes, ring
+from servers import local_client
 
 
 def exif_with(entries: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -138,12 +139,11 @@ STROKE = [[140, 40], [142, 90], [144, 140], [146, 200]]
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from fastapi.testclient import TestClient
 
     from digitlab.web.app import create_app
 
     db = tmp_path_factory.mktemp("store") / "corrections.sqlite3"
-    with TestClient(create_app(None, db)) as c:
+    with local_client(create_app(None, db)) as c:
         yield c
 
 
@@ -189,3 +189,44 @@ def test_a_stored_drawing_is_rebuilt_from_the_validated_numbers(client):
     stored = client.get("/api/corrections?limit=1").json()["items"][0]["drawing"]
     assert stored == {"strokes": [[[float(x), float(y)] for x, y in STROKE]], "width": 280,
                       "pen": 1.0}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- #
+# Exposure: Host header, token, busy decoders
+# --------------------------------------------------------------------------- #
+
+
+def test_a_foreign_host_header_is_refused(client):
+    """DNS rebinding: a page at evil.example.com that resolves to 127.0.0.1."""
+    r = client.get("/api/corrections", headers={"Host": "evil.example.com"})
+    assert r.status_code == 400
+    assert client.get("/healthz", headers={"Host": "localhost:8000"}).status_code == 200
+
+
+def test_with_a_token_corrections_are_read_only_with_it(tmp_path):
+    from digitlab.web.app import create_app
+
+    app = create_app(None, tmp_path / "c.sqlite3", allowed_hosts=["*"], token="s3cret")
+    with local_client(app) as c:
+        assert c.post("/api/corrections", json={"strokes": [STROKE], "label": 1}).status_code == 201
+        for path in ("/api/corrections", "/api/corrections/export"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_busy_decoders_answer_503_with_retry_after(tmp_path, monkeypatch):
+    from digitlab.web import service
+    from digitlab.web.app import create_app
+
+    monkeypatch.setattr(service, "DECODE_WAIT", 0.05)
+    app = create_app(None, tmp_path / "c.sqlite3")
+    app.state.service.decoding = service.threading.BoundedSemaphore(1)
+    app.state.service.decoding.acquire()  # another request is decoding
+    with local_client(app) as c:
+        r = c.post("/api/predict", content=png_bytes(ring()), headers={"content-type": "image/png"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert "try again" in r.json()["error"]
+        app.state.service.decoding.release()
+        r = c.post("/api/predict", content=png_bytes(ring()), headers={"content-type": "image/png"})
+        assert r.status_code == 200 and r.json()["digit"] is not None

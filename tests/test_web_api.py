@@ -30,7 +30,7 @@ from digitlab.predict import Predictor
 from digitlab.preprocess import PreprocessConfig
 from digitlab.web.app import create_app
 from digitlab.web.bodies import MAX_UPLOAD
-from servers import background_server
+from servers import background_server, local_client
 
 
 def drawing(*strokes: list[tuple[float, float]]) -> dict:
@@ -72,7 +72,7 @@ def app(predictor: Predictor, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def client(app) -> TestClient:
-    return TestClient(app)  # raises on a server-side exception: a 500 fails the test
+    return local_client(app)  # raises on a server-side exception: a 500 fails the test
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_bodies_over_the_limit_are_refused_while_they_arrive(client) -> None:
 def test_the_predictors_input_limits_apply(predictor, tmp_path) -> None:
     """The API reads digits with the predictor's PreprocessConfig, limits included."""
     strict = Predictor(predictor.model, config=PreprocessConfig(max_points=40))
-    client = TestClient(create_app(strict, tmp_path / "c.sqlite3"))
+    client = local_client(create_app(strict, tmp_path / "c.sqlite3"))
     assert len(ONE["strokes"][0]) == 41
     assert_error(client.post("/api/predict", json=ONE), 422, "more than 40 points")
     results = client.post("/api/predict/batch", json={"items": [ONE, ZERO]}).json()["results"]
@@ -290,7 +290,7 @@ def test_unknown_routes_methods_and_parameters(client) -> None:
 
 def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None:
     db = tmp_path / "sub" / "corrections.sqlite3"
-    client = TestClient(create_app(predictor, db))
+    client = local_client(create_app(predictor, db))
     r = client.post("/api/corrections", json={**ONE, "label": 7})
     assert r.status_code == 201 and r.json() == {"id": 1, "label": 7, "predicted": 1}
     assert (
@@ -316,7 +316,7 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     assert [x["label"] for x in lines] == [7, 0]  # oldest first
 
     # The store outlives the app: a new app on the same file sees both.
-    assert TestClient(create_app(predictor, db)).get("/api/corrections").json()["total"] == 2
+    assert local_client(create_app(predictor, db)).get("/api/corrections").json()["total"] == 2
     assert client.get("/api/corrections?limit=1&offset=1").json()["items"][0]["label"] == 7
 
 
@@ -342,7 +342,7 @@ def test_corrections_need_json(client) -> None:
 
 def test_db_path_from_the_environment(predictor, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DIGITLAB_DB", str(tmp_path / "env.sqlite3"))
-    TestClient(create_app(predictor)).post("/api/corrections", json={**ONE, "label": 1})
+    local_client(create_app(predictor)).post("/api/corrections", json={**ONE, "label": 1})
     assert (tmp_path / "env.sqlite3").is_file()
 
 
@@ -496,7 +496,7 @@ def test_a_bug_is_a_json_500_without_a_traceback(predictor, tmp_path, caplog) ->
         raise RuntimeError("secret internals")
 
     app.state.service.predict = broken
-    r = TestClient(app, raise_server_exceptions=False).post("/api/predict", json=ONE)
+    r = local_client(app, raise_server_exceptions=False).post("/api/predict", json=ONE)
     assert_error(r, 500, "internal error")
     assert "secret" not in r.text
     assert "secret internals" in caplog.text  # the server log has it

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from digitlab.web.app import create_app
+from servers import local_client
 
 FUZZ = settings(
     # A deeper run: DIGITLAB_FUZZ_EXAMPLES=5000 pytest tests/test_web_fuzz.py
@@ -36,7 +37,7 @@ REFUSED = {413, 415, 422}
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     app = create_app(db_path=tmp_path_factory.mktemp("fuzz") / "corrections.sqlite3")
-    return TestClient(app)
+    return local_client(app)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,19 @@ the model run in worker threads, so a slow request does not stall the other clie
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import secrets
 import sys
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from digitlab.errors import DigitlabError
@@ -42,11 +46,25 @@ from digitlab.web.service import DigitService, status_of
 log = logging.getLogger("digitlab.web")
 
 
+# Host headers answered by default: the machine itself. A web page the user visits can make
+# the browser send requests to 127.0.0.1 under a name it controls (DNS rebinding); those
+# arrive with that name in Host and are refused.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def create_app(
-    predictor: Predictor | None = None, db_path: str | os.PathLike[str] | None = None
+    predictor: Predictor | None = None,
+    db_path: str | os.PathLike[str] | None = None,
+    *,
+    allowed_hosts: Sequence[str] = LOCAL_HOSTS,
+    token: str | None = None,
 ) -> FastAPI:
     """The web app: ``predictor`` (default: the bundled model), corrections at ``db_path``
-    (default: ``$DIGITLAB_DB``, else ~/.local/share/digitlab/corrections.sqlite3)."""
+    (default: ``$DIGITLAB_DB``, else ~/.local/share/digitlab/corrections.sqlite3).
+
+    Only requests whose Host header is in ``allowed_hosts`` are answered ("*": any).
+    With a ``token``, reading the stored corrections needs it (``Authorization: Bearer``).
+    """
     predictor = predictor or Predictor()  # loaded here, once, not per request
     store = CorrectionStore(db_path if db_path is not None else default_db_path())
     app = FastAPI(
@@ -57,6 +75,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = DigitService(predictor, store)
+    app.state.token = token
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_docs(app)
@@ -73,7 +93,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def refused(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, DigitlabError)  # digitlab's own: input it cannot read, ...
-        return _error(status_of(e), str(e))
+        status = status_of(e)
+        return _error(status, str(e), {"Retry-After": "2"} if status == 503 else None)
 
     async def http_error(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, HTTPException)  # 404, 405, and the refusals in bodies.py
@@ -113,14 +134,42 @@ def serve(
     port: int = 8000,
     model: str | os.PathLike[str] | None = None,
     db_path: str | os.PathLike[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    token: str | None = None,
 ) -> None:
-    """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C."""
+    """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C.
+
+    Local by default. Bound to another address, the server warns, answers the Host names
+    in ``allowed_hosts`` (default: the local names and ``host`` itself) and asks for a token
+    (``token``, or a new random one, printed) before anyone reads the stored drawings.
+    """
     import uvicorn
 
-    app = create_app(Predictor(model), db_path)
+    local = is_loopback(host)
+    if not local:
+        token = token or secrets.token_urlsafe(24)
+        warn = (f"WARNING: serving on {host}, reachable from other machines; reading or "
+                "exporting corrections needs the token below; clients must use a host name "
+                "in --allowed-hosts")  # fmt: skip
+        print(f"digitlab: {warn}\ndigitlab: token: {token}", file=sys.stderr)
+    hosts = allowed_hosts or (LOCAL_HOSTS if local else (*LOCAL_HOSTS, host))
+    app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token)
     service: DigitService = app.state.service
     shown = f"[{host}]" if ":" in host else host
     name = service.predictor.card_json().get("name")
     print(f"digitlab: model {name}, corrections in {service.store.path}", file=sys.stderr)
     print(f"digitlab: open http://{shown}:{port}/", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # Stalled clients are dropped: idle keep-alive connections after 5 s, and at most 64
+    # connections at once (more get 503) so a crowd of slow sockets cannot pile up.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
+                limit_concurrency=64)  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a name or an address to bind) is this machine only."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to a public address

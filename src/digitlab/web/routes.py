@@ -14,6 +14,7 @@ thread, and answers with a model from `digitlab.web.models`.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +59,17 @@ router = APIRouter()
 
 def _service(request: Request) -> DigitService:
     return request.app.state.service
+
+
+def _reader(request: Request) -> None:
+    """Reading the stored drawings needs the server's token, when it has one (network use)."""
+    token = request.app.state.token
+    sent = request.headers.get("authorization", "")
+    if token and not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(
+            401, "reading corrections needs this server's token: Authorization: Bearer TOKEN",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
 
 
 Service = Annotated[DigitService, Depends(_service)]
@@ -147,7 +159,8 @@ async def add_correction(body: OneDigit, service: Service) -> Stored:
     "/api/corrections",
     tags=["corrections"],
     summary="Stored corrections, newest first",
-    responses={422: REFUSALS[422]},
+    responses={401: _refusal("The server has a token and it was not sent."), 422: REFUSALS[422]},
+    dependencies=[Depends(_reader)],
 )
 async def list_corrections(
     service: Service,
@@ -162,7 +175,11 @@ async def list_corrections(
     tags=["corrections"],
     summary="Every correction, one JSON object a line (NDJSON), oldest first",
     response_class=NdjsonResponse,
-    responses={200: {"model": StoredCorrection, "description": "One correction a line."}},
+    responses={
+        200: {"model": StoredCorrection, "description": "One correction a line."},
+        401: _refusal("The server has a token and it was not sent."),
+    },
+    dependencies=[Depends(_reader)],
 )
 async def export_corrections(service: Service) -> NdjsonResponse:
     headers = {"Content-Disposition": 'attachment; filename="digitlab-corrections.ndjson"'}

@@ -8,6 +8,8 @@ running the model take long enough to stall every other client if run on the eve
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,13 +28,23 @@ from digitlab.web.models import (
 )
 
 
+class Busy(DigitlabError):
+    """Every decoding slot stayed taken: answered 503 with Retry-After, try again shortly."""
+
+
 class NotAnImage(InputError):
     """Uploaded bytes that are not an image we read (answered 415, where a bad drawing gets 422)."""
 
 
 def status_of(error: DigitlabError) -> int:
-    """The HTTP status of a refused input: 415 for an unreadable image, 422 for the rest."""
-    return 415 if isinstance(error, NotAnImage) else 422
+    """The HTTP status of a refusal: 415 unreadable image, 503 too busy, 422 for the rest."""
+    return 415 if isinstance(error, NotAnImage) else 503 if isinstance(error, Busy) else 422
+
+
+# Decoding an uploaded image is what takes memory (up to `max_decoded_bytes` each): at most
+# this many at once, one a core; the others wait up to DECODE_WAIT seconds, then get a 503.
+DECODE_SLOTS = max(1, os.cpu_count() or 1)
+DECODE_WAIT = 10.0
 
 
 def _only(body: Any, allowed: set[str]) -> None:
@@ -43,18 +55,24 @@ def _only(body: Any, allowed: set[str]) -> None:
 class DigitService:
     """What the routes call, off the event loop: one Predictor, one corrections store."""
 
-    def __init__(self, predictor: Predictor, store: CorrectionStore) -> None:
+    def __init__(self, predictor: Predictor, store: CorrectionStore,
+                 decode_slots: int = DECODE_SLOTS) -> None:  # fmt: skip
         self.predictor = predictor
         self.store = store
+        self.decoding = threading.BoundedSemaphore(decode_slots)
 
     def read(self, item: bytes | Any) -> Normalized:
         """Preprocess image bytes, or the drawing or grid in a parsed JSON body."""
         config = self.predictor.config
         if isinstance(item, bytes):
+            if not self.decoding.acquire(timeout=DECODE_WAIT):
+                raise Busy("the server is decoding as many images as it can; try again shortly")
             try:
                 return preprocess(item, config)
             except InputError as e:
                 raise NotAnImage(str(e)) from None
+            finally:
+                self.decoding.release()
         # Any JSON value goes through the JSON parser: handed to preprocess as it is,
         # a string would be taken for a file path.
         return preprocess(digit_from_json(item, config), config)
