@@ -177,7 +177,10 @@ async def list_corrections(
     response_class=NdjsonResponse,
     responses={
         200: {"model": StoredCorrection, "description": "One correction a line."},
-        401: _refusal("The server has a token and it was not sent."),
+        401: {  # JSON, where this route's own answers are NDJSON
+            "description": "The server has a token and it was not sent.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        },
     },
     dependencies=[Depends(_reader)],
 )
