@@ -256,27 +256,41 @@ def _check_pixels(size: tuple[int, int], config: PreprocessConfig, where: str = 
 def _gray_from_pil(
     img: Image.Image, config: PreprocessConfig, where: str = ""
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The grey image of a PIL image, and its (width, height) upright."""
+    """The grey image of a PIL image, and its (width, height) upright.
+
+    Memory goes first: the decoded size is checked before anything decodes (a PNG
+    decodes just to have its EXIF read), and a big picture is reduced before it is
+    converted or turned, so no full-size copy is made beyond the decoded one.
+    """
     _check_pixels(img.size, config, where)
-    w, h = img.size
-    orientation = _orientation(img)
-    if orientation in (5, 6, 7, 8):  # EXIF orientations that turn by 90 degrees
-        w, h = h, w
-    factor = math.ceil(max(w, h) / config.max_side)
+    size = img.size  # as stored; a JPEG draft below decodes it smaller
+    factor = math.ceil(max(img.size) / config.max_side)
     if factor > 1 and img.format == "JPEG":
         img.draft("L", (img.width // factor, img.height // factor))  # decode at 1/2..1/8 size
     _check_pixels(img.size, config, where, img.mode)  # what decoding will take, after draft
-    if orientation in TRANSPOSE:  # phone photos are often stored sideways
-        img = img.transpose(TRANSPOSE[orientation])
+    orientation = _orientation(img)
+    w, h = size if orientation not in (5, 6, 7, 8) else size[::-1]  # turned by 90 degrees
     if img.mode in ("I", "F") or img.mode.startswith("I;"):  # 16-bit and float images
-        return _gray_from_array(np.asarray(img), config), (w, h)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    img = img.convert("RGBA" if has_alpha else "L")
+        gray = _gray_from_array(np.asarray(img), config)
+    else:
+        has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+        gray = _small_gray(img, "LA" if has_alpha else "L", config)  # LA: luma and alpha
+    if orientation in TRANSPOSE:  # phone photos are often stored sideways
+        gray = np.asarray(Image.fromarray(gray).transpose(TRANSPOSE[orientation]))
+    return gray, (w, h)
+
+
+def _small_gray(img: Image.Image, mode: str, config: PreprocessConfig) -> np.ndarray:
+    """``img`` at most ``max_side`` a side, grey (``mode`` "L"), or composited from "LA"."""
     factor = math.ceil(max(img.size) / config.max_side)
+    if factor > 1 and img.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        img, factor = img.reduce(factor), 1  # before converting: a quarter of the memory or less
+    if img.mode != mode:
+        img = img.convert(mode)
     if factor > 1:
         img = img.reduce(factor)
     arr = np.asarray(img)
-    return (_composite(arr[..., :3], arr[..., 3]) if has_alpha else arr), (w, h)
+    return _composite(arr[..., 0], arr[..., 1]) if mode == "LA" else arr
 
 
 # How to turn a picture upright for each EXIF orientation (as Pillow's exif_transpose does).
@@ -314,7 +328,7 @@ def _gray_from_array(a: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     if factor > 1:
         a = np.asarray(Image.fromarray(a).reduce(factor))
     if channels == 4:
-        return _composite(a[..., :3], a[..., 3])
+        return _composite(_luma(a[..., :3]), a[..., 3])
     return _luma(a) if channels == 3 else a
 
 
@@ -365,14 +379,14 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return ((rgb.astype(np.uint32) @ weights + 500) // 1000).astype(np.uint8)
 
 
-def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Grey image of RGBA pixels with transparent parts turned into paper.
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Grey image (uint8 luma and alpha) with transparent parts turned into paper.
 
     The paper colour is the one that contrasts with what is opaque: dark opaque
     strokes go onto white, light ones onto black. (Pasting onto white always
     would make white-on-transparent strokes vanish.)
     """
-    gray = _luma(rgb).astype(np.float32)
+    gray = gray.astype(np.float32)
     a = alpha.astype(np.float32) / 255
     weight = a.sum()
     if weight == 0:
