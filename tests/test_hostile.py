@@ -230,3 +230,48 @@ def test_busy_decoders_answer_503_with_retry_after(tmp_path, monkeypatch):
         app.state.service.decoding.release()
         r = c.post("/api/predict", content=png_bytes(ring()), headers={"content-type": "image/png"})
         assert r.status_code == 200 and r.json()["digit"] is not None
+
+
+def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
+    """A child `digitlab serve`; peak RSS from /proc before and after four 16-bit bombs."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    def peak_mb(pid: int) -> float:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db",
+           str(tmp_path / "c.sqlite3")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        idle = peak_mb(proc.pid)
+        bomb, codes = big_png("I;16"), []
+        send = lambda: codes.append(  # noqa: E731
+            httpx.post(url + "/api/predict", content=bomb, timeout=60).status_code
+        )
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [415] * 4
+        assert peak_mb(proc.pid) < idle + 50  # decoded, they would take 4 x 93 MiB
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
