@@ -275,3 +275,70 @@ def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- #
+# Corrections: retries, rate, size
+# --------------------------------------------------------------------------- #
+
+
+def test_a_retry_with_the_same_idempotency_key_stores_once(client):
+    before = client.get("/api/corrections").json()["total"]
+    body, key = {"strokes": [STROKE], "label": 7}, {"Idempotency-Key": "retry-0001"}
+    first = client.post("/api/corrections", json=body, headers=key)
+    again = client.post("/api/corrections", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert client.get("/api/corrections").json()["total"] == before + 1
+    bad = client.post("/api/corrections", json=body, headers={"Idempotency-Key": "x" * 129})
+    assert bad.status_code == 422
+
+
+def test_one_client_is_rate_limited_with_429_and_retry_after(tmp_path):
+    from digitlab.web.app import create_app
+    from digitlab.web.service import RateLimit
+
+    app = create_app(None, tmp_path / "c.sqlite3")
+    app.state.service.correcting = RateLimit(per_minute=6, burst=3)
+    with local_client(app) as c:
+        codes = [c.post("/api/corrections", json={"strokes": [STROKE], "label": 1}).status_code
+                 for _ in range(5)]  # fmt: skip
+        assert codes == [201, 201, 201, 429, 429]
+        r = c.post("/api/corrections", json={"strokes": [STROKE], "label": 1})
+        assert int(r.headers["retry-after"]) >= 1 and "too many" in r.json()["error"]
+        assert c.get("/api/corrections").json()["total"] == 3
+        assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200  # reading
+
+
+def test_a_full_store_answers_413_and_stays_readable(tmp_path):
+    from digitlab.web.app import create_app
+
+    app = create_app(None, tmp_path / "c.sqlite3")
+    store = app.state.service.store
+    with local_client(app) as c:
+        assert c.post("/api/corrections", json={"strokes": [STROKE], "label": 1}).status_code == 201
+        store.max_bytes = store.size()  # full from here on
+        r = c.post("/api/corrections", json={"strokes": [STROKE], "label": 2})
+        assert r.status_code == 413 and "full" in r.json()["error"]
+        assert c.get("/api/corrections").json()["total"] == 1
+
+
+def test_an_old_store_gains_the_idempotency_column(tmp_path):
+    import sqlite3
+
+    from digitlab.web.corrections import CorrectionStore
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema before idempotency keys
+        db.execute(
+            "CREATE TABLE corrections (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT"
+            " NOT NULL, label INTEGER NOT NULL, predicted INTEGER, confidence REAL NOT"
+            " NULL, drawing TEXT, image_png BLOB NOT NULL, model_sha256 TEXT NOT NULL)"
+        )
+        db.execute("INSERT INTO corrections VALUES (1, 'then', 3, 5, 0.5, NULL, x'00', 'sha')")
+    store = CorrectionStore(path)
+    kept = store.add(label=4, image_png=b"\x00", predicted=4, confidence=0.9,
+                     model_sha256="sha", request_key="k1")  # fmt: skip
+    assert store.add(label=4, image_png=b"\x00", predicted=4, confidence=0.9,
+                     model_sha256="sha", request_key="k1") == kept  # fmt: skip
+    assert store.count() == 2

@@ -93,8 +93,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def refused(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, DigitlabError)  # digitlab's own: input it cannot read, ...
-        status = status_of(e)
-        return _error(status, str(e), {"Retry-After": "2"} if status == 503 else None)
+        wait = getattr(e, "retry_after", None)  # busy (503) or too many (429)
+        return _error(status_of(e), str(e), {"Retry-After": str(wait)} if wait else None)
 
     async def http_error(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, HTTPException)  # 404, 405, and the refusals in bodies.py

@@ -25,6 +25,13 @@ from typing import Any
 
 from digitlab.errors import DigitlabError
 
+
+class StoreFull(DigitlabError):
+    """The store has reached its size cap (answered 413)."""
+
+    status = 413
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corrections (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,9 +41,11 @@ CREATE TABLE IF NOT EXISTS corrections (
     confidence   REAL    NOT NULL,
     drawing      TEXT,              -- the strokes JSON (NULL when a pixel grid was sent)
     image_png    BLOB    NOT NULL,  -- 28 x 28 8-bit grey PNG, ink white: the model's input
-    model_sha256 TEXT    NOT NULL
+    model_sha256 TEXT    NOT NULL,
+    request_key  TEXT    UNIQUE     -- the client's Idempotency-Key: a retry stores nothing new
 )
 """
+MAX_STORE_BYTES = 256 * 2**20  # a store this big takes no more (one correction is ~1-10 KB)
 COLUMNS = "id, created, label, predicted, confidence, drawing, image_png, model_sha256"
 
 
@@ -83,12 +92,18 @@ class Correction:
 class CorrectionStore:
     """The corrections database at ``path`` (created, with its folder, on first use)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = MAX_STORE_BYTES) -> None:
         self.path = Path(path).expanduser()
+        self.max_bytes = max_bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db, db:
                 db.execute(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(corrections)")}
+                if "request_key" not in columns:  # a store made before idempotency keys
+                    db.execute("ALTER TABLE corrections ADD COLUMN request_key TEXT")
+                    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS corrections_request_key"
+                               " ON corrections (request_key)")  # fmt: skip
         except (OSError, sqlite3.Error) as e:
             msg = f"{self.path}: cannot open the corrections database ({e})"
             raise DigitlabError(msg) from None
@@ -106,23 +121,51 @@ class CorrectionStore:
         confidence: float,
         model_sha256: str,
         drawing: dict[str, Any] | None = None,
+        request_key: str | None = None,
     ) -> Correction:
-        """Store one correction and return it as stored."""
+        """Store one correction and return it as stored.
+
+        With a ``request_key`` already stored (a client retrying after a lost answer),
+        the stored correction is returned and nothing new is written.
+        """
         if not 0 <= label <= 9:
             raise ValueError(f"label must be 0..9, got {label}")
+        if request_key is not None and (known := self._by_key(request_key)) is not None:
+            return known
+        if self.size() >= self.max_bytes:
+            raise StoreFull(f"the corrections store is full ({self.max_bytes / 2**20:g} MiB); "
+                            "export and clear it to store more")  # fmt: skip
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
-        row = (created, label, predicted, confidence, text, image_png, model_sha256)
-        with closing(self._connect()) as db, db:
-            cur = db.execute(
-                "INSERT INTO corrections (created, label, predicted, confidence, drawing,"
-                " image_png, model_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            new_id = int(cur.lastrowid or 0)
+        row = (created, label, predicted, confidence, text, image_png, model_sha256, request_key)
+        try:
+            with closing(self._connect()) as db, db:
+                cur = db.execute(
+                    "INSERT INTO corrections (created, label, predicted, confidence, drawing,"
+                    " image_png, model_sha256, request_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                new_id = int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError:  # the same key, stored by a request running alongside
+            known = self._by_key(request_key) if request_key is not None else None
+            if known is None:
+                raise
+            return known
         return Correction(
             new_id, created, label, predicted, confidence, drawing, image_png, model_sha256
         )
+
+    def size(self) -> int:
+        """Bytes on disk (the database and its journal)."""
+        files = (self.path, self.path.with_name(self.path.name + "-journal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
+    def _by_key(self, key: str) -> Correction | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                f"SELECT {COLUMNS} FROM corrections WHERE request_key = ?", (key,)
+            ).fetchone()
+        return Correction._from_row(row) if row else None
 
     def count(self) -> int:
         with closing(self._connect()) as db:

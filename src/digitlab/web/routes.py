@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -138,6 +138,9 @@ async def predict_batch(body: ManyDigits, service: Service) -> BatchResult:
     return await run_in_threadpool(service.predict_batch, items)
 
 
+KEY = r"^[\x21-\x7e]+$"  # an Idempotency-Key: printable ASCII, no spaces
+
+
 @router.post(
     "/api/corrections",
     tags=["corrections"],
@@ -146,13 +149,20 @@ async def predict_batch(body: ManyDigits, service: Service) -> BatchResult:
     responses=REFUSALS,
     openapi_extra=request_body(DrawingCorrection | GridCorrection),
 )
-async def add_correction(body: OneDigit, service: Service) -> Stored:
+async def add_correction(
+    body: OneDigit,
+    service: Service,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=128, pattern=KEY)] = None,
+) -> Stored:
     """A drawing (or grid) as for ``/api/predict``, with its ``label``; the server redoes
-    the 28 x 28 image and stores both."""
+    the 28 x 28 image and stores both. A retry carrying the same ``Idempotency-Key`` header
+    returns the stored correction without storing it twice. Limited per client (429)."""
     if not isinstance(body, Json):
         raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
     label = validated(CorrectionLabel, body.value).label
-    return await run_in_threadpool(service.correct, label, body.value)
+    client = request.client.host if request.client else ""
+    return await run_in_threadpool(service.correct, label, body.value, client, idempotency_key)
 
 
 @router.get(

@@ -8,8 +8,10 @@ running the model take long enough to stall every other client if run on the eve
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,14 +33,49 @@ from digitlab.web.models import (
 class Busy(DigitlabError):
     """Every decoding slot stayed taken: answered 503 with Retry-After, try again shortly."""
 
+    status = 503
+    retry_after = 2
+
+
+class TooMany(DigitlabError):
+    """A client storing corrections faster than the rate limit: 429 with Retry-After."""
+
+    status = 429
+
 
 class NotAnImage(InputError):
     """Uploaded bytes that are not an image we read (answered 415, where a bad drawing gets 422)."""
 
+    status = 415
+
 
 def status_of(error: DigitlabError) -> int:
-    """The HTTP status of a refusal: 415 unreadable image, 503 too busy, 422 for the rest."""
-    return 415 if isinstance(error, NotAnImage) else 503 if isinstance(error, Busy) else 422
+    """The HTTP status of a refusal: the error's own (415, 413, 429, 503), else 422."""
+    return int(getattr(error, "status", 422))
+
+
+class RateLimit:
+    """At most ``per_minute`` a minute from one client, in bursts of up to ``burst`` (a token
+    bucket a client). Clients idle for ten minutes are forgotten, so memory stays bounded."""
+
+    def __init__(self, per_minute: float = 30, burst: int = 10) -> None:
+        self.rate, self.burst = per_minute / 60, burst
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+        self.lock = threading.Lock()
+
+    def take(self, client: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.buckets) > 10_000:
+                self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 600}
+            tokens, when = self.buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            if tokens < 1:
+                wait = math.ceil((1 - tokens) / self.rate)
+                error = TooMany(f"too many corrections from {client}; try again in {wait} s")
+                error.retry_after = wait
+                raise error
+            self.buckets[client] = (tokens - 1, now)
 
 
 # Decoding an uploaded image is what takes memory (up to `max_decoded_bytes` each): at most
@@ -60,6 +97,7 @@ class DigitService:
         self.predictor = predictor
         self.store = store
         self.decoding = threading.BoundedSemaphore(decode_slots)
+        self.correcting = RateLimit()
 
     def read(self, item: bytes | Any) -> Normalized:
         """Preprocess image bytes, or the drawing or grid in a parsed JSON body."""
@@ -99,13 +137,15 @@ class DigitService:
             ]
         )
 
-    def correct(self, label: int, body: Mapping[str, Any]) -> Stored:
+    def correct(self, label: int, body: Mapping[str, Any], client: str = "",
+                request_key: str | None = None) -> Stored:  # fmt: skip
         """Store a drawing (or grid) with its correct label; the image is redone here.
 
         Stricter than a prediction, because it is kept: no field beyond the drawing's (or
         the grid) and the label, points exactly [x, y], and what is stored is the drawing
         rebuilt from the validated numbers, never the body as it was sent.
         """
+        self.correcting.take(client)
         config = self.predictor.config
         drawing = None
         if isinstance(body, Mapping) and "strokes" in body:
@@ -125,8 +165,9 @@ class DigitService:
             confidence=round(p.confidence, 6),
             model_sha256=str(self.predictor.card_json().get("onnx_sha256", "")),
             drawing=drawing.to_json() if drawing is not None else None,
+            request_key=request_key,
         )
-        return Stored(id=stored.id, label=label, predicted=p.digit)
+        return Stored(id=stored.id, label=stored.label, predicted=stored.predicted)
 
     def corrections(self, limit: int, offset: int) -> CorrectionPage:
         items = [StoredCorrection(**c.to_dict()) for c in self.store.recent(limit, offset)]
