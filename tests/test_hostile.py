@@ -7,6 +7,7 @@ the wrong type, and the rest of what a careless or hostile user hands over.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -342,3 +345,110 @@ def test_an_old_store_gains_the_idempotency_column(tmp_path):
     assert store.add(label=4, image_png=b"\x00", predicted=4, confidence=0.9,
                      model_sha256="sha", request_key="k1") == kept  # fmt: skip
     assert store.count() == 2
+
+
+# --------------------------------------------------------------------------- #
+# Fuzzing preprocess, and kill -9 in the middle of writing corrections
+# --------------------------------------------------------------------------- #
+
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=40,
+)
+NUMBERS = st.lists(st.integers() | st.floats(), max_size=3)  # a point, or not quite
+DRAWINGISH = st.fixed_dictionaries(
+    {"strokes": st.lists(st.lists(NUMBERS, max_size=8), max_size=4)},
+    optional={"width": JSONISH, "height": JSONISH, "pen": JSONISH},
+)
+
+
+@FUZZ
+@given(st.binary(max_size=2000) | st.builds(lambda b: png_bytes(ring())[: len(b)], st.binary()))
+def test_fuzz_bytes_never_crash_preprocess(data):
+    with contextlib.suppress(InputError):
+        preprocess(data)
+
+
+@FUZZ
+@given(JSONISH | DRAWINGISH | st.fixed_dictionaries({"pixels": JSONISH}))
+def test_fuzz_json_never_crashes_preprocess(obj):
+    from digitlab.inputs import digit_from_json
+
+    with contextlib.suppress(InputError):
+        preprocess(digit_from_json(obj, PreprocessConfig()))
+
+
+@FUZZ
+@given(
+    st.integers(1, 40).flatmap(
+        lambda h: st.integers(1, 40).flatmap(
+            lambda w: st.lists(st.integers(0, 255), min_size=h * w, max_size=h * w).map(
+                lambda v: np.array(v, np.uint8).reshape(h, w)
+            )
+        )
+    )
+)
+def test_fuzz_small_pictures_never_crash_preprocess(a):
+    n = preprocess(a)
+    assert n.image is None or (n.image.shape == (28, 28) and np.isfinite(n.image).all())
+
+
+def test_kill_9_while_storing_loses_no_acknowledged_correction(tmp_path):
+    """A child server is killed mid-stream; every correction it answered 201 is still there."""
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "c.sqlite3"
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    acknowledged: list[int] = []
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        def writer(n: int) -> None:
+            for i in range(20):
+                body = {"strokes": [STROKE], "label": (n + i) % 10}
+                try:
+                    r = httpx.post(url + "/api/corrections", json=body, timeout=10,
+                                   headers={"Idempotency-Key": f"w{n}-{i}"})  # fmt: skip
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 201:
+                    acknowledged.append(r.json()["id"])
+
+        writers = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        for t in writers:
+            t.start()
+        while len(acknowledged) < 8:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        for t in writers:
+            t.join()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {row[0] for row in con.execute("SELECT id FROM corrections")}
+    assert acknowledged and set(acknowledged) <= stored
