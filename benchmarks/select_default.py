@@ -3,7 +3,7 @@
     python benchmarks/select_default.py [--out DIR] [--baseline] [-- extra select options]
 
 Runs the real command (``python -m digitlab select``: seven models, 3-fold CV
-on 60,000 images, final fits, test scores, learning curve, ONNX export) in a
+on 60,000 images, final fits, test scores, the CNN row, learning curve, ONNX export) in a
 subprocess, prints its wall time and results table. The goal is under 15
 minutes on a 2-core machine.
 
@@ -16,7 +16,6 @@ machine are noisy: compare figures taken on the same machine, close together.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -77,22 +76,23 @@ def main() -> None:
     extra = [a for a in extra if a != "--"]
     out = args.out or Path(tempfile.mkdtemp(prefix="digitlab-bench-")) / "run"
     wall = run_default(out, extra)
-    doc = json.loads((out / "results.json").read_text())
+    from digitlab.select import load_results
+
+    results = load_results(out)
     print(
         f"\ndefault study: {wall:.0f} s wall ({wall / 60:.1f} min) on "
-        f"{doc['machine']['cpus']} CPUs; {doc['data']['n_train']} training images; "
+        f"{results.machine['cpus']} CPUs; {results.data['n_train']} training images; "
         f"goal < 900 s: {'met' if wall < 900 else 'MISSED'}"
     )
-    for row in doc["rows"]:
-        print(
-            f"  {row['model']:<16} CV {row['cv_mean']:.4f} ± {row['cv_std']:.4f}  "
-            f"test {row['test_accuracy']:.4f}  fit {row['fit_s']:.1f} s"
-        )
-    if args.baseline:
-        models = [r["model"] for r in doc["rows"] if "+" not in r["model"]]
-        data = doc["data"]
+    for row in results.rows:
+        cv = f"CV {row.cv_mean:.4f} ± {row.cv_std:.4f}" if row.cross_validated else "no CV"
+        fit = f"fit {row.fit_s:.1f} s" if row.fit_s is not None else "not fitted here"
+        print(f"  {row.model:<16} {cv}  test {row.test_accuracy:.4f}  {fit}")
+    if args.baseline:  # the zoo models only: the CNN row is not fitted by the study
+        models = [r.model for r in results.rows if r.cross_validated and "+" not in r.model]
+        data = results.data
         naive = naive_baseline(
-            models, data["n_train"], data["n_test"], doc["config"]["folds"], doc["seed"]
+            models, data["n_train"], data["n_test"], results.config["folds"], results.seed
         )
         print(f"naive sequential loop: {naive:.0f} s ({naive / wall:.1f}x the default study)")
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,25 @@ def mnist_test(mnist_dir: Path):
     from digitlab.data import load_mnist
 
     return load_mnist("test", mnist_dir)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A `digitlab` command run as a user runs it: its folder and what it printed."""
+
+    out: Path
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def quick_select(mnist_dir: Path, tmp_path_factory) -> CliRun:
+    """`digitlab select --quick` with two zoo models and the CNN row (the select and report
+    tests share it)."""
+    out = tmp_path_factory.mktemp("select") / "select"
+    args = ["select", "--quick", "--models", "sgd,knn,cnn", "--out", str(out)]
+    env = {**os.environ, "DIGITLAB_DATA": str(mnist_dir), "COLUMNS": "120"}
+    done = subprocess.run([sys.executable, "-m", "digitlab", *args], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return CliRun(out, done.stdout, done.stderr)

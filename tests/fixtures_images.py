@@ -67,6 +67,7 @@ def tiny_model(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from digitlab.card import Architecture, InputSpec, ModelCard
     from digitlab.modelfile import save_model
 
     x = images.reshape(len(images), -1).astype(np.float32) / 255
@@ -88,6 +89,11 @@ def tiny_model(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    card = {"name": "tiny", "kind": "linear", "architecture": {"type": "ridge-softmax"},
-            "input": {"layout": "N784"}, "classes": list(range(10))}  # fmt: skip
+    card = ModelCard(
+        name="tiny",
+        kind="linear",
+        architecture=Architecture(name="ridge-softmax"),
+        input=InputSpec(layout="N784"),
+        classes=list(range(10)),
+    )
     return save_model(path, model.SerializeToString(), card)

@@ -23,7 +23,7 @@ def test_bundled_model_scores_at_least_99_7_percent(mnist_test):
     assert ev.n == 10_000
     assert ev.errors <= 30, f"{ev.errors} errors"
     # The card's recorded figures are the ones we measure now.
-    assert model.card["metrics"]["test_errors"] == ev.errors
+    assert model.card.metrics.test_errors == ev.errors
 
 
 @pytest.mark.parametrize("name", ["digit-cnn.onnx", "digit-cnn-fp32.onnx"])
@@ -35,12 +35,12 @@ def test_bundled_models_are_calibrated(mnist_test, name):
     images, labels = mnist_test
     model = load_model(REPO / "models" / name)
     ev = evaluate(model, images, labels)
-    assert ev.errors == model.card["metrics"]["test_errors"]  # the accuracy did not move
+    assert ev.errors == model.card.metrics.test_errors  # the accuracy did not move
     assert ev.ece <= 0.01 and ev.median_confidence_correct >= 0.98 and ev.nll < 0.02
-    c = model.card["calibration"]
-    assert c["temperature"] == pytest.approx(graph_temperature(model.path.read_bytes()))
-    assert c["fitted_on"] == "validation (5000 held-out training images, seed 3)"
-    assert 0.9 < c["min_confidence"] < 1
+    c = model.card.calibration
+    assert c.temperature == pytest.approx(graph_temperature(model.path.read_bytes()))
+    assert c.fitted_on == "validation (5000 held-out training images, seed 3)"
+    assert 0.9 < c.min_confidence < 1
 
 
 def test_bundled_files_are_small_and_carded():
@@ -48,26 +48,16 @@ def test_bundled_files_are_small_and_carded():
     total = sum(p.stat().st_size for p in (REPO / "models").iterdir() if p.is_file())
     assert total <= 2_000_000
     card = read_card(path)
-    for key in (
-        "architecture",
-        "input",
-        "classes",
-        "training",
-        "metrics",
-        "versions",
-        "created",
-        "onnx_sha256",
-        "export_check",
-        "quantization",
-    ):
-        assert key in card, key
-    assert card["training"]["data_sha256"]["t10k-images-idx3-ubyte"] == (
+    assert card.input.layout == "N1HW" and card.classes == list(range(10))
+    for block in ("training", "metrics", "versions", "created", "export_check", "quantization"):
+        assert getattr(card, block) is not None, block
+    assert card.training.data_sha256["t10k-images-idx3-ubyte"] == (
         "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
     )
     # The float parent it was quantised from is shipped too, and is the one the card names.
     parent = read_card(REPO / "models" / "digit-cnn-fp32.onnx")
-    assert card["quantization"]["parent_onnx_sha256"] == parent["onnx_sha256"]
-    assert parent["metrics"]["test_errors"] <= 30
+    assert card.quantization.parent_onnx_sha256 == parent.onnx_sha256
+    assert parent.metrics.test_errors <= 30
 
 
 @pytest.mark.parametrize("name", ["digit-cnn", "digit-cnn-fp32"])
@@ -75,7 +65,7 @@ def test_bundled_cards_record_the_preprocessing_in_use(name):
     from digitlab.preprocess import PreprocessConfig
 
     card = read_card(Path(bundled_model_path()).with_name(f"{name}.onnx"))
-    assert card["preprocessing"] == json.loads(json.dumps(PreprocessConfig().card_block()))
+    assert card.preprocessing == json.loads(json.dumps(PreprocessConfig().card_block()))
 
 
 def test_cli_evaluate_json_bundled(mnist_dir):

@@ -12,6 +12,7 @@ import pytest
 
 from digitlab import calibrate as cal
 from digitlab import metrics
+from digitlab.card import ModelCard
 from digitlab.data import split_indices
 from digitlab.modelfile import OnnxModel, read_card, save_model
 from digitlab.predict import Predictor, TrustRules
@@ -112,9 +113,7 @@ def tiny(tmp_path_factory, mnist_dir) -> Path:
 
 def with_split(src: Path, dst: Path) -> Path:
     """A copy of ``src`` whose card records its training's held-out split."""
-    card = read_card(src)
-    card["training"] = {"config": {"val_size": VAL_SIZE, "seed": VAL_SEED}}
-    card = {k: v for k, v in card.items() if k not in ("format", "format_version", "onnx_sha256")}
+    card = read_card(src).evolve(training={"config": {"val_size": VAL_SIZE, "seed": VAL_SEED}})
     return save_model(dst, src.read_bytes(), card)
 
 
@@ -128,7 +127,7 @@ def test_scale_temperature_divides_the_logits_and_composes(tiny):
     import onnx
 
     assert sum(n.op_type == "Div" for n in onnx.load_from_string(twice).graph.node) == 1
-    card = {k: v for k, v in read_card(tiny).items() if k != "onnx_sha256"}
+    card = read_card(tiny)
     for g, t in ((graph, 0.5), (twice, 1.5)):
         path = save_model(tiny.with_name(f"t{t}.onnx"), g, card)
         got = OnnxModel(path).predict_proba(x)
@@ -149,17 +148,28 @@ def test_graph_without_a_final_softmax_is_refused():
         cal.scale_temperature(model.SerializeToString(), 0.5)
 
 
+def _card(name: str, training: dict) -> ModelCard:
+    return ModelCard(
+        name=name,
+        kind="linear",
+        architecture={"name": "x"},
+        input={"layout": "N784"},
+        classes=list(range(10)),
+        training=training,
+    )
+
+
 def test_split_from_card():
-    trained = {"name": "m", "training": {"config": {"val_size": 5000, "seed": 3}}}
+    trained = _card("m", {"config": {"val_size": 5000, "seed": 3}})
     assert cal.split_from_card(trained) == cal.ValidationSplit(5000, 3)
     assert cal.split_from_card(trained, 5000, 3).held_out
     assert not cal.split_from_card(trained, 1000, 3).held_out
-    recorded = {"name": "m", "training": {"validation": {"val_size": 500, "seed": 7}}}
+    recorded = _card("m", {"validation": {"val_size": 500, "seed": 7}})
     assert cal.split_from_card(recorded) == cal.ValidationSplit(500, 7)
     with pytest.raises(cal.CalibrationError, match="both --val-size and --val-seed"):
         cal.split_from_card(trained, val_size=100)
-    lab = {"name": "lab", "training": {"n_train": 60000}}  # the selection lab: all data
-    quick = {"name": "q", "training": {"config": {"val_size": 5000, "seed": 0, "quick": True}}}
+    lab = _card("lab", {"n_train": 60000})  # the selection lab: all data
+    quick = _card("q", {"config": {"val_size": 5000, "seed": 0, "quick": True}})
     for card in (lab, quick):  # an old --quick card: its real split was not recorded
         with pytest.raises(cal.CalibrationError, match="no validation split"):
             cal.split_from_card(card)
@@ -200,43 +210,39 @@ def test_cli_calibrates_a_copy_and_records_it(tiny, tmp_path, cli, mnist_test):
     model = OnnxModel(tmp_path / "cal.onnx")  # refuses a graph that does not match its card
     card = model.card
     graph = (tmp_path / "cal.onnx").read_bytes()
-    assert card["onnx_sha256"] == hashlib.sha256(graph).hexdigest()
-    c = card["calibration"]
-    assert c["method"] == "temperature"
-    assert c["temperature"] == pytest.approx(cal.graph_temperature(graph))
-    assert c["fitted_on"] == f"validation ({VAL_SIZE} held-out training images, seed {VAL_SEED})"
-    assert c["val_after"]["nll"] < c["val_before"]["nll"]
-    assert c["val_after"]["accuracy"] == c["val_before"]["accuracy"]
-    assert c["val_unsure"]["flagged"] <= TrustRules.val_flag_share
+    assert card.onnx_sha256 == hashlib.sha256(graph).hexdigest()
+    c = card.calibration
+    assert c.method == "temperature"
+    assert c.temperature == pytest.approx(cal.graph_temperature(graph))
+    assert c.fitted_on == f"validation ({VAL_SIZE} held-out training images, seed {VAL_SEED})"
+    assert c.val_after["nll"] < c.val_before["nll"]
+    assert c.val_after["accuracy"] == c.val_before["accuracy"]
+    assert c.val_unsure["flagged"] <= TrustRules.val_flag_share
     # Accuracy unchanged; the card's test figures are the calibrated model's own.
     images, labels = mnist_test
     before, after = evaluate(OnnxModel(src), images, labels), evaluate(model, images, labels)
-    assert after.errors == before.errors == card["metrics"]["test_errors"]
-    assert card["metrics"]["test_nll"] == pytest.approx(after.nll, abs=1e-6)
+    assert after.errors == before.errors == card.metrics.test_errors
+    assert card.metrics.test_nll == pytest.approx(after.nll, abs=1e-6)
     assert after.nll < before.nll
     # The Predictor takes its unsure threshold from the card; an uncalibrated model, the default.
-    assert Predictor(model).rules.min_confidence == c["min_confidence"]
+    assert Predictor(model).rules.min_confidence == c.min_confidence
     assert Predictor(src).rules.min_confidence == TrustRules().min_confidence
 
 
 def test_recalibration_composes(tiny, tmp_path, mnist_dir):
     once, card = cal.calibrate_model(with_split(tiny, tmp_path / "a.onnx"), None, mnist_dir)
-    t1 = card["calibration"]["temperature"]
+    t1 = card.calibration.temperature
     # The same network made three times softer: the fit must undo that and land on t1 again.
     soft = with_split(tiny, tmp_path / "soft.onnx")
-    save_model(soft, cal.scale_temperature(soft.read_bytes(), 3.0), _unhashed(read_card(soft)))
+    save_model(soft, cal.scale_temperature(soft.read_bytes(), 3.0), read_card(soft))
     _, card = cal.calibrate_model(soft, None, mnist_dir)
-    assert card["calibration"]["this_fit_factor"] == pytest.approx(t1 / 3, rel=1e-3)
-    assert card["calibration"]["temperature"] == pytest.approx(t1, rel=1e-3)
+    assert card.calibration.this_fit_factor == pytest.approx(t1 / 3, rel=1e-3)
+    assert card.calibration.temperature == pytest.approx(t1, rel=1e-3)
     # Calibrating a calibrated model again changes (almost) nothing.
     _, again = cal.calibrate_model(once, None, mnist_dir)
-    assert again["calibration"]["this_fit_factor"] == pytest.approx(1.0, abs=1e-3)
-    assert again["calibration"]["temperature"] == pytest.approx(t1, rel=1e-3)
-    assert again["calibration"]["val_uncalibrated"] == card["calibration"]["val_uncalibrated"]
-
-
-def _unhashed(card: dict) -> dict:
-    return {k: v for k, v in card.items() if k not in ("format", "format_version", "onnx_sha256")}
+    assert again.calibration.this_fit_factor == pytest.approx(1.0, abs=1e-3)
+    assert again.calibration.temperature == pytest.approx(t1, rel=1e-3)
+    assert again.calibration.val_uncalibrated == card.calibration.val_uncalibrated
 
 
 def test_cli_val_split_overrides_a_card_without_one(tiny, tmp_path, cli):
@@ -244,9 +250,9 @@ def test_cli_val_split_overrides_a_card_without_one(tiny, tmp_path, cli):
     shutil.copy(tiny.with_name("tiny.card.json"), tmp_path / "t.card.json")
     code, _, err = cli(str(tmp_path / "t.onnx"), "--val-size", "1000", "--val-seed", "5")
     assert code == 0, err
-    c = read_card(tmp_path / "t.onnx")["calibration"]
-    assert c["validation"] == {"val_size": 1000, "seed": 5, "n": 60000, "held_out": False}
-    assert "chosen by hand" in c["fitted_on"]
+    c = read_card(tmp_path / "t.onnx").calibration
+    assert c.validation == {"val_size": 1000, "seed": 5, "n": 60000, "held_out": False}
+    assert "chosen by hand" in c.fitted_on
 
 
 @pytest.mark.parametrize(
@@ -274,10 +280,10 @@ def test_report_shows_the_calibration(tiny, tmp_path, mnist_dir):
     from digitlab.report import write_report
 
     src = with_split(tiny, tmp_path / "r.onnx")
-    save_model(src, src.read_bytes(), {**_unhashed(read_card(src)), "output": "probabilities"})
+    save_model(src, src.read_bytes(), read_card(src).evolve(output="probabilities"))
     path, card = cal.calibrate_model(src, None, mnist_dir)
     page = write_report(path, data_dir=mnist_dir).read_text()
-    threshold = card["calibration"]["min_confidence"]
+    threshold = card.calibration.min_confidence
     assert "Reliability diagram" in page and "Risk-coverage" in page
     assert f"unsure below {threshold:.2%}" in page and "temperature scaling, T = " in page
 

@@ -452,3 +452,27 @@ def test_kill_9_while_storing_loses_no_acknowledged_correction(tmp_path):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {row[0] for row in con.execute("SELECT id FROM corrections")}
     assert acknowledged and set(acknowledged) <= stored
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt"])
+def test_a_broken_store_answers_503_not_500(tmp_path, damage):
+    from digitlab.web.app import create_app
+
+    db = tmp_path / "c.sqlite3"
+    app = create_app(None, db)
+    with local_client(app) as c:
+        assert c.post("/api/corrections", json={"strokes": [STROKE], "label": 1}).status_code == 201
+        if damage == "deleted":
+            db.unlink()
+        else:
+            db.write_bytes(b"this is not a database" * 100)
+        for r in (c.post("/api/corrections", json={"strokes": [STROKE], "label": 1}),
+                  c.get("/api/corrections"), c.get("/api/corrections/export")):  # fmt: skip
+            assert r.status_code == 503 and "cannot be used" in r.json()["error"], r.text
+        assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200
+
+
+def test_pillow_warnings_do_not_leak(capfd):
+    data = jpeg(ring(), exif_with([ORIENT_90, X_RESOLUTION_AS_TEXT]) + b"\0" * 3)
+    preprocess(data)
+    assert capfd.readouterr().err == ""

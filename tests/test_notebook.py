@@ -27,7 +27,7 @@ def test_model_selection_notebook_runs(mnist_dir, tmp_path, monkeypatch):
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) >= 4  # digits, augmentation, learning curve, error matrix
     accuracy = float(text.split("test accuracy ")[1].split("%")[0])
-    assert accuracy > 85  # 3,000 training images are plenty for that
+    assert accuracy > 85  # 2,000 training images are plenty for that
 
 
 @pytest.fixture(autouse=True)

@@ -43,34 +43,34 @@ def quick_run(tmp_path_factory, mnist_dir):
 
 def test_quick_run_exports_a_model_with_its_card(quick_run, mnist_dir):
     card = read_card(quick_run.model_path)
-    assert card["kind"] == "cnn"
+    assert card.kind == "cnn" and card.input.layout == "N1HW" and card.output.calibrated
     kwargs = json.loads(json.dumps(QUICK.model.to_json()))
-    assert card["architecture"] == {"name": "DigitCNN", "kwargs": kwargs}
-    assert card["training"]["seed"] == 7 and card["training"]["epochs"] == 1
-    assert card["training"]["device"] == "cpu"
-    assert set(card["training"]["data_sha256"]) == {
+    assert card.architecture.to_json() == {"name": "DigitCNN", "kwargs": kwargs}
+    assert card.training.seed == 7 and card.training.epochs == 1
+    assert card.training.device == "cpu"
+    assert set(card.training.data_sha256) == {
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
         "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte",
     }
-    assert card["export_check"]["max_abs_diff_vs_torch"] < 1e-4
-    assert 0 <= card["metrics"]["test_accuracy"] <= 1 and card["metrics"]["n_test"] == 1000
+    assert card.export_check["max_abs_diff_vs_torch"] < 1e-4
+    assert 0 <= card.metrics.test_accuracy <= 1 and card.metrics.n_test == 1000
     # Export calibrates on the images the run held out (500 with --quick), never the test set.
     held_out = {"val_size": 500, "seed": 7, "n": 60_000, "held_out": True}
-    assert card["training"]["validation"] == held_out
-    assert card["calibration"]["validation"] == held_out
-    assert card["calibration"]["val_after"]["nll"] <= card["calibration"]["val_before"]["nll"]
-    assert "test_ece" in card["metrics"] and "test_nll" in card["metrics"]
+    assert card.training.validation == held_out
+    assert card.calibration.validation == held_out
+    assert card.calibration.val_after["nll"] <= card.calibration.val_before["nll"]
+    assert card.metrics.test_ece is not None and card.metrics.test_nll is not None
     for key in ("torch", "onnx", "digitlab"):
-        assert card["versions"][key]
+        assert card.versions[key]
     # The card's figures are the ONNX model's own, recomputed here.
     from digitlab.data import load_mnist
     from digitlab.evaluate import evaluate
 
     images, labels = load_mnist("test", mnist_dir)
     ev = evaluate(OnnxModel(quick_run.model_path), images[:1000], labels[:1000])
-    assert ev.errors == card["metrics"]["test_errors"]
+    assert ev.errors == card.metrics.test_errors
 
 
 def test_onnx_matches_pytorch_on_real_digits(quick_run, mnist_test):
@@ -82,7 +82,7 @@ def test_onnx_matches_pytorch_on_real_digits(quick_run, mnist_test):
     with torch.no_grad():
         logits = model.eval()(tr.normalise(torch.from_numpy(x[:, None])))
     # The exported graph is calibrated: softmax(logits / T), T from the held-out images.
-    temperature = read_card(quick_run.model_path)["calibration"]["temperature"]
+    temperature = read_card(quick_run.model_path).calibration.temperature
     ref = torch.softmax(logits / temperature, dim=1).numpy()
     got = OnnxModel(quick_run.model_path).predict_proba(x)
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -113,7 +113,7 @@ def test_resume_continues_exactly(tmp_path, mnist_dir):
     )
     assert resumed.epochs_done == 2
     assert weights_digest(tmp_path / "cut") == weights_digest(straight.run_dir)
-    assert resumed.card["metrics"] == straight.card["metrics"]
+    assert resumed.card.metrics == straight.card.metrics
 
 
 def test_tampered_checkpoint_is_refused(quick_run, tmp_path):
@@ -226,19 +226,19 @@ def test_quantize_records_the_trade(quick_run, tmp_path, mnist_dir, mnist_test):
         QuantizeConfig(calibration_images=128),
     )
     parent = read_card(quick_run.model_path)
-    q = card["quantization"]
-    assert q["parent_onnx_sha256"] == parent["onnx_sha256"]
-    assert q["parent_metrics"] == parent["metrics"]
+    q = card.quantization
+    assert q.parent_onnx_sha256 == parent.onnx_sha256
+    assert q.parent_metrics == parent.metrics
     assert dst.stat().st_size < quick_run.model_path.stat().st_size
     # The card's figure is the int8 model's own, on the whole test set.
     images, labels = mnist_test
     ev = evaluate(OnnxModel(dst), images, labels)
-    assert card["metrics"]["test_errors"] == ev.errors and card["metrics"]["n_test"] == 10_000
-    assert 0 < card["export_check"]["max_abs_diff_vs_float_onnx"] < 0.5
+    assert card.metrics.test_errors == ev.errors and card.metrics.n_test == 10_000
+    assert 0 < card.export_check["max_abs_diff_vs_float_onnx"] < 0.5
     # The temperature is fitted again on the int8 graph's own outputs, same held-out images.
     from digitlab.calibrate import graph_temperature
 
-    assert card["calibration"]["validation"] == parent["calibration"]["validation"]
-    assert card["calibration"]["temperature"] == pytest.approx(graph_temperature(dst.read_bytes()))
+    assert card.calibration.validation == parent.calibration.validation
+    assert card.calibration.temperature == pytest.approx(graph_temperature(dst.read_bytes()))
     # Measured on the int8 outputs, not copied from the parent's card.
-    assert card["calibration"]["val_uncalibrated"] != parent["calibration"]["val_uncalibrated"]
+    assert card.calibration.val_uncalibrated != parent.calibration.val_uncalibrated

@@ -28,16 +28,15 @@ model runs on plain onnxruntime like any other.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from digitlab.card import Calibration, Metrics, ModelCard
 from digitlab.data import load_mnist, split_indices
 from digitlab.errors import DigitlabError
 from digitlab.evaluate import card_metrics, class_indices, predict_probabilities
@@ -174,7 +173,7 @@ class ValidationSplit:
 
 
 def split_from_card(
-    card: dict[str, Any], val_size: int | None = None, seed: int | None = None
+    card: ModelCard, val_size: int | None = None, seed: int | None = None
 ) -> ValidationSplit:
     """The split to fit on: the one given, else the one the card records, else an error."""
     recorded = _recorded_split(card)
@@ -187,7 +186,7 @@ def split_from_card(
         return ValidationSplit(val_size, seed, held_out=held and recorded.held_out)
     if recorded is None:
         raise CalibrationError(
-            f"model {card.get('name', '?')!r}: its card records no validation split held out "
+            f"model {card.name!r}: its card records no validation split held out "
             "from training (a selection-lab model is fitted on all training images), and a "
             "temperature fitted on images the model was trained on makes it over-confident; "
             "pass --val-size N --val-seed S to fit on a split of the training images anyway"
@@ -195,16 +194,16 @@ def split_from_card(
     return recorded
 
 
-def _recorded_split(card: dict[str, Any]) -> ValidationSplit | None:
+def _recorded_split(card: ModelCard) -> ValidationSplit | None:
     """The card's split: a previous calibration's, the training's record, or its config."""
-    previous = (card.get("calibration") or {}).get("validation")
-    training = card.get("training") or {}
-    config = training.get("config") or {}
+    previous = card.calibration.validation if card.calibration else None
+    training = card.training
+    config = (training.config if training else None) or {}
     try:
         if previous:
             return ValidationSplit(**previous)
-        if training.get("validation"):
-            return ValidationSplit(**training["validation"])
+        if training and training.validation:
+            return ValidationSplit(**training.validation)
         # Older cards: the config holds the split, unless --quick shrank it unrecorded.
         if "val_size" in config and "seed" in config and not config.get("quick"):
             return ValidationSplit(int(config["val_size"]), int(config["seed"]))
@@ -288,7 +287,7 @@ def _final_softmax(g):
 
 def calibrate_graph(
     model: OnnxModel, images: np.ndarray, labels: np.ndarray, split: ValidationSplit
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, Calibration]:
     """Fit T on ``model``'s outputs for the validation images; the new graph and card block."""
     import digitlab
 
@@ -302,25 +301,25 @@ def calibrate_graph(
     # What the network says with no temperature at all (T = 1), for the record.
     raw = apply_temperature(before, 1 / graph_temperature(graph))
     threshold = derive_min_confidence(after, targets)
-    block = {
-        "method": "temperature",
+    block = Calibration(
+        method="temperature",
         # The logits are divided by this inside the graph (the Div node `digitlab_temperature`).
-        "temperature": graph_temperature(new_graph),
-        "this_fit_factor": factor,  # this fit's T on the graph's previous outputs
-        "fitted_on": split.describe(),
-        "validation": asdict(split),
-        "val_uncalibrated": _rounded(confidence_summary(raw, targets)),
-        "val_before": _rounded(confidence_summary(before, targets)),  # before this fit
-        "val_after": _rounded(confidence_summary(after, targets)),
-        "min_confidence": threshold,
-        "min_confidence_rule": (
+        temperature=graph_temperature(new_graph),
+        this_fit_factor=factor,  # this fit's T on the graph's previous outputs
+        fitted_on=split.describe(),
+        validation=asdict(split),
+        val_uncalibrated=_rounded(confidence_summary(raw, targets)),
+        val_before=_rounded(confidence_summary(before, targets)),  # before this fit
+        val_after=_rounded(confidence_summary(after, targets)),
+        min_confidence=threshold,
+        min_confidence_rule=(
             f"largest threshold flagging at most {TrustRules.val_flag_share:.0%} of the "
             "calibrated validation predictions (digitlab.calibrate.derive_min_confidence)"
         ),
-        "val_unsure": unsure_figures(after, targets, threshold),
-        "digitlab": digitlab.__version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+        val_unsure=unsure_figures(after, targets, threshold),
+        digitlab=digitlab.__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     return new_graph, block
 
 
@@ -334,7 +333,7 @@ def calibrate_model(
     data_dir: str | os.PathLike[str] | None = None,
     val_size: int | None = None,
     seed: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, ModelCard]:
     """Calibrate the model ``src``, writing it to ``dst`` (default: in place); (path, card).
 
     The test figures in the card's ``metrics`` are measured again on the same
@@ -350,22 +349,17 @@ def calibrate_model(
     images, labels = split.load(data_dir)
     test_images, test_labels = load_mnist("test", data_dir)
     graph, block = calibrate_graph(model, images, labels, split)
-    card = _card_without_hash(model.card)
-    card["calibration"] = block
-    n_test = int(card.get("metrics", {}).get("n_test") or len(test_images))
+    card = model.card.evolve(calibration=block)
+    old_metrics = card.metrics.to_json() if card.metrics else {}
+    n_test = int(old_metrics.get("n_test") or len(test_images))
     with tempfile.TemporaryDirectory() as tmp:  # measure the new graph before replacing the old
         scratch = save_model(Path(tmp) / "calibrated.onnx", graph, card)
         metrics = card_metrics(OnnxModel(scratch), test_images[:n_test], test_labels[:n_test])
-    card["metrics"] = {**card.get("metrics", {}), **metrics}
+    card = card.evolve(metrics=Metrics(**{**old_metrics, **metrics.to_json()}))
     return _save(dst_path, graph, card), card
 
 
-def _card_without_hash(card: dict[str, Any]) -> dict[str, Any]:
-    drop = ("format", "format_version", "onnx_sha256")
-    return {k: v for k, v in copy.deepcopy(card).items() if k not in drop}
-
-
-def _save(path: Path, graph: bytes, card: dict[str, Any]) -> Path:
+def _save(path: Path, graph: bytes, card: ModelCard) -> Path:
     try:
         return save_model(path, graph, card)
     except OSError as e:

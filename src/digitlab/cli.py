@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    from digitlab.card import ModelCard
+    from digitlab.select import ResultRow, Study
+    from digitlab.train import TrainResult
 
 app = typer.Typer(
     help="digitlab: train, compare and explain MNIST digit classifiers; draw a digit and "
@@ -186,8 +192,6 @@ def train_cmd(
     ),
 ) -> None:
     """Train the digit CNN (PyTorch), checkpoint every epoch, export ONNX + model card."""
-    from digitlab.errors import DigitlabError
-
     try:
         from digitlab import train as tr
     except ImportError as e:
@@ -211,22 +215,24 @@ def train_cmd(
                 f"continue with: digitlab train --resume {run_dir}"
             )
             raise typer.Exit(130) from None
-    m = result.card["metrics"]
-    console.print(
-        f"[green]model written to {result.model_path}[/]: test accuracy "
-        f"{m['test_accuracy']:.2%} ({m['test_errors']} errors / {m['n_test']}), "
-        f"export max abs diff {result.card['export_check']['max_abs_diff_vs_torch']:.2e}"
-    )
-    console.print(_calibration_line(result.card), highlight=False)
+    _print_trained(result)
     if export is not None:
         from digitlab.modelfile import save_model
 
-        save_model(
-            export,
-            result.model_path.read_bytes(),
-            {k: v for k, v in result.card.items() if k not in ("format", "format_version")},
-        )
+        save_model(export, result.model_path.read_bytes(), result.card)
         console.print(f"exported to {export}")
+
+
+def _print_trained(result: TrainResult) -> None:
+    """What `digitlab train` made: where, how accurate, how faithful the export, calibration."""
+    card = result.card
+    m = card.metrics
+    console.print(
+        f"[green]model written to {result.model_path}[/]: test accuracy "
+        f"{m.test_accuracy:.2%} ({m.test_errors} errors / {m.n_test}), "
+        f"export max abs diff {card.export_check['max_abs_diff_vs_torch']:.2e}"
+    )
+    console.print(_calibration_line(card), highlight=False)
 
 
 class _train_progress:
@@ -277,13 +283,14 @@ def quantize_cmd(
             f"quantizing needs the extra: pip install 'digitlab[train]' ({e})"
         ) from None
     path, card = q.quantize_model(model, out, data_dir, q.QuantizeConfig(calibration))
-    m, parent = card["metrics"], card["quantization"]["parent_metrics"] or {}
+    m, parent = card.metrics, card.quantization.parent_metrics
+    parent_errors = parent.test_errors if parent and parent.test_errors is not None else "?"
     console.print(
         f"[green]int8 model written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): "
-        f"test accuracy {m['test_accuracy']:.2%} ({m['test_errors']} errors); "
-        f"float model: {parent.get('test_errors', '?')} errors"
+        f"test accuracy {m.test_accuracy:.2%} ({m.test_errors} errors); "
+        f"float model: {parent_errors} errors"
     )
-    if "calibration" in card:
+    if card.calibration is not None:
         console.print(_calibration_line(card), highlight=False)
     else:
         console.print("not calibrated: the parent's card records no held-out validation split")
@@ -358,24 +365,24 @@ def calibrate_cmd(
     path, card = cal.calibrate_model(model, out, data_dir, val_size, val_seed)
     console.print(f"[green]calibrated model written to {path}[/]")
     console.print(_calibration_line(card), highlight=False)
-    m = card["metrics"]
+    m = card.metrics
     console.print(
-        f"test ({m['n_test']} images): accuracy {m['test_accuracy']:.2%} "
-        f"({m['test_errors']} errors), ECE {m['test_ece']:.2%}, NLL {m['test_nll']:.4f}, "
-        f"median confidence when right {m['test_median_confidence_correct']:.2%}",
+        f"test ({m.n_test} images): accuracy {m.test_accuracy:.2%} "
+        f"({m.test_errors} errors), ECE {m.test_ece:.2%}, NLL {m.test_nll:.4f}, "
+        f"median confidence when right {m.test_median_confidence_correct:.2%}",
         highlight=False,
     )
 
 
-def _calibration_line(card: dict) -> str:
+def _calibration_line(card: ModelCard) -> str:
     """One line: the temperature, what it was fitted on, the validation figures it moved."""
-    c = card["calibration"]
-    before, after, unsure = c["val_before"], c["val_after"], c["val_unsure"]
+    c = card.calibration
+    before, after, unsure = c.val_before, c.val_after, c.val_unsure
     caught = unsure["errors_flagged"]
     return (
-        f"temperature {c['temperature']:.4f} fitted on {c['fitted_on']}: ECE "
+        f"temperature {c.temperature:.4f} fitted on {c.fitted_on}: ECE "
         f"{before['ece']:.2%} -> {after['ece']:.2%}, NLL {before['nll']:.4f} -> "
-        f"{after['nll']:.4f}; unsure below {c['min_confidence']:.2%} confidence (flags "
+        f"{after['nll']:.4f}; unsure below {c.min_confidence:.2%} confidence (flags "
         f"{unsure['flagged']:.2%} of those images"
         + (f", {caught:.0%} of their errors)" if caught is not None else ")")
     )
@@ -426,15 +433,38 @@ def predict_cmd(
 # --------------------------------------------------------------------------- #
 
 
+# The longer `digitlab select` options, so that the command fits on a screen.
+ModelsOption = typer.Option(
+    None,
+    "--models",
+    help="Comma-separated models or variants, e.g. 'knn,knn+shift,svm+deskew,cnn' (techniques: "
+    "pca, deskew, shift, search; cnn: a trained model file scored as shipped, not "
+    "cross-validated) [default: the whole zoo and cnn].",
+    show_default=False,
+)
+QuickOption = typer.Option(
+    False,
+    "--quick",
+    help="A stratified subset: 2,000 train / 1,000 test images (for demos and tests).",
+)
+RunOption = typer.Option(
+    None,
+    "--out",
+    help="Run folder [default: runs/<timestamp>-select under the current folder].",
+    show_default=False,
+)
+SaveModelsOption = typer.Option(
+    False, "--save-models", help="Save every exportable model as ONNX, not only the best."
+)
+CnnOption = typer.Option(
+    None, "--cnn", help="Model file the cnn row scores [default: the bundled model]."
+)
+
+
 @app.command("select")
 def select_cmd(
-    models: str | None = typer.Option(
-        None,
-        "--models",
-        help="Comma-separated models or variants, e.g. 'knn,knn+shift,"
-        "svm+deskew' (techniques: pca, deskew, shift, search) [default: the whole zoo].",
-        show_default=False,
-    ),
+    ctx: typer.Context,
+    models: str | None = ModelsOption,
     shift: bool = typer.Option(
         False, "--shift", help="Add each model trained on one-pixel shifts."
     ),
@@ -443,121 +473,121 @@ def select_cmd(
     search: bool = typer.Option(False, "--search", help="Add each model grid-searched by CV."),
     pca_components: int = typer.Option(50, help="Components kept by --pca."),
     folds: int = typer.Option(3, help="Cross-validation folds (stratified)."),
-    quick: bool = typer.Option(
-        False,
-        "--quick",
-        help="A stratified subset: 2,000 train / 1,000 test images (for demos and tests).",
-    ),
+    quick: bool = QuickOption,
     n_train: int | None = typer.Option(None, help="Training images (stratified subset)."),
     n_test: int | None = typer.Option(None, help="Test images (stratified subset)."),
     seed: int = typer.Option(0, help="Seed for subsets, folds and models."),
     jobs: int = typer.Option(-1, help="Parallel joblib workers (-1: all cores)."),
     backend: str = typer.Option("loky", help="joblib backend: loky (this machine) or dask."),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address (--backend dask)."),
-    out: Path | None = typer.Option(
-        None,
-        "--out",
-        help="Run folder [default: runs/<timestamp>-select under the current folder].",
-        show_default=False,
-    ),
-    save_models: bool = typer.Option(
-        False, "--save-models", help="Save every exportable model as ONNX, not only the best."
-    ),
+    out: Path | None = RunOption,
+    save_models: bool = SaveModelsOption,
     curve: str = typer.Option("auto", help="Model for the learning curve ('none': skip)."),
+    cnn: Path | None = CnnOption,
     list_models: bool = typer.Option(False, "--list", help="List the model zoo and exit."),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Compare classifiers by cross-validation, score them on the test set, save the best."""
-    from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from digitlab import select
 
     if list_models:
         return _print_zoo()
-    if quick:
-        n_train = n_train or select.QUICK_TRAIN
-        n_test = n_test or select.QUICK_TEST
-    config = select.SelectConfig(
-        models=tuple(m for m in models.split(",") if m.strip())
-        if models
-        else select.DEFAULT_MODELS,
-        shift=shift,
-        deskew=deskew,
-        pca=pca,
-        search=search,
-        pca_components=pca_components,
-        folds=folds,
-        n_train=n_train,
-        n_test=n_test,
-        seed=seed,
-        jobs=jobs,
-        backend=backend,
-        scheduler=scheduler,
-        save_models=save_models,
-        curve=curve,
-        data_dir=str(data_dir) if data_dir else None,
-    )
+    # Every other option is a SelectConfig field of the same name.
+    options = {k: v for k, v in ctx.params.items() if k not in ("out", "list_models")}
+    config = select.SelectConfig.from_options(**options)
     run_dir = select.resolve_run_dir(out)
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        "eta",
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console) as bar:
-        task = bar.add_task("loading data", total=None)
-
-        def on_task(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=escape(label))
-
-        def on_row(row: dict) -> None:
-            bar.console.print(
-                f"{escape(row['model'])}: CV {row['cv_mean']:.2%} "
-                f"± {row['cv_std']:.2%}, test {row['test_accuracy']:.2%}",
-                highlight=False,
-            )
-
+    with _SelectProgress() as progress:
         try:
-            study = select.run_study(config, run_dir, on_task=on_task, on_row=on_row)
+            study = select.run_study(config, run_dir, progress.on_task, progress.on_row)
         except KeyboardInterrupt:
-            bar.stop()
-            saved = (run_dir / "results.json").exists()
-            done = len(select.load_results(run_dir)["rows"]) if saved else 0
-            err_console.print(
-                f"interrupted: the results of {done} finished model(s) are in "
-                f"{escape(str(run_dir))}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(130) from None
+            progress.bar.stop()
+            _select_interrupted(run_dir)
     _print_select_table(study.rows, study.best)
-    console.print(
-        f"wall time {study.wall_s:.0f} s; results in {escape(str(run_dir))}",
+    _print_select_summary(study)
+
+
+def _select_interrupted(run_dir: Path) -> None:
+    """Ctrl-C: say what was kept, exit 130."""
+    from rich.markup import escape
+
+    from digitlab.select import load_results
+
+    done = len(load_results(run_dir).rows) if (run_dir / "results.json").exists() else 0
+    err_console.print(
+        f"interrupted: the results of {done} finished model(s) are in {escape(str(run_dir))}",
         highlight=False,
         soft_wrap=True,
     )
+    raise typer.Exit(130) from None
+
+
+def _print_select_summary(study: Study) -> None:
+    from rich.markup import escape
+
+    where = escape(str(study.run_dir))
+    console.print(
+        f"wall time {study.wall_s:.0f} s; results in {where}", highlight=False, soft_wrap=True
+    )
     if study.best:
         console.print(
-            f"best by cross-validation: {escape(study.best['model'])}, saved as "
-            f"{escape(study.saved[study.best['model']])}",
+            f"best by cross-validation: {escape(study.best.model)}, saved as "
+            f"{escape(study.saved[study.best.model])}",
             highlight=False,
         )
 
 
-def _print_select_table(rows: list[dict], best: dict | None) -> None:
+class _SelectProgress:
+    """A rich progress bar over a study's tasks, and a line per finished model."""
+
+    def __enter__(self) -> _SelectProgress:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            "eta",
+            TimeRemainingColumn(),
+        )
+        # transient: the bar goes when the study ends (or fails: an error stays one line)
+        self.bar = Progress(*columns, console=err_console, transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("loading data", total=None)
+        return self
+
+    def on_task(self, done: int, total: int, label: str) -> None:
+        from rich.markup import escape
+
+        self.bar.update(self.task, completed=done, total=total, description=escape(label))
+
+    def on_row(self, row: ResultRow) -> None:
+        from rich.markup import escape
+
+        cv = (
+            f"CV {row.cv_mean:.2%} ± {row.cv_std or 0:.2%}"
+            if row.cross_validated
+            else "not cross-validated"
+        )
+        self.bar.console.print(
+            f"{escape(row.model)}: {cv}, test {row.test_accuracy:.2%}", highlight=False
+        )
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _print_select_table(rows: list[ResultRow], best: ResultRow | None) -> None:
     from rich import box
     from rich.markup import escape
 
-    table = Table(title="digitlab select (best by CV in bold)", box=box.SIMPLE_HEAD)
+    table = Table(title="digitlab select (best by CV in bold; cnn: no CV)", box=box.SIMPLE_HEAD)
     # (header, no_wrap): numbers never wrap; the notes take what width is left
     columns = [
         ("model", True),
@@ -573,16 +603,17 @@ def _print_select_table(rows: list[dict], best: dict | None) -> None:
         justify = "left" if header in ("model", "notes") else "right"
         table.add_column(header, justify=justify, no_wrap=no_wrap)
     for r in rows:
+        cv = f"{r.cv_mean * 100:.2f} ± {(r.cv_std or 0) * 100:.2f}" if r.cross_validated else "-"
         table.add_row(
-            escape(r["model"]),
-            f"{r['cv_mean'] * 100:.2f} ± {r['cv_std'] * 100:.2f}",
-            f"{r['test_accuracy'] * 100:.2f}",
-            str(r["test_errors"]),
-            f"{r['fit_s']:.1f}",
-            f"{r['predict_s_per_1k']:.3f}",
-            f"{r['size_mb']:.1f}",
-            escape(r["notes"]),
-            style="bold" if best and r["model"] == best["model"] else None,
+            escape(r.model),
+            cv,
+            f"{r.test_accuracy * 100:.2f}",
+            str(r.test_errors),
+            f"{r.fit_s:.1f}" if r.fit_s is not None else "-",
+            f"{r.predict_s_per_1k:.3f}",
+            f"{r.size_mb:.1f}",
+            escape(r.notes),
+            style="bold" if best and r.model == best.model else None,
         )
     console.print(table)
 
@@ -597,6 +628,13 @@ def _print_zoo() -> None:
         table.add_row(
             spec.name, spec.title, str(dict(spec.defaults)), str(dict(spec.grid)), spec.notes
         )
+    table.add_row(
+        "cnn",
+        "the digit CNN, a trained model file (--cnn PATH)",
+        "-",
+        "-",
+        "scored as shipped: not cross-validated",
+    )
     console.print(table)
 
 
@@ -607,7 +645,9 @@ def _print_zoo() -> None:
 
 @app.command("report")
 def report_cmd(
-    path: Path = typer.Argument(..., help="A `digitlab select` run folder, or a saved model."),
+    path: Path = typer.Argument(
+        ..., help="A `digitlab select` run folder, a `digitlab train` run folder, or a model file."
+    ),
     model: str | None = typer.Option(
         None,
         "--model",
@@ -661,8 +701,11 @@ def serve_cmd(
     ),
 ) -> None:
     """Start the web app: draw a digit in the browser and see what the model reads."""
+    from digitlab.modelfile import load_model
     from digitlab.web.app import serve
 
+    # A bad model or card is one line and exit 2 here, before the server binds its port.
+    load_model(model)
     serve(host=host, port=port, model=model, db_path=db)
 
 

@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import math
 import os
-import secrets
 import struct
 import time
 import urllib.error
@@ -31,6 +30,9 @@ from typing import Literal
 import numpy as np
 
 from digitlab.errors import DataError
+
+# atomic_write_bytes lives in digitlab.fileio; re-exported here for modules that import it from data
+from digitlab.fileio import atomic_write_bytes, open_temp
 
 Split = Literal["train", "test"]
 
@@ -226,35 +228,6 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
         data = gzip.compress(data, compresslevel=6, mtime=0)
     atomic_write_bytes(path, data)
     return path
-
-
-def _open_temp(path: Path) -> tuple[int, str]:
-    """Create ``.NAME.RANDOM.part`` beside ``path``; (fd, its path).
-
-    Not ``tempfile.mkstemp``: that creates mode 0600, which the rename would give
-    the final file. ``os.open`` with 0o666 lets the umask decide, as for any file.
-    """
-    while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- #
@@ -463,7 +436,7 @@ def _download(
     url: str, dest: Path, expected_md5: str, cfg: FetchConfig, progress: ProgressHook | None
 ) -> None:
     """Stream ``url`` into a temp file beside ``dest``, check its MD5, then rename."""
-    fd, tmp = _open_temp(dest)
+    fd, tmp = open_temp(dest)
     try:
         md5 = hashlib.md5()
         done = 0

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.metrics import confidence_summary, confusion_counts, error_matrix
+from digitlab.card import Metrics
+from digitlab.fileio import atomic_write_bytes
+from digitlab.metrics import confidence_summary, confusion_counts
 from digitlab.modelfile import OnnxModel
 
 
@@ -79,14 +81,35 @@ def evaluate(
 ) -> Evaluation:
     """Run ``model`` on uint8 images (N x 28 x 28) and compare with ``labels``."""
     probs = predict_probabilities(model, images, batch_size)
-    preds = np.asarray(model.classes)[probs.argmax(1)]
+    calibration = model.card.calibration
+    return score(
+        str(model.path),
+        probs,
+        labels,
+        model.classes,
+        min_confidence=calibration.min_confidence if calibration else None,
+    )
+
+
+def score(
+    name: str,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[int] = tuple(range(10)),
+    min_confidence: float | None = None,
+) -> Evaluation:
+    """The test-set figures of class probabilities ``probs`` (N x classes) for ``labels``.
+
+    Shared by `evaluate` (a model file) and the report (a selection run's stored scores).
+    """
+    preds = np.asarray(classes)[probs.argmax(1)]
     cm = confusion_counts(labels.astype(np.int64), preds)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     errors = int((preds != labels).sum())
-    targets = class_indices(model.classes, labels)
+    targets = class_indices(classes, labels)
     figures = confidence_summary(probs, targets)
     return Evaluation(
-        model=str(model.path),
+        model=name,
         n=len(labels),
         errors=errors,
         accuracy=1 - errors / len(labels),
@@ -99,59 +122,32 @@ def evaluate(
         nll=figures["nll"],
         brier=figures["brier"],
         median_confidence_correct=figures["median_confidence_correct"],
-        min_confidence=(model.card.get("calibration") or {}).get("min_confidence"),
+        min_confidence=min_confidence,
     )
 
 
-def card_metrics(model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def card_metrics(model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> Metrics:
     """The test figures a model card records under ``metrics``."""
     ev = evaluate(model, images, labels)
-    return {
-        "test_accuracy": ev.accuracy,
-        "test_errors": ev.errors,
-        "n_test": ev.n,
-        "test_ece": round(ev.ece, 6),
-        "test_nll": round(ev.nll, 6),
-        "test_brier": round(ev.brier, 6),
-        "test_median_confidence_correct": round(ev.median_confidence_correct, 6),
-    }
+    return Metrics(
+        test_accuracy=ev.accuracy,
+        test_errors=ev.errors,
+        n_test=ev.n,
+        test_ece=round(ev.ece, 6),
+        test_nll=round(ev.nll, 6),
+        test_brier=round(ev.brier, 6),
+        test_median_confidence_correct=round(ev.median_confidence_correct, 6),
+    )
 
 
 def plot_evaluation(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
     """One PNG: confusion and error matrices, reliability diagram, risk-coverage curve."""
-    import io
+    from digitlab.plots import plot_evaluation as draw
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitlab.data import atomic_write_bytes
-    from digitlab.report import draw_reliability, draw_risk_coverage
-
-    cm = ev.confusion
-    err = error_matrix(cm)  # the original's error matrix: where do the mistakes go?
-    fig, axes = plt.subplots(2, 2, figsize=(11, 10))
-    for ax, mat, title, fmt in (
-        (axes[0, 0], cm, "Confusion matrix (counts)", "d"),
-        (axes[0, 1], err * 100, "Error matrix (% of true class)", ".1f"),
-    ):
-        ax.imshow(mat, cmap="Blues")
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
-        for (i, j), v in np.ndenumerate(mat):
-            if v:
-                colour = "white" if v > 0.6 * mat.max() else "black"  # legible on dark cells
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color=colour)
-    draw_reliability(axes[1, 0], ev.probabilities, ev.targets)
-    draw_risk_coverage(axes[1, 1], ev.probabilities, ev.targets, ev.min_confidence)
-    fig.suptitle(
+    title = (
         f"{Path(ev.model).name}: {ev.accuracy:.2%} ({ev.errors} errors / {ev.n}), "
         f"NLL {ev.nll:.4f}, median confidence when right {ev.median_confidence_correct:.2%}"
     )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, draw(ev, title))
     return path

@@ -11,36 +11,24 @@ Every model digitlab makes, the CNN and the classical models of the selection
 lab alike, takes the same input here: float32 images N x 28 x 28 with values in
 [0, 1] (0 = paper, 1 = ink), MNIST-normalised. The card says how to turn that
 into the graph's own input (``input.layout`` and ``input.mean``/``input.std``),
-and the graph's first output is N x 10 class probabilities.
+and which graph output holds the class probabilities (``output``). The card is a
+`digitlab.card.ModelCard`, checked field by field and against the graph when a
+model is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from digitlab.data import atomic_write_bytes
+from digitlab.card import CARD_FORMAT, CARD_VERSION, ModelCard, parse_card
 from digitlab.errors import ModelError
+from digitlab.fileio import atomic_write_bytes, read_json, write_json
 
-CARD_FORMAT = "digitlab-model"
-CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
-REQUIRED_KEYS = (
-    "format",
-    "format_version",
-    "name",
-    "kind",
-    "architecture",
-    "input",
-    "classes",
-    "onnx_sha256",
-)
-LAYOUTS = {"N1HW": (1, 28, 28), "NHW": (28, 28), "N784": (784,)}
 
 
 def card_path_for(onnx_path: Path) -> Path:
@@ -60,50 +48,35 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def save_model(path: str | os.PathLike[str], onnx_bytes: bytes, card: dict[str, Any]) -> Path:
+def save_model(path: str | os.PathLike[str], onnx_bytes: bytes, card: ModelCard) -> Path:
     """Write ``NAME.onnx`` and its card atomically; the card gets the graph's SHA-256."""
     onnx_path = Path(path)
     if onnx_path.suffix != ".onnx":
         raise ValueError(f"model path must end in .onnx: {onnx_path}")
-    card = {
-        "format": CARD_FORMAT,
-        "format_version": CARD_VERSION,
-        **card,
-        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-    }
-    missing = [k for k in REQUIRED_KEYS if k not in card]
-    if missing:
-        raise ValueError(f"model card lacks {missing}")
+    card = card.evolve(onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest())
     atomic_write_bytes(onnx_path, onnx_bytes)
-    card_text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-    atomic_write_bytes(card_path_for(onnx_path), card_text.encode())
+    write_json(card_path_for(onnx_path), card.to_json())
     return onnx_path
 
 
-def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The model card of a model, validated (but without hashing the graph)."""
-    onnx_path = resolve_model_path(path)
-    card_file = card_path_for(onnx_path)
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(
-            f"{card_file}: model card not found (a model is NAME.onnx plus NAME{CARD_SUFFIX})"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{card_file}: unreadable model card ({e})") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The model card of a model, validated field by field (but without hashing the graph)."""
+    card_file = card_path_for(resolve_model_path(path))
+    missing = f"model card not found (a model is NAME.onnx plus NAME{CARD_SUFFIX})"
+    doc = read_json(card_file, ModelError, missing)
+    if doc.get("format") != CARD_FORMAT:
         raise ModelError(f"{card_file}: not a digitlab model card")
-    if card.get("format_version") != CARD_VERSION:
+    if doc.get("format_version") != CARD_VERSION:
         raise ModelError(
-            f"{card_file}: card format version {card.get('format_version')} "
+            f"{card_file}: card format version {doc.get('format_version')!r} "
             f"is not supported (expected {CARD_VERSION})"
         )
-    missing = [k for k in REQUIRED_KEYS if k not in card]
-    if missing:
-        raise ModelError(f"{card_file}: model card lacks {', '.join(missing)}")
-    if card["input"].get("layout") not in LAYOUTS:
-        raise ModelError(f"{card_file}: unknown input layout {card['input'].get('layout')!r}")
+    try:
+        card = parse_card(doc)
+    except ValueError as e:
+        raise ModelError(f"{card_file}: bad model card: {e}") from None
+    if card.onnx_sha256 is None:
+        raise ModelError(f"{card_file}: bad model card: field onnx_sha256 is missing")
     return card
 
 
@@ -112,35 +85,30 @@ class OnnxModel:
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         self.path = resolve_model_path(path)
-        self.card = read_card(self.path)
+        self.card: ModelCard = read_card(self.path)
         try:
             graph = self.path.read_bytes()
         except OSError as e:
             raise ModelError(f"{self.path}: cannot read model ({e.strerror or e})") from None
-        if hashlib.sha256(graph).hexdigest() != self.card["onnx_sha256"]:
+        if hashlib.sha256(graph).hexdigest() != self.card.onnx_sha256:
             raise ModelError(
                 f"{self.path}: the model file does not match its card "
                 "(corrupt, or replaced without its card)"
             )
         self.session = _session(graph, threads, self.path)
-        inp = self.card["input"]
-        self._layout = LAYOUTS[inp["layout"]]
-        self._mean = float(inp.get("mean", 0.0))
-        self._std = float(inp.get("std", 1.0))
         self._input_name = self.session.get_inputs()[0].name
-        self.classes = [int(c) for c in self.card["classes"]]
+        self._output_name = check_graph(self.session, self.card, self.path)
+        self.classes = list(self.card.classes)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N x 10) for float32 images N x 28 x 28 in [0, 1]."""
+        """Class probabilities (N x classes) for float32 images N x 28 x 28 in [0, 1]."""
         x = np.asarray(images, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
         if x.shape[1:] != (28, 28):
             raise ValueError(f"expected images N x 28 x 28, got {x.shape}")
-        if self._mean or self._std != 1.0:
-            x = (x - self._mean) / self._std
-        x = x.reshape((len(x), *self._layout))
-        probs = self.session.run(None, {self._input_name: x})[0]
+        feed = {self._input_name: self.card.input.prepare(x)}
+        probs = self.session.run([self._output_name], feed)[0]
         return np.asarray(probs, dtype=np.float32)
 
     def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -150,6 +118,52 @@ class OnnxModel:
             for i in range(0, len(images), batch_size)
         ]
         return np.asarray(self.classes)[np.concatenate(out)] if out else np.empty(0, int)
+
+
+def check_graph(session, card: ModelCard, path: Path) -> str:
+    """Check that the graph fits its card; the name of the probabilities output.
+
+    The card's SHA-256 proves the graph is the one it was written for, not that
+    the card (perhaps edited by hand) describes it: the input must take the
+    card's layout, and the output must give one probability per class listed.
+    """
+    # "NAME.card.json: field F: ..., but the graph NAME.onnx ...": the field to fix, and why
+    where = f"{card_path_for(path)}: field"
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want = card.input.shape
+    shape = inputs[0].shape  # e.g. ["batch", 1, 28, 28]: names (or None) are free sizes
+    fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+    if (
+        len(inputs) != 1
+        or len(shape) != 1 + len(want)
+        or any(d is not None and d != w for d, w in zip(fixed, want, strict=True))
+    ):
+        raise ModelError(
+            f"{where} input.layout: {card.input.layout} is N x {_dims(want)}, but the graph "
+            f"{path.name} takes {_dims(shape)}"
+        )
+    if card.output.index >= len(outputs):
+        raise ModelError(
+            f"{where} output.index: {card.output.index}, but the graph {path.name} has "
+            f"{len(outputs)} output(s)"
+        )
+    name = outputs[card.output.index].name
+    # One blank image tells the class count whatever the graph declares (often nothing).
+    probe = card.input.prepare(np.zeros((1, 28, 28), np.float32))
+    try:
+        got = np.shape(session.run([name], {inputs[0].name: probe})[0])
+    except Exception as e:  # onnxruntime's errors are untyped
+        raise ModelError(f"{path}: the graph does not run ({str(e).splitlines()[0]})") from None
+    if got != (1, len(card.classes)):
+        raise ModelError(
+            f"{where} classes: {len(card.classes)} classes, but the graph {path.name} gives "
+            f"{_dims(got[1:]) or 'a scalar'} values per image"
+        )
+    return name
+
+
+def _dims(shape) -> str:
+    return " x ".join(str(d) if isinstance(d, int) else "N" for d in shape)
 
 
 def _session(graph: bytes, threads: int | None, path: Path):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.card import ModelCard
 from digitlab.errors import InputError
 from digitlab.modelfile import OnnxModel, bundled_model_path
 from digitlab.preprocess import (
@@ -95,10 +96,11 @@ class TrustRules:
     min_ink_size: int = 8  # input pixels: anything smaller is a speck, not a digit
 
     @classmethod
-    def for_card(cls, card: dict[str, Any]) -> TrustRules:
+    def for_card(cls, card: ModelCard) -> TrustRules:
         """The rules for a model: its card's calibrated threshold, else the defaults."""
-        threshold = (card.get("calibration") or {}).get("min_confidence")
-        return cls() if threshold is None else cls(min_confidence=float(threshold))
+        if card.calibration is None:
+            return cls()
+        return cls(min_confidence=card.calibration.min_confidence)
 
 
 class Predictor:
@@ -125,12 +127,12 @@ class Predictor:
         self.rules = rules if rules is not None else TrustRules.for_card(model.card)
 
     @property
-    def card(self) -> dict[str, Any]:
+    def card(self) -> ModelCard:
         return self.model.card
 
     def card_json(self) -> dict[str, Any]:
         """The model card as JSON-ready data (what `GET /api/model` answers)."""
-        return dict(self.model.card)
+        return self.model.card.to_json()
 
     def predict(self, x: DigitInput) -> Prediction:
         """Read one digit. Raises `InputError` for input that is not an image or drawing."""

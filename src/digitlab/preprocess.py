@@ -216,11 +216,13 @@ def _gray_from_file(src: Any, config: PreprocessConfig) -> tuple[np.ndarray, tup
     if isinstance(fp, bytes | bytearray | memoryview):
         fp = io.BytesIO(fp)
     try:
+        # Pillow warns on stderr about what it copes with (corrupt EXIF, big pictures):
+        # our own limits and messages speak for the file instead.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")
             img = Image.open(fp, formats=IMAGE_FORMATS)
-        _check_pixels(img.size, config, where)
-        return _gray_from_pil(img, config, where)
+            _check_pixels(img.size, config, where)
+            return _gray_from_pil(img, config, where)
     except UnidentifiedImageError:
         raise InputError(f"{where}not an image in a supported format ({SUPPORTED})") from None
     except Image.DecompressionBombError as e:

@@ -18,7 +18,6 @@ plain onnxruntime like any other.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import tempfile
 from dataclasses import asdict, dataclass
@@ -33,9 +32,10 @@ from digitlab.calibrate import (
     calibrate_graph,
     split_from_card,
 )
+from digitlab.card import ModelCard, Quantization
 from digitlab.data import load_mnist
 from digitlab.evaluate import card_metrics
-from digitlab.modelfile import LAYOUTS, OnnxModel, save_model
+from digitlab.modelfile import OnnxModel, save_model
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,7 @@ def calibration_batches(model: OnnxModel, cfg: QuantizeConfig, data_dir) -> list
     """Training images, shaped and scaled exactly as the graph wants them."""
     images, _ = load_mnist("train", data_dir)
     pick = np.random.default_rng(cfg.seed).choice(len(images), cfg.calibration_images, False)
-    x = images[np.sort(pick)].astype(np.float32) / 255
-    inp = model.card["input"]
-    x = (x - float(inp.get("mean", 0.0))) / float(inp.get("std", 1.0))
-    x = x.reshape((len(x), *LAYOUTS[inp["layout"]]))
+    x = model.card.input.prepare(images[np.sort(pick)].astype(np.float32) / 255)
     name = model.session.get_inputs()[0].name
     return [{name: x[i : i + cfg.batch_size]} for i in range(0, len(x), cfg.batch_size)]
 
@@ -103,7 +100,7 @@ def _float_nodes(path: Path) -> list[str]:
     return [n.name for n in nodes if n.op_type == "Softmax" or n.name == TEMPERATURE_NODE]
 
 
-def _held_out_split(card: dict) -> ValidationSplit | None:
+def _held_out_split(card: ModelCard) -> ValidationSplit | None:
     """The split the parent was (or could be) calibrated on; None when its card has none."""
     try:
         return split_from_card(card)
@@ -116,37 +113,41 @@ def max_abs_diff(a: OnnxModel, b: OnnxModel, n: int = 256, seed: int = 0) -> flo
     return float(np.abs(a.predict_proba(x) - b.predict_proba(x)).max())
 
 
-def quantize_model(src: Path, dst: Path, data_dir=None, cfg: QuantizeConfig = QuantizeConfig()):
+def quantize_model(
+    src: Path, dst: Path, data_dir=None, cfg: QuantizeConfig = QuantizeConfig()
+) -> tuple[Path, ModelCard]:
     """Write an int8 copy of ``src`` to ``dst`` with a card that records the trade."""
-    import onnxruntime
-
     parent = OnnxModel(src)
     graph = quantize_graph(parent, calibration_batches(parent, cfg, data_dir), cfg)
-    card = {
-        k: v
-        for k, v in copy.deepcopy(parent.card).items()
-        if k not in ("format", "format_version", "onnx_sha256")
-    }
-    card["quantization"] = {
-        "method": "onnxruntime static QDQ: int8 weights (per channel), uint8 activations",
-        "config": asdict(cfg),
-        "calibration": f"{cfg.calibration_images} training images (seed {cfg.seed})",
-        "parent_onnx_sha256": parent.card["onnx_sha256"],
-        "parent_metrics": parent.card.get("metrics"),
-        "onnxruntime": onnxruntime.__version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    card = parent.card.evolve(quantization=_record(parent.card, cfg))
     dst = save_model(dst, graph, card)
     split = _held_out_split(parent.card)
     if split is not None:
         val_images, val_labels = split.load(data_dir)
-        graph, card["calibration"] = calibrate_graph(OnnxModel(dst), val_images, val_labels, split)
+        graph, calibration = calibrate_graph(OnnxModel(dst), val_images, val_labels, split)
+        card = card.evolve(calibration=calibration)
         dst = save_model(dst, graph, card)
     child = OnnxModel(dst)
     images, labels = load_mnist("test", data_dir)
-    card["metrics"] = card_metrics(child, images, labels)
-    card["export_check"] = {
-        **parent.card.get("export_check", {}),
-        "max_abs_diff_vs_float_onnx": max_abs_diff(parent, child),
-    }
+    card = card.evolve(
+        metrics=card_metrics(child, images, labels),
+        export_check={
+            **(parent.card.export_check or {}),
+            "max_abs_diff_vs_float_onnx": max_abs_diff(parent, child),
+        },
+    )
     return save_model(dst, graph, card), card
+
+
+def _record(parent: ModelCard, cfg: QuantizeConfig) -> Quantization:
+    import onnxruntime
+
+    return Quantization(
+        method="onnxruntime static QDQ: int8 weights (per channel), uint8 activations",
+        config=asdict(cfg),
+        calibration=f"{cfg.calibration_images} training images (seed {cfg.seed})",
+        parent_onnx_sha256=parent.onnx_sha256,
+        parent_metrics=parent.metrics,
+        onnxruntime=onnxruntime.__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,25 +1,28 @@
-"""A self-contained HTML report of a selection run, or of one saved model.
+"""A self-contained HTML report: of a selection run, a training run, or one saved model.
 
-``write_report(RUN_DIR)`` reads what `digitlab select` left in the folder
-(results.json, predictions.npz) and writes ``report.html`` there: the CV/test
-table, a chart of it, and for one model (the best by cross-validation unless
-asked otherwise) the confusion matrix as counts and as the original notebook's
-"error matrix", per-class precision/recall/F1, a gallery of its most confident
-mistakes, how honest its confidence is (ECE, NLL, Brier, a reliability diagram
-and a risk-coverage curve), and the learning curve the run measured.
-``write_report(MODEL)`` evaluates a saved ``.onnx`` model on the MNIST test set
-and writes ``NAME.report.html`` beside it (no learning curve: that needs a run),
-with its calibration and "unsure" threshold from the card.
+``write_report(PATH)`` looks at what PATH is and writes:
 
-The PNGs are embedded in the page (so it is one file to send around) and also
-written to ``figures/``. matplotlib is imported only here, on the Agg canvas.
+- a `digitlab select` run folder (results.json): ``report.html`` with the
+  table of every model (the CNN row beside the zoo), a chart of it, the
+  learning curve, and for one model (the best by cross-validation unless asked
+  otherwise) where its errors go and how honest its confidence is;
+- a `digitlab train` run folder (checkpoint.json): ``report.html`` with the
+  loss and validation accuracy of every epoch, and, once the run has exported
+  its model, that model's evaluation on the MNIST test set;
+- a model file (``.onnx``, its card, or a folder with one): ``NAME.report.html``
+  beside it, with the card's facts and the model's evaluation on the test set.
+
+A model's evaluation: the confusion matrix as counts and as the original
+notebook's "error matrix", per-class precision/recall/F1, a gallery of its most
+confident mistakes, and its confidence figures (ECE, NLL, Brier, a reliability
+diagram, a risk-coverage curve). The PNGs (`digitlab.plots`) are embedded in
+the page, so it is one file to send around, and also written to ``figures/``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.data import atomic_write_bytes
+from digitlab import plots
+from digitlab.card import ModelCard
 from digitlab.errors import DigitlabError
-from digitlab.metrics import (
-    confidence_summary,
-    confusion_counts,
-    ece,
-    error_matrix,
-    reliability,
-    risk_coverage,
-    top_label,
-)
+from digitlab.evaluate import Evaluation
+from digitlab.fileio import atomic_write_bytes, read_json
+from digitlab.metrics import error_matrix, top_label
+from digitlab.select.results import ResultRow, Results
 
 N_CLASSES = 10
 GALLERY_SIZE = 24
@@ -52,14 +51,14 @@ class ReportError(DigitlabError):
 # --------------------------------------------------------------------------- #
 
 
-def per_class_metrics(counts: np.ndarray) -> dict[str, np.ndarray]:
+def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
     """Precision, recall and F1 of each class, and its support (true count)."""
-    hits = np.diag(counts).astype(float)
-    predicted, actual = counts.sum(axis=0), counts.sum(axis=1)
-    precision = hits / np.maximum(predicted, 1)
-    recall = hits / np.maximum(actual, 1)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=range(N_CLASSES), zero_division=0
+    )
+    return {"precision": p, "recall": r, "f1": f, "support": s}
 
 
 def confident_mistakes(scores: np.ndarray, y_true: np.ndarray, k: int = GALLERY_SIZE) -> np.ndarray:
@@ -71,202 +70,7 @@ def confident_mistakes(scores: np.ndarray, y_true: np.ndarray, k: int = GALLERY_
 
 
 # --------------------------------------------------------------------------- #
-# Plots (matplotlib Figure objects on the Agg canvas: no pyplot, no global state)
-# --------------------------------------------------------------------------- #
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
-def plot_accuracy(rows: list[dict[str, Any]]) -> bytes:
-    """CV accuracy (mean +- std) and test accuracy of every model, best at the top."""
-    rows = sorted(rows, key=lambda r: r["cv_mean"])
-    fig = _figure(7.5, 0.45 * len(rows) + 1.4)
-    ax = fig.add_subplot()
-    y = np.arange(len(rows))
-    cv = np.array([r["cv_mean"] for r in rows]) * 100
-    ax.barh(y, cv, xerr=[r["cv_std"] * 100 for r in rows], color="#9ecae1", label="CV mean ± std")
-    ax.plot([r["test_accuracy"] * 100 for r in rows], y, "D", color="#d62728", label="test")
-    ax.set_yticks(y, [r["model"] for r in rows])
-    low = min(cv.min(), min(r["test_accuracy"] for r in rows) * 100)
-    ax.set_xlim(max(0.0, np.floor(low) - 1), 100)  # zoom in: the differences are small
-    ax.set_xlabel("accuracy (%)")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
-    return _png(fig)
-
-
-def plot_matrix(matrix: np.ndarray, title: str, percent: bool) -> bytes:
-    """A 10 x 10 heatmap with each cell's value written in it."""
-    fig = _figure(5.6, 5.0)
-    ax = fig.add_subplot()
-    matrix = matrix * 100 if percent else matrix
-    image = ax.imshow(matrix, cmap="Reds" if percent else "Blues")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    top = matrix.max() or 1
-    for (i, j), value in np.ndenumerate(matrix):
-        if value == 0:
-            continue
-        text = f"{value:.1f}" if percent else f"{int(value)}"
-        colour = "white" if value > 0.6 * top else "black"
-        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=colour)
-    ax.set_xticks(range(N_CLASSES))
-    ax.set_yticks(range(N_CLASSES))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    return _png(fig)
-
-
-def plot_per_class(metrics: dict[str, np.ndarray]) -> bytes:
-    fig = _figure(7.5, 3.4)
-    ax = fig.add_subplot()
-    x = np.arange(N_CLASSES)
-    for k, name in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (k - 1) * 0.27, metrics[name] * 100, width=0.27, label=name)
-    values = np.concatenate([metrics[m] for m in ("precision", "recall", "f1")]) * 100
-    ax.set_ylim(max(0.0, np.floor(values.min()) - 2), 100)
-    ax.set_xticks(x)
-    ax.set_xlabel("digit")
-    ax.set_ylabel("%")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    return _png(fig)
-
-
-def plot_gallery(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: np.ndarray) -> bytes:
-    """Digit images (uint8, ink = 255) titled "true 4 -> 9 (97%)", eight to a row."""
-    cols = 8
-    rows = max(1, -(-len(images) // cols))
-    fig = _figure(cols * 1.15, rows * 1.35)
-    for k in range(rows * cols):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        ax.set_axis_off()
-        if k < len(images):
-            ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=255)
-            ax.set_title(f"{true[k]} → {pred[k]} ({conf[k]:.0%})", fontsize=8)
-    return _png(fig)
-
-
-def plot_learning_curve(curve: dict[str, Any]) -> bytes:
-    fig = _figure(6.5, 3.6)
-    ax = fig.add_subplot()
-    sizes = curve["sizes"]
-    ax.plot(sizes, np.array(curve["train_accuracy"]) * 100, "o-", label="training (seen) images")
-    ax.plot(sizes, np.array(curve["test_accuracy"]) * 100, "s-", label="test set")
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel("training images")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"learning curve: {curve['model']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _png(fig)
-
-
-def draw_reliability(ax, probs: np.ndarray, targets: np.ndarray) -> None:
-    """Reliability diagram on ``ax``: per confidence bin, how often the model was right.
-
-    A calibrated model's bars reach the diagonal; bars below it mean the model
-    claims more than it delivers, bars above it (label smoothing) less.
-    """
-    rel = reliability(probs, targets)
-    left, width = rel.edges[:-1], np.diff(rel.edges)
-    full = rel.count > 0
-    ax.bar(
-        left[full],
-        rel.accuracy[full],
-        width[full],
-        align="edge",
-        color="#9ecae1",
-        edgecolor="#3182bd",
-        label="accuracy in the bin",
-    )
-    ax.plot(
-        rel.confidence[full],
-        rel.accuracy[full],
-        "o",
-        color="#d62728",
-        ms=4,
-        label="mean confidence vs accuracy",
-    )
-    ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfectly calibrated")
-    for x, w, acc, n in zip(
-        left[full], width[full], rel.accuracy[full], rel.count[full], strict=True
-    ):
-        ax.text(x + w / 2, min(acc, 0.93) + 0.02, f"{n}", ha="center", fontsize=6, rotation=90)
-    ax.set(
-        xlim=(0, 1), ylim=(0, 1.05), xlabel="confidence (winning probability)", ylabel="accuracy"
-    )
-    ax.set_title(
-        f"reliability: ECE {ece(probs, targets):.2%} (15 bins; counts above the bars)", fontsize=9
-    )
-    ax.legend(loc="upper left", fontsize=7)
-
-
-def draw_risk_coverage(
-    ax, probs: np.ndarray, targets: np.ndarray, min_confidence: float | None = None
-) -> None:
-    """Risk-coverage curve on ``ax``: error rate among the accepted vs share accepted.
-
-    Accepting only the surest predictions lowers the error rate among them; the
-    "unsure" threshold is one point on this curve (marked when given).
-    """
-    coverage, risk = risk_coverage(probs, targets)
-    ax.plot(coverage * 100, risk * 100, color="#3182bd", label="accept the surest")
-    if min_confidence is not None:
-        conf, correct = top_label(probs, targets)
-        accepted = conf >= min_confidence
-        point_risk = (~correct[accepted]).mean() * 100 if accepted.any() else 0.0
-        ax.plot(
-            accepted.mean() * 100,
-            point_risk,
-            "D",
-            color="#d62728",
-            label=f"unsure below {min_confidence:.2%}",
-        )
-    # A strong model's trade happens in the last few percent: zoom in there.
-    low = 90.0 if risk[-1] < 0.05 else 0.0
-    ax.set(
-        xlim=(low, 100),
-        xlabel="coverage: predictions accepted (%)",
-        ylabel="error rate among the accepted (%)",
-    )
-    ax.set_ylim(bottom=0)
-    ax.set_title("risk-coverage", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7)
-
-
-def plot_reliability(probs: np.ndarray, targets: np.ndarray) -> bytes:
-    fig = _figure(5.6, 4.6)
-    draw_reliability(fig.add_subplot(), probs, targets)
-    return _png(fig)
-
-
-def plot_risk_coverage(
-    probs: np.ndarray, targets: np.ndarray, min_confidence: float | None = None
-) -> bytes:
-    fig = _figure(5.6, 4.0)
-    draw_risk_coverage(fig.add_subplot(), probs, targets, min_confidence)
-    return _png(fig)
-
-
-# --------------------------------------------------------------------------- #
-# Assembling the page
+# The page
 # --------------------------------------------------------------------------- #
 
 
@@ -322,6 +126,10 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
+def _note(*lines: str) -> str:
+    return "<p class='note'>" + "<br>".join(_e(line) for line in lines) + "</p>"
+
+
 def _table(
     header: list[str],
     rows: list[list[Any]],
@@ -341,7 +149,178 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _results_table(rows: list[dict[str, Any]], best: str | None) -> str:
+# --------------------------------------------------------------------------- #
+# One model's evaluation on the test set
+# --------------------------------------------------------------------------- #
+
+
+def _model_sections(
+    page: Page, name: str, ev: Evaluation, images: np.ndarray, calibrated: bool
+) -> None:
+    """Where the errors go, per-class figures, the surest mistakes, how honest the confidence is."""
+    _errors(page, name, ev)
+    metrics = per_class_metrics(ev.targets, ev.probabilities.argmax(1))
+    page.figure(
+        "per-class", plots.plot_per_class(metrics), "Precision, recall and F1 of each digit."
+    )
+    page.add(
+        _table(
+            ["digit", "precision", "recall", "F1", "support"],
+            [
+                [
+                    d,
+                    *(f"{metrics[m][d]:.2%}" for m in ("precision", "recall", "f1")),
+                    int(metrics["support"][d]),
+                ]
+                for d in range(N_CLASSES)
+            ],
+        )
+    )
+    _mistakes(page, ev, images, calibrated)
+    _confidence(page, ev, calibrated)
+
+
+def _errors(page: Page, name: str, ev: Evaluation) -> None:
+    """The confusion matrix as counts and as the error matrix, and the top confusions."""
+    counts = ev.confusion
+    errors = error_matrix(counts)
+    page.add(
+        f"<h2>Errors of {_e(name)}</h2><p>{ev.errors} mistakes on {ev.n} test images "
+        f"({ev.accuracy:.2%} accuracy).</p>"
+    )
+    page.figure(
+        "confusion",
+        plots.plot_matrix(counts, f"{name}: confusion matrix (counts)", False),
+        "Confusion matrix: rows are the true digits, columns the predictions.",
+    )
+    page.figure(
+        "error-matrix",
+        plots.plot_matrix(errors, f"{name}: error matrix (% of true class)", True),
+        "Error matrix: each row divided by its class size, diagonal zeroed, "
+        "so only the confusions remain.",
+    )
+    top = sorted(np.ndindex(errors.shape), key=lambda ij: -errors[ij])[:6]
+    items = "".join(
+        f"<li>{i} read as {j}: {errors[i, j]:.2%} of the {i}s ({counts[i, j]} images)</li>"
+        for i, j in top
+        if errors[i, j] > 0
+    )
+    page.add(f"<p>Most frequent confusions:</p><ul>{items}</ul>")
+
+
+def _mistakes(page: Page, ev: Evaluation, images: np.ndarray, calibrated: bool) -> None:
+    worst = confident_mistakes(ev.probabilities, ev.targets)
+    if not len(worst):
+        return
+    pred = ev.probabilities.argmax(1)
+    conf = ev.probabilities[worst, pred[worst]]
+    page.figure(
+        "mistakes",
+        plots.plot_gallery(images[worst], ev.targets[worst], pred[worst], conf),
+        "The most confident mistakes: true → predicted (confidence"
+        + (
+            ")."
+            if calibrated
+            else ": a softmax of the model's decision scores, which ranks "
+            "the classes but is not a calibrated probability)."
+        ),
+    )
+
+
+def _confidence(page: Page, ev: Evaluation, calibrated: bool) -> None:
+    """How honest the confidence is: figures, reliability diagram, risk-coverage curve."""
+    rows = [
+        ["expected calibration error (15 bins)", f"{ev.ece:.2%}"],
+        ["negative log-likelihood (mean)", f"{ev.nll:.4f}"],
+        ["Brier score (sum over classes, 0-2)", f"{ev.brier:.4f}"],
+        ["median confidence when right", f"{ev.median_confidence_correct:.2%}"],
+    ]
+    if ev.min_confidence is not None:
+        conf, correct = top_label(ev.probabilities, ev.targets)
+        flagged = conf < ev.min_confidence
+        caught = flagged[~correct].mean() if (~correct).any() else float("nan")
+        share = f"flags {flagged.mean():.2%}, {caught:.0%} of the mistakes"
+        rows.append([f"unsure below {ev.min_confidence:.2%}", share])
+    page.add("<h2>Confidence</h2>" + _table(["", "test set"], rows))
+    if not calibrated:
+        page.add(
+            _note(
+                "These scores are a softmax of decision scores, not probabilities: "
+                "expect them to be poorly calibrated."
+            )
+        )
+    page.figure(
+        "reliability",
+        plots.plot_reliability(ev.probabilities, ev.targets),
+        "Reliability diagram: the test predictions binned by confidence; a calibrated model's "
+        "bars reach the diagonal (it is right as often as it says).",
+    )
+    page.figure(
+        "risk-coverage",
+        plots.plot_risk_coverage(ev.probabilities, ev.targets, ev.min_confidence),
+        "Risk-coverage: flag the least confident predictions as unsure; the error rate among "
+        "the rest falls as fewer are accepted. The diamond is the model's unsure threshold.",
+    )
+
+
+# --------------------------------------------------------------------------- #
+# A selection run
+# --------------------------------------------------------------------------- #
+
+
+def run_report(run_dir: str | Path, model: str | None = None) -> Path:
+    """Write ``report.html`` for a `digitlab select` run folder; returns its path."""
+    from digitlab.evaluate import score
+    from digitlab.select import load_results
+
+    results = load_results(run_dir)
+    if not results.rows:
+        raise ReportError(
+            f"{results.run_dir}: the run has no finished models yet (status {results.status})"
+        )
+    row = _chosen_row(results, model)
+    y_true, images, scores = _stored_scores(results.run_dir, row.model)
+    page = Page(f"digitlab select: {results.run_dir.name}")
+    page.add(_run_summary(results))
+    page.add("<h2>Models</h2>" + _results_table(results.rows, results.best))
+    page.figure(
+        "accuracy",
+        plots.plot_accuracy(results.rows),
+        "Cross-validation accuracy (bars, mean ± std over the folds) and test accuracy "
+        "(diamonds); a row marked (no CV) is a trained model scored as shipped.",
+    )
+    _model_sections(page, row.model, score(row.model, scores, y_true), images, row.calibrated)
+    curve = results.learning_curve
+    if curve:
+        page.add("<h2>Learning curve</h2>")
+        page.figure(
+            "learning-curve",
+            plots.plot_learning_curve(curve),
+            f"Accuracy of {curve['model']} against the number of training images "
+            "(each point a fit on a stratified subset).",
+        )
+    return page.write(results.run_dir / "report.html")
+
+
+def _chosen_row(results: Results, model: str | None) -> ResultRow:
+    """The row to explain: the one asked for, else the best by CV, else the best by test."""
+    if model is not None:
+        return results.row(model)
+    if results.best is not None:
+        return results.row(results.best)
+    return max(results.rows, key=lambda r: (r.cv_mean or 0.0, r.test_accuracy))
+
+
+def _stored_scores(run_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(test labels, test images, the model's test-set class scores) from predictions.npz."""
+    try:
+        with np.load(run_dir / "predictions.npz") as npz:
+            return npz["y_test"], npz["test_images"], npz[f"scores.{name}"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ReportError(f"{run_dir / 'predictions.npz'}: missing or unreadable ({e})") from None
+
+
+def _results_table(rows: list[ResultRow], best: str | None) -> str:
     header = [
         "model",
         "CV accuracy",
@@ -354,246 +333,153 @@ def _results_table(rows: list[dict[str, Any]], best: str | None) -> str:
     ]
     cells = [
         [
-            r["model"],
-            f"{r['cv_mean']:.2%} ± {r['cv_std']:.2%}",
-            f"{r['test_accuracy']:.2%}",
-            r["test_errors"],
-            f"{r['fit_s']:.1f}",
-            f"{r['predict_s_per_1k']:.3f}",
-            f"{r['size_mb']:.1f}",
-            r["notes"],
+            r.model,
+            f"{r.cv_mean:.2%} ± {r.cv_std or 0:.2%}" if r.cv_mean is not None else "no CV",
+            f"{r.test_accuracy:.2%}",
+            r.test_errors,
+            f"{r.fit_s:.1f}" if r.fit_s is not None else "-",
+            f"{r.predict_s_per_1k:.3f}",
+            f"{r.size_mb:.1f}",
+            r.notes,
         ]
         for r in rows
     ]
-    best_row = ["best" if r["model"] == best else "" for r in rows]
-    legend = (
-        "<p class='note'>CV accuracy: mean ± std over the folds; the model in bold is the best "
-        "exportable one by CV. fit s: the final fit on all training images, in one "
+    best_row = ["best" if r.model == best else "" for r in rows]
+    legend = _note(
+        "CV accuracy: mean ± std over the folds; the model in bold is the best exportable one "
+        'by CV. "no CV": a trained model file scored as shipped on the same test images, '
+        "not cross-validated here. fit s: the final fit on all training images, in one "
         "single-threaded worker; predict s / 1k: scoring time per 1,000 test images; size MB: "
-        "the fitted model pickled.</p>"
+        "the fitted model pickled (for a model file, the file)."
     )
     return _table(header, cells, best_row, text_columns=(0, 7)) + legend
 
 
-def _evaluation(
-    page: Page,
-    name: str,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    images: np.ndarray,
-    calibrated: bool = True,
-    min_confidence: float | None = None,
-) -> None:
-    """The per-model sections: confusion, error matrix, per-class metrics, mistakes, confidence."""
-    pred = scores.argmax(axis=1)
-    counts = confusion_counts(y_true, pred)
-    errors = error_matrix(counts)
-    page.add(
-        f"<h2>Errors of {_e(name)}</h2><p>{int((pred != y_true).sum())} mistakes on "
-        f"{len(y_true)} test images ({(pred == y_true).mean():.2%} accuracy).</p>"
-    )
-    page.figure(
-        "confusion",
-        plot_matrix(counts, f"{name}: confusion matrix (counts)", False),
-        "Confusion matrix: rows are the true digits, columns the predictions.",
-    )
-    page.figure(
-        "error-matrix",
-        plot_matrix(errors, f"{name}: error matrix (% of true class)", True),
-        "Error matrix: each row divided by its class size, diagonal zeroed, "
-        "so only the confusions remain.",
-    )
-    top = sorted(np.ndindex(errors.shape), key=lambda ij: -errors[ij])[:6]
-    items = "".join(
-        f"<li>{i} read as {j}: {errors[i, j]:.2%} of the {i}s ({counts[i, j]} images)</li>"
-        for i, j in top
-        if errors[i, j] > 0
-    )
-    page.add(f"<p>Most frequent confusions:</p><ul>{items}</ul>")
-    metrics = per_class_metrics(counts)
-    page.figure("per-class", plot_per_class(metrics), "Precision, recall and F1 of each digit.")
-    page.add(
-        _table(
-            ["digit", "precision", "recall", "F1", "support"],
-            [
-                [
-                    d,
-                    f"{metrics['precision'][d]:.2%}",
-                    f"{metrics['recall'][d]:.2%}",
-                    f"{metrics['f1'][d]:.2%}",
-                    int(metrics["support"][d]),
-                ]
-                for d in range(N_CLASSES)
-            ],
-        )
-    )
-    worst = confident_mistakes(scores, y_true)
-    if len(worst):
-        conf = scores[worst, pred[worst]]
-        page.figure(
-            "mistakes",
-            plot_gallery(images[worst], y_true[worst], pred[worst], conf),
-            "The most confident mistakes: true → predicted (confidence"
-            + (
-                ")."
-                if calibrated
-                else ": a softmax of the model's decision scores, which ranks "
-                "the classes but is not a calibrated probability)."
-            ),
-        )
-    _confidence(page, y_true, scores, calibrated, min_confidence)
-
-
-def _confidence(
-    page: Page,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    calibrated: bool,
-    min_confidence: float | None,
-) -> None:
-    """How honest the confidence is: figures, reliability diagram, risk-coverage curve."""
-    figures = confidence_summary(scores, y_true)
-    rows = [
-        ["expected calibration error (15 bins)", f"{figures['ece']:.2%}"],
-        ["negative log-likelihood (mean)", f"{figures['nll']:.4f}"],
-        ["Brier score (sum over classes, 0-2)", f"{figures['brier']:.4f}"],
-        ["median confidence when right", f"{figures['median_confidence_correct']:.2%}"],
-    ]
-    if min_confidence is not None:
-        conf, correct = top_label(scores, y_true)
-        flagged = conf < min_confidence
-        caught = flagged[~correct].mean() if (~correct).any() else float("nan")
-        rows.append(
-            [
-                f"unsure below {min_confidence:.2%}",
-                f"flags {flagged.mean():.2%}, {caught:.0%} of the mistakes",
-            ]
-        )
-    page.add("<h2>Confidence</h2>" + _table(["", "test set"], rows))
-    if not calibrated:
-        page.add(
-            "<p class='note'>These scores are a softmax of decision scores, not probabilities: "
-            "expect them to be poorly calibrated.</p>"
-        )
-    page.figure(
-        "reliability",
-        plot_reliability(scores, y_true),
-        "Reliability diagram: the test predictions binned by confidence; a calibrated model's "
-        "bars reach the diagonal (it is right as often as it says).",
-    )
-    page.figure(
-        "risk-coverage",
-        plot_risk_coverage(scores, y_true, min_confidence),
-        "Risk-coverage: flag the least confident predictions as unsure; the error rate among "
-        "the rest falls as fewer are accepted. The diamond is the model's unsure threshold.",
-    )
-
-
-def run_report(run_dir: str | Path, model: str | None = None) -> Path:
-    """Write ``report.html`` for a `digitlab select` run folder; returns its path."""
-    from digitlab.select import load_results
-
-    run_dir = Path(run_dir).expanduser()
-    doc = load_results(run_dir)
-    rows = doc.get("rows") or []
-    if not rows:
-        raise ReportError(f"{run_dir}: the run has no finished models yet (status {doc['status']})")
-    names = [r["model"] for r in rows]
-    chosen = model or doc.get("best") or max(rows, key=lambda r: r["cv_mean"])["model"]
-    if chosen not in names:
-        raise ReportError(f"model {chosen!r} is not in this run; it has {', '.join(names)}")
-    try:
-        with np.load(run_dir / "predictions.npz") as npz:
-            y_true, images = npz["y_test"], npz["test_images"]
-            scores = npz[f"scores.{chosen}"]
-    except (OSError, KeyError, ValueError) as e:
-        raise ReportError(f"{run_dir / 'predictions.npz'}: missing or unreadable ({e})") from None
-    page = Page(f"digitlab select: {run_dir.name}")
-    page.add(_run_summary(doc))
-    page.add("<h2>Models</h2>" + _results_table(rows, doc.get("best")))
-    page.figure(
-        "accuracy",
-        plot_accuracy(rows),
-        "Cross-validation accuracy (bars, mean ± std over the folds) and test accuracy (diamonds).",
-    )
-    row = next(r for r in rows if r["model"] == chosen)
-    _evaluation(page, chosen, y_true, scores, images, row.get("calibrated", True))
-    curve = doc.get("learning_curve")
-    if curve:
-        page.add("<h2>Learning curve</h2>")
-        page.figure(
-            "learning-curve",
-            plot_learning_curve(curve),
-            f"Accuracy of {curve['model']} against the number of training images "
-            "(each point a fit on a stratified subset).",
-        )
-    return page.write(run_dir / "report.html")
-
-
-def _run_summary(doc: dict[str, Any]) -> str:
-    cfg, data = doc["config"], doc["data"]
-    best = doc.get("best")
-    saved = doc.get("saved_models", {}).get(best) if best else None
-    lines = [
-        f"status: {doc['status']}; wall time {doc['wall_s']:.0f} s on "
-        f"{doc['machine']['cpus']} CPUs ({doc['machine']['platform']})",
-        f"{data['n_train']} training images, {data['n_test']} test images, "
-        f"{cfg['folds']}-fold stratified cross-validation, seed {doc['seed']}",
+def _run_summary(results: Results) -> str:
+    best = results.best
+    saved = results.saved_models.get(best) if best else None
+    machine = results.machine
+    return _note(
+        f"status: {results.status}; wall time {results.wall_s:.0f} s on "
+        f"{machine['cpus']} CPUs ({machine['platform']})",
+        f"{results.data['n_train']} training images, {results.data['n_test']} test images, "
+        f"{results.config['folds']}-fold stratified cross-validation, seed {results.seed}",
         f"best by cross-validation (exportable): {best or '-'}"
         + (f", saved as {saved}" if saved else ""),
-    ]
-    return "<p class='note'>" + "<br>".join(_e(line) for line in lines) + "</p>"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# A training run, and a model file
+# --------------------------------------------------------------------------- #
+
+
+def training_report(run_dir: str | Path, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``report.html`` for a `digitlab train` run folder: curves, then the model."""
+    run_dir = Path(run_dir).expanduser()
+    state = read_json(run_dir / "checkpoint.json", ReportError)
+    history = state.get("history") or []
+    if not history:
+        raise ReportError(f"{run_dir}: the run has no finished epoch yet")
+    page = Page(f"digitlab train: {run_dir.name}")
+    last = history[-1]
+    page.add(
+        _note(
+            f"{last['epoch']} of {state['config']['epochs']} epochs done in "
+            f"{state.get('train_seconds', 0):.0f} s; last validation accuracy "
+            f"{last['val_accuracy']:.2%}",
+        )
+    )
+    page.add("<h2>Training</h2>")
+    page.figure(
+        "training",
+        plots.plot_training_history(history),
+        "Training loss (mean over each epoch, with augmentation and label smoothing) and "
+        "accuracy on the held-out validation images after each epoch (checkpoint.json).",
+    )
+    models = sorted(run_dir.glob("*.onnx"))
+    if models:
+        # The test images the run's own card was measured on (the first 1,000 with --quick).
+        _model_file_sections(page, models[0], data_dir, first=_card_n_test(models[0]))
+    else:
+        page.add(_note("No model yet: the run exports it after its last epoch."))
+    return page.write(run_dir / "report.html")
 
 
 def model_report(model_path: str | Path, data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Evaluate a saved model on the MNIST test set; write ``NAME.report.html`` beside it."""
+    from digitlab.modelfile import read_card, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    stem = path.name.removesuffix(".onnx")
+    page = Page(f"digitlab model: {read_card(path).name}", prefix=f"{stem}-")
+    _model_file_sections(page, path, data_dir)
+    page.add(_note("No learning curve: that needs a `digitlab select` run folder."))
+    return page.write(path.with_name(f"{stem}.report.html"))
+
+
+def _model_file_sections(
+    page: Page, path: Path, data_dir: str | os.PathLike[str] | None, first: int | None = None
+) -> None:
+    """The card's facts and the model's evaluation on the ``first`` test images (default: all)."""
     from digitlab.data import load_mnist
+    from digitlab.evaluate import evaluate
     from digitlab.modelfile import OnnxModel
 
-    model = OnnxModel(model_path)
+    model = OnnxModel(path)
     images, labels = load_mnist("test", data_dir)
-    x = images.astype(np.float32) / 255
-    scores = np.concatenate([model.predict_proba(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    images, labels = images[:first], labels[:first]
     card = model.card
-    name = card["name"]
-    stem = model.path.name.removesuffix(".onnx")
-    page = Page(f"digitlab model: {name}", prefix=f"{stem}-")
+    page.add(f"<h2>Model {_e(card.name)}</h2>" + _card_facts(card))
+    ev = evaluate(model, images, labels.astype(np.int64))
+    _model_sections(page, card.name, ev, images, card.output.calibrated)
+
+
+def _card_n_test(path: Path) -> int | None:
+    from digitlab.modelfile import read_card
+
+    metrics = read_card(path).metrics
+    return metrics.n_test if metrics else None
+
+
+def _card_facts(card: ModelCard) -> str:
+    accuracy = card.metrics.test_accuracy if card.metrics else None
     facts = [
-        ["kind", card["kind"]],
-        ["architecture", str(card["architecture"])],
-        ["created", card.get("created", "-")],
-        ["accuracy recorded in the card", str(card.get("metrics", {}).get("test_accuracy", "-"))],
-        ["calibration", _calibration_fact(card.get("calibration"))],
+        ["kind", card.kind],
+        ["architecture", f"{card.architecture.name} {card.architecture.kwargs}"],
+        ["created", card.created or "-"],
+        ["accuracy recorded in the card", "-" if accuracy is None else f"{accuracy:.2%}"],
+        ["calibration", _calibration_fact(card)],
     ]
-    page.add(_table(["", "model card"], facts, text_columns=(0, 1)))
-    page.add("<p class='note'>No learning curve: that needs a `digitlab select` run folder.</p>")
-    output = card.get("output")  # the CNN's card says "probabilities"; the lab's is a dict
-    calibrated = output.get("calibrated", True) if isinstance(output, dict) else True
-    threshold = (card.get("calibration") or {}).get("min_confidence")
-    _evaluation(page, name, labels.astype(np.int64), scores, images, calibrated, threshold)
-    return page.write(model.path.with_name(f"{stem}.report.html"))
+    return _table(["", "model card"], facts, text_columns=(0, 1))
 
 
-def _calibration_fact(block: dict[str, Any] | None) -> str:
-    if not block:
+def _calibration_fact(card: ModelCard) -> str:
+    c = card.calibration
+    if c is None:
         return "none (digitlab calibrate MODEL fits a temperature on held-out images)"
     return (
-        f"{block['method']} scaling, T = {block['temperature']:.4f}, fitted on "
-        f"{block['fitted_on']}; unsure below {block['min_confidence']:.2%}"
+        f"{c.method} scaling, T = {c.temperature:.4f}, fitted on {c.fitted_on}; "
+        f"unsure below {c.min_confidence:.2%}"
     )
 
 
 def write_report(
     path: str | Path, model: str | None = None, data_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Report on a run folder, or on a saved model (``.onnx``, card, or a folder with one)."""
+    """Report on a selection run, a training run, or a saved model; returns the page's path."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ReportError(f"{p}: no such run folder or model")
     if p.is_dir() and (p / "results.json").exists():
         return run_report(p, model)
+    if model is not None:
+        raise ReportError("--model picks a model of a `digitlab select` run folder")
+    if p.is_dir() and (p / "checkpoint.json").exists():
+        return training_report(p, data_dir)
     if p.is_file() or any(p.glob("*.onnx")):
-        if model is not None:
-            raise ReportError("--model picks a model of a run folder, not of a model file")
         return model_report(p, data_dir)
-    raise ReportError(f"{p}: neither a `digitlab select` run folder (no results.json) nor a model")
+    raise ReportError(
+        f"{p}: not a `digitlab select` run (no results.json), a `digitlab train` run "
+        "(no checkpoint.json), nor a model"
+    )

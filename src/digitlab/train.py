@@ -31,8 +31,10 @@ from safetensors.torch import save as st_save
 
 import digitlab
 from digitlab.calibrate import ValidationSplit, calibrate_graph
-from digitlab.data import atomic_write_bytes, dataset_sha256, load_mnist, split_indices
+from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
+from digitlab.data import dataset_sha256, load_mnist, split_indices
 from digitlab.errors import DigitlabError, ModelError
+from digitlab.fileio import atomic_write_bytes
 from digitlab.models.augment import AugmentConfig, augment
 from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, WithSoftmax
 from digitlab.preprocess import PreprocessConfig
@@ -283,44 +285,51 @@ def onnx_max_abs_diff(model: DigitCNN, graph: bytes, n: int = 64, seed: int = 0)
     return float(np.abs(ref - got).max())
 
 
-def model_card(cfg: TrainConfig, state: dict, data_dir: Path | None, device: torch.device) -> dict:
+def model_card(
+    cfg: TrainConfig, state: dict, data_dir: Path | None, device: torch.device
+) -> ModelCard:
     import onnx
 
-    return {
-        "name": "digit-cnn",
-        "kind": "cnn",
-        "architecture": {"name": DigitCNN.name, "kwargs": cfg.model.to_json()},
-        "input": {
-            "name": "image",
-            "layout": "N1HW",
-            "mean": 0.0,
-            "std": 1.0,
-            "pixels": "float32 in [0, 1], 0 = paper, 1 = ink",
-        },
-        "normalisation_in_graph": {"mean": MNIST_MEAN, "std": MNIST_STD},
-        "output": "probabilities",
-        "classes": list(range(10)),
+    return ModelCard(
+        name="digit-cnn",
+        kind="cnn",
+        architecture=Architecture(name=DigitCNN.name, kwargs=cfg.model.to_json()),
+        input=InputSpec(
+            name="image",
+            layout="N1HW",
+            mean=0.0,
+            std=1.0,
+            pixels="float32 in [0, 1], 0 = paper, 1 = ink",
+        ),
+        normalisation_in_graph={"mean": MNIST_MEAN, "std": MNIST_STD},
+        output=OutputSpec(
+            name="probabilities",
+            index=0,
+            calibrated=True,
+            note="softmax of the logits, divided by the temperature once calibrated",
+        ),
+        classes=list(range(10)),
         # What the front ends must do to a drawing before this model sees it.
-        "preprocessing": PreprocessConfig().card_block(),
-        "training": {
-            "config": cfg.to_json(),
-            "seed": cfg.seed,
-            "epochs": state["epoch"],
-            "device": str(device),
-            "device_name": _device_name(device),
-            "wall_time_s": round(state["train_seconds"], 1),
-            "history": state["history"],
-            "validation": asdict(validation_split(cfg)),  # what calibration fits on
-            "data_sha256": dataset_sha256(data_dir),
-        },
-        "versions": {
+        preprocessing=PreprocessConfig().card_block(),
+        training=Training(
+            config=cfg.to_json(),
+            seed=cfg.seed,
+            epochs=state["epoch"],
+            device=str(device),
+            device_name=_device_name(device),
+            wall_time_s=round(state["train_seconds"], 1),
+            history=state["history"],
+            validation=asdict(validation_split(cfg)),  # what calibration fits on
+            data_sha256=dataset_sha256(data_dir),
+        ),
+        versions={
             "digitlab": digitlab.__version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "python": platform.python_version(),
         },
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _device_name(device: torch.device) -> str:
@@ -340,7 +349,7 @@ class TrainResult:
     model_path: Path | None  # None while the run is unfinished
     epochs_done: int
     val_accuracy: float
-    card: dict | None
+    card: ModelCard | None
 
 
 def train(
@@ -400,27 +409,30 @@ def finish(
     from digitlab.modelfile import OnnxModel, save_model
 
     graph = onnx_bytes(model)
-    card = model_card(cfg, state, data_dir, device)
     # The export check compares PyTorch with the graph as exported, before calibration.
-    card["export_check"] = {"max_abs_diff_vs_torch": onnx_max_abs_diff(model, graph)}
+    card = model_card(cfg, state, data_dir, device).evolve(
+        export_check={"max_abs_diff_vs_torch": onnx_max_abs_diff(model, graph)}
+    )
     path = save_model(run_dir / "digit-cnn.onnx", graph, card)
     held_out = validation_split(cfg)
     val_images, val_labels = held_out.load(data_dir)
-    graph, card["calibration"] = calibrate_graph(OnnxModel(path), val_images, val_labels, held_out)
-    path = save_model(path, graph, card)
+    graph, calibration = calibrate_graph(OnnxModel(path), val_images, val_labels, held_out)
+    path = save_model(path, graph, card.evolve(calibration=calibration))
     images, labels = load_mnist("test", data_dir)
     if cfg.quick:
         images, labels = images[: QUICK_SIZES["test"]], labels[: QUICK_SIZES["test"]]
-    card["metrics"] = {
-        **card_metrics(OnnxModel(path), images, labels),
-        "val_accuracy": state["history"][-1]["val_accuracy"],
-    }
+    val_accuracy = state["history"][-1]["val_accuracy"]
+    metrics = card_metrics(OnnxModel(path), images, labels).to_json()
+    metrics = Metrics(**metrics, val_accuracy=val_accuracy)
+    card = card.evolve(calibration=calibration, metrics=metrics)
     path = save_model(path, graph, card)  # again, now with the measured figures
-    return TrainResult(run_dir, path, state["epoch"], state["history"][-1]["val_accuracy"], card)
+    return TrainResult(run_dir, path, state["epoch"], val_accuracy, card)
 
 
 def default_run_dir() -> Path:
-    return Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-train")
+    from digitlab.runs import new_run_dir
+
+    return new_run_dir("train")
 
 
 def config_from_checkpoint(run_dir: Path) -> TrainConfig:

@@ -14,16 +14,26 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
+
+log = logging.getLogger("digitlab.web")
+
+
+class StoreUnavailable(DigitlabError):
+    """The database cannot be used (read-only, locked, deleted, corrupt): answered 503."""
+
+    status = 503
+    retry_after = 10
 
 
 class StoreFull(DigitlabError):
@@ -108,6 +118,18 @@ class CorrectionStore:
             msg = f"{self.path}: cannot open the corrections database ({e})"
             raise DigitlabError(msg) from None
 
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection; SQLite's failures become one `StoreUnavailable` line."""
+        try:
+            with closing(self._connect()) as db:
+                yield db
+        except sqlite3.IntegrityError:
+            raise  # a duplicate key: the caller's business
+        except sqlite3.Error as e:
+            log.error("corrections store %s cannot be used: %s", self.path, e)
+            raise StoreUnavailable(f"the corrections store cannot be used just now ({e})") from None
+
     def _connect(self) -> sqlite3.Connection:
         # timeout: wait for another writer (two users saving at once) instead of failing.
         return sqlite3.connect(self.path, timeout=10)
@@ -139,7 +161,7 @@ class CorrectionStore:
         text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
         row = (created, label, predicted, confidence, text, image_png, model_sha256, request_key)
         try:
-            with closing(self._connect()) as db, db:
+            with self._db() as db, db:
                 cur = db.execute(
                     "INSERT INTO corrections (created, label, predicted, confidence, drawing,"
                     " image_png, model_sha256, request_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -161,19 +183,19 @@ class CorrectionStore:
         return sum(f.stat().st_size for f in files if f.exists())
 
     def _by_key(self, key: str) -> Correction | None:
-        with closing(self._connect()) as db:
+        with self._db() as db:
             row = db.execute(
                 f"SELECT {COLUMNS} FROM corrections WHERE request_key = ?", (key,)
             ).fetchone()
         return Correction._from_row(row) if row else None
 
     def count(self) -> int:
-        with closing(self._connect()) as db:
+        with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0])
 
     def recent(self, limit: int = 100, offset: int = 0) -> list[Correction]:
         """The newest corrections first, ``limit`` of them from ``offset``."""
-        with closing(self._connect()) as db:
+        with self._db() as db:
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM corrections ORDER BY id DESC LIMIT ? OFFSET ?",
                 (limit, offset),
@@ -184,7 +206,7 @@ class CorrectionStore:
         """Every correction, oldest first, read in pages (the table may be large)."""
         last = 0
         while True:
-            with closing(self._connect()) as db:
+            with self._db() as db:
                 rows = db.execute(
                     f"SELECT {COLUMNS} FROM corrections WHERE id > ? ORDER BY id LIMIT 500",
                     (last,),

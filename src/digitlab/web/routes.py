@@ -195,5 +195,7 @@ async def list_corrections(
     dependencies=[Depends(_reader)],
 )
 async def export_corrections(service: Service) -> NdjsonResponse:
+    # Touch the store first: once streaming has begun, a failure can no longer be a 503.
+    await run_in_threadpool(service.store.count)
     headers = {"Content-Disposition": 'attachment; filename="digitlab-corrections.ndjson"'}
     return NdjsonResponse(service.export(), headers=headers)
