@@ -476,3 +476,34 @@ def test_pillow_warnings_do_not_leak(capfd):
     data = jpeg(ring(), exif_with([ORIENT_90, X_RESOLUTION_AS_TEXT]) + b"\0" * 3)
     preprocess(data)
     assert capfd.readouterr().err == ""
+
+
+def test_serving_on_the_network_warns_and_locks_the_corrections(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--host", "0.0.0.0", "--port", str(port),
+           "--db", str(tmp_path / "c.sqlite3")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # the warning and the token come before uvicorn starts
+            lines.append(line)
+            if "Uvicorn running" in line:
+                break
+        text = "".join(lines)
+        assert "WARNING: serving on 0.0.0.0" in text
+        token = text.split("digitlab: token: ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}/api/corrections"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert httpx.get(url, headers={"Host": "evil.example.com"}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

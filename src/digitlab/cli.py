@@ -699,14 +699,34 @@ def serve_cmd(
         "~/.local/share/digitlab/corrections.sqlite3).",
         show_default=False,
     ),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        show_default=False,
+        help="Comma-separated Host names to answer (default: local names only, plus --host; "
+        "'*' for any). Others get 400: a defence against DNS rebinding.",
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="DIGITLAB_TOKEN",
+        show_default=False,
+        help="Token needed to read or export corrections (default on a non-local --host: a "
+        "new random one, printed).",
+    ),
 ) -> None:
-    """Start the web app: draw a digit in the browser and see what the model reads."""
+    """Start the web app: draw a digit in the browser and see what the model reads.
+
+    Local by default. With a non-local --host it warns, asks for a token to read the
+    stored drawings, and answers only the Host names in --allowed-hosts.
+    """
     from digitlab.modelfile import load_model
     from digitlab.web.app import serve
 
     # A bad model or card is one line and exit 2 here, before the server binds its port.
     load_model(model)
-    serve(host=host, port=port, model=model, db_path=db)
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
+    serve(host=host, port=port, model=model, db_path=db, allowed_hosts=hosts, token=token)
 
 
 # --------------------------------------------------------------------------- #
