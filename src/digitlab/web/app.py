@@ -32,9 +32,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.errors import DigitlabError
 from digitlab.predict import Predictor
@@ -76,12 +77,29 @@ def create_app(
     )
     app.state.service = DigitService(predictor, store)
     app.state.token = token
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_docs(app)
     _add_error_handlers(app)
     return app
+
+
+class LocalHostsOnly:
+    """Answer only requests whose Host header names an allowed host (DNS rebinding), in JSON."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app, self.allowed = app, {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = Headers(scope=scope).get("host", "").lower()
+            name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
+            if name not in self.allowed:
+                msg = f"this server answers {', '.join(sorted(self.allowed))} only (Host header)"
+                await _error(400, msg)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
