@@ -65,3 +65,34 @@ def local_client(app: Any, **kwargs: Any) -> Any:
     from fastapi.testclient import TestClient
 
     return TestClient(app, base_url="http://127.0.0.1", **kwargs)
+
+
+@contextmanager
+def child_server(db: Any, *args: str) -> Iterator[tuple[Any, str]]:
+    """A real `digitlab serve` in a child process on a free port: (process, base URL).
+
+    Waits until /healthz answers; terminated (if still alive) when the block ends.
+    """
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield proc, url
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

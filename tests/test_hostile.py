@@ -25,7 +25,7 @@ from digitlab.cli import app
 from digitlab.errors import InputError
 from digitlab.preprocess import PreprocessConfig, preprocess
 from fixtures_images import png_bytes, ring
-from servers import local_client
+from servers import child_server, local_client
 
 
 def exif_with(entries: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -238,11 +238,7 @@ def test_busy_decoders_answer_503_with_retry_after(tmp_path, monkeypatch):
 
 def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     """A child `digitlab serve`; peak RSS from /proc before and after four 16-bit bombs."""
-    import socket
-    import subprocess
-    import sys
     import threading
-    import time
 
     import httpx
 
@@ -250,20 +246,7 @@ def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
         status = Path(f"/proc/{pid}/status").read_text()
         return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db",
-           str(tmp_path / "c.sqlite3")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with child_server(tmp_path / "c.sqlite3") as (proc, url):
         idle = peak_mb(proc.pid)
         bomb, codes = big_png("I;16"), []
         send = lambda: codes.append(  # noqa: E731
@@ -276,9 +259,6 @@ def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
             t.join()
         assert codes == [415] * 4
         assert peak_mb(proc.pid) < idle + 50  # decoded, they would take 4 x 93 MiB
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- #
@@ -402,30 +382,15 @@ def test_fuzz_small_pictures_never_crash_preprocess(a):
 def test_kill_9_while_storing_loses_no_acknowledged_correction(tmp_path):
     """A child server is killed mid-stream; every correction it answered 201 is still there."""
     import signal
-    import socket
     import sqlite3
-    import subprocess
-    import sys
     import threading
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db = tmp_path / "c.sqlite3"
-    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     acknowledged: list[int] = []
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with child_server(db) as (proc, url):
 
         def writer(n: int) -> None:
             for i in range(20):
@@ -441,14 +406,13 @@ def test_kill_9_while_storing_loses_no_acknowledged_correction(tmp_path):
         writers = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
         for t in writers:
             t.start()
-        while len(acknowledged) < 8:
+        for _ in range(3000):  # at most 30 s
+            if len(acknowledged) >= 8:
+                break
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         for t in writers:
             t.join()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {row[0] for row in con.execute("SELECT id FROM corrections")}
