@@ -8,7 +8,7 @@ PORT   ?= 8000
 export DIGITLAB_DATA := $(DATA)
 
 
-.PHONY: install system-deps run test test-all lint format check bench lock clean
+.PHONY: install system-deps run test test-all lint format check bench lock audit clean
 
 install: $(VENV)/.installed  ## virtualenv with digitlab (editable) and all extras, pinned
 
@@ -42,6 +42,9 @@ check: lint test  ## what CI runs
 
 bench: install  ## speed and accuracy benchmarks (ratios against baselines run in the same process)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+audit: install  ## pip-audit on the pinned set; says so plainly when the advisory database is out of reach
+	bash scripts/audit.sh
 
 lock:  ## re-pin requirements/constraints.txt from the current virtualenv
 	{ echo "# Pinned versions for the dev/CI environment (make install). Regenerate with: make lock"; \
