@@ -472,3 +472,18 @@ def test_serving_on_the_network_warns_and_locks_the_corrections(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_fifos_and_broken_links_are_error_lines_not_hangs_or_silence(tmp_path: Path):
+    import os
+
+    (tmp_path / "a-good.png").write_bytes(png_bytes(ring()))
+    os.mkfifo(tmp_path / "b-pipe.png")  # reading it would block until a writer comes
+    (tmp_path / "c-broken.png").symlink_to(tmp_path / "nowhere.png")
+    for args in ([str(tmp_path)], [str(tmp_path / "b-pipe.png")]):
+        result = CliRunner().invoke(app, ["predict", *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "b-pipe.png: not a regular file" in result.stderr
+    folder = CliRunner().invoke(app, ["predict", str(tmp_path)])
+    assert "c-broken.png: cannot read" in folder.stderr
+    assert "a-good.png: 0" in folder.stdout

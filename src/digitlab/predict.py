@@ -199,13 +199,14 @@ class FileResult:
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The files to read: files as given; a folder means the files directly in it, sorted.
 
-    Hidden files are skipped; everything else in a folder is tried, so a stray
-    non-image shows up as an error line rather than being silently ignored.
+    Hidden files and sub-folders are skipped; everything else in a folder is tried (a
+    stray non-image, a FIFO, a broken link), so it shows up as an error line rather than
+    being silently ignored.
     """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            out += sorted(f for f in p.iterdir() if not f.is_dir() and not f.name.startswith("."))
         else:
             out.append(p)  # missing files are reported per file by predict_files
     return out

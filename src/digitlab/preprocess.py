@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -210,6 +211,8 @@ def _gray_from_file(src: Any, config: PreprocessConfig) -> tuple[np.ndarray, tup
     is_path = isinstance(src, str | os.PathLike)
     where = f"{os.fspath(src)}: " if is_path else ""  # error messages name the file
     try:
+        if is_path and not stat.S_ISREG(os.stat(src).st_mode):  # a FIFO would block forever
+            raise InputError(f"{where}not a regular file (a pipe, device or socket)")
         fp = open(src, "rb") if is_path else src  # noqa: SIM115 (closed below)
     except OSError as e:
         raise InputError(f"{where}cannot read ({e.strerror or e})") from None
