@@ -174,7 +174,7 @@ def serve(
     app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token)
     service: DigitService = app.state.service
     shown = f"[{host}]" if ":" in host else host
-    name = service.predictor.card_json().get("name")
+    name = service.predictor.card.name
     print(f"digitlab: model {name}, corrections in {service.store.path}", file=sys.stderr)
     print(f"digitlab: open http://{shown}:{port}/", file=sys.stderr)
     # Stalled clients are dropped: idle keep-alive connections after 5 s, and at most 64

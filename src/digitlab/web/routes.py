@@ -102,7 +102,7 @@ async def page() -> FileResponse:
 
 @router.get("/healthz", tags=["meta"])
 async def healthz(service: Service) -> Health:
-    return Health(status="ok", model=str(service.predictor.card_json().get("name", "")))
+    return Health(status="ok", model=service.predictor.card.name)
 
 
 @router.get("/api/model", tags=["meta"], summary="The model card")

@@ -163,7 +163,7 @@ class DigitService:
             image_png=normalized_png(norm.image),
             predicted=p.digit,
             confidence=round(p.confidence, 6),
-            model_sha256=str(self.predictor.card_json().get("onnx_sha256", "")),
+            model_sha256=self.predictor.card.onnx_sha256,
             drawing=drawing.to_json() if drawing is not None else None,
             request_key=request_key,
         )
