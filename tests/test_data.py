@@ -131,7 +131,7 @@ GOOD = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
         (GOOD[:9], "truncated IDX header"),
         (GOOD[:-1], "truncated: header promises 2x3x4 values"),
         (GOOD[:16], "truncated"),
-        (GOOD + b"\x00\x00\x00", "3 unexpected bytes after the data"),
+        (GOOD + b"\x00\x00\x00", "unexpected bytes after the data"),
     ],
     ids=[
         "empty",

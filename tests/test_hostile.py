@@ -236,15 +236,17 @@ def test_busy_decoders_answer_503_with_retry_after(tmp_path, monkeypatch):
         assert r.status_code == 200 and r.json()["digit"] is not None
 
 
+def peak_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
 def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     """A child `digitlab serve`; peak RSS from /proc before and after four 16-bit bombs."""
     import threading
 
     import httpx
-
-    def peak_mb(pid: int) -> float:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
     with child_server(tmp_path / "c.sqlite3") as (proc, url):
         idle = peak_mb(proc.pid)
@@ -292,6 +294,39 @@ def test_one_client_is_rate_limited_with_429_and_retry_after(tmp_path):
         assert int(r.headers["retry-after"]) >= 1 and "too many" in r.json()["error"]
         assert c.get("/api/corrections").json()["total"] == 3
         assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200  # reading
+
+
+def test_reading_a_store_of_maximal_drawings_takes_bounded_memory(tmp_path):
+    """40 drawings of 99,000 points (1.7 MB each): parsed, a page of them took gigabytes."""
+    import random
+
+    import httpx
+
+    from digitlab.inputs import Strokes
+    from digitlab.web.corrections import CorrectionStore
+
+    rng = random.Random(0)
+    points = [[round(rng.uniform(0, 280), 3), round(rng.uniform(0, 280), 3)] for _ in range(99_000)]
+    drawing = Strokes.from_json({"strokes": [points]}, 100_000, strict=True).to_json()
+    store = CorrectionStore(tmp_path / "c.sqlite3")
+    for i in range(40):
+        store.add(label=i % 10, image_png=png_bytes(ring()), predicted=None, confidence=0.0,
+                  model_sha256="0" * 64, drawing=drawing)  # fmt: skip
+    with child_server(store.path) as (proc, url):
+        idle, seen, offset = peak_mb(proc.pid), [], 0
+        while offset is not None:
+            r = httpx.get(url + "/api/corrections", params={"limit": 1000, "offset": offset})
+            assert r.status_code == 200
+            page = r.json()
+            assert page["total"] == 40 and 1 <= len(page["items"]) < 40  # cut short by size
+            seen += [item["id"] for item in page["items"]]
+            offset = page["next_offset"]
+        assert sorted(seen) == list(range(1, 41))  # every page in turn, none twice
+        assert page["items"][-1]["drawing"] == drawing
+        with httpx.stream("GET", url + "/api/corrections/export") as r:
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        assert [c["id"] for c in lines] == list(range(1, 41))
+        assert peak_mb(proc.pid) < idle + 150
 
 
 def test_a_full_store_answers_413_and_stays_readable(tmp_path):
@@ -487,3 +522,142 @@ def test_fifos_and_broken_links_are_error_lines_not_hangs_or_silence(tmp_path: P
     folder = CliRunner().invoke(app, ["predict", str(tmp_path)])
     assert "c-broken.png: cannot read" in folder.stderr
     assert "a-good.png: 0" in folder.stdout
+
+
+# --------------------------------------------------------------------------- #
+# Data files: a gzip bomb is refused after its IDX header, in bounded memory
+# --------------------------------------------------------------------------- #
+
+
+def gzip_bomb(header: bytes, zeros: int) -> bytes:
+    """A small .gz holding ``header`` then ``zeros`` zero bytes (1 GiB packs to ~1 MB)."""
+    import zlib
+
+    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 24)
+    parts = [pack.compress(header)]
+    parts += [pack.compress(block) for _ in range(zeros >> 24)]
+    return b"".join([*parts, pack.flush()])
+
+
+def test_data_verify_refuses_a_gzip_bomb_in_bounded_memory(tmp_path: Path, mnist_dir: Path):
+    import shutil
+    import subprocess
+    import sys
+
+    for f in mnist_dir.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    # 60,000 28x28 images promised (47 MB), then 1 GiB of zeros in a ~1 MB file.
+    header = struct.pack(">HBB3I", 0, 8, 3, 60000, 28, 28)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip_bomb(header, 1 << 30))
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's (pytest's) peak past exec.
+    code = (
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        "try:\n"
+        f"    sys.argv = ['digitlab', 'data', 'verify', '--data-dir', {str(tmp_path)!r}]\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    print('rc', e.code)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('peak_mb', int(status.split('VmHWM:')[1].split()[0]) / 1024)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert "unexpected bytes after the data" in run.stdout + run.stderr
+    assert "rc 2" in run.stdout
+    peak = float(run.stdout.split("peak_mb")[1])
+    assert peak < 400, f"peak RSS {peak:.0f} MB reading a 1 GiB bomb\n{run.stdout}{run.stderr}"
+
+
+# --------------------------------------------------------------------------- #
+# Stalled clients: dropped at their deadline, so they cannot hold every connection
+# --------------------------------------------------------------------------- #
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """True when the server closes ``sock`` (EOF or reset) within ``seconds``."""
+    import time
+
+    end = time.monotonic() + seconds
+    try:
+        while (left := end - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if sock.recv(4096) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        pass
+    return False
+
+
+def test_stalled_clients_are_dropped_and_the_server_answers_again(tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    with child_server(tmp_path / "c.sqlite3", "--header-timeout", "1.5",
+                      "--body-timeout", "1.5") as (_, url):  # fmt: skip
+        port = int(url.rsplit(":", 1)[1])
+
+        def connect(first: bytes = b"") -> socket.socket:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(first)
+            return s
+
+        head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        half_head = connect(head)  # headers never finished
+        half_body = connect(head + b"Content-Type: application/json\r\n"
+                            b"Content-Length: 1000\r\n\r\n{\"strokes\"")  # fmt: skip
+        drip = connect(b"GET /healthz HTTP/1.1\r\n")  # slowloris: a byte now and then
+        start = time.monotonic()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while time.monotonic() - start < 5:
+                time.sleep(0.3)
+                drip.sendall(b"X")
+        assert time.monotonic() - start < 4, "a client dripping its headers was kept"
+        assert _closed_within(half_head, 3) and _closed_within(half_body, 3)
+        # 64 silent connections fill the connection cap, until their deadline passes.
+        silent = [connect() for _ in range(64)]
+        time.sleep(0.3)
+        assert httpx.get(url + "/healthz").status_code == 503  # locked out, for now
+        assert all(_closed_within(s, 3) for s in silent)
+        assert httpx.get(url + "/healthz").status_code == 200  # slots free again
+        # A client that keeps to the deadlines is served as before, kept alive included.
+        with httpx.Client() as c:
+            assert c.get(url + "/healthz").status_code == 200
+            time.sleep(1)
+            assert c.get(url + "/healthz").status_code == 200
+
+
+# --------------------------------------------------------------------------- #
+# Animated pictures: the first frame is read, and the answer says so
+# --------------------------------------------------------------------------- #
+
+
+def animated_gif(frames: int = 3) -> bytes:
+    """A GIF whose first frame is a ring (a 0) and whose later frames are plain grey."""
+    first = ring().convert("L")
+    rest = [Image.new("L", first.size, 250 - 20 * k) for k in range(frames - 1)]  # distinct
+    buf = io.BytesIO()
+    first.save(buf, "GIF", save_all=True, append_images=rest, duration=100, loop=0)
+    return buf.getvalue()
+
+
+def test_an_animated_gif_is_read_from_its_first_frame_and_the_answer_says_so(tmp_path, client):
+    from digitlab.preprocess import ANIMATED
+
+    gif = animated_gif()
+    assert Image.open(io.BytesIO(gif)).n_frames == 3
+    norm = preprocess(gif)
+    assert norm.has_ink and norm.notes == (ANIMATED,)
+    assert preprocess(png_bytes(ring())).notes == ()
+    answer = client.post("/api/predict", files={"file": ("a.gif", gif, "image/gif")}).json()
+    assert answer["digit"] == 0 and answer["notes"] == [ANIMATED]
+    (tmp_path / "a.gif").write_bytes(gif)
+    line = CliRunner().invoke(app, ["predict", str(tmp_path / "a.gif")]).stdout
+    assert line.strip().endswith(f"({ANIMATED})") and ": 0 " in line
+    as_json = CliRunner().invoke(app, ["predict", "--json", str(tmp_path / "a.gif")]).stdout
+    assert json.loads(as_json)["preprocessing"]["notes"] == [ANIMATED]

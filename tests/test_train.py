@@ -130,6 +130,47 @@ def test_tampered_checkpoint_is_refused(quick_run, tmp_path):
         tr.read_checkpoint(tmp_path / "nowhere")
 
 
+def _damaged_config(run: Path) -> None:
+    """A checkpoint.json whose hash still matches but whose config is nonsense."""
+    state = json.loads((run / tr.CHECKPOINT_STATE).read_text())
+    state["config"] = {"epochs": "many", "model": 3}
+    (run / tr.CHECKPOINT_STATE).write_text(json.dumps(state))
+
+
+DAMAGE = {
+    "garbage": lambda run: (run / tr.CHECKPOINT_STATE).write_bytes(b"\x00\xff{{not json"),
+    "a-list": lambda run: (run / tr.CHECKPOINT_STATE).write_text("[1, 2, 3]"),
+    "no-keys": lambda run: (run / tr.CHECKPOINT_STATE).write_text('{"epoch": 1}'),
+    "bad-config": _damaged_config,
+    "bad-weights": lambda run: (run / tr.CHECKPOINT_WEIGHTS).write_bytes(b"\x08" + bytes(7)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_resume_from_a_damaged_checkpoint_is_one_line_exit_2(
+    quick_run, tmp_path, damage, monkeypatch, capsys
+):
+    import shutil
+
+    from digitlab.cli import main
+
+    run = tmp_path / "copy"
+    shutil.copytree(quick_run.run_dir, run)
+    DAMAGE[damage](run)
+    if damage == "bad-weights":  # keep the hash honest: only the content is wrong
+        state = json.loads((run / tr.CHECKPOINT_STATE).read_text())
+        blob = (run / tr.CHECKPOINT_WEIGHTS).read_bytes()
+        state["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+        (run / tr.CHECKPOINT_STATE).write_text(json.dumps(state))
+    monkeypatch.setattr(sys, "argv", ["digitlab", "train", "--resume", str(run)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "checkpoint" in lines[0], err
+
+
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(

@@ -83,7 +83,8 @@ def digits(mnist_test) -> dict[int, np.ndarray]:
 
 
 def assert_prediction(body: dict, digit: int | None) -> None:
-    assert set(body) == {"digit", "confidence", "unsure", "reasons", "probabilities", "image"}
+    assert set(body) == {"digit", "confidence", "unsure", "reasons", "probabilities", "image",
+                         "notes"}  # fmt: skip
     assert body["digit"] == digit
     assert len(body["probabilities"]) == 10
     if digit is None:

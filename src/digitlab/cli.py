@@ -417,11 +417,14 @@ def predict_cmd(
             typer.echo(json.dumps({"path": str(r.path), **fields}))
         elif p is None:
             typer.echo(f"error: {r.error}", err=True)
-        elif p.digit is None:
-            typer.echo(f"{r.path}: no digit (no ink)")
         else:
-            unsure = f"  unsure: {', '.join(p.reasons)}" if p.unsure else ""
-            typer.echo(f"{r.path}: {p.digit}  confidence {confidence_text(p.confidence)}{unsure}")
+            notes = "".join(f"  ({note})" for note in p.normalized.notes)  # e.g. animated
+            if p.digit is None:
+                typer.echo(f"{r.path}: no digit (no ink){notes}")
+            else:
+                unsure = f"  unsure: {', '.join(p.reasons)}" if p.unsure else ""
+                read = f"{p.digit}  confidence {confidence_text(p.confidence)}"
+                typer.echo(f"{r.path}: {read}{unsure}{notes}")
         failed += p is None
     if failed:
         typer.echo(f"error: {failed} file(s) could not be read", err=True)
@@ -714,6 +717,20 @@ def serve_cmd(
         help="Token needed to read or export corrections (default on a non-local --host: a "
         "new random one, printed).",
     ),
+    header_timeout: float = typer.Option(
+        10.0,
+        "--header-timeout",
+        min=0.1,
+        max=3600,
+        help="Seconds a client has to send its request's headers; slower clients are disconnected.",
+    ),
+    body_timeout: float = typer.Option(
+        60.0,
+        "--body-timeout",
+        min=0.1,
+        max=3600,
+        help="Seconds a client has to send its request's body once the headers are in.",
+    ),
 ) -> None:
     """Start the web app: draw a digit in the browser and see what the model reads.
 
@@ -726,7 +743,8 @@ def serve_cmd(
     # A bad model or card is one line and exit 2 here, before the server binds its port.
     load_model(model)
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
-    serve(host=host, port=port, model=model, db_path=db, allowed_hosts=hosts, token=token)
+    timeouts = (header_timeout, body_timeout)
+    serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts)
 
 
 # --------------------------------------------------------------------------- #

@@ -50,6 +50,10 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 }
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
 _MAX_NDIM = 32  # NumPy's lower limit (NumPy 2 allows 64); real IDX files have 1 to 3
+_IDX_HEADER_MAX = 4 + 4 * _MAX_NDIM
+# The largest IDX file read (MNIST's training images are 47 MB); bounds every decompression.
+MAX_IDX_BYTES = 1 << 30
+_GUNZIP_CHUNK = 1 << 24  # bytes expanded at a time
 
 
 @dataclass(frozen=True)
@@ -162,34 +166,92 @@ def find_file(data_dir: Path, spec: MnistFile) -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def read_bytes(path: Path) -> bytes:
-    """The uncompressed content of ``path`` (gunzipped when it ends in .gz)."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The uncompressed content of ``path`` (gunzipped when it ends in .gz).
+
+    A gzip file is expanded only as far as the IDX header inside it says the data
+    goes, and never past ``limit`` bytes (default `MAX_IDX_BYTES`): a small file that
+    would expand to gigabytes is refused after reading its header, not after filling
+    the memory.
+    """
+    limit = MAX_IDX_BYTES if limit is None else limit
     try:
+        size = path.stat().st_size
+        if path.suffix != ".gz" and size > limit:
+            raise DataError(
+                f"{path}: {size} bytes, over the limit of {limit} bytes for a data file"
+            )
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if path.suffix != ".gz":
         return raw
     try:
-        return gzip.decompress(raw)
+        return _gunzip_idx(raw, limit, str(path))
     except EOFError:
         raise DataError(f"{path}: truncated gzip stream (the download was cut short?)") from None
-    except (gzip.BadGzipFile, zlib.error, OSError) as e:
+    except zlib.error as e:
         raise DataError(f"{path}: corrupted gzip data ({e})") from None
+
+
+def _gunzip_idx(raw: bytes, limit: int, source: str) -> bytes:
+    """Gunzip ``raw`` (one or more gzip members), stopping where the IDX data must end."""
+    out = bytearray()
+    expected: int | None = None  # total size once the IDX header has been read
+    data = raw
+    while data:
+        stream = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+        while not stream.eof:
+            room = (expected if expected is not None else limit) - len(out) + 1
+            chunk = stream.decompress(data, min(room, _GUNZIP_CHUNK))
+            data = stream.unconsumed_tail
+            if not chunk and not data and not stream.eof:
+                raise EOFError  # input used up in the middle of the stream
+            out += chunk
+            if expected is None:
+                expected = _idx_total_size(bytes(out[:_IDX_HEADER_MAX]), limit, source)
+            if expected is not None and len(out) > expected:
+                why = f"the gzip stream expands past the {expected} bytes its IDX header gives"
+                raise DataError(f"{source}: unexpected bytes after the data ({why})")
+        data = stream.unused_data  # a further gzip member, or nothing
+    return bytes(out)
+
+
+def _idx_total_size(head: bytes, limit: int, source: str) -> int | None:
+    """Header plus data size that an IDX header promises (None: header not complete yet)."""
+    header = _idx_header(head, source)
+    if header is None:
+        return None
+    shape, dtype, header_len = header
+    total = header_len + math.prod(shape) * dtype.itemsize
+    if total > limit:
+        raise DataError(
+            f"{source}: its IDX header promises {total} bytes, over the limit of {limit} bytes"
+        )
+    return total
+
+
+def _idx_header(data: bytes, source: str) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """Shape, dtype and header length from IDX bytes (None: too short to tell yet)."""
+    if len(data) < 4:
+        return None
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or code not in _IDX_DTYPES or not 0 < ndim <= _MAX_NDIM:
+        raise DataError(f"{source}: bad IDX magic number 0x{data[:4].hex()} (not an IDX file?)")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        return None
+    return struct.unpack(f">{ndim}I", data[4:header_len]), _IDX_DTYPES[code], header_len
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Parse IDX bytes into an array (native byte order), validating the header and size."""
     if len(data) < 4:
         raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in _IDX_DTYPES or not 0 < ndim <= _MAX_NDIM:
-        raise DataError(f"{source}: bad IDX magic number 0x{data[:4].hex()} (not an IDX file?)")
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    header = _idx_header(data, source)
+    if header is None:
         raise DataError(f"{source}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = _IDX_DTYPES[code]
+    shape, dtype, header_len = header
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     actual = len(data) - header_len
     if actual < expected:

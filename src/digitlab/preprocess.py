@@ -126,6 +126,7 @@ class Normalized:
     threshold: float | None = None  # grey levels from the paper that count as ink
     flattened: bool = False  # uneven light was divided out first
     polarity_by: str = ""  # the cue that decided the polarity: border, corners, pieces, ...
+    notes: tuple[str, ...] = ()  # what the reader should know, e.g. "only the first frame ..."
 
     @property
     def has_ink(self) -> bool:
@@ -134,6 +135,7 @@ class Normalized:
     def diagnostics(self) -> dict[str, Any]:
         """What was learnt on the way, JSON-ready (everything but the image)."""
         out = {k: v for k, v in asdict(self).items() if k != "image"}
+        out["notes"] = list(self.notes)
         for key in ("paper_level", "threshold", "aspect", "stroke_width"):
             if out[key] is not None:
                 out[key] = round(float(out[key]), 3)
@@ -171,9 +173,9 @@ def preprocess(x: DigitInput, config: PreprocessConfig = DEFAULT_CONFIG) -> Norm
         x = digit_from_json(x, config)
     if isinstance(x, Strokes):
         return _from_strokes(x, config)
-    gray, size = read_gray(x, config)
+    gray, size, notes = read_gray(x, config)
     found = find_ink(gray, config)
-    how = {"paper_level": found.paper, "threshold": found.threshold,
+    how = {"paper_level": found.paper, "threshold": found.threshold, "notes": notes,
            "flattened": found.flattened, "polarity_by": found.polarity_by}  # fmt: skip
     if found.ink is None or found.box is None:
         return Normalized(None, size, "none", **how)
@@ -190,16 +192,19 @@ def preprocess(x: DigitInput, config: PreprocessConfig = DEFAULT_CONFIG) -> Norm
 # --------------------------------------------------------------------------- #
 
 
-def read_gray(
-    x: Any, config: PreprocessConfig = DEFAULT_CONFIG
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """A 2-D uint8 grey image of ``x`` (polarity as in the input) and the input's (width, height).
+Grey = tuple[np.ndarray, tuple[int, int], tuple[str, ...]]  # image, (width, height), notes
+ANIMATED = "an animated image: only its first frame was read"
+
+
+def read_gray(x: Any, config: PreprocessConfig = DEFAULT_CONFIG) -> Grey:
+    """A 2-D uint8 grey image of ``x`` (polarity as in the input), the input's (width,
+    height), and notes on the reading (`ANIMATED` for a picture with several frames).
 
     The grey image is downscaled to at most ``max_side`` pixels a side.
     """
     if isinstance(x, np.ndarray):
         gray = _gray_from_array(x, config)  # checks the shape first
-        return gray, (x.shape[1], x.shape[0])
+        return gray, (x.shape[1], x.shape[0]), ()
     if isinstance(x, Image.Image):
         return _gray_from_pil(x, config)
     if isinstance(x, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(x, "read"):
@@ -207,7 +212,7 @@ def read_gray(
     raise InputError(f"cannot read a digit from a {type(x).__name__}")
 
 
-def _gray_from_file(src: Any, config: PreprocessConfig) -> tuple[np.ndarray, tuple[int, int]]:
+def _gray_from_file(src: Any, config: PreprocessConfig) -> Grey:
     is_path = isinstance(src, str | os.PathLike)
     where = f"{os.fspath(src)}: " if is_path else ""  # error messages name the file
     try:
@@ -258,16 +263,17 @@ def _check_pixels(size: tuple[int, int], config: PreprocessConfig, where: str = 
                          "downscale it or save it with 8 bits a channel")  # fmt: skip
 
 
-def _gray_from_pil(
-    img: Image.Image, config: PreprocessConfig, where: str = ""
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """The grey image of a PIL image, and its (width, height) upright.
+def _gray_from_pil(img: Image.Image, config: PreprocessConfig, where: str = "") -> Grey:
+    """The grey image of a PIL image, its (width, height) upright, and notes.
 
     Memory goes first: the decoded size is checked before anything decodes (a PNG
     decodes just to have its EXIF read), and a big picture is reduced before it is
     converted or turned, so no full-size copy is made beyond the decoded one.
     """
     _check_pixels(img.size, config, where)
+    # GIF, APNG and WebP may hold several frames; a digit is read from the first. (Pillow
+    # tells by finding a second frame, without counting them all.)
+    notes = (ANIMATED,) if getattr(img, "is_animated", False) else ()
     size = img.size  # as stored; a JPEG draft below decodes it smaller
     factor = math.ceil(max(img.size) / config.max_side)
     if factor > 1 and img.format == "JPEG":
@@ -282,7 +288,7 @@ def _gray_from_pil(
         gray = _small_gray(img, "LA" if has_alpha else "L", config)  # LA: luma and alpha
     if orientation in TRANSPOSE:  # phone photos are often stored sideways
         gray = np.asarray(Image.fromarray(gray).transpose(TRANSPOSE[orientation]))
-    return gray, (w, h)
+    return gray, (w, h), notes
 
 
 def _small_gray(img: Image.Image, mode: str, config: PreprocessConfig) -> np.ndarray:

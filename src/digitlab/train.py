@@ -220,30 +220,47 @@ def save_checkpoint(run_dir: Path, model, opt, sched, state: dict) -> None:
 def read_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The checkpoint's JSON state and its tensors, checked against each other."""
     try:
-        state = json.loads((run_dir / CHECKPOINT_STATE).read_text())
+        state = json.loads((run_dir / CHECKPOINT_STATE).read_bytes())
         blob = (run_dir / CHECKPOINT_WEIGHTS).read_bytes()
     except FileNotFoundError as e:
         raise ModelError(
             f"{run_dir}: no checkpoint here ({Path(e.filename).name} missing)"
         ) from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise ModelError(f"{run_dir}: unreadable checkpoint ({e})") from None
-    if hashlib.sha256(blob).hexdigest() != state.get("weights_sha256"):
+    missing = _STATE_KEYS - set(state) if isinstance(state, dict) else _STATE_KEYS
+    if missing:
+        raise ModelError(f"{run_dir}: {CHECKPOINT_STATE} is not a digitlab checkpoint "
+                         f"(no {', '.join(sorted(missing))})")  # fmt: skip
+    if hashlib.sha256(blob).hexdigest() != state["weights_sha256"]:
         raise ModelError(f"{run_dir}: checkpoint weights do not match checkpoint.json")
-    return state, st_load(blob)
+    try:
+        return state, st_load(blob)
+    except Exception as e:  # safetensors' own errors have no common base
+        raise ModelError(f"{run_dir}: unreadable checkpoint weights ({e})") from None
+
+
+_STATE_KEYS = {"config", "epoch", "history", "train_seconds", "optimizer_param_groups",
+               "scheduler", "weights_sha256"}  # fmt: skip
 
 
 def restore(model, opt, sched, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint into ``model``, ``opt`` and ``sched``; a mismatch is a ModelError."""
     device = next(model.parameters()).device
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            # Adam's `step` counters stay on the CPU; the moments live beside the weights.
-            slots.setdefault(int(pid), {})[key] = v if key == "step" else v.to(device)
-    opt.load_state_dict({"state": slots, "param_groups": state["optimizer_param_groups"]})
-    sched.load_state_dict(state["scheduler"])
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, key = k.split(".", 2)
+                # Adam's `step` counters stay on the CPU; the moments live beside the weights.
+                slots.setdefault(int(pid), {})[key] = v if key == "step" else v.to(device)
+        opt.load_state_dict({"state": slots, "param_groups": state["optimizer_param_groups"]})
+        sched.load_state_dict(state["scheduler"])
+        if not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
+            raise ValueError("epoch and history have the wrong types")
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ModelError(f"checkpoint does not fit the model it describes ({e})") from None
 
 
 def build_model(model_cfg: CNNConfig, seed: int, device: torch.device) -> DigitCNN:
@@ -437,4 +454,7 @@ def default_run_dir() -> Path:
 
 def config_from_checkpoint(run_dir: Path) -> TrainConfig:
     state, _ = read_checkpoint(run_dir)
-    return TrainConfig.from_json(state["config"])
+    try:
+        return TrainConfig.from_json(state["config"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ModelError(f"{run_dir}: bad training config in {CHECKPOINT_STATE} ({e})") from None

@@ -41,6 +41,7 @@ from digitlab.errors import DigitlabError
 from digitlab.predict import Predictor
 from digitlab.web.corrections import CorrectionStore, default_db_path
 from digitlab.web.docs import add_docs
+from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, DeadlineProtocol
 from digitlab.web.routes import STATIC, router
 from digitlab.web.service import DigitService, status_of
 
@@ -154,12 +155,14 @@ def serve(
     db_path: str | os.PathLike[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     token: str | None = None,
+    timeouts: tuple[float, float] = (HEADER_TIMEOUT, BODY_TIMEOUT),
 ) -> None:
     """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C.
 
     Local by default. Bound to another address, the server warns, answers the Host names
     in ``allowed_hosts`` (default: the local names and ``host`` itself) and asks for a token
     (``token``, or a new random one, printed) before anyone reads the stored drawings.
+    A client gets ``timeouts`` seconds to send its headers, then its body (`DeadlineProtocol`).
     """
     import uvicorn
 
@@ -177,10 +180,11 @@ def serve(
     name = service.predictor.card.name
     print(f"digitlab: model {name}, corrections in {service.store.path}", file=sys.stderr)
     print(f"digitlab: open http://{shown}:{port}/", file=sys.stderr)
-    # Stalled clients are dropped: idle keep-alive connections after 5 s, and at most 64
-    # connections at once (more get 503) so a crowd of slow sockets cannot pile up.
+    # Stalled clients are dropped: idle keep-alive connections after 5 s, requests that do
+    # not arrive in time (DeadlineProtocol), and at most 64 connections at once (more get
+    # 503) so a crowd of slow sockets cannot pile up.
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
-                limit_concurrency=64)  # fmt: skip
+                limit_concurrency=64, http=DeadlineProtocol.with_timeouts(*timeouts))  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:

@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS corrections (
 """
 MAX_STORE_BYTES = 256 * 2**20  # a store this big takes no more (one correction is ~1-10 KB)
 COLUMNS = "id, created, label, predicted, confidence, drawing, image_png, model_sha256"
+# Stored bytes read for one page of corrections (a drawing is at most a few MB): bounds the
+# server's memory for GET /api/corrections and the export, whatever the store holds.
+PAGE_BYTES = 8 * 2**20
 
 
 def default_db_path() -> Path:
@@ -76,27 +79,38 @@ class Correction:
     label: int
     predicted: int | None
     confidence: float
-    drawing: dict[str, Any] | None
+    drawing_json: str | None  # the strokes as stored (compact JSON), None for a grid
     image_png: bytes
     model_sha256: str
 
+    @property
+    def drawing(self) -> dict[str, Any] | None:
+        return json.loads(self.drawing_json) if self.drawing_json is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the PNG as base64."""
+        return {**self._fields(), "drawing": self.drawing}
+
+    def to_json(self) -> str:
+        """The same as one compact JSON object, with the stored drawing spliced in as it is:
+        a drawing of 100,000 points is never parsed into Python lists to be sent."""
+        fields = json.dumps(self._fields(), separators=(",", ":"))
+        return f'{fields[:-1]},"drawing":{self.drawing_json or "null"}}}'
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "created": self.created,
             "label": self.label,
             "predicted": self.predicted,
             "confidence": self.confidence,
-            "drawing": self.drawing,
             "image_png": base64.b64encode(self.image_png).decode("ascii"),
             "model_sha256": self.model_sha256,
         }
 
     @classmethod
     def _from_row(cls, row: tuple) -> Correction:
-        drawing = json.loads(row[5]) if row[5] is not None else None
-        return cls(row[0], row[1], row[2], row[3], row[4], drawing, bytes(row[6]), row[7])
+        return cls(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7])
 
 
 class CorrectionStore:
@@ -174,7 +188,7 @@ class CorrectionStore:
                 raise
             return known
         return Correction(
-            new_id, created, label, predicted, confidence, drawing, image_png, model_sha256
+            new_id, created, label, predicted, confidence, text, image_png, model_sha256
         )
 
     def size(self) -> int:
@@ -194,24 +208,33 @@ class CorrectionStore:
             return int(db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0])
 
     def recent(self, limit: int = 100, offset: int = 0) -> list[Correction]:
-        """The newest corrections first, ``limit`` of them from ``offset``."""
+        """The newest corrections first, ``limit`` of them from ``offset``, and no more than
+        about `PAGE_BYTES` of them (at least one): a page of big drawings is cut short."""
+        query = f"SELECT {COLUMNS} FROM corrections ORDER BY id DESC LIMIT ? OFFSET ?"
         with self._db() as db:
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM corrections ORDER BY id DESC LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
-        return [Correction._from_row(r) for r in rows]
+            return _page(db.execute(query, (limit, offset)))
 
     def __iter__(self) -> Iterator[Correction]:
         """Every correction, oldest first, read in pages (the table may be large)."""
         last = 0
         while True:
+            query = f"SELECT {COLUMNS} FROM corrections WHERE id > ? ORDER BY id LIMIT 500"
             with self._db() as db:
-                rows = db.execute(
-                    f"SELECT {COLUMNS} FROM corrections WHERE id > ? ORDER BY id LIMIT 500",
-                    (last,),
-                ).fetchall()
+                rows = _page(db.execute(query, (last,)))
             if not rows:
                 return
-            yield from (Correction._from_row(r) for r in rows)
-            last = rows[-1][0]
+            yield from rows
+            last = rows[-1].id
+
+
+def _page(cursor: sqlite3.Cursor) -> list[Correction]:
+    """The cursor's rows until they hold `PAGE_BYTES` (at least one row). The cursor is
+    read a row at a time, so the rows past the budget are never loaded."""
+    page: list[Correction] = []
+    held = 0
+    for row in cursor:
+        page.append(Correction._from_row(row))
+        held += len(row[5] or "") + len(row[6])
+        if held >= PAGE_BYTES:
+            break
+    return page

@@ -162,11 +162,15 @@ class PredictResult(BaseModel):
         description="The 28 x 28 image the model saw: base64 PNG, 8-bit grey, ink white. "
         "Null when there is no ink."
     )
+    notes: list[str] = Field(
+        default=[], description='How the input was read, e.g. "an animated image: only its '
+        'first frame was read".'
+    )  # fmt: skip
 
     @classmethod
     def of(cls, p: Prediction) -> PredictResult:
         image = None if p.image is None else base64.b64encode(normalized_png(p.image)).decode()
-        return cls(**p.to_dict(), image=image)
+        return cls(**p.to_dict(), image=image, notes=list(p.normalized.notes))
 
 
 class ItemError(BaseModel):
@@ -208,6 +212,10 @@ class StoredCorrection(BaseModel):
 
 class CorrectionPage(BaseModel):
     total: int
+    next_offset: int | None = Field(
+        description="The offset of the next page; null after the last. A page holds at most "
+        "`limit` corrections and about 8 MB of them."
+    )
     items: list[StoredCorrection] = Field(description="Newest first.")
 
 

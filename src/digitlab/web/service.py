@@ -22,11 +22,9 @@ from digitlab.preprocess import Normalized, normalized_png, preprocess
 from digitlab.web.corrections import CorrectionStore
 from digitlab.web.models import (
     BatchResult,
-    CorrectionPage,
     ItemError,
     PredictResult,
     Stored,
-    StoredCorrection,
 )
 
 
@@ -169,11 +167,17 @@ class DigitService:
         )
         return Stored(id=stored.id, label=stored.label, predicted=stored.predicted)
 
-    def corrections(self, limit: int, offset: int) -> CorrectionPage:
-        items = [StoredCorrection(**c.to_dict()) for c in self.store.recent(limit, offset)]
-        return CorrectionPage(total=self.store.count(), items=items)
+    def corrections(self, limit: int, offset: int) -> bytes:
+        """A `CorrectionPage` as JSON bytes, the stored drawings spliced in unparsed (a page
+        of big drawings is cut short by the store: ``next_offset`` says where to go on)."""
+        items = self.store.recent(limit, offset)
+        total = self.store.count()
+        after = offset + len(items)
+        head = {"total": total, "next_offset": after if after < total else None}
+        body = ",".join(c.to_json() for c in items)
+        return f'{json.dumps(head, separators=(",", ":"))[:-1]},"items":[{body}]}}'.encode()
 
     def export(self) -> Iterator[bytes]:
         """Every correction as NDJSON, oldest first, read from the store as it is sent."""
         for c in self.store:
-            yield (json.dumps(c.to_dict(), separators=(",", ":")) + "\n").encode()
+            yield (c.to_json() + "\n").encode()
