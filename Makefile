@@ -6,11 +6,24 @@ DATA   ?= $(or $(DIGITLAB_DATA),$(abspath ../shared/data/mnist))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export DIGITLAB_DATA := $(DATA)
+# npm, when the machine has it: it installs onnxruntime-web for the page (package-lock.json).
+NPM    ?= $(shell command -v npm 2>/dev/null)
 
 
-.PHONY: install system-deps run test test-all lint format check bench lock audit clean
+.PHONY: install web-runtime no-npm system-deps run test test-all lint format check bench lock audit clean
 
-install: $(VENV)/.installed  ## virtualenv with digitlab (editable) and all extras, pinned
+install: $(VENV)/.installed web-runtime  ## virtualenv with digitlab (editable) and all extras, pinned
+
+# The page's in-browser model runtime (onnxruntime-web, pinned by package-lock.json), served by
+# `digitlab serve` from node_modules/. Without npm the page predicts on the server instead.
+web-runtime: $(if $(NPM),node_modules/.installed,no-npm)
+
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+no-npm:
+	@echo "npm not found: the page will predict on the server (install Node.js/npm, then make install)"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	python3 -m venv $(VENV)
@@ -51,4 +64,4 @@ lock:  ## re-pin requirements/constraints.txt from the current virtualenv
 	  $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/'; } > requirements/constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -7,6 +7,7 @@ on screen), and `DrawApp` in this process, where the widgets can be read.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -268,3 +269,35 @@ def test_app_save_png_reads_back(
         assert img.size == (CANVAS, CANVAS) and img.format == "PNG"
         assert np.asarray(img.convert("L")).min() == 0  # dark ink on white
     assert predictor.predict(path).digit == draw_app.predict().digit == 3
+
+
+@pytest.mark.desktop
+def test_the_correction_row_stores_the_drawing_in_the_web_s_store(
+    display: str, predictor: Predictor, tmp_path: Path
+) -> None:
+    import tkinter as tk
+
+    from digitlab.web.corrections import CorrectionStore
+
+    store = CorrectionStore(tmp_path / "c.sqlite3")
+    root = tk.Tk(screenName=display)
+    try:
+        draw_app = DrawApp(root, predictor, echo=lambda _: None, store=store)
+        root.update()
+        draw_app.correct_buttons[4].invoke()  # nothing drawn yet: nothing stored
+        assert "Draw the digit first" in draw_app.correction_label.cget("text")
+        assert store.count() == 0
+        drag(draw_app, SEVEN)
+        assert shown(draw_app)[0] == "7"
+        draw_app.correct_buttons[1].invoke()  # "Wrong? This is a 1"
+        assert draw_app.correction_label.cget("text") == "Stored as a 1 (correction #1)."
+        (stored,) = store.recent()
+        assert (stored.label, stored.predicted) == (1, 7)
+        assert stored.model_sha256 == predictor.card.onnx_sha256
+        assert len(stored.drawing["strokes"]) == 3 and stored.drawing["width"] == CANVAS
+        with Image.open(io.BytesIO(stored.image_png)) as img:  # the 28 x 28 the model saw
+            assert img.size == (28, 28)
+        # What the web server stores from the same drawing reads back the same.
+        assert predictor.predict(stored.drawing).digit == 7
+    finally:
+        root.destroy()

@@ -1,6 +1,6 @@
 """The model card: one validated type for what a model is, expects and achieved.
 
-Every card writer (training, the selection lab, quantisation, calibration)
+Every card writer (training, the selection lab, quantisation, calibration, adaptation)
 builds a `ModelCard`, and every reader gets one from `parse_card`, which
 refuses a card with a missing or wrong field in one line that names the field.
 So a hand-edited card (classes that are not unique whole numbers, an unknown
@@ -143,6 +143,29 @@ class Quantization(CardBlock):
     parent_metrics: Metrics | None = None
 
 
+class Adaptation(CardBlock):
+    """A personal model: what it learned from and what that did (`digitlab.adapt`).
+
+    ``examples`` counts the examples per class (keys are the class labels, as JSON
+    keys are text); ``examples_sha256`` identifies them (`digitlab.adapt.examples_sha256`).
+    The figures were measured when the model was made: MNIST test accuracy of the
+    base and of the personal model, and their accuracy on the examples themselves.
+    """
+
+    method: Name
+    base_onnx_sha256: Sha256
+    base_name: Name
+    examples: dict[StrictStr, Count]
+    n_examples: Annotated[int, Field(strict=True, gt=0)]
+    examples_sha256: Sha256
+    settings: dict[str, Any]  # the `digitlab.adapt.AdaptConfig` it was made with
+    strength: Annotated[float, Field(strict=True, gt=0, le=1)]  # < 1: cut by the MNIST guard
+    mnist_test_before: Share
+    mnist_test_after: Share
+    examples_accuracy_before: Share
+    examples_accuracy_after: Share
+
+
 class ModelCard(CardBlock):
     """A model's card (see the module docstring); ``onnx_sha256`` binds it to its graph."""
 
@@ -165,6 +188,7 @@ class ModelCard(CardBlock):
     metrics: Metrics | None = None
     calibration: Calibration | None = None
     quantization: Quantization | None = None
+    adaptation: Adaptation | None = None  # a personal model (`digitlab adapt`)
     onnx_sha256: Sha256 | None = None  # set by `digitlab.modelfile.save_model`
 
     @field_validator("output", mode="before")

@@ -432,6 +432,80 @@ def predict_cmd(
 
 
 # --------------------------------------------------------------------------- #
+# ---- digitlab adapt (issue 13) ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("adapt")
+def adapt_cmd(
+    folders: list[Path] | None = typer.Argument(
+        None, metavar="DIR", help="Folders of labelled images: DIR/0/*.png ... DIR/9/*.png."
+    ),
+    db: Path | None = typer.Option(
+        None, "--db", help="A corrections store to learn from (as for serve).", show_default=False
+    ),
+    model: Path | None = typer.Option(None, "--model", help="Base model [default: bundled]."),
+    out: Path = typer.Option(..., "--out", help="Where to write the personal model (.onnx)."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Learn someone's handwriting from a few examples: write a personal model (no PyTorch).
+
+    Its MNIST test accuracy may not fall by more than 0.05 points below the base's; its
+    card records the examples, the method and the measured figures.
+    """
+    from rich.markup import escape
+
+    from digitlab import adapt as ad
+
+    if not folders and db is None:
+        raise DigitlabError("nothing to learn from: give image folders (DIR/0 ... DIR/9), --db")
+    if out.suffix != ".onnx":
+        raise DigitlabError(f"--out must be an .onnx path: {out}")
+    with _AdaptProgress() as progress:
+        examples = [e for d in folders or [] for e in ad.examples_from_folder(d, progress=progress)]
+        if db is not None:
+            examples += ad.examples_from_store(db)
+        path, card = ad.adapt(examples, out, model, data_dir=data_dir, progress=progress)
+    a = card.adaptation
+    counts = ", ".join(f"{n} x {c}" for c, n in a.examples.items() if n)
+    narrowed = f"; prototypes narrowed to {a.strength:.0%} by the guard" if a.strength < 1 else ""
+    console.print(
+        f"[green]personal model written to {escape(str(path))}[/]: learned from "
+        f"{a.n_examples} examples ({counts})"
+    )
+    console.print(
+        f"MNIST test accuracy {a.mnist_test_before:.2%} -> {a.mnist_test_after:.2%}; "
+        f"on the examples {a.examples_accuracy_before:.2%} -> "
+        f"{a.examples_accuracy_after:.2%}{narrowed}",
+        highlight=False,
+    )
+    console.print(_calibration_line(card), highlight=False)
+
+
+class _AdaptProgress:
+    """A transient rich progress bar per stage, fed by `digitlab.adapt`'s callback."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn())
+        self.bar = Progress(*columns, console=err_console, transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self.update
+
+    def update(self, what: str, done: int, total: int) -> None:
+        from rich.markup import escape
+
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(escape(what), total=total)
+        self.bar.update(self.tasks[what], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- #
 # ---- digitlab select ----
 # --------------------------------------------------------------------------- #
 
@@ -676,11 +750,18 @@ def report_cmd(
 @app.command("draw")
 def draw_cmd(
     model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled model]."),
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help="Corrections database (default: $DIGITLAB_DB, else "
+        "~/.local/share/digitlab/corrections.sqlite3), as for serve.",
+        show_default=False,
+    ),
 ) -> None:
     """Open a window to draw a digit: Enter predicts (and prints it), Delete clears."""
     from digitlab.desktop import run
 
-    run(model)
+    run(model, db)
 
 
 # --------------------------------------------------------------------------- #
@@ -745,6 +826,37 @@ def serve_cmd(
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
     timeouts = (header_timeout, body_timeout)
     serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts)
+
+
+# --------------------------------------------------------------------------- #
+# ---- digitlab export-site (issue 14) ----
+# --------------------------------------------------------------------------- #
+
+
+@app.command("export-site")
+def export_site_cmd(
+    out: Path = typer.Argument(
+        ..., metavar="DIR", help="Folder for the site: new, empty, or an earlier export."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="Model file (default: the bundled model).", show_default=False
+    ),
+) -> None:
+    """Write the drawing page, the model and its runtime as a static site.
+
+    The site predicts in the browser, served by any static file server, with no Python;
+    corrections stay in the browser and download as NDJSON.
+    """
+    from rich.markup import escape
+
+    from digitlab.site import export_site
+
+    site = export_site(out, model)
+    files = [f for f in site.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files) / 1e6
+    console.print(f"site written to {escape(str(site))} ({len(files)} files, {size:.1f} MB); "
+                  f"try: python -m http.server -d {escape(str(site))} -b 127.0.0.1 8000",
+                  highlight=False)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #

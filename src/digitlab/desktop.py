@@ -2,7 +2,8 @@
 
 The original project's app, kept for people who want a window rather than a
 browser: drag to draw, Enter predicts (and prints the prediction to the
-console, as the original did), Delete clears, Ctrl+Z undoes the last stroke.
+console, as the original did), Delete clears, Ctrl+Z undoes the last stroke;
+"Wrong? This is a ..." stores the drawing in the same corrections store as the web page.
 
 The drawing is kept as strokes, the same representation the web page sends
 (see `digitlab.preprocess.Strokes`), so the model reads exactly what was drawn
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
     import tkinter as tk
 
     from digitlab.predict import Prediction, Predictor
+    from digitlab.web.corrections import CorrectionStore
 
 TITLE = "digitlab draw"
 CANVAS = 320  # side of the drawing canvas, in pixels
@@ -69,12 +71,14 @@ class DrawApp:
         *,
         live: bool = True,
         echo: Callable[[str], Any] = print,
+        store: CorrectionStore | None = None,
     ) -> None:
         import tkinter as tk
 
         self.root = root
         self.predictor = predictor
         self.echo = echo
+        self.store = store  # where "Wrong? This is a ..." keeps the drawing (None: nowhere)
         self.strokes: list[list[tuple[float, float]]] = []
         self.last: Prediction | None = None  # what the window shows (None: nothing yet)
         self.live = tk.BooleanVar(root, value=live)
@@ -84,6 +88,7 @@ class DrawApp:
         self._build_canvas()
         self._build_result_panel()
         self._build_buttons()
+        self._build_correction_row()
         self._bind_keys()
         self._show(None)
 
@@ -168,6 +173,22 @@ class DrawApp:
             takefocus=False,
         ).grid(row=2, column=0, columnspan=2, sticky="w")
 
+    def _build_correction_row(self) -> None:
+        import tkinter as tk
+
+        # As on the web page: ten buttons store the drawing with the digit it really is.
+        row = tk.Frame(self.root, background=PAPER)
+        row.grid(row=2, column=0, columnspan=2, padx=PAD, pady=(0, PAD), sticky="w")
+        tk.Label(row, text="Wrong? This is a", background=PAPER).grid(row=0, column=0)
+        self.correct_buttons = []
+        for d in range(10):
+            button = tk.Button(row, text=str(d), width=2, takefocus=False,
+                               command=lambda d=d: self.correct(d))  # fmt: skip
+            button.grid(row=0, column=d + 1, padx=1)
+            self.correct_buttons.append(button)
+        self.correction_label = tk.Label(row, text="", foreground=MUTED, background=PAPER)
+        self.correction_label.grid(row=1, column=0, columnspan=11, sticky="w")
+
     def _bind_keys(self) -> None:
         # Bound on the toplevel: every widget in the window has it among its bindtags.
         keys: dict[str, Callable[[], Any]] = {
@@ -239,6 +260,27 @@ class DrawApp:
         prediction = self.predictor.predict(self.drawing())
         self._show(prediction)
         return prediction
+
+    def correct(self, label: int) -> str:
+        """Store the drawing with the digit it really is; returns (and shows) what happened."""
+        from digitlab.inputs import Strokes
+
+        p = self.last if self.last is not None else (self.predict() if self.strokes else None)
+        if p is None or p.image is None:
+            message = "Draw the digit first, then say what it is."
+        elif self.store is None:
+            message = "No corrections store (start with --db PATH)."
+        else:
+            drawing = Strokes.from_json(self.drawing(), self.predictor.config.max_points)
+            try:
+                stored = self.store.add_prediction(
+                    p, label, self.predictor.card.onnx_sha256, drawing=drawing.to_json()
+                )
+                message = f"Stored as a {stored.label} (correction #{stored.id})."
+            except DigitlabError as e:  # the store is full, read-only, locked, ...
+                message = f"Not stored: {e}"
+        self.correction_label.configure(text=message)
+        return message
 
     def clear(self) -> None:
         """Remove every stroke and reset the result panel."""
@@ -370,17 +412,24 @@ def open_window() -> tk.Tk:
         raise NoDisplayError(f"no display available ({e}): {NO_DISPLAY_HINT}") from None
 
 
-def run(model: str | os.PathLike[str] | None = None) -> None:
-    """Open the drawing window over the bundled model (or ``model``) until it is closed."""
+def run(
+    model: str | os.PathLike[str] | None = None, db_path: str | os.PathLike[str] | None = None
+) -> None:
+    """Open the drawing window over the bundled model (or ``model``) until it is closed.
+
+    Corrections go to ``db_path`` (default: the web server's, `default_db_path`).
+    """
     from digitlab.predict import Predictor
+    from digitlab.web.corrections import CorrectionStore, default_db_path
 
     root = open_window()  # first: fail fast over SSH, before loading the model
     try:
         predictor = Predictor(model)
+        store = CorrectionStore(db_path if db_path is not None else default_db_path())
     except BaseException:
         root.destroy()
         raise
-    DrawApp(root, predictor, echo=lambda line: print(line, flush=True))
+    DrawApp(root, predictor, echo=lambda line: print(line, flush=True), store=store)
     root.focus_force()  # so Enter and Delete work without clicking the window first
     _wake_for_signals(root)
     try:

@@ -85,17 +85,39 @@ class OnnxModel:
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         self.path = resolve_model_path(path)
-        self.card: ModelCard = read_card(self.path)
+        card = read_card(self.path)
         try:
             graph = self.path.read_bytes()
         except OSError as e:
             raise ModelError(f"{self.path}: cannot read model ({e.strerror or e})") from None
-        if hashlib.sha256(graph).hexdigest() != self.card.onnx_sha256:
+        if hashlib.sha256(graph).hexdigest() != card.onnx_sha256:
             raise ModelError(
                 f"{self.path}: the model file does not match its card "
                 "(corrupt, or replaced without its card)"
             )
-        self.session = _session(graph, threads, self.path)
+        self._load(graph, card, threads)
+
+    @classmethod
+    def from_bytes(
+        cls,
+        graph: bytes,
+        card: ModelCard,
+        path: str | os.PathLike[str] = "memory.onnx",
+        threads: int | None = None,
+    ) -> OnnxModel:
+        """A model held in memory (a personal model before it is saved), checked as a file is.
+
+        ``path`` only names it in messages. The card gets the graph's SHA-256.
+        """
+        model = cls.__new__(cls)
+        model.path = Path(path)
+        model._load(graph, card.evolve(onnx_sha256=hashlib.sha256(graph).hexdigest()), threads)
+        return model
+
+    def _load(self, graph: bytes, card: ModelCard, threads: int | None) -> None:
+        self.card: ModelCard = card
+        self.graph = graph  # the ONNX bytes, for whoever derives a graph from this one
+        self.session = open_session(graph, threads, self.path)
         self._input_name = self.session.get_inputs()[0].name
         self._output_name = check_graph(self.session, self.card, self.path)
         self.classes = list(self.card.classes)
@@ -166,7 +188,8 @@ def _dims(shape) -> str:
     return " x ".join(str(d) if isinstance(d, int) else "N" for d in shape)
 
 
-def _session(graph: bytes, threads: int | None, path: Path):
+def open_session(graph: bytes, threads: int | None, path: str | os.PathLike[str]):
+    """An onnxruntime session on the CPU; ``threads`` None lets it use every core."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -103,28 +103,54 @@ class TrustRules:
         return cls(min_confidence=card.calibration.min_confidence)
 
 
+class ProbabilityModel(Protocol):
+    """What a `Predictor` runs: a model file (`OnnxModel`), or a personal model that
+    learns as it goes (`digitlab.adapt.PersonalModel`), whose card, and so its "unsure"
+    threshold, changes as it learns."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def classes(self) -> list[int]: ...
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for float32 images N x 28 x 28 in [0, 1]."""
+        ...
+
+
 class Predictor:
     """A model loaded once, applied to any input `preprocess` accepts."""
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | OnnxModel | None = None,
+        model: str | os.PathLike[str] | ProbabilityModel | None = None,
         *,
         config: PreprocessConfig = DEFAULT_CONFIG,
         rules: TrustRules | None = None,
         threads: int | None = 1,
     ) -> None:
-        """``model``: a model file, a loaded `OnnxModel`, or None for the bundled model.
+        """``model``: a model file, a loaded `OnnxModel` or `digitlab.adapt.PersonalModel`,
+        or None for the bundled model.
 
         ``rules``: None means `TrustRules.for_card` (the card's calibrated
         threshold when it has one). ``threads=1`` suits one drawing at a time (an
         interactive app); pass None to let onnxruntime use every core for big batches.
         """
-        if not isinstance(model, OnnxModel):
+        if model is None or isinstance(model, (str, os.PathLike)):
             model = OnnxModel(bundled_model_path() if model is None else model, threads=threads)
-        self.model = model
+        self.model: ProbabilityModel = model
         self.config = config
-        self.rules = rules if rules is not None else TrustRules.for_card(model.card)
+        self._rules = rules
+
+    @property
+    def rules(self) -> TrustRules:
+        """The rules given, else the card's; read each time: a personal model's card changes."""
+        return self._rules if self._rules is not None else TrustRules.for_card(self.model.card)
+
+    @rules.setter
+    def rules(self, rules: TrustRules | None) -> None:
+        self._rules = rules
 
     @property
     def card(self) -> ModelCard:

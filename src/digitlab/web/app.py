@@ -12,6 +12,7 @@ The package, one job a module:
     bodies.py       reading request bodies by content type, within each route's limits
     docs.py         /docs from local files (no CDN)
     corrections.py  the SQLite store of corrections
+    runtime.py      the model in the browser: its settings, the model file, onnxruntime-web
 
 Every refusal is JSON ``{"error": "..."}`` with a 4xx status: 413 body or file over
 2 MB, 415 not an image (or a content type we do not read), 422 malformed JSON or a
@@ -43,6 +44,7 @@ from digitlab.web.corrections import CorrectionStore, default_db_path
 from digitlab.web.docs import add_docs
 from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, DeadlineProtocol
 from digitlab.web.routes import STATIC, router
+from digitlab.web.runtime import add_browser_model, find_runtime
 from digitlab.web.service import DigitService, status_of
 
 log = logging.getLogger("digitlab.web")
@@ -60,12 +62,15 @@ def create_app(
     *,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     token: str | None = None,
+    runtime_dir: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """The web app: ``predictor`` (default: the bundled model), corrections at ``db_path``
     (default: ``$DIGITLAB_DB``, else ~/.local/share/digitlab/corrections.sqlite3).
 
     Only requests whose Host header is in ``allowed_hosts`` are answered ("*": any).
     With a ``token``, reading the stored corrections needs it (``Authorization: Bearer``).
+    With a ``runtime_dir`` (onnxruntime-web's files, `digitlab.web.runtime.find_runtime`) the
+    page predicts in the browser; without, through the API.
     """
     predictor = predictor or Predictor()  # loaded here, once, not per request
     store = CorrectionStore(db_path if db_path is not None else default_db_path())
@@ -80,6 +85,7 @@ def create_app(
     app.state.token = token
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
+    add_browser_model(app, runtime_dir)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_docs(app)
     _add_error_handlers(app)
@@ -174,11 +180,16 @@ def serve(
                 "in --allowed-hosts")  # fmt: skip
         print(f"digitlab: {warn}\ndigitlab: token: {token}", file=sys.stderr)
     hosts = allowed_hosts or (LOCAL_HOSTS if local else (*LOCAL_HOSTS, host))
-    app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token)
+    runtime = find_runtime()
+    app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token,
+                     runtime_dir=runtime)  # fmt: skip
     service: DigitService = app.state.service
     shown = f"[{host}]" if ":" in host else host
     name = service.predictor.card.name
     print(f"digitlab: model {name}, corrections in {service.store.path}", file=sys.stderr)
+    where = f"in the browser (onnxruntime-web from {runtime})" if runtime else (
+        "on the server (onnxruntime-web is not installed: `make install` with npm)")  # fmt: skip
+    print(f"digitlab: the page predicts {where}", file=sys.stderr)
     print(f"digitlab: open http://{shown}:{port}/", file=sys.stderr)
     # Stalled clients are dropped: idle keep-alive connections after 5 s, requests that do
     # not arrive in time (DeadlineProtocol), and at most 64 connections at once (more get

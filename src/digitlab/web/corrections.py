@@ -22,9 +22,13 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, InputError
+from digitlab.preprocess import normalized_png
+
+if TYPE_CHECKING:
+    from digitlab.predict import Prediction
 
 log = logging.getLogger("digitlab.web")
 
@@ -189,6 +193,23 @@ class CorrectionStore:
             return known
         return Correction(
             new_id, created, label, predicted, confidence, text, image_png, model_sha256
+        )
+
+    def add_prediction(self, prediction: Prediction, label: int, model_sha256: str,
+                       drawing: dict[str, Any] | None = None,
+                       request_key: str | None = None) -> Correction:  # fmt: skip
+        """Store what the model read (``prediction``) with the digit it really is: the one
+        way the web server and the desktop app store a correction."""
+        if prediction.image is None:
+            raise InputError("nothing to store: the drawing has no ink")
+        return self.add(
+            label=label,
+            image_png=normalized_png(prediction.image),
+            predicted=prediction.digit,
+            confidence=round(prediction.confidence, 6),
+            model_sha256=model_sha256,
+            drawing=drawing,
+            request_key=request_key,
         )
 
     def size(self) -> int:

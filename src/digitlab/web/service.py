@@ -18,7 +18,7 @@ from typing import Any
 from digitlab.errors import DigitlabError, InputError
 from digitlab.inputs import DRAWING_KEYS, Strokes, digit_from_json
 from digitlab.predict import Predictor
-from digitlab.preprocess import Normalized, normalized_png, preprocess
+from digitlab.preprocess import Normalized, preprocess
 from digitlab.web.corrections import CorrectionStore
 from digitlab.web.models import (
     BatchResult,
@@ -156,15 +156,10 @@ class DigitService:
         if norm.image is None:
             raise InputError("nothing to store: the drawing has no ink")
         p = self.predictor.predict_normalized([norm])[0]
-        stored = self.store.add(
-            label=label,
-            image_png=normalized_png(norm.image),
-            predicted=p.digit,
-            confidence=round(p.confidence, 6),
-            model_sha256=self.predictor.card.onnx_sha256,
-            drawing=drawing.to_json() if drawing is not None else None,
-            request_key=request_key,
-        )
+        stored = self.store.add_prediction(
+            p, label, self.predictor.card.onnx_sha256,
+            drawing=drawing.to_json() if drawing is not None else None, request_key=request_key,
+        )  # fmt: skip
         return Stored(id=stored.id, label=stored.label, predicted=stored.predicted)
 
     def corrections(self, limit: int, offset: int) -> bytes:

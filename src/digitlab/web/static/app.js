@@ -1,328 +1,572 @@
-// digitlab drawing page. Plain JavaScript, no build step, no network beyond this server.
+// digitlab drawing page. Plain JavaScript modules, no build step, no network beyond the
+// server (or the static site) the page came from.
 //
 // The drawing is kept as strokes in a fixed 280 x 280 coordinate space, whatever size the
-// canvas has on screen, and sent as JSON to api/predict ({"strokes", "width", "height",
-// "pen"}): the server renders and normalises it exactly as `digitlab predict` would.
-"use strict";
+// canvas has on screen ({"strokes", "width", "height", "pen"}, as the API takes it). Where
+// it is read:
+//   - in the browser, when the settings (api/browser, or settings.json on a static site)
+//     name a runtime and the model loads: preprocess.js (the port of the stroke path) and
+//     onnxruntime-web (model.js), with the card's constants and the server's trust rules;
+//   - on the server otherwise (POST api/predict), and always for uploaded images.
+// The result panel says which, and how long it took.
+import { judge, preprocessStrokes } from "./preprocess.js";
+import { loadModel } from "./model.js";
+import { normalizedPng } from "./png.js";
+import { addCorrection, allCorrections, toNdjson } from "./local-corrections.js";
 
-(() => {
-  const SIZE = 280; // drawing coordinates sent to the API (width = height = SIZE)
-  const PEN = 18; // pen diameter in those coordinates: a felt-tip on a 280 px canvas
-  const LIVE_MS = 150; // while drawing, at most one prediction per LIVE_MS
+const SIZE = 280; // drawing coordinates sent to the API (width = height = SIZE)
+const PEN = 18; // pen diameter in those coordinates: a felt-tip on a 280 px canvas
+const LIVE_MS = 150; // while drawing, at most one server prediction per LIVE_MS (browser: 30)
+const LIVE_MS_HERE = 30;
 
-  const $ = (id) => document.getElementById(id);
-  const canvas = $("canvas");
-  const ctx = canvas.getContext("2d");
-  const result = $("result");
-  const bars = [...$("bars").children];
-  const labelButtons = [...$("labels").querySelectorAll("button")];
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+const result = $("result");
+const bars = [...$("bars").children];
+const labelButtons = [...$("labels").querySelectorAll("button")];
+const SETTINGS_URL = document.querySelector('meta[name="digitlab-settings"]').content;
 
-  let strokes = []; // [[[x, y], ...], ...] in drawing coordinates
-  let current = null; // the stroke being drawn
-  let pointerId = null; // the pointer drawing it (a second finger is ignored)
-  let picture = null; // an uploaded image shown on the canvas instead of strokes
-  let seq = 0; // request counter: an answer to anything but the latest request is dropped
-  let liveTimer = null;
-  let frame = null;
+let strokes = []; // [[[x, y], ...], ...] in drawing coordinates
+let current = null; // the stroke being drawn
+let pointerId = null; // the pointer drawing it (a second finger is ignored)
+let picture = null; // an uploaded image shown on the canvas instead of strokes
+let seq = 0; // prediction counter: a result for anything but the latest is dropped
+let liveTimer = null;
+let frame = null;
 
-  // ---------------------------------------------------------------- drawing
+// Where predictions run: `model` once it has loaded in this browser, else the server.
+let settings = null; // the page's settings; null until read (or when unreadable)
+let model = null;
+let modelLoading = null; // the promise of the model being loaded
+let notHere = "loading the in-browser model"; // why the browser does not predict (yet)
+let busyHere = false; // a prediction is running in the browser ...
+let pendingHere = null; // ... and this one comes next (only the latest counts)
 
-  function resize() {
-    const box = canvas.getBoundingClientRect();
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.max(1, Math.round(box.width * dpr));
-    canvas.height = Math.max(1, Math.round(box.height * dpr));
-    render();
-  }
+const hasServer = () => settings === null || settings.server;
+const drawing = () => ({ strokes, width: SIZE, height: SIZE, pen: PEN });
 
-  function render() {
-    frame = null;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    const k = canvas.width / SIZE;
-    ctx.setTransform(k, 0, 0, k, 0, 0);
-    if (picture) drawPicture(picture);
-    ctx.strokeStyle = ctx.fillStyle = "#111";
-    ctx.lineWidth = PEN;
-    ctx.lineCap = ctx.lineJoin = "round";
-    strokes.forEach(drawStroke);
-    $("hint").hidden = strokes.length > 0 || picture !== null;
-  }
+// ---------------------------------------------------------------- drawing
 
-  function renderSoon() {
-    if (frame === null) frame = requestAnimationFrame(render);
-  }
+function resize() {
+  const box = canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.max(1, Math.round(box.width * dpr));
+  canvas.height = Math.max(1, Math.round(box.height * dpr));
+  render();
+}
 
-  // Smooth strokes: quadratic curves through the midpoints between the recorded points.
-  function drawStroke(s) {
-    if (s.length === 1) {
-      ctx.beginPath();
-      ctx.arc(s[0][0], s[0][1], PEN / 2, 0, 2 * Math.PI);
-      ctx.fill();
-      return;
-    }
+function render() {
+  frame = null;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  const k = canvas.width / SIZE;
+  ctx.setTransform(k, 0, 0, k, 0, 0);
+  if (picture) drawPicture(picture);
+  ctx.strokeStyle = ctx.fillStyle = "#111";
+  ctx.lineWidth = PEN;
+  ctx.lineCap = ctx.lineJoin = "round";
+  strokes.forEach(drawStroke);
+  $("hint").hidden = strokes.length > 0 || picture !== null;
+}
+
+function renderSoon() {
+  if (frame === null) frame = requestAnimationFrame(render);
+}
+
+// Smooth strokes: quadratic curves through the midpoints between the recorded points.
+function drawStroke(s) {
+  if (s.length === 1) {
     ctx.beginPath();
-    ctx.moveTo(s[0][0], s[0][1]);
-    for (let i = 1; i < s.length - 1; i++) {
-      const mx = (s[i][0] + s[i + 1][0]) / 2;
-      const my = (s[i][1] + s[i + 1][1]) / 2;
-      ctx.quadraticCurveTo(s[i][0], s[i][1], mx, my);
-    }
-    const last = s[s.length - 1];
-    ctx.lineTo(last[0], last[1]);
-    ctx.stroke();
+    ctx.arc(s[0][0], s[0][1], PEN / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
   }
-
-  function drawPicture(img) {
-    const k = Math.min(SIZE / img.width, SIZE / img.height);
-    const w = img.width * k;
-    const h = img.height * k;
-    ctx.drawImage(img, (SIZE - w) / 2, (SIZE - h) / 2, w, h);
+  ctx.beginPath();
+  ctx.moveTo(s[0][0], s[0][1]);
+  for (let i = 1; i < s.length - 1; i++) {
+    const mx = (s[i][0] + s[i + 1][0]) / 2;
+    const my = (s[i][1] + s[i + 1][1]) / 2;
+    ctx.quadraticCurveTo(s[i][0], s[i][1], mx, my);
   }
+  const last = s[s.length - 1];
+  ctx.lineTo(last[0], last[1]);
+  ctx.stroke();
+}
 
-  function toDrawing(e) {
-    const box = canvas.getBoundingClientRect();
-    const x = ((e.clientX - box.left) * SIZE) / box.width;
-    const y = ((e.clientY - box.top) * SIZE) / box.height;
-    return [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+function drawPicture(img) {
+  const k = Math.min(SIZE / img.width, SIZE / img.height);
+  const w = img.width * k;
+  const h = img.height * k;
+  ctx.drawImage(img, (SIZE - w) / 2, (SIZE - h) / 2, w, h);
+}
+
+function toDrawing(e) {
+  const box = canvas.getBoundingClientRect();
+  const x = ((e.clientX - box.left) * SIZE) / box.width;
+  const y = ((e.clientY - box.top) * SIZE) / box.height;
+  return [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+}
+
+canvas.addEventListener("pointerdown", (e) => {
+  if (current !== null || (e.pointerType === "mouse" && e.button !== 0)) return;
+  e.preventDefault();
+  canvas.setPointerCapture(e.pointerId);
+  pointerId = e.pointerId;
+  picture = null; // drawing replaces an uploaded image
+  current = [toDrawing(e)];
+  strokes.push(current);
+  renderSoon();
+});
+
+canvas.addEventListener("pointermove", (e) => {
+  if (current === null || e.pointerId !== pointerId) return;
+  // Coalesced events: the points the browser saw between two frames (smoother lines).
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+  for (const ev of events.length ? events : [e]) {
+    const p = toDrawing(ev);
+    const q = current[current.length - 1];
+    if (Math.abs(p[0] - q[0]) + Math.abs(p[1] - q[1]) >= 1) current.push(p);
   }
+  renderSoon();
+  if (liveTimer === null) liveTimer = setTimeout(() => predict(false), model ? LIVE_MS_HERE : LIVE_MS);
+});
 
-  canvas.addEventListener("pointerdown", (e) => {
-    if (current !== null || (e.pointerType === "mouse" && e.button !== 0)) return;
-    e.preventDefault();
-    canvas.setPointerCapture(e.pointerId);
-    pointerId = e.pointerId;
-    picture = null; // drawing replaces an uploaded image
-    current = [toDrawing(e)];
-    strokes.push(current);
-    renderSoon();
-  });
+function endStroke(e) {
+  if (current === null || e.pointerId !== pointerId) return;
+  current = null;
+  pointerId = null;
+  renderSoon();
+  predict(true);
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
 
-  canvas.addEventListener("pointermove", (e) => {
-    if (current === null || e.pointerId !== pointerId) return;
-    // Coalesced events: the points the browser saw between two frames (smoother lines).
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
-    for (const ev of events.length ? events : [e]) {
-      const p = toDrawing(ev);
-      const q = current[current.length - 1];
-      if (Math.abs(p[0] - q[0]) + Math.abs(p[1] - q[1]) >= 1) current.push(p);
-    }
-    renderSoon();
-    if (liveTimer === null) liveTimer = setTimeout(() => predict(false), LIVE_MS);
-  });
+// ---------------------------------------------------------------- predicting
 
-  function endStroke(e) {
-    if (current === null || e.pointerId !== pointerId) return;
-    current = null;
-    pointerId = null;
-    renderSoon();
-    predict(true);
-  }
-  canvas.addEventListener("pointerup", endStroke);
-  canvas.addEventListener("pointercancel", endStroke);
-
-  // ---------------------------------------------------------------- the API
-
-  function predict(final) {
-    clearTimeout(liveTimer);
-    liveTimer = null;
-    if (strokes.length === 0) return;
-    const body = JSON.stringify({ strokes, width: SIZE, height: SIZE, pen: PEN });
+function predict(final) {
+  clearTimeout(liveTimer);
+  liveTimer = null;
+  if (strokes.length === 0) return;
+  if (model) {
+    predictHere(final);
+  } else if (hasServer()) {
+    const body = JSON.stringify(drawing());
     const headers = { "Content-Type": "application/json" };
-    send(fetch("api/predict", { method: "POST", headers, body }), "drawing", final);
+    send(() => fetch("api/predict", { method: "POST", headers, body }), "drawing", final);
+  } else {
+    showError(`Cannot read drawings yet: ${notHere}.`);
   }
+}
 
-  function upload(file) {
-    strokes = [];
-    current = null;
-    picture = null;
-    createImageBitmap(file)
-      .then((bitmap) => { picture = bitmap; renderSoon(); })
-      .catch(() => {}); // not an image the browser can show: the server says why
-    renderSoon();
-    const form = new FormData();
-    form.append("file", file);
-    send(fetch("api/predict", { method: "POST", body: form }), "upload", true);
+/** Preprocess and run the model in this page: what the server's Predictor does. */
+async function infer(d) {
+  const t0 = performance.now();
+  const norm = preprocessStrokes(d, settings.preprocessing);
+  const probabilities = norm.image ? await model.predict(norm.image) : null;
+  const ms = performance.now() - t0;
+  const answer = judge(norm, probabilities, settings.card.classes, settings.trust);
+  return { ...answer, norm, ms };
+}
+
+async function predictHere(final) {
+  if (busyHere) { // one at a time; when it is done, the latest drawing is read
+    pendingHere = { final: final || (pendingHere?.final ?? false) };
+    return;
   }
-
-  async function send(request, source, final) {
-    const mine = ++seq;
-    result.setAttribute("aria-busy", "true");
-    let answer;
-    try {
-      const response = await request;
-      const data = await response.json();
-      answer = response.ok ? data : { error: data.error || response.statusText };
-    } catch (err) {
-      answer = { error: "The server cannot be reached." };
-    }
-    if (mine !== seq) return; // a newer drawing was sent (or the canvas cleared) meanwhile
+  busyHere = true;
+  const mine = ++seq;
+  result.setAttribute("aria-busy", "true");
+  let answer;
+  try {
+    answer = await infer(drawing());
+  } catch (err) {
+    answer = { error: String(err.message || err) };
+  }
+  busyHere = false;
+  if (mine === seq) {
     result.removeAttribute("aria-busy");
-    if (answer.error) showError(answer.error);
-    else show(answer, source, final);
-  }
-
-  // ---------------------------------------------------------------- the result panel
-
-  const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
-  // Calibrated, a sure model says 99.9 % and means it; rounding that up to "100 %" would
-  // claim a certainty it does not have.
-  const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
-
-  function show(r, source, final) {
-    const inked = r.digit !== null;
-    result.dataset.state = !inked ? "empty" : r.unsure ? "unsure" : "sure";
-    result.dataset.source = source;
-    $("digit").textContent = inked ? String(r.digit) : "–";
-    $("verdict").textContent = !inked
-      ? "No ink found"
-      : r.unsure
-        ? `Not sure: ${r.reasons.join(", ")}`
-        : "Sure";
-    $("confidence").textContent = inked ? `${percent(r.confidence)} confident` : "";
-    setBars(r.probabilities, r.digit);
-    const eye = $("eye");
-    eye.hidden = !r.image;
-    if (r.image) eye.src = `data:image/png;base64,${r.image}`;
-    // Corrections are for drawings: an upload has no strokes to learn from.
-    setLabelsEnabled(source === "drawing" && inked);
-    $("saved").textContent = "";
-    if (final) {
-      $("announce").textContent = !inked
-        ? "No digit found."
-        : r.unsure
-          ? `Not sure. Perhaps ${aDigit(r.digit)}.`
-          : `The model reads ${aDigit(r.digit)}, ${percent(r.confidence)} confident.`;
-    }
-  }
-
-  function showError(message) {
-    reset("error", "Cannot read this");
-    $("confidence").textContent = message;
-    $("announce").textContent = `Error: ${message}`;
-  }
-
-  function reset(state = "empty", verdict = "Draw a digit") {
-    result.dataset.state = state;
-    delete result.dataset.source;
-    $("digit").textContent = "–";
-    $("verdict").textContent = verdict;
-    $("confidence").textContent = "";
-    $("eye").hidden = true;
-    setBars(null, null);
-    setLabelsEnabled(false);
-  }
-
-  function setBars(probabilities, top) {
-    bars.forEach((li, i) => {
-      const p = probabilities ? probabilities[i] : 0;
-      li.querySelector(".fill").style.width = `${100 * p}%`;
-      li.querySelector(".pct").textContent = percent(p);
-      li.classList.toggle("top", i === top);
-    });
-  }
-
-  function setLabelsEnabled(on) {
-    labelButtons.forEach((b) => { b.disabled = !on; });
-  }
-
-  // ---------------------------------------------------------------- commands
-
-  function clear() {
-    seq++; // drop answers still on their way
-    clearTimeout(liveTimer);
-    liveTimer = null;
-    strokes = [];
-    current = null;
-    picture = null;
-    renderSoon();
-    reset();
-    $("saved").textContent = "";
-    $("announce").textContent = "Cleared.";
-  }
-
-  function undo() {
-    if (current !== null || strokes.length === 0) return;
-    strokes.pop();
-    renderSoon();
-    if (strokes.length) {
-      predict(true);
+    if (answer.error) {
+      showError(answer.error);
     } else {
-      seq++;
-      reset();
+      const image = answer.norm.image && normalizedPng(answer.norm.image, settings.preprocessing.canvas);
+      show({ ...answer, image }, "drawing", final, { where: "browser", ms: answer.ms });
     }
   }
+  if (pendingHere) {
+    const next = pendingHere;
+    pendingHere = null;
+    if (strokes.length && model) predictHere(next.final);
+  }
+}
 
-  async function correct(label) {
-    if (strokes.length === 0) return;
-    setLabelsEnabled(false); // one correction per drawing
-    const body = JSON.stringify({ label, strokes, width: SIZE, height: SIZE, pen: PEN });
-    let message;
+function upload(file) {
+  strokes = [];
+  current = null;
+  picture = null;
+  createImageBitmap(file)
+    .then((bitmap) => { picture = bitmap; renderSoon(); })
+    .catch(() => {}); // not an image the browser can show: the server says why
+  renderSoon();
+  if (!hasServer()) {
+    seq++;
+    showError("Reading image files needs the digitlab server (digitlab serve); draw instead.");
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file);
+  send(() => fetch("api/predict", { method: "POST", body: form }), "upload", true);
+}
+
+async function send(request, source, final) {
+  const mine = ++seq;
+  result.setAttribute("aria-busy", "true");
+  const t0 = performance.now();
+  let answer;
+  try {
+    const response = await request();
+    const data = await response.json();
+    answer = response.ok ? data : { error: data.error || response.statusText };
+  } catch (err) {
+    answer = { error: "The server cannot be reached." };
+  }
+  if (mine !== seq) return; // a newer drawing was sent (or the canvas cleared) meanwhile
+  result.removeAttribute("aria-busy");
+  if (answer.error) showError(answer.error);
+  else show(answer, source, final, { where: "server", ms: performance.now() - t0 });
+}
+
+// ---------------------------------------------------------------- the result panel
+
+const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
+// Calibrated, a sure model says 99.9 % and means it; rounding that up to "100 %" would
+// claim a certainty it does not have.
+const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
+
+function show(r, source, final, ran) {
+  const inked = r.digit !== null;
+  result.dataset.state = !inked ? "empty" : r.unsure ? "unsure" : "sure";
+  result.dataset.source = source;
+  $("digit").textContent = inked ? String(r.digit) : "–";
+  $("verdict").textContent = !inked
+    ? "No ink found"
+    : r.unsure
+      ? `Not sure: ${r.reasons.join(", ")}`
+      : "Sure";
+  $("confidence").textContent = inked ? `${percent(r.confidence)} confident` : "";
+  setBars(r.probabilities, r.digit);
+  const eye = $("eye");
+  eye.hidden = !r.image;
+  if (r.image) eye.src = `data:image/png;base64,${r.image}`;
+  showWhere(ran);
+  // Corrections are for drawings: an upload has no strokes to learn from.
+  setLabelsEnabled(source === "drawing" && inked);
+  $("saved").textContent = "";
+  if (final) {
+    $("announce").textContent = !inked
+      ? "No digit found."
+      : r.unsure
+        ? `Not sure. Perhaps ${aDigit(r.digit)}.`
+        : `The model reads ${aDigit(r.digit)}, ${percent(r.confidence)} confident.`;
+  }
+}
+
+function showWhere(ran) {
+  const where = $("where");
+  result.dataset.where = ran.where;
+  const ms = ran.ms < 10 ? ran.ms.toFixed(1) : Math.round(ran.ms);
+  where.textContent = ran.where === "browser"
+    ? `In your browser: ${ms} ms`
+    : `On the server: ${ms} ms (round trip)`; // why not here: the footer says (#mode)
+}
+
+function showError(message) {
+  reset("error", "Cannot read this");
+  $("confidence").textContent = message;
+  $("announce").textContent = `Error: ${message}`;
+}
+
+function reset(state = "empty", verdict = "Draw a digit") {
+  result.dataset.state = state;
+  delete result.dataset.source;
+  $("digit").textContent = "–";
+  $("verdict").textContent = verdict;
+  $("confidence").textContent = "";
+  $("where").textContent = "";
+  $("eye").hidden = true;
+  setBars(null, null);
+  setLabelsEnabled(false);
+}
+
+function setBars(probabilities, top) {
+  bars.forEach((li, i) => {
+    const p = probabilities ? probabilities[i] : 0;
+    li.querySelector(".fill").style.width = `${100 * p}%`;
+    li.querySelector(".pct").textContent = percent(p);
+    li.classList.toggle("top", i === top);
+  });
+}
+
+function setLabelsEnabled(on) {
+  labelButtons.forEach((b) => { b.disabled = !on; });
+}
+
+// ---------------------------------------------------------------- commands
+
+function clear() {
+  seq++; // drop answers still on their way
+  result.removeAttribute("aria-busy");
+  clearTimeout(liveTimer);
+  liveTimer = null;
+  strokes = [];
+  current = null;
+  picture = null;
+  renderSoon();
+  reset();
+  $("saved").textContent = "";
+  $("announce").textContent = "Cleared.";
+}
+
+function undo() {
+  if (current !== null || strokes.length === 0) return;
+  strokes.pop();
+  renderSoon();
+  if (strokes.length) {
+    predict(true);
+  } else {
+    seq++;
+    result.removeAttribute("aria-busy");
+    reset();
+  }
+}
+
+async function correct(label) {
+  if (strokes.length === 0) return;
+  setLabelsEnabled(false); // one correction per drawing
+  let message;
+  try {
+    message = hasServer() ? await correctOnServer(label) : await correctHere(label);
+  } catch (err) {
+    message = `Not saved: ${err.message || err}`;
+  }
+  $("saved").textContent = message;
+  $("announce").textContent = message;
+}
+
+async function correctOnServer(label) {
+  const body = JSON.stringify({ label, ...drawing() });
+  let response;
+  try {
+    response = await fetch("api/corrections", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body,
+    });
+  } catch (err) {
+    return "Not saved: the server cannot be reached.";
+  }
+  const data = await response.json();
+  if (!response.ok) return `Not saved: ${data.error}`;
+  refreshSettings(); // the server may now serve another model (one learnt from corrections)
+  return `Saved as ${aDigit(label)}. Thank you!`;
+}
+
+/** A static site: the correction is kept in this browser, to download as NDJSON. */
+async function correctHere(label) {
+  if (!model) throw new Error(notHere);
+  const d = drawing();
+  const r = await infer(d);
+  if (!r.norm.image) throw new Error("nothing to store: the drawing has no ink");
+  await addCorrection({
+    label,
+    predicted: r.digit,
+    confidence: Math.round(r.confidence * 1e6) / 1e6,
+    drawing: JSON.parse(JSON.stringify(d)),
+    image_png: normalizedPng(r.norm.image, settings.preprocessing.canvas),
+    model_sha256: model.sha256,
+  });
+  await showStoredCount();
+  return `Saved in this browser as ${aDigit(label)}. Thank you!`;
+}
+
+async function showStoredCount() {
+  const n = (await allCorrections()).length;
+  $("download").textContent = `Download corrections (${n})`;
+  $("download").disabled = n === 0;
+}
+
+async function download() {
+  const text = toNdjson(await allCorrections());
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "application/x-ndjson" }));
+  link.download = "digitlab-corrections.ndjson";
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+$("clear").addEventListener("click", clear);
+$("undo").addEventListener("click", undo);
+$("upload").addEventListener("click", () => $("file").click());
+$("download").addEventListener("click", download);
+$("file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  if (file) upload(file);
+  e.target.value = ""; // choosing the same file again still fires "change"
+});
+labelButtons.forEach((b) => {
+  b.addEventListener("click", () => correct(Number(b.dataset.label)));
+});
+
+// The original app's keys, plus undo. Enter on a focused button presses that button.
+document.addEventListener("keydown", (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
+    e.preventDefault();
+    undo();
+  } else if (e.key === "Enter" && !e.target.closest("button, a, input")) {
+    e.preventDefault();
+    predict(true);
+  } else if (e.key === "Delete" || e.key === "Backspace") {
+    e.preventDefault();
+    clear();
+  }
+});
+
+// Drag and drop an image file onto the canvas.
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  drop.classList.add("dragging");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("dragging");
+  const file = e.dataTransfer.files[0];
+  if (file) upload(file);
+});
+
+// ---------------------------------------------------------------- the settings and the model
+
+async function readSettings() {
+  const response = await fetch(SETTINGS_URL, { cache: "no-cache" });
+  if (!response.ok) throw new Error(`${SETTINGS_URL}: ${response.status}`);
+  return response.json();
+}
+
+/** Read the settings, show the model, and load it in the browser when they name a runtime. */
+async function start() {
+  try {
+    settings = await readSettings();
+  } catch (err) {
+    // An older server, or one that cannot answer: predict there, as before.
+    notHere = location.protocol === "file:"
+      ? "open this page through a web server (e.g. python -m http.server), not as a file"
+      : "the page's settings cannot be read";
+    showMode();
+    const card = await fetch("api/model").then((r) => r.json()).catch(() => null);
+    showModel(card);
+    return { where: "server", reason: notHere };
+  }
+  showModel(settings.card);
+  document.body.dataset.site = settings.server ? "server" : "static";
+  if (!settings.server) await showStoredCount().catch(() => {}); // no IndexedDB: none stored
+  return switchModel();
+}
+
+/** Load the model the settings name (again, when its SHA-256 changed). */
+async function switchModel() {
+  const wanted = settings.model_sha256;
+  if (model && model.sha256 === wanted) return { where: "browser" };
+  if (modelLoading) return modelLoading;
+  modelLoading = (async () => {
     try {
-      const response = await fetch("api/corrections", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body,
-      });
-      const data = await response.json();
-      message = response.ok ? `Saved as ${aDigit(label)}. Thank you!` : `Not saved: ${data.error}`;
+      const loaded = await loadModel(settings, document.baseURI);
+      if (settings.model_sha256 !== loaded.sha256) throw new Error("the model changed while loading");
+      // A first run compiles what the first drawing would wait for: do it now, once.
+      preprocessStrokes({ strokes: [[[0, 0], [1, 1]]] }, settings.preprocessing);
+      await loaded.predict(new Float32Array(settings.preprocessing.canvas ** 2));
+      model = loaded;
+      return { where: "browser" };
     } catch (err) {
-      message = "Not saved: the server cannot be reached.";
+      model = null;
+      notHere = `the in-browser model did not load (${err.message || err})`;
+      if (!settings.runtime) notHere = "the in-browser runtime is not installed on this server";
+      return { where: hasServer() ? "server" : "none", reason: notHere };
+    } finally {
+      modelLoading = null;
+      showMode();
     }
-    $("saved").textContent = message;
-    $("announce").textContent = message;
+  })();
+  return modelLoading;
+}
+
+/** The server may have swapped its model (issue 13: a personal one): follow it. */
+async function refreshSettings() {
+  if (!settings || !settings.server) return;
+  try {
+    const fresh = await readSettings();
+    if (fresh.model_sha256 !== settings.model_sha256) {
+      settings = fresh;
+      showModel(settings.card);
+      await switchModel();
+    }
+  } catch (err) {
+    // The server went away for a moment: keep the model we have.
   }
+}
 
-  $("clear").addEventListener("click", clear);
-  $("undo").addEventListener("click", undo);
-  $("upload").addEventListener("click", () => $("file").click());
-  $("file").addEventListener("change", (e) => {
-    const file = e.target.files[0];
-    if (file) upload(file);
-    e.target.value = ""; // choosing the same file again still fires "change"
-  });
-  labelButtons.forEach((b) => {
-    b.addEventListener("click", () => correct(Number(b.dataset.label)));
-  });
+function showModel(card) {
+  if (!card) {
+    $("model").textContent = "Model: unknown";
+    return;
+  }
+  const acc = card.metrics && card.metrics.test_accuracy;
+  const score = acc ? `, ${(100 * acc).toFixed(2)} % on the MNIST test set` : "";
+  $("model").textContent = `Model: ${card.name}${score}`;
+}
 
-  // The original app's keys, plus undo. Enter on a focused button presses that button.
-  document.addEventListener("keydown", (e) => {
-    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
-      e.preventDefault();
-      undo();
-    } else if (e.key === "Enter" && !e.target.closest("button, a, input")) {
-      e.preventDefault();
-      predict(true);
-    } else if (e.key === "Delete" || e.key === "Backspace") {
-      e.preventDefault();
-      clear();
-    }
-  });
+function showMode() {
+  const mode = $("mode");
+  mode.dataset.where = model ? "browser" : hasServer() ? "server" : "none";
+  if (model) {
+    mode.textContent = `Runs in your browser (onnxruntime-web, WebAssembly; ${weight()})`;
+  } else if (hasServer()) {
+    mode.textContent = `Runs on the server: ${notHere}`;
+  } else {
+    mode.textContent = `Cannot run: ${notHere}`;
+  }
+}
 
-  // Drag and drop an image file onto the canvas.
-  const drop = $("drop");
-  drop.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    drop.classList.add("dragging");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("dragging");
-    const file = e.dataTransfer.files[0];
-    if (file) upload(file);
-  });
+/** What the runtime and the model weigh: as files, and as this page downloaded them. */
+function weight() {
+  const files = [settings.runtime.module, settings.runtime.wasm, settings.model_url]
+    .map((path) => new URL(path, document.baseURI).href);
+  const sent = performance.getEntriesByType("resource")
+    .filter((e) => files.includes(e.name))
+    .reduce((n, e) => n + e.transferSize, 0);
+  const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+  const size = mb(settings.runtime.bytes + settings.model_bytes);
+  return sent ? `${size}, ${mb(sent)} downloaded` : `${size}, from the cache`;
+}
 
-  fetch("api/model")
-    .then((r) => r.json())
-    .then((card) => {
-      const acc = card.metrics && card.metrics.test_accuracy;
-      const score = acc ? `, ${(100 * acc).toFixed(2)} % on the MNIST test set` : "";
-      $("model").textContent = `Model: ${card.name}${score}`;
-    })
-    .catch(() => { $("model").textContent = "Model: unknown"; });
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") refreshSettings();
+});
 
-  new ResizeObserver(resize).observe(canvas);
-  resize();
-})();
+new ResizeObserver(resize).observe(canvas);
+resize();
+
+// For the tests and the benchmark (tests/test_browser_model.py, benchmarks/browser.py):
+// `ready` says where predictions run once that is settled; `infer` reads a drawing here.
+window.digitlab = {
+  ready: start(),
+  infer: async (d) => {
+    const r = await infer(d);
+    const { norm, ...answer } = r;
+    return { ...answer, image: norm.image && Array.from(norm.image), nBlobs: norm.nBlobs };
+  },
+  where: () => (model ? "browser" : hasServer() ? "server" : "none"),
+  modelSha256: () => model && model.sha256,
+  drawing,
+};

@@ -1,0 +1,79 @@
+// The model in the browser: onnxruntime-web (WebAssembly) running the ONNX file the
+// settings name (GET api/browser on a digitlab server, settings.json on a static site).
+//
+//   const model = await loadModel(settings, document.baseURI);
+//   const probabilities = await model.predict(image);   // Float32Array(28 * 28) -> per class
+//
+// The runtime is loaded from the files the settings name (served from this server or this
+// site, never from a CDN). The graph is checked against the SHA-256 the settings give, as
+// `digitlab.modelfile` checks it against the card, before it runs.
+
+// The graph's input shape for each layout a card may name (`digitlab.card.LAYOUTS`).
+const LAYOUTS = { N1HW: [1, 1, 28, 28], NHW: [1, 28, 28], N784: [1, 784] };
+
+export async function loadModel(settings, base) {
+  const { runtime, card } = settings;
+  if (!runtime) throw new Error("the in-browser runtime is not installed on this server");
+  if (!settings.model_url) throw new Error("this model has no graph the browser can run");
+  if (!(card.input.layout in LAYOUTS)) throw new Error(`unknown input layout ${card.input.layout}`);
+  const url = (path) => new URL(path, base).href;
+  const [ort, graph] = await Promise.all([
+    import(url(runtime.module)),
+    fetchBytes(url(settings.model_url)),
+  ]);
+  await checkSha256(graph, settings.model_sha256);
+  // One thread: no worker, no cross-origin isolation needed, and a 0.3 MB model needs no more.
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = { wasm: url(runtime.wasm) };
+  const session = await ort.InferenceSession.create(graph, {
+    executionProviders: ["wasm"],
+    graphOptimizationLevel: "all",
+  });
+  return new BrowserModel(ort, session, card, settings.model_sha256);
+}
+
+async function fetchBytes(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function checkSha256(bytes, expected) {
+  if (!globalThis.crypto?.subtle) return; // plain http on a network address: no WebCrypto
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  if (hex !== expected) throw new Error("the model file does not match its SHA-256 (changed while loading?)");
+}
+
+export class BrowserModel {
+  constructor(ort, session, card, sha256) {
+    this.ort = ort;
+    this.session = session;
+    this.sha256 = sha256;
+    this.classes = card.classes;
+    this.input = card.input;
+    // Cards written before the output block existed name the output: "probabilities".
+    const index = typeof card.output === "object" ? card.output.index ?? 0 : 0;
+    this.outputName = session.outputNames[index];
+    this.queue = Promise.resolve(); // one run at a time: a session runs one request at once
+  }
+
+  /** Class probabilities for one float image (28 x 28, 0 = paper, 1 = ink). */
+  predict(image) {
+    const run = this.queue.then(() => this.run(image));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  async run(image) {
+    const { mean = 0, std = 1, layout } = this.input;
+    let x = Float32Array.from(image);
+    if (mean || std !== 1) { // as `InputSpec.prepare`, in float32
+      const [m, s] = [Math.fround(mean), Math.fround(std)];
+      x = x.map((v) => Math.fround(v - m) / s);
+    }
+    const feeds = { [this.session.inputNames[0]]: new this.ort.Tensor("float32", x, LAYOUTS[layout]) };
+    const out = await this.session.run(feeds);
+    return out[this.outputName].data;
+  }
+}

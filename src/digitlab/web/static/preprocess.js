@@ -1,0 +1,616 @@
+// The stroke path of `digitlab.preprocess`, in the browser: a drawing becomes the 28 x 28
+// image the model reads, pixel for pixel as the Python package makes it.
+//
+//   const norm = preprocessStrokes({strokes, width, height, pen}, settings.preprocessing);
+//   norm.image   // Float32Array(28 * 28), 0 = paper, 1 = ink; null when there is no ink
+//
+// The steps are those of `_from_strokes` and `_normalize` in preprocess.py:
+//   1. render the strokes at the working size (`work_side`) with MNIST's pen, as Pillow's
+//      ImageDraw does (wide lines as polygons, round caps and joins as filled ellipses);
+//   2. crop to the ink;
+//   3. bring the stroke width into MNIST's range (`stroke_range`, towards `stroke`);
+//   4. scale the longer side to `box` keeping the aspect ratio and place the centre of mass
+//      at `center` in a `canvas` x `canvas` field, in one box-filter resample (Pillow's).
+// Every constant comes from `config`, the model card's `preprocessing` block (the server
+// sends it; see digitlab/web/runtime.py): none is copied here. Pillow's integer and float32
+// arithmetic is followed exactly (`f32` below), so the images agree to rounding error.
+// No DOM, no network: plain functions on typed arrays.
+
+const f32 = Math.fround;
+
+// What this module reads from the card's preprocessing block.
+export const CONFIG_KEYS = [
+  "canvas", "box", "center", "stroke", "stroke_range", "work_side", "blob_fraction",
+  "max_points",
+];
+
+/** The constants this port needs, checked; throws naming the first missing or bad one. */
+export function checkConfig(config) {
+  if (!config || typeof config !== "object") throw new Error("no preprocessing constants");
+  for (const key of CONFIG_KEYS) {
+    const v = config[key];
+    const ok = key === "stroke_range"
+      ? Array.isArray(v) && v.length === 2 && v.every(Number.isFinite)
+      : Number.isFinite(v);
+    if (!ok) throw new Error(`preprocessing constant ${key} is missing or not a number`);
+  }
+  return config;
+}
+
+/** Python's round(): halves go to the even neighbour (round(2.5) == 2). */
+export function pyRound(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// ------------------------------------------------------------------ the drawing -> 28 x 28
+
+/**
+ * The normalised image of a drawing {strokes: [[[x, y], ...], ...], width, height, pen}
+ * (canvas pixels), and what the Predictor's trust rules look at.
+ */
+export function preprocessStrokes(drawing, config) {
+  const c = checkConfig(config);
+  const strokes = drawing.strokes.filter((s) => s.length > 0);
+  const size = [drawing.width || 0, drawing.height || 0];
+  let count = 0;
+  for (const s of strokes) count += s.length;
+  if (count > c.max_points) throw new Error(`drawing: more than ${c.max_points} points`);
+  if (count === 0) return noInk(size);
+
+  let [lox, loy, hix, hiy] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const s of strokes) {
+    for (const [x, y] of s) {
+      lox = Math.min(lox, x); loy = Math.min(loy, y);
+      hix = Math.max(hix, x); hiy = Math.max(hiy, y);
+    }
+  }
+  const pen = (c.stroke * c.work_side) / c.box; // MNIST's stroke, at the working size
+  const extent = Math.max(hix - lox, hiy - loy);
+  // A drawing narrower than a micro-pixel is a dot: dividing by its extent would overflow.
+  const scale = extent > 1e-6 ? (c.work_side - pen) / extent : 1.0;
+  const w = Math.ceil((hix - lox) * scale + pen) + 2;
+  const h = Math.ceil((hiy - loy) * scale + pen) + 2;
+  const placed = strokes.map((s) =>
+    s.map(([x, y]) => [(x - lox) * scale + pen / 2 + 1, (y - loy) * scale + pen / 2 + 1]));
+  const ink = drawStrokes(placed, w, h, pen);
+
+  const half = (drawing.pen ?? 1) / 2;
+  const inkBox = [Math.floor(lox - half), Math.floor(loy - half),
+    Math.ceil(hix + half), Math.ceil(hiy + half)];
+  const inked = new Float32Array(ink.length);
+  for (let i = 0; i < ink.length; i++) inked[i] = ink[i] / 255;
+  const work = crop(inked, w, h);
+  if (work === null) return noInk(size); // a pen too thin to leave a pixel
+  const [adjusted, strokeWidth] = adjustStroke(work, c);
+  const image = fit(adjusted, c);
+  const [left, top, right, bottom] = inkBox;
+  return {
+    image,
+    sourceSize: size,
+    inkBox,
+    nBlobs: countBlobs(image, c),
+    aspect: (right - left) / Math.max(bottom - top, 1),
+    strokeWidth,
+    inkSize: Math.max(right - left, bottom - top),
+  };
+}
+
+function noInk(size) {
+  return { image: null, sourceSize: size, inkBox: null, nBlobs: 0, aspect: 0, strokeWidth: 0,
+    inkSize: 0 };
+}
+
+// An image here: {data: Float32Array (row-major), w, h}.
+
+/** The part of an image inside the bounding box of its pixels > 0 (null when none). */
+function crop(data, w, h) {
+  let [left, top, right, bottom] = [w, h, -1, -1];
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (data[y * w + x] > 0) {
+        left = Math.min(left, x); right = Math.max(right, x);
+        top = Math.min(top, y); bottom = Math.max(bottom, y);
+      }
+    }
+  }
+  if (right < 0) return null;
+  const cw = right - left + 1;
+  const ch = bottom - top + 1;
+  const out = new Float32Array(cw * ch);
+  for (let y = 0; y < ch; y++) {
+    out.set(data.subarray((top + y) * w + left, (top + y) * w + left + cw), y * cw);
+  }
+  return { data: out, w: cw, h: ch };
+}
+
+// ------------------------------------------------------------------ stroke width
+
+/**
+ * Quantiles of the stroke width of the pixels >= 0.5, weighted by stroke length
+ * (`digitlab.ink.stroke_widths`): a pixel's width is the shorter of its horizontal and
+ * vertical runs of ink, and each pixel counts 1 / width.
+ */
+export function strokeWidths(img, quantiles) {
+  const { data, w, h } = img;
+  const on = (i) => data[i] >= 0.5;
+  const across = new Int32Array(w * h);
+  for (let y = 0; y < h; y++) { // horizontal runs
+    for (let x = 0; x < w;) {
+      if (!on(y * w + x)) { x++; continue; }
+      let end = x;
+      while (end < w && on(y * w + end)) end++;
+      for (let k = x; k < end; k++) across[y * w + k] = end - x;
+      x = end;
+    }
+  }
+  for (let x = 0; x < w; x++) { // vertical runs: the shorter one wins
+    for (let y = 0; y < h;) {
+      if (!on(y * w + x)) { y++; continue; }
+      let end = y;
+      while (end < h && on(end * w + x)) end++;
+      for (let k = y; k < end; k++) across[k * w + x] = Math.min(across[k * w + x], end - y);
+      y = end;
+    }
+  }
+  const widths = [];
+  for (let i = 0; i < w * h; i++) if (on(i)) widths.push(across[i]);
+  if (widths.length === 0) return quantiles.map(() => 0);
+  const sorted = Int32Array.from(widths).sort();
+  const cum = new Float64Array(sorted.length);
+  let total = 0;
+  sorted.forEach((v, i) => { total += 1 / v; cum[i] = total; });
+  return quantiles.map((q) => {
+    const target = q * total;
+    let i = 0;
+    while (cum[i] < target) i++; // numpy's searchsorted, side="left"
+    return sorted[i];
+  });
+}
+
+/**
+ * Thicken or thin strokes outside MNIST's range (`_adjust_stroke`); [image, width as drawn],
+ * the width in output pixels.
+ */
+function adjustStroke(work, c) {
+  const side = Math.max(work.w, work.h);
+  const [typical, thin] = strokeWidths(work, [0.5, 0.1]);
+  const width = (typical * c.box) / side;
+  const [lo, hi] = c.stroke_range;
+  const target = c.stroke;
+  let r;
+  if (width < lo) r = (target * side - c.box * typical) / (2 * c.box - 2 * target);
+  else if (width > hi) r = -(thin - (target * side) / c.box) / 2;
+  else return [work, width];
+  if (pyRound(Math.abs(r)) === 0 || (width > hi && r >= 0)) return [work, width];
+  const grown = morph(work, pyRound(Math.abs(r)), r > 0);
+  const cropped = crop(grown.data, grown.w, grown.h);
+  return [cropped ?? work, width];
+}
+
+/** Grey dilation (grow) or erosion with a disc of ``radius``, on a zero border of that width. */
+function morph(img, radius, grow) {
+  const w = img.w + 2 * radius;
+  const h = img.h + 2 * radius;
+  const src = new Float32Array(w * h);
+  for (let y = 0; y < img.h; y++) {
+    src.set(img.data.subarray(y * img.w, (y + 1) * img.w), (y + radius) * w + radius);
+  }
+  const out = src.slice();
+  const op = grow ? Math.max : Math.min;
+  for (let dy = -radius; dy <= radius; dy++) {
+    for (let dx = -radius; dx <= radius; dx++) {
+      if ((!dy && !dx) || dy * dy + dx * dx > (radius + 0.5) ** 2) continue;
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const sy = y - dy;
+          const sx = x - dx;
+          const v = sy >= 0 && sy < h && sx >= 0 && sx < w ? src[sy * w + sx] : 0;
+          out[y * w + x] = op(out[y * w + x], v);
+        }
+      }
+    }
+  }
+  return { data: out, w, h };
+}
+
+// ------------------------------------------------------------------ fit and centre
+
+/**
+ * Scale the longer side to ``box`` and put the centre of mass at ``center`` (`_fit`): one
+ * box-filter resample of the padded image, as Pillow's resize with a source box.
+ */
+function fit(work, c) {
+  const { data, w, h } = work;
+  const scale = c.box / Math.max(h, w);
+  let mass = 0;
+  let my = 0;
+  let mx = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = data[y * w + x];
+      mass += v; my += v * y; mx += v * x;
+    }
+  }
+  const cy = my / mass + 0.5; // pixel i covers [i, i + 1): its centre is i + 0.5
+  const cx = mx / mass + 0.5;
+  const span = c.canvas / scale; // the output field, in working pixels
+  const pad = Math.ceil(span);
+  const fw = w + 2 * pad;
+  const fh = h + 2 * pad;
+  const field = new Float32Array(fw * fh);
+  for (let y = 0; y < h; y++) field.set(data.subarray(y * w, (y + 1) * w), (y + pad) * fw + pad);
+  const x0 = cx + pad - (c.center + 0.5) / scale;
+  const y0 = cy + pad - (c.center + 0.5) / scale;
+  const out = resizeBox({ data: field, w: fw, h: fh }, c.canvas, c.canvas,
+    [x0, y0, x0 + span, y0 + span]);
+  return out.map((v) => (v < 1e-3 ? 0 : Math.min(v, 1)));
+}
+
+/**
+ * Pillow's resize of a float image with the BOX filter and a source box (Resample.c): a
+ * horizontal then a vertical pass, weights of 1 for the input pixels whose centres fall in
+ * each output pixel's span, sums in double precision, stored as float32.
+ */
+export function resizeBox(img, outW, outH, box) {
+  const [bx0, by0, bx1, by1] = box.map(f32); // Pillow takes the box as C floats
+  const horiz = coefficients(img.w, bx0, bx1, outW);
+  const vert = coefficients(img.h, by0, by1, outH);
+  const temp = new Float32Array(outW * img.h);
+  const [first, last] = [vert[0][0], vert[outH - 1][0] + vert[outH - 1][1].length];
+  for (let y = first; y < last; y++) { // the rows the vertical pass reads (Pillow's ybox)
+    for (let xx = 0; xx < outW; xx++) {
+      const [start, k] = horiz[xx];
+      let ss = 0;
+      for (let i = 0; i < k.length; i++) ss += img.data[y * img.w + start + i] * k[i];
+      temp[y * outW + xx] = ss;
+    }
+  }
+  const out = new Float32Array(outW * outH);
+  for (let yy = 0; yy < outH; yy++) {
+    const [start, k] = vert[yy];
+    for (let xx = 0; xx < outW; xx++) {
+      let ss = 0;
+      for (let i = 0; i < k.length; i++) ss += temp[(start + i) * outW + xx] * k[i];
+      out[yy * outW + xx] = ss;
+    }
+  }
+  return out;
+}
+
+/** Pillow's precompute_coeffs for the BOX filter: per output pixel [first input, weights]. */
+function coefficients(inSize, in0, in1, outSize) {
+  const scale = f32(in1 - in0) / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = 0.5 * filterscale;
+  const out = [];
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = in0 + (xx + 0.5) * scale;
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
+    const k = [];
+    let ww = 0;
+    const ss = 1 / filterscale;
+    for (let x = 0; x < xmax - xmin; x++) {
+      const t = (x + xmin - center + 0.5) * ss;
+      const weight = t > -0.5 && t <= 0.5 ? 1 : 0;
+      k.push(weight);
+      ww += weight;
+    }
+    out.push([xmin, ww !== 0 ? k.map((v) => v / ww) : k]);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ blobs
+
+/** Connected blobs (8-neighbour) of pixels > 0.3 holding at least ``blob_fraction`` of the ink. */
+export function countBlobs(image, c) {
+  const side = c.canvas;
+  const on = (i) => image[i] > INKED; // numpy compares a float32 image with float32(0.3)
+  const labels = new Int32Array(side * side);
+  let n = 0; // blobs are numbered in the order their first pixel comes, row by row
+  for (let start = 0; start < side * side; start++) {
+    if (!on(start) || labels[start]) continue;
+    labels[start] = ++n;
+    const stack = [start];
+    while (stack.length) {
+      const i = stack.pop();
+      const [y, x] = [Math.floor(i / side), i % side];
+      for (let ny = Math.max(y - 1, 0); ny <= Math.min(y + 1, side - 1); ny++) {
+        for (let nx = Math.max(x - 1, 0); nx <= Math.min(x + 1, side - 1); nx++) {
+          const j = ny * side + nx;
+          if (on(j) && !labels[j]) {
+            labels[j] = n;
+            stack.push(j);
+          }
+        }
+      }
+    }
+  }
+  if (n <= 1) return n;
+  const mass = new Float64Array(n); // summed row by row, as numpy's bincount does
+  labels.forEach((id, i) => { if (id) mass[id - 1] += image[i]; });
+  const total = pairwiseSum(mass);
+  return mass.filter((m) => m >= c.blob_fraction * total).length;
+}
+
+const INKED = f32(0.3);
+
+/** numpy's sum of a float64 array (pairwise: eight running sums from eight values up). */
+function pairwiseSum(a) {
+  if (a.length < 8) return a.reduce((s, v) => s + v, 0);
+  const r = Array.from(a.subarray(0, 8));
+  let i = 8;
+  for (; i < a.length - (a.length % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[i + j];
+  let res = (r[0] + r[1] + (r[2] + r[3])) + (r[4] + r[5] + (r[6] + r[7]));
+  for (; i < a.length; i++) res += a[i];
+  return res;
+}
+
+// ------------------------------------------------------------------ Pillow's pen
+
+/**
+ * Strokes of [x, y] points drawn with a round pen ``pen`` pixels wide on a w x h grey image
+ * (ink 255 on 0), as `digitlab.preprocess.draw_strokes` draws them with Pillow: each stroke
+ * a wide polyline (segments as polygons), and a filled circle at every point.
+ */
+export function drawStrokes(strokes, w, h, pen) {
+  const img = new Uint8Array(w * h);
+  const r = pen / 2;
+  const width = pyRound(pen);
+  for (const stroke of strokes) {
+    // Pillow truncates coordinates to integers (C casts) before drawing.
+    if (stroke.length > 1 && width !== 0) {
+      for (let i = 0; i + 1 < stroke.length; i++) {
+        const [x0, y0, x1, y1] = [stroke[i][0], stroke[i][1], stroke[i + 1][0], stroke[i + 1][1]];
+        const line = width <= 1 ? thinLine : wideLine;
+        line(img, w, h, Math.trunc(x0), Math.trunc(y0), Math.trunc(x1), Math.trunc(y1), width);
+      }
+      const last = stroke[stroke.length - 1];
+      if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]));
+    }
+    for (const [x, y] of stroke) {
+      filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
+        Math.trunc(x + r), Math.trunc(y + r));
+    }
+  }
+  return img;
+}
+
+function point(img, w, h, x, y) {
+  if (x >= 0 && x < w && y >= 0 && y < h) img[y * w + x] = 255;
+}
+
+function hline(img, w, h, x0, y, x1) {
+  if (y < 0 || y >= h || x0 >= w || x1 < 0 || x1 < x0) return;
+  img.fill(255, y * w + Math.max(x0, 0), y * w + Math.min(x1, w - 1) + 1);
+}
+
+// Draw.c's rounding macros: ROUND_UP(f) on a C float adds 0.5F in float arithmetic.
+const roundUp = (f) => (f >= 0 ? Math.floor(f32(f + 0.5)) : -Math.floor(Math.abs(f) + 0.5));
+const roundDown = (f) => (f >= 0 ? Math.ceil(f32(f - 0.5)) : -Math.ceil(Math.abs(f) - 0.5));
+// The same on C doubles.
+const roundUpD = (f) => (f >= 0 ? Math.floor(f + 0.5) : -Math.floor(Math.abs(f) + 0.5));
+const roundDownD = (f) => (f >= 0 ? Math.ceil(f - 0.5) : -Math.ceil(Math.abs(f) - 0.5));
+const roundf = (f) => Math.sign(f) * Math.floor(Math.abs(f) + 0.5); // C roundf: half away from 0
+
+/** Draw.c's line8: Bresenham, without the last point (for pens of one pixel). */
+function thinLine(img, w, h, x0, y0, x1, y1) {
+  let dx = Math.abs(x1 - x0);
+  let dy = Math.abs(y1 - y0);
+  const xs = x1 >= x0 ? 1 : -1;
+  const ys = y1 >= y0 ? 1 : -1;
+  if (dx === 0 || dy === 0) {
+    for (let i = 0; i < Math.max(dx, dy); i++) {
+      point(img, w, h, x0, y0);
+      if (dx === 0) y0 += ys; else x0 += xs;
+    }
+  } else if (dx > dy) {
+    const n = dx;
+    dy += dy;
+    let e = dy - dx;
+    dx += dx;
+    for (let i = 0; i < n; i++) {
+      point(img, w, h, x0, y0);
+      if (e >= 0) { y0 += ys; e -= dx; }
+      e += dy;
+      x0 += xs;
+    }
+  } else {
+    const n = dy;
+    dx += dx;
+    let e = dx - dy;
+    dy += dy;
+    for (let i = 0; i < n; i++) {
+      point(img, w, h, x0, y0);
+      if (e >= 0) { x0 += xs; e -= dy; }
+      e += dx;
+      y0 += ys;
+    }
+  }
+}
+
+/** Draw.c's ImagingDrawWideLine: the segment as a filled quadrilateral. */
+function wideLine(img, w, h, x0, y0, x1, y1, width) {
+  const dx = x1 - x0;
+  const dy = y1 - y0;
+  if (dx === 0 && dy === 0) {
+    point(img, w, h, x0, y0);
+    return;
+  }
+  const big = Math.sqrt(dx * dx + dy * dy);
+  const small = (width - 1) / 2;
+  const ratioMax = roundUpD(small) / big;
+  const ratioMin = roundDownD(small) / big;
+  const dxmin = roundDownD(ratioMin * dy);
+  const dxmax = roundDownD(ratioMax * dy);
+  const dymin = roundDownD(ratioMin * dx);
+  const dymax = roundDownD(ratioMax * dx);
+  const v = [[x0 - dxmin, y0 + dymax], [x1 - dxmin, y1 + dymax],
+    [x1 + dxmax, y1 - dymin], [x0 + dxmax, y0 - dymin]];
+  const edges = v.map((p, i) => edge(p, v[(i + 1) % 4]));
+  fillPolygon(img, w, h, edges);
+}
+
+function edge([x0, y0], [x1, y1]) {
+  return {
+    x0, y0,
+    xmin: Math.min(x0, x1), xmax: Math.max(x0, x1),
+    ymin: Math.min(y0, y1), ymax: Math.max(y0, y1),
+    dx: y0 === y1 ? 0 : f32((x1 - x0) / (y1 - y0)),
+  };
+}
+
+/** Draw.c's polygon_generic (no alpha): a scan-line fill in float32 arithmetic. */
+function fillPolygon(img, w, h, edges) {
+  let ymin = h - 1;
+  let ymax = 0;
+  const table = [];
+  for (const e of edges) {
+    ymin = Math.min(ymin, e.ymin);
+    ymax = Math.max(ymax, e.ymax);
+    if (e.ymin === e.ymax) hline(img, w, h, e.xmin, e.ymin, e.xmax);
+    else table.push(e);
+  }
+  ymin = Math.max(ymin, 0);
+  ymax = Math.min(ymax, h);
+  const at = (e, y) => f32(f32((y - e.y0) * e.dx) + e.x0);
+  const xx = [];
+  for (let y = ymin; y <= ymax; y++) {
+    xx.length = 0;
+    for (let i = 0; i < table.length; i++) {
+      const cur = table[i];
+      if (y < cur.ymin || y > cur.ymax) continue;
+      xx.push(at(cur, y));
+      const j = xx.length - 1;
+      if (y === cur.ymax && y < ymax) {
+        xx.push(xx[j]); // needed to draw consistent polygons
+      } else if ((y === cur.ymin || y === cur.ymax) && cur.dx !== 0) {
+        for (let k = 0; k < i; k++) { // connect discontiguous corners
+          const other = table[k];
+          if ((y !== other.ymin && y !== other.ymax) || other.dx === 0) continue;
+          if (roundf(xx[j]) !== roundf(at(other, y))) continue;
+          const offset = y === cur.ymax ? -1 : 1;
+          const adjacent = at(cur, y + offset);
+          if (y + offset < other.ymin || y + offset > other.ymax) continue;
+          const adjacentOther = at(other, y + offset);
+          if (xx[j] > f32(adjacent + 1) && xx[j] > f32(adjacentOther + 1)) {
+            xx[j] = roundf(Math.max(adjacent, adjacentOther)) + 1;
+          } else if (xx[j] < f32(adjacent - 1) && xx[j] < f32(adjacentOther - 1)) {
+            xx[j] = roundf(Math.min(adjacent, adjacentOther)) - 1;
+          }
+          break;
+        }
+      }
+    }
+    xx.sort((a, b) => a - b);
+    for (let i = 1; i < xx.length; i += 2) hline(img, w, h, roundUp(xx[i - 1]), y, roundDown(xx[i]));
+  }
+}
+
+/** Draw.c's ellipseNew, filled: spans from a Bresenham walk of the quarter ellipse. */
+function filledEllipse(img, w, h, x0, y0, x1, y1) {
+  const a = x1 - x0;
+  const b = y1 - y0;
+  if (a < 0 || b < 0) return;
+  for (const [left, dy, right] of ellipseOffsets(a, b)) hline(img, w, h, x0 + left, y0 + dy, x0 + right);
+}
+
+// A drawing's dots are all the same size: their spans are worked out once.
+const offsetCache = new Map();
+
+function ellipseOffsets(a, b) {
+  const key = `${a},${b}`;
+  if (!offsetCache.has(key)) {
+    const spans = [];
+    for (const [l, y, r] of ellipseSpans(a, b, a + b)) {
+      spans.push([Math.trunc((l + a) / 2), Math.trunc((y + b) / 2), Math.trunc((r + a) / 2)]);
+    }
+    if (offsetCache.size > 64) offsetCache.clear();
+    offsetCache.set(key, spans);
+  }
+  return offsetCache.get(key);
+}
+
+// A quarter of an ellipse with semi-axes a, b on the grid of step 2 (Draw.c's quarter_*).
+function quarter(a, b) {
+  if (a < 0 || b < 0) return { next: () => null };
+  const [a2, b2] = [a * a, b * b];
+  const delta = (x, y) => Math.abs(a2 * y * y + b2 * x * x - a2 * b2);
+  let [cx, cy, finished] = [a, b % 2, false];
+  const [ex, ey] = [a % 2, b];
+  return {
+    next() {
+      if (finished) return null;
+      const at = [cx, cy];
+      if (cx === ex && cy === ey) {
+        finished = true;
+      } else {
+        let [nx, ny] = [cx, cy + 2];
+        let nd = delta(nx, ny);
+        if (nx > 1) {
+          const d1 = delta(cx - 2, cy + 2);
+          if (nd > d1) { [nx, ny, nd] = [cx - 2, cy + 2, d1]; }
+          const d2 = delta(cx - 2, cy);
+          if (nd > d2) { [nx, ny] = [cx - 2, cy]; }
+        }
+        [cx, cy] = [nx, ny];
+      }
+      return at;
+    },
+  };
+}
+
+// The horizontal spans [left, y, right] of an ellipse ring ``w`` thick (Draw.c's ellipse_*).
+function* ellipseSpans(a, b, w) {
+  const leftmost = a % 2;
+  const outer = quarter(a, b);
+  const first = w < 1 ? null : outer.next();
+  if (first === null) return;
+  let [pr, py] = first;
+  const inner = quarter(a - 2 * (w - 1), b - 2 * (w - 1));
+  let pl = leftmost;
+  let finished = false;
+  while (!finished) {
+    const [y, r] = [py, pr];
+    let l = pl;
+    let p;
+    while ((p = outer.next()) !== null && p[1] <= y) { /* skip to the next row */ }
+    if (p === null) finished = true;
+    else [pr, py] = p;
+    while ((p = inner.next()) !== null && p[1] <= y) l = p[0];
+    pl = p === null ? leftmost : p[0];
+    // Draw.c buffers these four and hands them out last first.
+    const spans = [];
+    if ((l > 0 || l < r) && y > 0) spans.push([l === 0 ? 2 : l, y, r]);
+    if (y > 0) spans.push([-r, y, -l]);
+    if (l > 0 || l < r) spans.push([l === 0 ? 2 : l, -y, r]);
+    spans.push([-r, -y, -l]);
+    yield* spans.reverse();
+  }
+}
+
+// ------------------------------------------------------------------ the Predictor's verdict
+
+/**
+ * What the Predictor says about a drawing (`Predictor._judge`): the digit, its probability,
+ * and why it should not be trusted, by the server's trust rules (settings.trust).
+ */
+export function judge(norm, probabilities, classes, trust) {
+  if (norm.image === null || probabilities === null) {
+    return { digit: null, confidence: 0, unsure: true, reasons: ["no ink"],
+      probabilities: classes.map(() => 0) };
+  }
+  let best = 0;
+  for (let i = 1; i < probabilities.length; i++) if (probabilities[i] > probabilities[best]) best = i;
+  const confidence = probabilities[best];
+  const reasons = [
+    ["low confidence", confidence < trust.min_confidence],
+    ["several blobs", norm.nBlobs > trust.max_blobs],
+    ["too wide for a digit", norm.aspect > trust.max_aspect],
+    ["too small", norm.inkSize < trust.min_ink_size],
+  ].filter(([, bad]) => bad).map(([why]) => why);
+  return { digit: classes[best], confidence, unsure: reasons.length > 0, reasons,
+    probabilities: Array.from(probabilities) };
+}

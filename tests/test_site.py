@@ -1,0 +1,239 @@
+"""`digitlab export-site`: the page and its model as a static site that needs no Python.
+
+The command as a user runs it (what it writes, what it refuses, in one line and exit
+status 2); then the site served by ``python -m http.server`` on 127.0.0.1, with no digitlab
+server running and the browser's network blocked except for that server: a 3 drawn with the
+mouse is read in the browser, and a correction is kept there and downloads as the NDJSON a
+server exports.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import chromium
+from test_web_browser import ONE, THREE, TIMEOUT_MS, draw, expect_digit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def export_site(*args: str | Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "digitlab", "export-site", *map(str, args)]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def assert_refused(done: subprocess.CompletedProcess, words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    from digitlab.web.runtime import find_runtime
+
+    if find_runtime() is None:
+        pytest.fail("onnxruntime-web is not installed: run `make install` (it runs npm ci)")
+    out = tmp_path_factory.mktemp("export") / "site"
+    done = export_site(out)
+    assert done.returncode == 0, done.stderr
+    assert "site written to" in done.stdout
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The command
+# --------------------------------------------------------------------------- #
+
+
+def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
+    from digitlab.predict import Predictor
+    from digitlab.web.runtime import RUNTIME_FILES
+
+    files = sorted(str(f.relative_to(site)) for f in site.rglob("*") if f.is_file())
+    assert files == sorted([
+        "index.html", "settings.json",
+        "model/digit-cnn.onnx", "model/digit-cnn.card.json",
+        *(f"runtime/{name}" for name in RUNTIME_FILES),
+        *(f"static/{name}" for name in ("app.js", "local-corrections.js", "model.js", "png.js",
+                                        "preprocess.js", "style.css")),
+    ])  # fmt: skip
+    bundled = Predictor()
+    settings = json.loads((site / "settings.json").read_text())
+    assert settings["server"] is False and settings["model_url"] == "model/digit-cnn.onnx"
+    assert settings["card"] == bundled.card_json()
+    assert json.loads((site / "model/digit-cnn.card.json").read_text()) == bundled.card_json()
+    graph = (site / "model/digit-cnn.onnx").read_bytes()
+    assert hashlib.sha256(graph).hexdigest() == settings["model_sha256"]
+    assert settings["preprocessing"] == bundled.card_json()["preprocessing"]
+    assert settings["runtime"]["module"] == "runtime/ort.wasm.bundle.min.mjs"
+    page = (site / "index.html").read_text()
+    assert '<meta name="digitlab-settings" content="settings.json">' in page
+    assert "http://" not in page and "https://" not in page  # nothing from elsewhere
+
+
+def test_another_model_and_an_earlier_export_replaced(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fp32"
+    done = export_site(out, "--model", REPO / "models" / "digit-cnn-fp32.onnx")
+    assert done.returncode == 0, done.stderr
+    assert (out / "model" / "digit-cnn-fp32.onnx").is_file()
+    done = export_site(out)  # the same folder again: an earlier site is replaced
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        "digit-cnn.card.json",
+        "digit-cnn.onnx",
+    ]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_what_it_refuses_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    assert_refused(export_site(tmp_path / "notes"), "not empty and not a digitlab site")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    assert_refused(export_site(tmp_path / "file"), "exists and is not a folder")
+    assert_refused(export_site(tmp_path / "new", "--model", tmp_path / "none.onnx"), "not found")
+    assert not (tmp_path / "new").exists()
+
+
+def test_without_the_runtime_it_says_how_to_get_it(tmp_path: Path) -> None:
+    from digitlab.site import SiteError
+    from digitlab.site import export_site as export
+
+    with pytest.raises(SiteError, match="npm"):
+        export(tmp_path / "site", runtime_dir=tmp_path)
+    assert not (tmp_path / "site").exists()
+
+
+# --------------------------------------------------------------------------- #
+# The site in a browser, served by a static file server
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def static_server(site: Path):
+    """``python -m http.server`` on 127.0.0.1 serving the site; its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+           "--directory", str(site)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def offline_page(static_server: str):
+    """A page on the site in a browser that reaches nothing but the static server."""
+    from playwright.sync_api import sync_playwright
+
+    blocked: list[str] = []
+
+    def only_the_site(route) -> None:
+        if route.request.url.startswith(static_server + "/"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = chromium.launch(p)
+        viewport = {"width": 1000, "height": 800}
+        context = browser.new_context(viewport=viewport, accept_downloads=True)
+        context.route("**/*", only_the_site)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(static_server + "/")
+        assert page.evaluate("window.digitlab.ready") == {"where": "browser"}
+        yield page
+        browser.close()
+    assert not blocked, f"the page reached for the network: {blocked}"
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.mark.browser
+def test_the_site_reads_a_3_with_no_python_server(offline_page) -> None:
+    from playwright.sync_api import expect
+
+    page = offline_page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    expect(page.locator("#mode")).to_contain_text("Runs in your browser")
+    assert page.locator("#upload").is_hidden()  # reading photos needs the server
+    draw(page, THREE)
+    expect_digit(page, "3")
+    expect(page.locator("#where")).to_contain_text("In your browser: ")
+    expect(page.locator("#announce")).to_contain_text("reads a 3")
+    assert not [u for u in requests if "/api/" in u]
+
+
+@pytest.mark.browser
+def test_corrections_stay_in_the_browser_and_download_as_the_servers_ndjson(
+    offline_page,
+) -> None:
+    from playwright.sync_api import expect
+
+    from digitlab.predict import Predictor
+    from digitlab.preprocess import normalized_png
+    from digitlab.web.models import StoredCorrection
+
+    page = offline_page
+    download = page.locator("#download")
+    expect(download).to_be_visible()
+    draw(page, ONE)
+    expect_digit(page, "1")
+    page.get_by_role("button", name="It is a 7").click()
+    expect(page.locator("#saved")).to_have_text("Saved in this browser as a 7. Thank you!")
+    expect(download).to_have_text("Download corrections (1)")
+    page.reload()  # kept in IndexedDB, not in the page
+    page.evaluate("window.digitlab.ready")
+    expect(download).to_have_text("Download corrections (1)")
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename == "digitlab-corrections.ndjson"
+    lines = Path(info.value.path()).read_text().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert list(row) == list(StoredCorrection.model_fields)  # the server's export, key for key
+    StoredCorrection.model_validate(row)
+    bundled = Predictor()
+    assert (row["label"], row["predicted"], row["id"]) == (7, 1, 1)
+    assert row["model_sha256"] == bundled.card.onnx_sha256
+    assert row["created"].endswith("+00:00")
+    assert row["drawing"]["width"] == 280 and len(row["drawing"]["strokes"]) == 1
+    # The 28 x 28 image is the PNG the server would store for this drawing.
+    theirs = bundled.predict(row["drawing"])
+    assert row["confidence"] == pytest.approx(theirs.confidence, abs=0.01)
+    ours = Image.open(io.BytesIO(base64.b64decode(row["image_png"])))
+    server = Image.open(io.BytesIO(normalized_png(theirs.image)))
+    assert ours.mode == "L" and np.array_equal(np.asarray(ours), np.asarray(server))
