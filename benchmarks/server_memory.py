@@ -53,12 +53,16 @@ def png(mode: str, side: int) -> bytes:
 def start_server(port: int, db: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
+    for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            # Ready when its personal model has loaded the MNIST reference (or cannot): the
+            # idle figure then includes what learning from corrections keeps in memory.
+            state = httpx.get(f"http://127.0.0.1:{port}/api/learning", timeout=1).json()
+            if state["ready"] or state["problem"]:
                 return proc
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the server did not start")
 

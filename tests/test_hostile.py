@@ -242,6 +242,19 @@ def peak_mb(pid: int) -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
+def wait_until_learning_is_ready(url: str) -> None:
+    import time
+
+    import httpx
+
+    for _ in range(600):
+        state = httpx.get(url + "/api/learning").json()
+        if state["ready"] or state["problem"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the server's personal model never got ready")
+
+
 def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     """A child `digitlab serve`; peak RSS from /proc before and after four 16-bit bombs."""
     import threading
@@ -249,6 +262,7 @@ def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     import httpx
 
     with child_server(tmp_path / "c.sqlite3") as (proc, url):
+        wait_until_learning_is_ready(url)  # its MNIST reference loads at start-up
         idle = peak_mb(proc.pid)
         bomb, codes = big_png("I;16"), []
         send = lambda: codes.append(  # noqa: E731
@@ -313,6 +327,7 @@ def test_reading_a_store_of_maximal_drawings_takes_bounded_memory(tmp_path):
         store.add(label=i % 10, image_png=png_bytes(ring()), predicted=None, confidence=0.0,
                   model_sha256="0" * 64, drawing=drawing)  # fmt: skip
     with child_server(store.path) as (proc, url):
+        wait_until_learning_is_ready(url)
         idle, seen, offset = peak_mb(proc.pid), [], 0
         while offset is not None:
             r = httpx.get(url + "/api/corrections", params={"limit": 1000, "offset": offset})

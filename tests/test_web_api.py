@@ -293,7 +293,9 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     db = tmp_path / "sub" / "corrections.sqlite3"
     client = local_client(create_app(predictor, db))
     r = client.post("/api/corrections", json={**ONE, "label": 7})
-    assert r.status_code == 201 and r.json() == {"id": 1, "label": 7, "predicted": 1}
+    assert r.status_code == 201
+    assert {k: r.json()[k] for k in ("id", "label", "predicted")} == {"id": 1, "label": 7,
+                                                                      "predicted": 1}  # fmt: skip
     assert (
         client.post(
             "/api/corrections", json={"pixels": [[0, 255, 0], [0, 255, 0], [0, 255, 0]], "label": 0}
@@ -386,7 +388,7 @@ def test_openapi_describes_every_body_and_error(client) -> None:
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert "200" in op["responses"] or "201" in op["responses"], (method, path)
-            if method == "post":
+            if method == "post" and path != "/api/learning/reset":  # the one with no body
                 assert op["requestBody"]["content"]["application/json"]["schema"], path
             for status, answer in op["responses"].items():
                 if status.startswith("4"):

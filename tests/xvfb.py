@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageGrab
@@ -99,8 +100,13 @@ class DrawWindow:
     """
 
     def __init__(self, display: str, timeout: float = 30.0) -> None:
+        import tempfile
+
         self.display = display
-        self.env = {**os.environ, "DISPLAY": display, "PYTHONUNBUFFERED": "1"}
+        # Its corrections go to a store of its own, never the user's.
+        self.db = Path(tempfile.mkdtemp(prefix="digitlab-draw-")) / "corrections.sqlite3"
+        self.env = {**os.environ, "DISPLAY": display, "PYTHONUNBUFFERED": "1",
+                    "DIGITLAB_DB": str(self.db)}  # fmt: skip
         self.timeout = timeout
         self.lines: queue.Queue[str] = queue.Queue()
 

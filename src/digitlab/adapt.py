@@ -84,7 +84,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -109,6 +109,9 @@ from digitlab.metrics import confidence_summary
 from digitlab.modelfile import OnnxModel, load_model, open_session, save_model
 from digitlab.predict import TrustRules, expand_paths
 from digitlab.preprocess import Normalized, preprocess
+
+if TYPE_CHECKING:
+    from digitlab.web.corrections import Correction
 
 METHOD = "prototypes"
 EMBEDDING = "embedding"  # the extra output `embedding_graph` adds
@@ -793,8 +796,6 @@ def examples_from_store(
     """The corrections in a store (`digitlab.web.corrections`), read only: each stored
     28 x 28 image (what the model saw) with its label; per class, the newest
     ``max_per_class`` (a user's handwriting is what it is now)."""
-    from PIL import Image, UnidentifiedImageError
-
     from digitlab.web.corrections import CorrectionStore
 
     path = Path(path).expanduser()
@@ -805,17 +806,22 @@ def examples_from_store(
         newest[row.label].append(row)
     if not newest:
         raise AdaptError(f"{path}: the store holds no corrections")
-    out = []
-    for row in sorted((r for rs in newest.values() for r in rs), key=lambda r: r.id):
-        try:
-            with Image.open(io.BytesIO(row.image_png)) as img:
-                pixels = np.asarray(img.convert("L"), np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError):
-            pixels = None
-        if pixels is None or pixels.shape != (28, 28):
-            raise AdaptError(f"{path}: correction {row.id}: the stored image is not 28 x 28 PNG")
-        out.append(Example(pixels, int(row.label), f"{path}#{row.id}"))
-    return out
+    rows = sorted((r for rs in newest.values() for r in rs), key=lambda r: r.id)
+    return [example_of(row, f"{path}#{row.id}") for row in rows]
+
+
+def example_of(row: Correction, source: str) -> Example:
+    """A stored correction as an example: the 28 x 28 image the model saw, and its label."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(row.image_png)) as img:
+            pixels = np.asarray(img.convert("L"), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError):
+        pixels = None
+    if pixels is None or pixels.shape != (28, 28):
+        raise AdaptError(f"{source}: the stored image is not a 28 x 28 PNG")
+    return Example(pixels, int(row.label), source)
 
 
 # --------------------------------------------------------------------------- #

@@ -757,11 +757,14 @@ def draw_cmd(
         "~/.local/share/digitlab/corrections.sqlite3), as for serve.",
         show_default=False,
     ),
+    learn: bool = typer.Option(
+        True, "--learn/--no-learn", help="Learn my handwriting from the corrections I make."
+    ),
 ) -> None:
     """Open a window to draw a digit: Enter predicts (and prints it), Delete clears."""
     from digitlab.desktop import run
 
-    run(model, db)
+    run(model, db, learn)
 
 
 # --------------------------------------------------------------------------- #
@@ -805,6 +808,13 @@ def serve_cmd(
         max=3600,
         help="Seconds a client has to send its request's headers; slower clients are disconnected.",
     ),
+    learn: bool | None = typer.Option(
+        None,
+        "--learn/--no-learn",
+        show_default=False,
+        help="Learn the user's handwriting from the corrections sent (default: on when local, "
+        "off on a network address).",
+    ),
     body_timeout: float = typer.Option(
         60.0,
         "--body-timeout",
@@ -825,7 +835,7 @@ def serve_cmd(
     load_model(model)
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
     timeouts = (header_timeout, body_timeout)
-    serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts)
+    serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts, learn=learn)
 
 
 # --------------------------------------------------------------------------- #

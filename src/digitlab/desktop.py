@@ -33,6 +33,7 @@ from digitlab.preprocess import draw_strokes
 if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
     import tkinter as tk
 
+    from digitlab.learning import Learning
     from digitlab.predict import Prediction, Predictor
     from digitlab.web.corrections import CorrectionStore
 
@@ -72,13 +73,16 @@ class DrawApp:
         live: bool = True,
         echo: Callable[[str], Any] = print,
         store: CorrectionStore | None = None,
+        learning: Learning | None = None,
     ) -> None:
         import tkinter as tk
 
         self.root = root
-        self.predictor = predictor
+        self.predictor = predictor  # learning.predictor, when learning: it reads personally
         self.echo = echo
-        self.store = store  # where "Wrong? This is a ..." keeps the drawing (None: nowhere)
+        self.learning = learning  # stores each correction, and learns it (`digitlab.learning`)
+        # Where "Wrong? This is a ..." keeps the drawing (None: nowhere).
+        self.store = learning.store if learning is not None else store
         self.strokes: list[list[tuple[float, float]]] = []
         self.last: Prediction | None = None  # what the window shows (None: nothing yet)
         self.live = tk.BooleanVar(root, value=live)
@@ -188,6 +192,18 @@ class DrawApp:
             self.correct_buttons.append(button)
         self.correction_label = tk.Label(row, text="", foreground=MUTED, background=PAPER)
         self.correction_label.grid(row=1, column=0, columnspan=11, sticky="w")
+        # Learning from them, as on the web page: on by default, with a way back.
+        self.learn = tk.BooleanVar(self.root, value=self.learning is not None)
+        tk.Checkbutton(row, text="Learn from my corrections", variable=self.learn,
+                       background=PAPER, takefocus=False,
+                       state="normal" if self.learning else "disabled",
+                       ).grid(row=2, column=0, columnspan=6, sticky="w")  # fmt: skip
+        self.forget_button = tk.Button(row, text="Reset to the base model", takefocus=False,
+                                       command=self.forget)  # fmt: skip
+        self.forget_button.grid(row=2, column=6, columnspan=5, sticky="e")
+        self.learned_label = tk.Label(row, text="", foreground=MUTED, background=PAPER)
+        self.learned_label.grid(row=3, column=0, columnspan=11, sticky="w")
+        self._show_learning()
 
     def _bind_keys(self) -> None:
         # Bound on the toplevel: every widget in the window has it among its bindtags.
@@ -273,14 +289,46 @@ class DrawApp:
         else:
             drawing = Strokes.from_json(self.drawing(), self.predictor.config.max_points)
             try:
-                stored = self.store.add_prediction(
-                    p, label, self.predictor.card.onnx_sha256, drawing=drawing.to_json()
-                )
-                message = f"Stored as a {stored.label} (correction #{stored.id})."
+                message = self._store(p, label, drawing.to_json())
             except DigitlabError as e:  # the store is full, read-only, locked, ...
                 message = f"Not stored: {e}"
         self.correction_label.configure(text=message)
+        self._show_learning()
         return message
+
+    def _store(self, p: Prediction, label: int, drawing: dict[str, Any]) -> str:
+        if self.learning is None:
+            assert self.store is not None
+            stored = self.store.add_prediction(
+                p, label, self.predictor.card.onnx_sha256 or "", drawing=drawing
+            )
+            return f"Stored as a {stored.label} (correction #{stored.id})."
+        stored, why = self.learning.correct(p, label, learn=self.learn.get(), drawing=drawing)
+        if why is None:
+            return f"Stored as a {stored.label} and learnt: draw it again."
+        return f"Stored as a {stored.label} (not learnt: {why})."
+
+    def forget(self) -> None:
+        """Back to the base model (the corrections stay stored); reads the drawing again."""
+        if self.learning is not None:
+            self.learning.reset()
+            self.correction_label.configure(text="Back to the base model.")
+        self._show_learning()
+        if self.strokes:
+            self.predict()
+
+    def _show_learning(self) -> None:
+        if self.learning is None:
+            self.learned_label.configure(text="")
+            self.forget_button.configure(state="disabled")
+            return
+        state = self.learning.status()
+        n = state.examples
+        text = f"Personal model: learnt from {n} correction{'' if n == 1 else 's'}."
+        if state.problem:
+            text = f"Not learning: {state.problem}"
+        self.learned_label.configure(text=text)
+        self.forget_button.configure(state="normal" if n else "disabled")
 
     def clear(self) -> None:
         """Remove every stroke and reset the result panel."""
@@ -413,23 +461,29 @@ def open_window() -> tk.Tk:
 
 
 def run(
-    model: str | os.PathLike[str] | None = None, db_path: str | os.PathLike[str] | None = None
+    model: str | os.PathLike[str] | None = None,
+    db_path: str | os.PathLike[str] | None = None,
+    learn: bool = True,
 ) -> None:
     """Open the drawing window over the bundled model (or ``model``) until it is closed.
 
-    Corrections go to ``db_path`` (default: the web server's, `default_db_path`).
+    Corrections go to ``db_path`` (default: the web server's, `default_db_path`), and the
+    personal model learns them when ``learn``.
     """
+    from digitlab.learning import Learning
     from digitlab.predict import Predictor
     from digitlab.web.corrections import CorrectionStore, default_db_path
 
     root = open_window()  # first: fail fast over SSH, before loading the model
     try:
-        predictor = Predictor(model)
         store = CorrectionStore(db_path if db_path is not None else default_db_path())
+        learning = Learning(Predictor(model), store, enabled=learn)
     except BaseException:
         root.destroy()
         raise
-    DrawApp(root, predictor, echo=lambda line: print(line, flush=True), store=store)
+    learning.start()  # the MNIST reference loads in a thread; the window opens meanwhile
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    DrawApp(root, learning.predictor, echo=echo, learning=learning)
     root.focus_force()  # so Enter and Delete work without clicking the window first
     _wake_for_signals(root)
     try:

@@ -39,6 +39,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.errors import DigitlabError
+from digitlab.learning import Learning
 from digitlab.predict import Predictor
 from digitlab.web.corrections import CorrectionStore, default_db_path
 from digitlab.web.docs import add_docs
@@ -63,6 +64,7 @@ def create_app(
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     token: str | None = None,
     runtime_dir: str | os.PathLike[str] | None = None,
+    learn: bool = True,
 ) -> FastAPI:
     """The web app: ``predictor`` (default: the bundled model), corrections at ``db_path``
     (default: ``$DIGITLAB_DB``, else ~/.local/share/digitlab/corrections.sqlite3).
@@ -70,7 +72,8 @@ def create_app(
     Only requests whose Host header is in ``allowed_hosts`` are answered ("*": any).
     With a ``token``, reading the stored corrections needs it (``Authorization: Bearer``).
     With a ``runtime_dir`` (onnxruntime-web's files, `digitlab.web.runtime.find_runtime`) the
-    page predicts in the browser; without, through the API.
+    page predicts in the browser; without, through the API. With ``learn`` a personal model
+    learns the corrections the page sends (`digitlab.learning`).
     """
     predictor = predictor or Predictor()  # loaded here, once, not per request
     store = CorrectionStore(db_path if db_path is not None else default_db_path())
@@ -81,7 +84,9 @@ def create_app(
         docs_url=None,  # FastAPI's own pages load Swagger UI from a CDN; see docs.py
         redoc_url=None,
     )
-    app.state.service = DigitService(predictor, store)
+    learning = Learning(predictor, store, enabled=learn)
+    learning.start()  # the MNIST reference loads in a thread; predictions go on meanwhile
+    app.state.service = DigitService(learning)
     app.state.token = token
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
@@ -162,6 +167,7 @@ def serve(
     allowed_hosts: Sequence[str] | None = None,
     token: str | None = None,
     timeouts: tuple[float, float] = (HEADER_TIMEOUT, BODY_TIMEOUT),
+    learn: bool | None = None,
 ) -> None:
     """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C.
 
@@ -169,6 +175,8 @@ def serve(
     in ``allowed_hosts`` (default: the local names and ``host`` itself) and asks for a token
     (``token``, or a new random one, printed) before anyone reads the stored drawings.
     A client gets ``timeouts`` seconds to send its headers, then its body (`DeadlineProtocol`).
+    ``learn`` (default: only when local) lets the corrections sent teach a personal model: on
+    a network, anyone's corrections would change everyone's readings.
     """
     import uvicorn
 
@@ -181,12 +189,15 @@ def serve(
         print(f"digitlab: {warn}\ndigitlab: token: {token}", file=sys.stderr)
     hosts = allowed_hosts or (LOCAL_HOSTS if local else (*LOCAL_HOSTS, host))
     runtime = find_runtime()
+    learn = local if learn is None else learn
     app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token,
-                     runtime_dir=runtime)  # fmt: skip
+                     runtime_dir=runtime, learn=learn)  # fmt: skip
     service: DigitService = app.state.service
     shown = f"[{host}]" if ":" in host else host
     name = service.predictor.card.name
     print(f"digitlab: model {name}, corrections in {service.store.path}", file=sys.stderr)
+    learns = "learns from them (a personal model)" if learn else "does not learn from them"
+    print(f"digitlab: the server {learns}; --learn/--no-learn to change", file=sys.stderr)
     where = f"in the browser (onnxruntime-web from {runtime})" if runtime else (
         "on the server (onnxruntime-web is not installed: `make install` with npm)")  # fmt: skip
     print(f"digitlab: the page predicts {where}", file=sys.stderr)

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS corrections (
     drawing      TEXT,              -- the strokes JSON (NULL when a pixel grid was sent)
     image_png    BLOB    NOT NULL,  -- 28 x 28 8-bit grey PNG, ink white: the model's input
     model_sha256 TEXT    NOT NULL,
-    request_key  TEXT    UNIQUE     -- the client's Idempotency-Key: a retry stores nothing new
+    request_key  TEXT    UNIQUE,    -- the client's Idempotency-Key: a retry stores nothing new
+    learned      INTEGER NOT NULL DEFAULT 0  -- 1: the personal model learned from it (live)
 )
 """
 MAX_STORE_BYTES = 256 * 2**20  # a store this big takes no more (one correction is ~1-10 KB)
@@ -132,6 +133,9 @@ class CorrectionStore:
                     db.execute("ALTER TABLE corrections ADD COLUMN request_key TEXT")
                     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS corrections_request_key"
                                " ON corrections (request_key)")  # fmt: skip
+                if "learned" not in columns:  # a store made before live learning
+                    db.execute("ALTER TABLE corrections ADD COLUMN learned INTEGER NOT NULL"
+                               " DEFAULT 0")  # fmt: skip
         except (OSError, sqlite3.Error) as e:
             msg = f"{self.path}: cannot open the corrections database ({e})"
             raise DigitlabError(msg) from None
@@ -211,6 +215,26 @@ class CorrectionStore:
             drawing=drawing,
             request_key=request_key,
         )
+
+    def set_learned(self, ids: list[int], learned: bool = True) -> None:
+        """Mark corrections as learned (or not) by the live personal model."""
+        with self._db() as db, db:
+            db.executemany("UPDATE corrections SET learned = ? WHERE id = ?",
+                           [(int(learned), i) for i in ids])  # fmt: skip
+
+    def forget_learned(self) -> int:
+        """Mark every correction as not learned (the personal model was reset); how many."""
+        with self._db() as db, db:
+            return db.execute("UPDATE corrections SET learned = 0 WHERE learned = 1").rowcount
+
+    def learned(self, per_class: int) -> list[Correction]:
+        """The corrections the personal model learned from, the newest ``per_class`` of
+        each label, oldest first: what a restarted server learns again."""
+        query = (f"SELECT {COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY label"
+                 " ORDER BY id DESC) AS n FROM corrections WHERE learned = 1)"
+                 " WHERE n <= ? ORDER BY id")  # fmt: skip
+        with self._db() as db:
+            return [Correction._from_row(r) for r in db.execute(query, (per_class,))]
 
     def size(self) -> int:
         """Bytes on disk (the database and its journal)."""

@@ -105,10 +105,17 @@ class BatchRequest(JsonObject):
 Label = Annotated[int, Field(strict=True, ge=0, le=9, description="The digit it really is.")]
 
 
+Learn = Annotated[
+    bool | None,
+    Field(strict=True, description="Learn from it now (default: when the server learns)."),
+]
+
+
 class CorrectionLabel(JsonObject):
-    """What a correction adds to a drawing or grid: the label (the only field checked here)."""
+    """What a correction adds to a drawing or grid: the label, and whether to learn it."""
 
     label: Label
+    learn: Learn = None
 
 
 class DrawingCorrection(Drawing):
@@ -117,12 +124,14 @@ class DrawingCorrection(Drawing):
     model_config = ConfigDict(json_schema_extra={"examples": [{**EXAMPLE_DRAWING, "label": 1}]})
 
     label: Label
+    learn: Learn = None
 
 
 class GridCorrection(PixelGrid):
     """A pixel grid with the digit it really is."""
 
     label: Label
+    learn: Learn = None
 
 
 class FileUpload(BaseModel):
@@ -193,10 +202,23 @@ class Health(BaseModel):
     model: str = Field(description="The model's name.")
 
 
+class LearningState(BaseModel):
+    """The server's personal model (`digitlab.learning`): what it learned, or why not."""
+
+    enabled: bool = Field(description="This server learns from corrections.")
+    ready: bool = Field(description="A correction sent now is learned at once.")
+    examples: int = Field(description="Corrections the personal model has learned from.")
+    counts: dict[str, int] = Field(description="... per digit.")
+    problem: str | None = Field(description="Why it cannot learn, if it cannot.")
+
+
 class Stored(BaseModel):
     id: int
     label: int
     predicted: int | None = Field(description="What the model read (null: no ink).")
+    learned: bool = Field(description="The personal model learned from it.")
+    not_learned_because: str | None = Field(description="Why not, when it did not.")
+    learning: LearningState
 
 
 class StoredCorrection(BaseModel):

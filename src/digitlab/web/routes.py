@@ -9,6 +9,8 @@ thread, and answers with a model from `digitlab.web.models`.
     POST /api/corrections          store a drawing with the digit it really is
     GET  /api/corrections          the stored corrections, newest first
     GET  /api/corrections/export   all of them, one JSON object a line (NDJSON)
+    GET  /api/learning             what the personal model learned from the corrections
+    POST /api/learning/reset       forget it: back to the base model
     GET  /healthz                  liveness
 """
 
@@ -44,6 +46,7 @@ from digitlab.web.models import (
     FileUpload,
     GridCorrection,
     Health,
+    LearningState,
     PredictResult,
     Stored,
     StoredCorrection,
@@ -160,9 +163,30 @@ async def add_correction(
     returns the stored correction without storing it twice. Limited per client (429)."""
     if not isinstance(body, Json):
         raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
-    label = validated(CorrectionLabel, body.value).label
+    asked = validated(CorrectionLabel, body.value)
     client = request.client.host if request.client else ""
-    return await run_in_threadpool(service.correct, label, body.value, client, idempotency_key)
+    return await run_in_threadpool(
+        service.correct, asked.label, body.value, client, idempotency_key, asked.learn
+    )
+
+
+@router.get("/api/learning", tags=["learning"], summary="What the personal model has learned")
+async def learning(service: Service) -> LearningState:
+    """How many corrections the server's personal model has learned from (per digit),
+    whether it learns now, and why not when it cannot (`digitlab.learning`)."""
+    return service.learning_status()
+
+
+@router.post(
+    "/api/learning/reset",
+    tags=["learning"],
+    summary="Forget what was learned: back to the base model",
+    responses={401: _refusal("The server has a token and it was not sent.")},
+    dependencies=[Depends(_reader)],
+)
+async def reset_learning(service: Service) -> LearningState:
+    """The corrections stay stored; the personal model forgets them."""
+    return await run_in_threadpool(service.reset_learning)
 
 
 @router.get(

@@ -17,15 +17,9 @@ from typing import Any
 
 from digitlab.errors import DigitlabError, InputError
 from digitlab.inputs import DRAWING_KEYS, Strokes, digit_from_json
-from digitlab.predict import Predictor
+from digitlab.learning import Learning
 from digitlab.preprocess import Normalized, preprocess
-from digitlab.web.corrections import CorrectionStore
-from digitlab.web.models import (
-    BatchResult,
-    ItemError,
-    PredictResult,
-    Stored,
-)
+from digitlab.web.models import BatchResult, ItemError, LearningState, PredictResult, Stored
 
 
 class Busy(DigitlabError):
@@ -88,12 +82,13 @@ def _only(body: Any, allowed: set[str]) -> None:
 
 
 class DigitService:
-    """What the routes call, off the event loop: one Predictor, one corrections store."""
+    """What the routes call, off the event loop: one `Learning` (the Predictor, its personal
+    model and the corrections store)."""
 
-    def __init__(self, predictor: Predictor, store: CorrectionStore,
-                 decode_slots: int = DECODE_SLOTS) -> None:  # fmt: skip
-        self.predictor = predictor
-        self.store = store
+    def __init__(self, learning: Learning, decode_slots: int = DECODE_SLOTS) -> None:
+        self.learning = learning
+        self.predictor = learning.predictor
+        self.store = learning.store
         self.decoding = threading.BoundedSemaphore(decode_slots)
         self.correcting = RateLimit()
 
@@ -136,7 +131,7 @@ class DigitService:
         )
 
     def correct(self, label: int, body: Mapping[str, Any], client: str = "",
-                request_key: str | None = None) -> Stored:  # fmt: skip
+                request_key: str | None = None, learn: bool | None = None) -> Stored:  # fmt: skip
         """Store a drawing (or grid) with its correct label; the image is redone here.
 
         Stricter than a prediction, because it is kept: no field beyond the drawing's (or
@@ -147,20 +142,29 @@ class DigitService:
         config = self.predictor.config
         drawing = None
         if isinstance(body, Mapping) and "strokes" in body:
-            _only(body, {*DRAWING_KEYS, "label"})
+            _only(body, {*DRAWING_KEYS, "label", "learn"})
             drawing = Strokes.from_json(body, config.max_points, strict=True)
             norm = preprocess(drawing, config)
         else:
-            _only(body, {"pixels", "label"})
+            _only(body, {"pixels", "label", "learn"})
             norm = self.read(body)
         if norm.image is None:
             raise InputError("nothing to store: the drawing has no ink")
         p = self.predictor.predict_normalized([norm])[0]
-        stored = self.store.add_prediction(
-            p, label, self.predictor.card.onnx_sha256,
+        stored, why = self.learning.correct(
+            p, label, learn=self.learning.enabled if learn is None else learn,
             drawing=drawing.to_json() if drawing is not None else None, request_key=request_key,
         )  # fmt: skip
-        return Stored(id=stored.id, label=stored.label, predicted=stored.predicted)
+        return Stored(id=stored.id, label=stored.label, predicted=stored.predicted,
+                      learned=why is None, not_learned_because=why,
+                      learning=self.learning_status())  # fmt: skip
+
+    def learning_status(self) -> LearningState:
+        return LearningState(**self.learning.status().to_json())
+
+    def reset_learning(self) -> LearningState:
+        self.learning.reset()
+        return self.learning_status()
 
     def corrections(self, limit: int, offset: int) -> bytes:
         """A `CorrectionPage` as JSON bytes, the stored drawings spliced in unparsed (a page

@@ -355,7 +355,7 @@ async function correct(label) {
 }
 
 async function correctOnServer(label) {
-  const body = JSON.stringify({ label, ...drawing() });
+  const body = JSON.stringify({ label, learn: $("learn").checked, ...drawing() });
   let response;
   try {
     response = await fetch("api/corrections", {
@@ -368,8 +368,57 @@ async function correctOnServer(label) {
   }
   const data = await response.json();
   if (!response.ok) return `Not saved: ${data.error}`;
-  refreshSettings(); // the server may now serve another model (one learnt from corrections)
-  return `Saved as ${aDigit(label)}. Thank you!`;
+  showLearning(data.learning);
+  // The server now reads with a personal model that learnt this correction: load it here
+  // before saying so, so that the next drawing is read with it.
+  await refreshSettings();
+  if (data.learned) return `Saved as ${aDigit(label)} and learnt: draw it again.`;
+  return `Saved as ${aDigit(label)} (not learnt: ${data.not_learned_because}).`;
+}
+
+// ---------------------------------------------------------------- learning from corrections
+
+/** What the server's personal model has learnt (GET api/learning), or why it cannot learn. */
+function showLearning(state) {
+  const box = $("learn");
+  box.disabled = !state.enabled;
+  if (!state.enabled) box.checked = false;
+  const n = state.examples;
+  let text = `Personal model: learnt from ${n} correction${n === 1 ? "" : "s"}.`;
+  if (state.problem) text = state.enabled ? `Not learning: ${state.problem}` : "Learning is off on this server.";
+  else if (!state.ready) text = "The personal model is getting ready…";
+  $("learned").textContent = text;
+  $("forget").disabled = n === 0;
+}
+
+async function readLearning() {
+  try {
+    const response = await fetch("api/learning");
+    if (!response.ok) return;
+    const state = await response.json();
+    showLearning(state);
+    // Still loading its MNIST reference (seconds, once): look again shortly.
+    if (state.enabled && !state.ready && !state.problem) setTimeout(readLearning, 1000);
+  } catch (err) {
+    // No server answer: the row keeps what it says.
+  }
+}
+
+async function forget() {
+  $("forget").disabled = true;
+  let message;
+  try {
+    const response = await fetch("api/learning/reset", { method: "POST" });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error);
+    showLearning(data);
+    await refreshSettings(); // back to the base model, here too
+    message = "Back to the base model: what it learnt is forgotten (the corrections stay stored).";
+  } catch (err) {
+    message = `Not reset: ${err.message || err}`;
+  }
+  $("saved").textContent = message;
+  $("announce").textContent = message;
 }
 
 /** A static site: the correction is kept in this browser, to download as NDJSON. */
@@ -409,6 +458,7 @@ $("clear").addEventListener("click", clear);
 $("undo").addEventListener("click", undo);
 $("upload").addEventListener("click", () => $("file").click());
 $("download").addEventListener("click", download);
+$("forget").addEventListener("click", forget);
 $("file").addEventListener("change", (e) => {
   const file = e.target.files[0];
   if (file) upload(file);
@@ -471,6 +521,7 @@ async function start() {
   showModel(settings.card);
   document.body.dataset.site = settings.server ? "server" : "static";
   if (!settings.server) await showStoredCount().catch(() => {}); // no IndexedDB: none stored
+  else await readLearning();
   return switchModel();
 }
 

@@ -1,0 +1,180 @@
+"""Learning from corrections as they come: one personal model kept in step with one store.
+
+The web server and the desktop app both read digits through a `Learning`'s `predictor`
+and hand it every correction the user makes ("Wrong? This is a ..."). The correction is
+stored first, always; then, when learning is on, the personal model
+(`digitlab.adapt.PersonalModel`: the base model plus a prototype layer) learns it with
+one refit (a fraction of a second), so the next reading of the same drawing is right.
+
+The store is the memory: each correction learned is marked ``learned`` in it, so a
+restarted app learns the same ones again (the newest ``max_per_class`` per digit), and
+a reset unmarks them all. One store is one user's handwriting.
+
+Learning needs the MNIST files for its guard rails (the personal model may not lower
+MNIST test accuracy by more than 0.05 points; `digitlab.adapt`). Without them, or while
+the MNIST reference is still being computed at start-up, corrections are stored and the
+status says why nothing is learned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from digitlab.errors import DigitlabError
+from digitlab.modelfile import OnnxModel
+from digitlab.predict import Prediction, Predictor
+from digitlab.web.corrections import Correction, CorrectionStore
+
+if TYPE_CHECKING:
+    from digitlab.adapt import PersonalModel
+
+log = logging.getLogger("digitlab.learning")
+
+
+@dataclass(frozen=True)
+class LearningStatus:
+    """What the apps show: whether it learns, from how many corrections, or why not."""
+
+    enabled: bool  # learning from corrections is allowed here (the server's setting)
+    ready: bool  # the MNIST reference is loaded: a correction is learned at once
+    examples: int  # corrections the personal model has learned from
+    counts: dict[int, int]  # ... per digit
+    problem: str | None = None  # why it cannot learn (no MNIST files, ...), else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "counts": {str(k): v for k, v in self.counts.items()}}
+
+
+class Learning:
+    """The corrections store of ``predictor``'s user, and a personal model that learns them.
+
+    With ``enabled``, ``self.predictor`` reads with a `PersonalModel` over the given
+    predictor's model (the same probabilities until something is learned); without, it is
+    the given predictor and corrections are only stored.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        store: CorrectionStore,
+        *,
+        enabled: bool = True,
+        data_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.predictor, self.store = predictor, store
+        self.base = predictor.model
+        self.enabled = enabled and isinstance(self.base, OnnxModel)
+        self.personal: PersonalModel | None = None
+        self._ready = threading.Event()
+        self._starting, self._thread = threading.Lock(), None  # see `start`
+        self._problem: str | None = None
+        if not self.enabled:
+            self._problem = "learning is off here" if not enabled else "needs an ONNX model file"
+            return
+        from digitlab.adapt import PersonalModel  # onnx and the adaptation maths: when used
+
+        self.personal = PersonalModel(self.base, data_dir=data_dir, cache_dir=cache_dir)
+        self.predictor = predictor.using(self.personal)
+
+    def start(self, wait: bool = False) -> None:
+        """Load the MNIST reference and learn the store's learned corrections again, in a
+        thread (seconds the first time for a base model, then cached). Once; later calls
+        only wait when ``wait``."""
+        with self._starting:
+            if self.enabled and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._warm_up, name="digitlab-learning", daemon=True
+                )
+                self._thread.start()
+        if wait and self._thread is not None:
+            self._thread.join()
+
+    def _warm_up(self) -> None:
+        from digitlab.adapt import example_of
+
+        assert self.personal is not None
+        try:
+            self.personal.prepare()
+            rows = self.store.learned(self.personal.config.max_per_class)
+            if rows:
+                self.personal.add_many([example_of(r, f"store#{r.id}") for r in rows])
+        except DigitlabError as e:  # no MNIST files, a refused guard, a broken store, ...
+            self._problem = f"cannot learn: {e}"
+            log.warning("personal model: %s", self._problem)
+        except Exception:  # a bug: logged, and the app goes on with the base model
+            self._problem = "cannot learn: internal error (see the log)"
+            log.exception("personal model: warm-up failed")
+        finally:
+            self._ready.set()
+
+    @property
+    def model_sha256(self) -> str:
+        """What a stored correction records as its model: the base file (the personal
+        layer lives in memory and in the store)."""
+        return self.base.card.onnx_sha256 or ""
+
+    def correct(
+        self,
+        prediction: Prediction,
+        label: int,
+        *,
+        learn: bool = True,
+        drawing: dict[str, Any] | None = None,
+        request_key: str | None = None,
+    ) -> tuple[Correction, str | None]:
+        """Store a correction, then learn it when ``learn`` and learning is on.
+
+        Returns the stored correction and, when it was not learned, why not (None: learned).
+        """
+        stored = self.store.add_prediction(
+            prediction, label, self.model_sha256, drawing=drawing, request_key=request_key
+        )
+        if not learn:
+            return stored, "learning from corrections is switched off"
+        return stored, self.learn(stored, prediction)
+
+    def learn(self, stored: Correction, prediction: Prediction) -> str | None:
+        """Learn one stored correction; None when learned, else why not."""
+        why = self._not_ready()
+        if why is not None or self.personal is None:
+            return why
+        if self.personal.counts.get(stored.label, 0) >= self._per_class:
+            why = f"already learned {self._per_class} corrections of {stored.label}: reset first"
+        else:
+            try:
+                self.personal.add(prediction.normalized, stored.label, f"store#{stored.id}")
+                self.store.set_learned([stored.id])
+            except DigitlabError as e:  # the MNIST guard refused it: stored, not learned
+                why = str(e)
+        return why
+
+    def reset(self) -> int:
+        """Back to the base model; returns how many corrections were forgotten."""
+        if self.personal is None:
+            return 0
+        self.personal.reset()
+        return self.store.forget_learned()
+
+    def status(self) -> LearningStatus:
+        if self.personal is None:
+            return LearningStatus(False, False, 0, {}, self._problem)
+        ready = self._ready.is_set() and self._problem is None
+        n, counts = self.personal.n_examples, self.personal.counts
+        return LearningStatus(True, ready, n, counts, self._problem)
+
+    @property
+    def _per_class(self) -> int:
+        return self.personal.config.max_per_class if self.personal else 0
+
+    def _not_ready(self) -> str | None:
+        if not self.enabled:
+            return self._problem
+        self.start()  # nobody started it: the first correction does
+        if not self._ready.wait(timeout=60):  # start-up is still computing the reference
+            return "the personal model is still getting ready; try again shortly"
+        return self._problem
