@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +58,31 @@ def quick_select(mnist_dir: Path, tmp_path_factory) -> CliRun:
                           text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return CliRun(out, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium, driven by Playwright (tests/chromium.py launches it)."""
+    from playwright.sync_api import sync_playwright
+
+    import chromium
+
+    with sync_playwright() as p:
+        b = chromium.launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    """A private X server (Xvfb) for the whole run (CI installs it: scripts/system-deps.sh).
+
+    One for all: Tk keeps its connection to a display open until the process ends, and
+    Xlib ends the process when that display goes away, so no test may stop one early.
+    """
+    from xvfb import Xvfb, xvfb_available
+
+    if not xvfb_available():
+        pytest.skip("Xvfb is not installed (apt install xvfb, or make system-deps)")
+    with Xvfb() as d:
+        yield d

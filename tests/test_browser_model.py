@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import chromium
 from servers import background_server, local_client
 from test_web_browser import ARTIFACTS, ONE, THREE, TIMEOUT_MS, draw, expect_digit
 
@@ -65,16 +64,6 @@ def app(predictor, runtime, tmp_path_factory):
 def server(app):
     with background_server(app) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = chromium.launch(p)
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str, routes=None):

@@ -23,19 +23,10 @@ from PIL import Image
 
 from digitlab.desktop import CANVAS, PAD, UNSURE, DrawApp, console_line
 from digitlab.predict import Predictor
-from xvfb import ONE, SEVEN, THREE, ZERO, DrawWindow, Xvfb, xvfb_available
+from xvfb import ONE, SEVEN, THREE, ZERO, DrawWindow
 
 SURE_LINE = r"prediction: {} \(confidence (>99\.9|\d+\.\d)%\)"
 NOTHING = "prediction: none (nothing drawn)"
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A private X server for this module's tests (CI installs Xvfb: scripts/system-deps.sh)."""
-    if not xvfb_available():
-        pytest.skip("Xvfb is not installed (apt install xvfb, or make system-deps)")
-    with Xvfb() as d:
-        yield d
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ def test_with_a_token_only_its_holder_resets_the_personal_model(tmp_path) -> Non
 
 
 @pytest.mark.desktop
-def test_the_desktop_app_learns_from_its_correction_row(tmp_path, mnist_dir) -> None:
+def test_the_desktop_app_learns_from_its_correction_row(display, tmp_path, mnist_dir) -> None:
     import tkinter as tk
 
     from digitlab.desktop import DrawApp
@@ -127,34 +127,30 @@ def test_the_desktop_app_learns_from_its_correction_row(tmp_path, mnist_dir) -> 
     from digitlab.predict import Predictor
     from digitlab.web.corrections import CorrectionStore
     from test_desktop import drag, shown
-    from xvfb import Xvfb, xvfb_available
 
-    if not xvfb_available():
-        pytest.skip("Xvfb is not installed (apt install xvfb, or make system-deps)")
     learning = Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"))
     learning.start(wait=True)
     scale = 320 / CANVAS  # the desktop canvas is 320 pixels a side
     flag_one = [[(round(x * scale), round(y * scale)) for x, y in s] for s in FLAG_ONE]
-    with Xvfb() as display:
-        root = tk.Tk(screenName=display)
-        try:
-            app = DrawApp(root, learning.predictor, echo=lambda _: None, learning=learning)
-            root.update()
-            assert app.learn.get() and "learnt from 0" in app.learned_label.cget("text")
-            drag(app, flag_one)
-            assert shown(app)[0] == "7"
-            app.correct_buttons[1].invoke()
-            assert "learnt" in app.correction_label.cget("text")
-            assert "learnt from 1 correction" in app.learned_label.cget("text")
-            app.clear()
-            drag(app, flag_one)
-            assert shown(app)[0] == "1"  # read right at the next try
-            app.forget_button.invoke()
-            assert "learnt from 0" in app.learned_label.cget("text")
-            assert shown(app)[0] == "7"  # read again with the base model
-            assert learning.store.count() == 1
-        finally:
-            root.destroy()
+    root = tk.Tk(screenName=display)
+    try:
+        app = DrawApp(root, learning.predictor, echo=lambda _: None, learning=learning)
+        root.update()
+        assert app.learn.get() and "learnt from 0" in app.learned_label.cget("text")
+        drag(app, flag_one)
+        assert shown(app)[0] == "7"
+        app.correct_buttons[1].invoke()
+        assert "learnt" in app.correction_label.cget("text")
+        assert "learnt from 1 correction" in app.learned_label.cget("text")
+        app.clear()
+        drag(app, flag_one)
+        assert shown(app)[0] == "1"  # read right at the next try
+        app.forget_button.invoke()
+        assert "learnt from 0" in app.learned_label.cget("text")
+        assert shown(app)[0] == "7"  # read again with the base model
+        assert learning.store.count() == 1
+    finally:
+        root.destroy()
 
 
 # --------------------------------------------------------------------------- #
@@ -163,10 +159,9 @@ def test_the_desktop_app_learns_from_its_correction_row(tmp_path, mnist_dir) -> 
 
 
 @pytest.mark.browser
-def test_the_page_learns_a_correction_then_forgets_it_on_reset(tmp_path, mnist_dir) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_the_page_learns_a_correction_then_forgets_it_on_reset(browser, tmp_path, mnist_dir):
+    from playwright.sync_api import expect
 
-    import chromium
     from digitlab.web.app import create_app
     from digitlab.web.runtime import find_runtime
     from test_browser_model import open_page
@@ -178,8 +173,7 @@ def test_the_page_learns_a_correction_then_forgets_it_on_reset(tmp_path, mnist_d
     app = create_app(db_path=tmp_path / "c.sqlite3", runtime_dir=runtime)
     app.state.service.learning.start(wait=True)
     flag_one = [[(x / CANVAS, y / CANVAS) for x, y in s] for s in FLAG_ONE]
-    with background_server(app) as url, sync_playwright() as p:
-        browser = chromium.launch(p)
+    with background_server(app) as url:
         page, errors = open_page(browser, url)
         expect(page.locator("#learned")).to_have_text(re.compile("learnt from 0 corrections"))
         draw(page, flag_one)
@@ -197,5 +191,5 @@ def test_the_page_learns_a_correction_then_forgets_it_on_reset(tmp_path, mnist_d
         page.locator("#clear").click()
         draw(page, flag_one)
         expect_digit(page, "7")  # as before
-        browser.close()
+        page.context.close()
     assert not errors

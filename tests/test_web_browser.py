@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import chromium
-
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -74,16 +72,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     app = create_app(db_path=tmp_path_factory.mktemp("web") / "corrections.sqlite3")
     with background_server(app) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = chromium.launch(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -100,10 +100,10 @@ from digitlab.calibrate import (
     split_from_card,
     unsure_figures,
 )
-from digitlab.card import Adaptation, Calibration, Metrics, ModelCard
+from digitlab.card import Adaptation, Calibration, ModelCard
 from digitlab.data import default_cache_dir, load_mnist, split_indices
 from digitlab.errors import DigitlabError
-from digitlab.evaluate import class_indices, score
+from digitlab.evaluate import class_indices, metrics_of, score
 from digitlab.fileio import atomic_write_bytes
 from digitlab.metrics import confidence_summary
 from digitlab.modelfile import OnnxModel, load_model, open_session, save_model
@@ -991,15 +991,7 @@ def personal_card(
     ev = score(
         "personal", head.test_probs, np.asarray(base.classes)[reference.test_labels], base.classes
     )
-    metrics = Metrics(
-        test_accuracy=ev.accuracy,
-        test_errors=ev.errors,
-        n_test=ev.n,
-        test_ece=round(ev.ece, 6),
-        test_nll=round(ev.nll, 6),
-        test_brier=round(ev.brier, 6),
-        test_median_confidence_correct=round(ev.median_confidence_correct, 6),
-    )
+    metrics = metrics_of(ev)
     adaptation = Adaptation(
         method=METHOD,
         base_onnx_sha256=base.onnx_sha256,

@@ -128,7 +128,11 @@ def score(
 
 def card_metrics(model: OnnxModel, images: np.ndarray, labels: np.ndarray) -> Metrics:
     """The test figures a model card records under ``metrics``."""
-    ev = evaluate(model, images, labels)
+    return metrics_of(evaluate(model, images, labels))
+
+
+def metrics_of(ev: Evaluation) -> Metrics:
+    """An evaluation's figures as a model card records them under ``metrics``."""
     return Metrics(
         test_accuracy=ev.accuracy,
         test_errors=ev.errors,
