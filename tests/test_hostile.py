@@ -288,7 +288,8 @@ def test_a_retry_with_the_same_idempotency_key_stores_once(client):
     first = client.post("/api/corrections", json=body, headers=key)
     again = client.post("/api/corrections", json=body, headers=key)
     assert first.status_code == again.status_code == 201
-    assert first.json() == again.json()
+    assert first.json() == again.json()  # stored once, learnt once: the same answer
+    assert first.json()["learned"] and first.json()["learning"]["examples"] >= 1
     assert client.get("/api/corrections").json()["total"] == before + 1
     bad = client.post("/api/corrections", json=body, headers={"Idempotency-Key": "x" * 129})
     assert bad.status_code == 422

@@ -130,7 +130,11 @@ class Learning:
         """Store a correction, then learn it when ``learn`` and learning is on.
 
         Returns the stored correction and, when it was not learned, why not (None: learned).
+        A retry (the same ``request_key``) stores nothing and learns nothing again.
         """
+        if request_key is not None and (known := self.store.find(request_key)) is not None:
+            learned = self.store.was_learned(known.id)
+            return known, None if learned else "not learnt when it was first sent"
         stored = self.store.add_prediction(
             prediction, label, self.model_sha256, drawing=drawing, request_key=request_key
         )

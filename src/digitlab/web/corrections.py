@@ -216,6 +216,15 @@ class CorrectionStore:
             request_key=request_key,
         )
 
+    def find(self, request_key: str) -> Correction | None:
+        """The correction stored with this Idempotency-Key, if any."""
+        return self._by_key(request_key)
+
+    def was_learned(self, correction_id: int) -> bool:
+        with self._db() as db:
+            row = db.execute("SELECT learned FROM corrections WHERE id = ?", (correction_id,))
+            return bool((row.fetchone() or (0,))[0])
+
     def set_learned(self, ids: list[int], learned: bool = True) -> None:
         """Mark corrections as learned (or not) by the live personal model."""
         with self._db() as db, db:
