@@ -5,7 +5,7 @@ decoded: refused before decoding), an RGBA 4096 x 4096 PNG (64 KB on disk, 64 Mi
 the largest accepted), and an 8-bit 7000 x 7000 PNG. The peak resident size (VmHWM from
 /proc) is read after each round, beside the idle server's (the baseline, same process).
 
-    python benchmarks/server_memory.py [--clients 4] [--json]
+    python benchmarks/server_memory.py [--clients 4] [--json] [--no-learn]
 
 Goal: peak at most 400 MB. Linux only (/proc).
 """
@@ -50,8 +50,9 @@ def png(mode: str, side: int) -> bytes:
     return buf.getvalue()
 
 
-def start_server(port: int, db: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db)]
+def start_server(port: int, db: Path, learn: bool = True) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db),
+           "--learn" if learn else "--no-learn"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -86,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-learn", action="store_true", help="serve without live learning")
     args = ap.parse_args(argv)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(port, Path(tmp) / "corrections.sqlite3")
+        proc = start_server(port, Path(tmp) / "corrections.sqlite3", not args.no_learn)
         try:
             result = {"clients": args.clients, "idle_mb": round(peak_mb(proc.pid), 1), "rounds": []}
             for name, mode, side in UPLOADS:

@@ -101,7 +101,7 @@ from digitlab.calibrate import (
     unsure_figures,
 )
 from digitlab.card import Adaptation, Calibration, ModelCard
-from digitlab.data import default_cache_dir, load_mnist, split_indices
+from digitlab.data import default_cache_dir, load_mnist, mnist_file, split_indices
 from digitlab.errors import DigitlabError
 from digitlab.evaluate import class_indices, metrics_of, score
 from digitlab.fileio import atomic_write_bytes
@@ -273,22 +273,26 @@ def load_reference(
             f"model {card.name!r}: its card records no validation split held out from "
             "training, which calibrating a personal model needs"
         ) from None
-    test_images, test_labels = load_mnist("test", data_dir)
-    train_images, train_labels = load_mnist("train", data_dir)
     fit_part, val_part = split_indices(split.n, split.val_size, split.seed)
     rng = np.random.default_rng(config.replay_seed)
     replay = np.sort(rng.choice(fit_part, min(config.replay_size, len(fit_part)), replace=False))
-    sets = {
-        "replay": (train_images[replay], train_labels[replay]),
-        "val": (train_images[val_part], train_labels[val_part]),
-        "test": (test_images, test_labels),
-    }
-    key = _reference_key(embedder.model, split, sets)
+    picks = {"replay": ("train", replay), "val": ("train", val_part), "test": ("test", None)}
+    # The key comes from the files as stored, so that a cache hit decodes no MNIST image:
+    # decoding the training images would cost the server 100 MB at its peak for nothing.
+    key = _reference_key(embedder.model, split, config, _files_sha256(data_dir))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "embeddings"
-    cached = _read_cache(folder / f"{key[:32]}.npz", {k: len(x) for k, (x, _) in sets.items()})
+    n_test = mnist_file("test", "images").count
+    sizes = {name: len(idx) if idx is not None else n_test for name, (_, idx) in picks.items()}
+    cached = _read_cache(folder / f"{key[:32]}.npz", sizes)
     if cached is None:
+        loaded = {split_: load_mnist(split_, data_dir) for split_ in ("train", "test")}
+        sets = {name: (loaded[sp][0][idx], loaded[sp][1][idx]) if idx is not None else loaded[sp]
+                for name, (sp, idx) in picks.items()}  # fmt: skip
         cached = _compute_reference(embedder, sets, progress)
+        cached.update({f"{name}_labels": labels for name, (_, labels) in sets.items()})
         _write_cache(folder / f"{key[:32]}.npz", cached)
+        del loaded, sets
+    sets = {name: (None, cached[f"{name}_labels"]) for name in picks}
     cols = {
         name: class_indices(embedder.model.classes, labels) for name, (_, labels) in sets.items()
     }
@@ -306,23 +310,38 @@ def load_reference(
     )
 
 
-def _reference_key(model: OnnxModel, split: ValidationSplit, sets: dict) -> str:
-    """What the embeddings depend on: the graph, the images, and the runtime that ran them
-    (int8 kernels differ between onnxruntime versions and CPUs)."""
+def _reference_key(
+    model: OnnxModel, split: ValidationSplit, config: AdaptConfig, files: dict[str, str]
+) -> str:
+    """What the embeddings depend on: the graph, the MNIST files and which of their images
+    (split, replay draw), and the runtime that ran them (int8 kernels differ between
+    onnxruntime versions and CPUs)."""
     import onnxruntime
 
-    h = hashlib.sha256()
     meta = {
         "graph": model.card.onnx_sha256,
         "onnxruntime": onnxruntime.__version__,
         "machine": platform.machine(),
         "split": asdict(split),
-        "format": 1,
+        "replay": [config.replay_size, config.replay_seed],
+        "files": files,
+        "format": 2,
     }
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for name, (images, labels) in sets.items():
-        h.update(name.encode() + images.tobytes() + labels.tobytes())
-    return h.hexdigest()
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _files_sha256(data_dir: str | os.PathLike[str] | None) -> dict[str, str]:
+    """SHA-256 of each MNIST file as stored (compressed or not), read in chunks."""
+    from digitlab.data import MNIST_FILES, find_file, resolve_data_dir
+
+    root, out = resolve_data_dir(data_dir), {}
+    for spec in MNIST_FILES:
+        h = hashlib.sha256()
+        with open(find_file(root, spec), "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
+        out[spec.name] = h.hexdigest()
+    return out
 
 
 def _compute_reference(embedder: Embedder, sets: dict, progress: Progress | None) -> dict:
