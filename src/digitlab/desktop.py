@@ -481,7 +481,7 @@ def run(
     except BaseException:
         root.destroy()
         raise
-    learning.start()  # the MNIST reference loads in a thread; the window opens meanwhile
+    learning.start()  # a personal model in the store is learnt again, in a thread
     echo = lambda line: print(line, flush=True)  # noqa: E731
     DrawApp(root, learning.predictor, echo=echo, learning=learning)
     root.focus_force()  # so Enter and Delete work without clicking the window first

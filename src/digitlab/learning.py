@@ -81,18 +81,25 @@ class Learning:
         self.personal = PersonalModel(self.base, data_dir=data_dir, cache_dir=cache_dir)
         self.predictor = predictor.using(self.personal)
 
-    def start(self, wait: bool = False) -> None:
-        """Load the MNIST reference and learn the store's learned corrections again, in a
-        thread (seconds the first time for a base model, then cached). Once; later calls
-        only wait when ``wait``."""
+    def start(self, wait: bool = False, *, now: bool = False) -> None:
+        """Learn the store's learned corrections again, in a thread, when it holds any (or
+        ``now``): the MNIST reference the personal model needs (seconds the first time for
+        a base model, then cached; some 50 MB in memory) is loaded only when there is, or
+        is about to be, a personal model. Once; later calls only wait when ``wait``."""
         with self._starting:
-            if self.enabled and self._thread is None:
+            if self.enabled and self._thread is None and (now or self._has_learned()):
                 self._thread = threading.Thread(
                     target=self._warm_up, name="digitlab-learning", daemon=True
                 )
                 self._thread.start()
         if wait and self._thread is not None:
             self._thread.join()
+
+    def _has_learned(self) -> bool:
+        try:
+            return bool(self.store.learned(1))
+        except DigitlabError:  # a broken store: nothing to learn again; corrections will say
+            return False
 
     def _warm_up(self) -> None:
         from digitlab.adapt import example_of
@@ -167,7 +174,8 @@ class Learning:
     def status(self) -> LearningStatus:
         if self.personal is None:
             return LearningStatus(False, False, 0, {}, self._problem)
-        ready = self._ready.is_set() and self._problem is None
+        # Ready: a correction sent now is learned (at once, or after the reference loads).
+        ready = self._problem is None and (self._ready.is_set() or self._thread is None)
         n, counts = self.personal.n_examples, self.personal.counts
         return LearningStatus(True, ready, n, counts, self._problem)
 
@@ -178,7 +186,7 @@ class Learning:
     def _not_ready(self) -> str | None:
         if not self.enabled:
             return self._problem
-        self.start()  # nobody started it: the first correction does
+        self.start(now=True)  # the first correction loads what learning needs
         if not self._ready.wait(timeout=60):  # start-up is still computing the reference
             return "the personal model is still getting ready; try again shortly"
         return self._problem

@@ -85,7 +85,7 @@ def create_app(
         redoc_url=None,
     )
     learning = Learning(predictor, store, enabled=learn)
-    learning.start()  # the MNIST reference loads in a thread; predictions go on meanwhile
+    learning.start()  # a personal model in the store is learnt again, in a thread
     app.state.service = DigitService(learning)
     app.state.token = token
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
