@@ -180,7 +180,7 @@ def test_three_class_graph_with_a_ten_class_card_is_refused(tmp_path):
             _set("classes", value=list(range(9))),
             "classes: 9 classes, but the graph m.onnx gives 10",
         ),
-        (_set("output", value={"index": 1}), "output.index: 1, but the graph m.onnx has 1 output"),
+        (_set("output", value={"index": 2}), "output.index: 2, but the graph m.onnx has 2 output"),
     ],
 )
 def test_card_that_does_not_describe_the_graph_is_refused(edit, message, tmp_path):

@@ -243,10 +243,12 @@ def test_app_shows_not_sure(app: tuple[DrawApp, list[str]]) -> None:
     drag(draw_app, [[(60, 60)], [(260, 60)], [(160, 260)]])  # three dots: clicks, no drag
     assert len(draw_app.canvas.find_all()) == 1 + 3  # the frame and one dot per click
     key(draw_app, "<Return>")
+    # Three dots are no digit: the detector says so, and the other reasons hold as well.
+    assert draw_app.last.reasons[0] == "not a digit" and "several blobs" in draw_app.last.reasons
     status = shown(draw_app)[1]
-    assert status.startswith("Not sure") and "several blobs" in status
+    assert status.startswith("Not a digit\n(closest: ")
     assert draw_app.status_label.cget("foreground") == UNSURE
-    assert "not sure: " in printed[-1] and "several blobs" in printed[-1]
+    assert printed[-1].startswith("prediction: not a digit (closest: ")
 
 
 @pytest.mark.desktop

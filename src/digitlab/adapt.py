@@ -61,6 +61,11 @@ take the base model 5-15 s to compute on a 2-core CPU; they are computed once pe
 base model and machine and cached (``$XDG_CACHE_HOME/digitlab/embeddings``, 13 MB).
 After that, 100 image files to a personal model file take about a second.
 
+A base with a "not a digit" detector (`digitlab.notdigit`) keeps it: the personal graph
+computes the base's score, times 1 minus the largest kernel of any prototype, so what
+the user labelled (and what its prototypes claim) is a digit, and everything far from the
+examples is judged as the base judges it; the threshold is the base card's.
+
 The personal model is written in the usual format (ONNX + card, `save_model`):
 the base graph, computing what it did, plus the prototype layer in standard ONNX
 operators, and a card whose ``adaptation`` block records the base model's
@@ -119,6 +124,10 @@ BASE_TEMPERATURE_NODE = "digitlab_base_temperature"  # the base's Div, renamed i
 TINY = float(np.finfo(np.float32).tiny)  # log(0) guard, as in `digitlab.calibrate`
 FAR = 1e4  # the padding prototype's distance: exp(-FAR) is exactly 0 in float32
 Progress = Callable[[str, int, int], None]  # (what, done, total)
+NOT_DIGIT_NOTE = (
+    "the base's detector and threshold (card block not_digit); its score is multiplied by "
+    "1 - the nearest prototype's kernel: what the user labelled is a digit (Fit.not_digit)"
+)
 
 
 class AdaptError(DigitlabError):
@@ -213,24 +222,36 @@ def embedding_graph(model: OnnxModel) -> bytes:
 
 
 class Embedder:
-    """The base model, run once per batch for its probabilities and its embedding."""
+    """The base model, run once per batch for its probabilities, its embedding and (when it
+    has a detector, `digitlab.notdigit`) its "not a digit" scores."""
 
     def __init__(self, model: OnnxModel, threads: int | None = 1) -> None:
         self.model = model
         self.session = open_session(embedding_graph(model), threads, model.path)
         self._input = self.session.get_inputs()[0].name
         self._outputs = [self.session.get_outputs()[model.card.output.index].name, EMBEDDING]
+        if model.card.not_digit is not None:
+            self._outputs.append(model.card.not_digit.output)
 
     def run(self, images: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities N x classes, embeddings N x D) of float32 images N x 28 x 28 in [0, 1]."""
+        probs, embeddings, _ = self.outputs(images, batch_size)
+        return probs, embeddings
+
+    def outputs(
+        self, images: np.ndarray, batch_size: int = 1000
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`run`'s two, and the "not a digit" scores (N; None when the model has no detector)."""
         x = np.asarray(images, np.float32).reshape(-1, 28, 28)
-        probs, embs = [], []
+        probs, embs, scores = [], [], []
         for start in range(0, max(len(x), 1), batch_size):
             feed = {self._input: self.model.card.input.prepare(x[start : start + batch_size])}
-            p, e = self.session.run(self._outputs, feed)
+            p, e, *s = self.session.run(self._outputs, feed)
             probs.append(p)
             embs.append(np.asarray(e, np.float32).reshape(len(p), *e.shape[1:2]))
-        return np.concatenate(probs).astype(np.float32), np.concatenate(embs)
+            scores += [np.asarray(s[0], np.float32).reshape(len(p))] if s else []
+        not_digit = np.concatenate(scores) if scores else None
+        return np.concatenate(probs).astype(np.float32), np.concatenate(embs), not_digit
 
 
 # --------------------------------------------------------------------------- #
@@ -525,6 +546,15 @@ class Prototypes:
         """The personal logits: the base's log-probabilities plus the boosts."""
         return np.log(np.maximum(probs, TINY)) + self.boosts(embeddings, whitened)
 
+    def nearest(self, embeddings: np.ndarray) -> np.ndarray:
+        """N: the largest kernel of any prototype, 1 at a prototype, 0 far from them all."""
+        out = []
+        for start in range(0, max(len(embeddings), 1), 1024):
+            w = self.whitening(embeddings[start : start + 1024])
+            scaled = np.concatenate([w * w, w], axis=1) @ self.weights + self.bias
+            out.append(np.exp(-np.maximum(scaled, 0)).max(axis=1))
+        return np.concatenate(out)
+
 
 def room(points: np.ndarray, columns: np.ndarray, space: Space) -> np.ndarray:
     """Each whitened point's distance to the nearest replay digit of another class: the
@@ -574,6 +604,11 @@ class Fit:
     def probabilities(self, embeddings: np.ndarray, base_probs: np.ndarray) -> np.ndarray:
         logits = self.prototypes.logits(embeddings, base_probs) / self.temperature
         return _softmax(logits)
+
+    def not_digit(self, embeddings: np.ndarray, base_scores: np.ndarray) -> np.ndarray:
+        """The base's "not a digit" scores, lowered near the prototypes: an example the user
+        gave is a digit, and so is what its prototype claims (what the graph computes)."""
+        return (base_scores * (1 - self.prototypes.nearest(embeddings))).astype(np.float32)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -681,8 +716,33 @@ def personal_graph(base: OnnxModel, head: Fit) -> bytes:
     axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     _add_prototype_layer(g, gemm.input[0], probs, out, head, axis, opset)
+    if base.card.not_digit is not None:
+        _lower_not_digit_near_prototypes(g, base.card.not_digit.output, opset)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _lower_not_digit_near_prototypes(g: Any, output: str, opset: int) -> None:
+    """What `Fit.not_digit` computes: the base detector's score (its Sigmoid renamed) times
+    1 - the largest kernel of any prototype."""
+    from onnx import helper, numpy_helper
+
+    k = "digitlab_prototype"
+    producer = next(n for n in g.node if output in n.output)
+    producer.output[list(producer.output).index(output)] = f"{k}_base_not_digit"
+    consts = {f"{k}_one": np.array(1, np.float32), f"{k}_kernel_axis": np.array([1], np.int64)}
+    g.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
+    node = helper.make_node
+    nearest = (
+        node("ReduceMax", [f"{k}_all", f"{k}_kernel_axis"], [f"{k}_nearest"], keepdims=1)
+        if opset >= 18
+        else node("ReduceMax", [f"{k}_all"], [f"{k}_nearest"], axes=[1], keepdims=1)
+    )
+    g.node.extend([
+        nearest,
+        node("Sub", [f"{k}_one", f"{k}_nearest"], [f"{k}_far"]),
+        node("Mul", [f"{k}_base_not_digit", f"{k}_far"], [output]),
+    ])  # fmt: skip
 
 
 def _rename_base_temperature(g: Any) -> None:
@@ -887,9 +947,16 @@ class PersonalModel:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for float32 images N x 28 x 28 in [0, 1]."""
+        return self.predict_scores(images)[0]
+
+    def predict_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and the "not a digit" scores (None: the base has no detector)."""
         head = self._state.fit  # one read: a refit on another thread swaps the state whole
-        probs, embeddings = self.embedder.run(images)
-        return probs if head is None else head.probabilities(embeddings, probs)
+        probs, embeddings, scores = self.embedder.outputs(images)
+        if head is None:
+            return probs, scores
+        personal = head.probabilities(embeddings, probs)
+        return personal, None if scores is None else head.not_digit(embeddings, scores)
 
     # Learning ---------------------------------------------------------------
     @property
@@ -946,9 +1013,13 @@ class PersonalModel:
             raise AdaptError("no examples learned yet: the personal model is the base model")
         graph = personal_graph(self.base, state.fit)
         check = OnnxModel.from_bytes(graph, state.card, "personal.onnx")
-        got = check.predict_proba(state.learned.images)
+        got, got_scores = check.predict_scores(state.learned.images)
         want = state.fit.probabilities(state.learned.embeddings, state.learned.probs)
         diff = float(np.abs(got - want).max())
+        _, embeddings, base_scores = self.embedder.outputs(state.learned.images)
+        if got_scores is not None and base_scores is not None:
+            want_scores = state.fit.not_digit(embeddings, base_scores)
+            diff = max(diff, float(np.abs(got_scores - want_scores).max()))
         if diff > 1e-4:  # a bug, not a user error: the graph and the measurements disagree
             raise AssertionError(f"the personal graph differs from its fit by {diff:.2e}")
         adaptation = {**state.card.adaptation.to_json(), "export_check_max_abs_diff": diff}
@@ -1028,6 +1099,7 @@ def personal_card(
             "median": float(np.median(head.prototypes.widths)),
         },
         created=_now(),
+        **({"not_digit": NOT_DIGIT_NOTE} if base.not_digit is not None else {}),
     )
     name = base.name if base.name.endswith("-personal") else f"{base.name}-personal"
     return base.evolve(

@@ -166,6 +166,29 @@ class Adaptation(CardBlock):
     examples_accuracy_after: Share
 
 
+class NotDigit(CardBlock):
+    """The "not a digit" detector in the graph and its threshold (`digitlab.notdigit`).
+
+    The graph output ``output`` gives each image's detector score in [0, 1]; the
+    `digitlab.predict.Predictor` answers "not a digit" when it is above ``threshold``,
+    which was set on held-out validation digits (``threshold_rule``). ``negatives`` and
+    ``positives`` are the training data's recipes with their seeds (`digitlab.negatives`),
+    ``training`` the head's settings; ``val`` and ``test`` the figures measured when it
+    was fitted (shares flagged, per set and per family of negatives).
+    """
+
+    method: Name
+    output: Name
+    threshold: Annotated[float, Field(strict=True, ge=0, lt=1)]
+    threshold_rule: StrictStr
+    embedding: StrictStr  # which tensor the head reads
+    negatives: dict[str, Any]
+    positives: dict[str, Any]
+    training: dict[str, Any]
+    val: dict[str, Figure]
+    test: dict[str, Figure]
+
+
 class ModelCard(CardBlock):
     """A model's card (see the module docstring); ``onnx_sha256`` binds it to its graph."""
 
@@ -189,6 +212,7 @@ class ModelCard(CardBlock):
     calibration: Calibration | None = None
     quantization: Quantization | None = None
     adaptation: Adaptation | None = None  # a personal model (`digitlab adapt`)
+    not_digit: NotDigit | None = None  # the "not a digit" detector (scripts/fit_not_a_digit.py)
     onnx_sha256: Sha256 | None = None  # set by `digitlab.modelfile.save_model`
 
     @field_validator("output", mode="before")

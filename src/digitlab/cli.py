@@ -419,7 +419,11 @@ def predict_cmd(
             typer.echo(f"error: {r.error}", err=True)
         else:
             notes = "".join(f"  ({note})" for note in p.normalized.notes)  # e.g. animated
-            if p.digit is None:
+            if p.digit is None and "not a digit" in p.reasons:  # the detector's answer
+                closest = predictor.model.classes[p.probabilities.index(p.confidence)]
+                typer.echo(f"{r.path}: not a digit  (closest: {closest}, "
+                           f"confidence {confidence_text(p.confidence)}){notes}")  # fmt: skip
+            elif p.digit is None:
                 typer.echo(f"{r.path}: no digit (no ink){notes}")
             else:
                 unsure = f"  unsure: {', '.join(p.reasons)}" if p.unsure else ""

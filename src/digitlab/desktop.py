@@ -380,7 +380,11 @@ class DrawApp:
         from digitlab.predict import confidence_text
 
         self.last = p
-        if p is None or p.digit is None:
+        if p is not None and "not a digit" in p.reasons:  # the detector: a letter, a face ...
+            closest = p.probabilities.index(p.confidence)
+            status = f"Not a digit\n(closest: {closest}, {confidence_text(p.confidence)})"
+            self._show_result("\u00d7", status, UNSURE, p.probabilities, (closest, UNSURE))
+        elif p is None or p.digit is None:
             hint = "Draw a digit, then press Enter" if p is None else "Nothing drawn"
             self._show_result("?", hint, MUTED, (0.0,) * 10, None)
         else:
@@ -422,6 +426,9 @@ def console_line(p: Prediction) -> str:
     """The line printed on Enter, e.g. ``prediction: 7 (confidence 98.2%)``."""
     from digitlab.predict import confidence_text
 
+    if "not a digit" in p.reasons:
+        closest = p.probabilities.index(p.confidence)
+        return f"prediction: not a digit (closest: {closest}, {confidence_text(p.confidence)})"
     if p.digit is None:
         return "prediction: none (nothing drawn)"
     unsure = f"; not sure: {', '.join(p.reasons)}" if p.unsure else ""

@@ -120,18 +120,29 @@ class OnnxModel:
         self.session = open_session(graph, threads, self.path)
         self._input_name = self.session.get_inputs()[0].name
         self._output_name = check_graph(self.session, self.card, self.path)
+        self._not_digit_name = check_not_digit(self.session, self.card, self.path)
         self.classes = list(self.card.classes)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for float32 images N x 28 x 28 in [0, 1]."""
+        return self._run(images, [self._output_name])[0]
+
+    def predict_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (N x classes) and the "not a digit" detector's scores (N, in
+        [0, 1]; None when the model has no detector), from one run of the graph."""
+        if self._not_digit_name is None:
+            return self.predict_proba(images), None
+        probs, scores = self._run(images, [self._output_name, self._not_digit_name])
+        return probs, scores.reshape(len(probs))
+
+    def _run(self, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         x = np.asarray(images, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
         if x.shape[1:] != (28, 28):
             raise ValueError(f"expected images N x 28 x 28, got {x.shape}")
         feed = {self._input_name: self.card.input.prepare(x)}
-        probs = self.session.run([self._output_name], feed)[0]
-        return np.asarray(probs, dtype=np.float32)
+        return [np.asarray(y, dtype=np.float32) for y in self.session.run(outputs, feed)]
 
     def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Predicted class of each image, in batches to bound memory."""
@@ -180,6 +191,27 @@ def check_graph(session, card: ModelCard, path: Path) -> str:
         raise ModelError(
             f"{where} classes: {len(card.classes)} classes, but the graph {path.name} gives "
             f"{_dims(got[1:]) or 'a scalar'} values per image"
+        )
+    return name
+
+
+def check_not_digit(session, card: ModelCard, path: Path) -> str | None:
+    """The graph output the card's ``not_digit`` block names (None without the block); it
+    must exist and give one score per image."""
+    if card.not_digit is None:
+        return None
+    name = card.not_digit.output
+    if name not in [o.name for o in session.get_outputs()]:
+        raise ModelError(
+            f"{card_path_for(path)}: field not_digit.output: {name!r}, but the graph "
+            f"{path.name} has no such output"
+        )
+    probe = card.input.prepare(np.zeros((2, 28, 28), np.float32))
+    got = np.shape(session.run([name], {session.get_inputs()[0].name: probe})[0])
+    if got not in ((2,), (2, 1)):
+        raise ModelError(
+            f"{card_path_for(path)}: field not_digit.output: the graph {path.name} gives "
+            f"{_dims(got[1:]) or 'a scalar'} values per image there, not one score"
         )
     return name
 

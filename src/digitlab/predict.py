@@ -8,6 +8,11 @@ A prediction is flagged ``unsure`` when the model should not be trusted: the
 model is not confident, or the input does not look like one digit (several
 separate blobs, a shape far wider than any MNIST digit, a speck a few pixels
 big). The web page and the desktop app show the flag instead of pretending.
+
+A model with a "not a digit" detector (`digitlab.notdigit`: a score per image, an
+extra output of its graph, with a threshold on its card) answers letters, shapes,
+faces and scribbles with ``digit`` None, ``unsure`` and the reason "not a digit";
+the probabilities are still reported (what the model would have read).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,12 +43,13 @@ from digitlab.preprocess import (
 class Prediction:
     """What the model read, how sure it is, and the 28 x 28 image it saw."""
 
-    digit: int | None  # None when the input holds no ink
+    digit: int | None  # None when the input holds no ink, or is not a digit
     probabilities: tuple[float, ...]  # one per class 0..9 (all 0 when no ink)
     confidence: float  # the winning probability (0 when no ink)
     unsure: bool
-    reasons: tuple[str, ...]  # why unsure: "no ink", "low confidence", "several blobs", ...
+    reasons: tuple[str, ...]  # why: "no ink", "not a digit", "low confidence", "several blobs"
     normalized: Normalized  # the model's input and the preprocessing diagnostics
+    not_digit: float | None = None  # the detector's score (None: no ink, or no detector)
 
     @property
     def image(self) -> np.ndarray | None:
@@ -84,6 +90,12 @@ class TrustRules:
     test digits (70 % of its errors there) and 1.36 % of the drawings of
     benchmarks/drawn_digits.py (79 % of its errors there). A model without a
     calibration block gets the default below.
+
+    ``not_digit`` is the "not a digit" threshold: a prediction whose detector score
+    is above it is no digit at all. It comes from the card's ``not_digit`` block
+    (`digitlab.notdigit`), set on held-out validation digits (the block's
+    ``threshold_rule``: at most 1 % of MNIST's, 2 % of digits drawn as strokes);
+    None (a model without a detector) never says it.
     """
 
     # Default for uncalibrated models: the rule the label-smoothed CNN (which said ~91 %
@@ -95,13 +107,18 @@ class TrustRules:
     max_blobs: int = 2  # a 5 or a 4 drawn with a pen lift has two parts; "12" has more
     max_aspect: float = 2.2  # width / height; MNIST's widest digit is 2.0
     min_ink_size: int = 8  # input pixels: anything smaller is a speck, not a digit
+    not_digit: float | None = None  # the detector's score above which it is not a digit
 
     @classmethod
     def for_card(cls, card: ModelCard) -> TrustRules:
-        """The rules for a model: its card's calibrated threshold, else the defaults."""
-        if card.calibration is None:
-            return cls()
-        return cls(min_confidence=card.calibration.min_confidence)
+        """The rules for a model: its card's calibrated threshold and "not a digit"
+        threshold, else the defaults."""
+        rules = cls()
+        if card.calibration is not None:
+            rules = replace(rules, min_confidence=card.calibration.min_confidence)
+        if card.not_digit is not None:
+            rules = replace(rules, not_digit=card.not_digit.threshold)
+        return rules
 
 
 class ProbabilityModel(Protocol):
@@ -118,6 +135,15 @@ class ProbabilityModel(Protocol):
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for float32 images N x 28 x 28 in [0, 1]."""
         ...
+
+
+def model_scores(
+    model: ProbabilityModel, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, "not a digit" scores or None): a model with a detector has
+    ``predict_scores`` (`OnnxModel`, `digitlab.adapt.PersonalModel`); any other gives none."""
+    scores = getattr(model, "predict_scores", None)
+    return scores(images) if scores is not None else (model.predict_proba(images), None)
 
 
 class Predictor:
@@ -186,18 +212,24 @@ class Predictor:
     def predict_normalized(self, items: Sequence[Normalized]) -> list[Prediction]:
         """Run the model on already preprocessed inputs (those with ink, in one batch)."""
         inked = [n.image for n in items if n.image is not None]
-        probs = iter(self.model.predict_proba(np.stack(inked)) if inked else [])
-        return [self._judge(n, next(probs) if n.image is not None else None) for n in items]
+        if not inked:
+            return [self._judge(n, None, None) for n in items]
+        probs, scores = model_scores(self.model, np.stack(inked))
+        found = iter(zip(probs, scores if scores is not None else [None] * len(probs), strict=True))
+        return [self._judge(n, *(next(found) if n.image is not None else (None, None)))
+                for n in items]  # fmt: skip
 
-    def _judge(self, norm: Normalized, probs: np.ndarray | None) -> Prediction:
+    def _judge(self, norm: Normalized, probs: np.ndarray | None, score: float | None) -> Prediction:
         if probs is None:
             return Prediction(None, (0.0,) * len(self.model.classes), 0.0, True, ("no ink",), norm)
         best = int(np.argmax(probs))
         confidence = float(probs[best])
         rules = self.rules
+        not_digit = score is not None and rules.not_digit is not None and score > rules.not_digit
         reasons = [
             why
             for why, bad in (
+                ("not a digit", not_digit),
                 ("low confidence", confidence < rules.min_confidence),
                 ("several blobs", norm.n_blobs > rules.max_blobs),
                 ("too wide for a digit", norm.aspect > rules.max_aspect),
@@ -206,12 +238,13 @@ class Predictor:
             if bad
         ]
         return Prediction(
-            digit=self.model.classes[best],
+            digit=None if not_digit else self.model.classes[best],
             probabilities=tuple(float(p) for p in probs),
             confidence=confidence,
             unsure=bool(reasons),
             reasons=tuple(reasons),
             normalized=norm,
+            not_digit=None if score is None else float(score),
         )
 
 

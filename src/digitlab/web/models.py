@@ -162,10 +162,14 @@ def validated(model: type[M], value: Any) -> M:
 
 
 class PredictResult(BaseModel):
-    digit: int | None = Field(description="The digit read; null when there is no ink.")
+    digit: int | None = Field(
+        description='The digit read; null when there is no ink, or it is "not a digit".'
+    )
     confidence: float = Field(description="Probability of that digit (0 when no ink).")
     unsure: bool = Field(description="True when the prediction should not be trusted.")
-    reasons: list[str] = Field(description='Why unsure: "low confidence", "several blobs", ...')
+    reasons: list[str] = Field(
+        description='Why unsure: "not a digit", "low confidence", "several blobs", ...'
+    )
     probabilities: list[float] = Field(description="One probability per class 0..9.")
     image: str | None = Field(
         description="The 28 x 28 image the model saw: base64 PNG, 8-bit grey, ink white. "
@@ -263,7 +267,10 @@ class BrowserSettings(BaseModel):
         description="The preprocessing constants the page's port of the stroke path uses: the "
         "card's (PreprocessConfig.card_block)."
     )
-    trust: dict[str, int | float] = Field(description="When a prediction is unsure (TrustRules).")
+    trust: dict[str, int | float] = Field(
+        description='When a prediction is unsure (TrustRules); "not_digit": the detector\'s '
+        "score above which it is not a digit (absent: the model has no detector)."
+    )
     runtime: RuntimeFiles | None = Field(
         description="onnxruntime-web's files; null when not installed: predict on the server."
     )

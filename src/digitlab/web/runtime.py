@@ -131,7 +131,9 @@ def browser_settings(
             wasm=runtime_url + RUNTIME_WASM,
             bytes=sum((runtime_dir / name).stat().st_size for name in RUNTIME_FILES),
         )
-    trust = {k: v for k, v in asdict(predictor.rules).items() if k != "val_flag_share"}
+    # None is a rule that does not apply (no "not a digit" detector): left out.
+    rules = asdict(predictor.rules).items()
+    trust = {k: v for k, v in rules if k != "val_flag_share" and v is not None}
     return BrowserSettings(
         server=server,
         model_url=model_url if graph is not None else None,

@@ -164,10 +164,17 @@ function predict(final) {
 async function infer(d) {
   const t0 = performance.now();
   const norm = preprocessStrokes(d, settings.preprocessing);
-  const probabilities = norm.image ? await model.predict(norm.image) : null;
+  const scores = norm.image ? await model.scores(norm.image) : null;
   const ms = performance.now() - t0;
-  const answer = judge(norm, probabilities, settings.card.classes, settings.trust);
-  return { ...answer, norm, ms };
+  const answer = judge(norm, scores && scores.probabilities, settings.card.classes, settings.trust);
+  return { ...notADigit(answer, scores && scores.notDigit, settings.trust), norm, ms };
+}
+
+/** The Predictor's "not a digit" rule (digitlab.predict): the detector's score over the
+ * card's threshold (settings.trust.not_digit; absent when the model has no detector). */
+function notADigit(answer, score, trust) {
+  if (score === null || trust.not_digit === undefined || !(score > trust.not_digit)) return answer;
+  return { ...answer, digit: null, unsure: true, reasons: ["not a digit", ...answer.reasons] };
 }
 
 async function predictHere(final) {
@@ -245,17 +252,23 @@ const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
 const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
 
 function show(r, source, final, ran) {
-  const inked = r.digit !== null;
+  const notDigit = r.reasons.includes("not a digit"); // a letter, a shape, a face, a scribble
+  const inked = r.digit !== null || notDigit;
+  const closest = r.probabilities.indexOf(r.confidence); // the class the model would read
   result.dataset.state = !inked ? "empty" : r.unsure ? "unsure" : "sure";
   result.dataset.source = source;
-  $("digit").textContent = inked ? String(r.digit) : "–";
+  $("digit").textContent = notDigit ? "×" : inked ? String(r.digit) : "–";
   $("verdict").textContent = !inked
     ? "No ink found"
-    : r.unsure
-      ? `Not sure: ${r.reasons.join(", ")}`
-      : "Sure";
-  $("confidence").textContent = inked ? `${percent(r.confidence)} confident` : "";
-  setBars(r.probabilities, r.digit);
+    : notDigit
+      ? "Not a digit"
+      : r.unsure
+        ? `Not sure: ${r.reasons.join(", ")}`
+        : "Sure";
+  $("confidence").textContent = notDigit
+    ? `Closest: ${aDigit(closest)}, ${percent(r.confidence)}`
+    : inked ? `${percent(r.confidence)} confident` : "";
+  setBars(r.probabilities, notDigit ? closest : r.digit);
   const eye = $("eye");
   eye.hidden = !r.image;
   if (r.image) eye.src = `data:image/png;base64,${r.image}`;
@@ -266,9 +279,11 @@ function show(r, source, final, ran) {
   if (final) {
     $("announce").textContent = !inked
       ? "No digit found."
-      : r.unsure
-        ? `Not sure. Perhaps ${aDigit(r.digit)}.`
-        : `The model reads ${aDigit(r.digit)}, ${percent(r.confidence)} confident.`;
+      : notDigit
+        ? "Not a digit."
+        : r.unsure
+          ? `Not sure. Perhaps ${aDigit(r.digit)}.`
+          : `The model reads ${aDigit(r.digit)}, ${percent(r.confidence)} confident.`;
   }
 }
 

@@ -3,6 +3,7 @@
 //
 //   const model = await loadModel(settings, document.baseURI);
 //   const probabilities = await model.predict(image);   // Float32Array(28 * 28) -> per class
+//   const { probabilities, notDigit } = await model.scores(image);  // and the detector's score
 //
 // The runtime is loaded from the files the settings name (served from this server or this
 // site, never from a CDN). The graph is checked against the SHA-256 the settings give, as
@@ -55,11 +56,18 @@ export class BrowserModel {
     // Cards written before the output block existed name the output: "probabilities".
     const index = typeof card.output === "object" ? card.output.index ?? 0 : 0;
     this.outputName = session.outputNames[index];
+    // The "not a digit" detector's output (digitlab.notdigit), when the card names one.
+    this.notDigitName = card.not_digit ? card.not_digit.output : null;
     this.queue = Promise.resolve(); // one run at a time: a session runs one request at once
   }
 
   /** Class probabilities for one float image (28 x 28, 0 = paper, 1 = ink). */
-  predict(image) {
+  async predict(image) {
+    return (await this.scores(image)).probabilities;
+  }
+
+  /** {probabilities, notDigit}: notDigit is the detector's score, null without a detector. */
+  scores(image) {
     const run = this.queue.then(() => this.run(image));
     this.queue = run.catch(() => {});
     return run;
@@ -74,6 +82,7 @@ export class BrowserModel {
     }
     const feeds = { [this.session.inputNames[0]]: new this.ort.Tensor("float32", x, LAYOUTS[layout]) };
     const out = await this.session.run(feeds);
-    return out[this.outputName].data;
+    const notDigit = this.notDigitName ? out[this.notDigitName].data[0] : null;
+    return { probabilities: out[this.outputName].data, notDigit };
   }
 }
