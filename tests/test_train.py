@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,89 @@ def test_quantize_records_the_trade(quick_run, tmp_path, mnist_dir, mnist_test):
     assert card.calibration.temperature == pytest.approx(graph_temperature(dst.read_bytes()))
     # Measured on the int8 outputs, not copied from the parent's card.
     assert card.calibration.val_uncalibrated != parent.calibration.val_uncalibrated
+
+
+# The cpu-fast recipe's own network is small enough to run as is on --quick subsets.
+CPU_FAST_QUICK = replace(tr.CPU_FAST, epochs=2, quick=True)
+
+
+def test_recipes_are_named_frozen_configs_and_options_override_them():
+    assert tr.recipe_config("default") == tr.TrainConfig()
+    fast = tr.recipe_config("cpu-fast", epochs=3, lr=None, device=None)
+    assert fast == replace(tr.CPU_FAST, epochs=3) and fast.recipe == "cpu-fast"
+    assert fast.channels_last and fast.device == "cpu" and fast.model != tr.CNNConfig()
+    with pytest.raises(AttributeError):
+        tr.CPU_FAST.epochs = 1  # frozen: a recipe cannot be changed by accident
+    with pytest.raises(tr.DigitlabError, match="unknown recipe"):
+        tr.recipe_config("gpu-slow")
+
+
+def test_configs_from_before_the_recipes_still_load():
+    """A checkpoint written before `channels_last`, `threads`, `recipe`, `space_to_depth`."""
+    old = QUICK.to_json()
+    for key in ("channels_last", "threads", "recipe"):
+        del old[key]
+    del old["model"]["space_to_depth"]
+    assert tr.TrainConfig.from_json(old) == QUICK
+
+
+def _digitlab_train(monkeypatch, *args: str) -> None:
+    """`digitlab train ARGS` in this process (a subprocess would import torch again)."""
+    from digitlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["digitlab", "train", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+
+
+@pytest.fixture(scope="module")
+def cpu_fast_run(tmp_path_factory, mnist_dir):
+    """`digitlab train --recipe cpu-fast --quick --epochs 2`: the recipe's real code path."""
+    run = tmp_path_factory.mktemp("cpu-fast") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        _digitlab_train(mp, "--recipe", "cpu-fast", "--quick", "--epochs", "2",
+                        "--out", str(run), "--data-dir", str(mnist_dir))  # fmt: skip
+    return run
+
+
+def test_cli_quick_dry_run_of_the_cpu_recipe(cpu_fast_run):
+    assert tr.config_from_checkpoint(cpu_fast_run) == CPU_FAST_QUICK
+    card = read_card(cpu_fast_run / "digit-cnn.onnx")
+    assert card.training.config == json.loads(json.dumps(CPU_FAST_QUICK.to_json()))
+    assert card.architecture.kwargs == json.loads(json.dumps(tr.CPU_FAST.model.to_json()))
+    # Trained channels-last, exported NCHW: the graph still matches PyTorch.
+    assert card.export_check["max_abs_diff_vs_torch"] < 1e-4
+
+
+def test_cpu_fast_recipe_resumes_exactly_through_the_cli(
+    cpu_fast_run, tmp_path, mnist_dir, monkeypatch
+):
+    """The recipe's config (its network, channels-last, threads) survives `--resume`."""
+
+    def stop_after_first_epoch(kind, **kw):
+        if kind == "epoch" and kw["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    threads = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(CPU_FAST_QUICK, cut, mnist_dir, progress=stop_after_first_epoch)
+    assert torch.get_num_threads() == threads  # the recipe's one thread was for the run only
+    assert tr.config_from_checkpoint(cut) == CPU_FAST_QUICK
+    _digitlab_train(monkeypatch, "--resume", str(cut), "--data-dir", str(mnist_dir))
+    assert weights_digest(cut) == weights_digest(cpu_fast_run)
+    straight = read_card(cpu_fast_run / "digit-cnn.onnx")
+    assert read_card(cut / "digit-cnn.onnx").metrics == straight.metrics
+
+
+def test_stroke_filters_are_max_pooling_exactly():
+    """The augmentation's faster 3 x 3 dilation / erosion give max_pool2d's values, bit for bit."""
+    from digitlab.models.augment import _extreme3x3
+
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x[x < 0.6] = 0  # MNIST-like: mostly paper
+    dilated = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1)
+    eroded = -torch.nn.functional.max_pool2d(-x, 3, stride=1, padding=1)
+    assert torch.equal(_extreme3x3(x, torch.maximum, -float("inf")), dilated)
+    assert torch.equal(_extreme3x3(x, torch.minimum, float("inf")), eroded)

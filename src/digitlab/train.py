@@ -13,6 +13,7 @@ continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -20,7 +21,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,12 @@ class TrainConfig:
     quick: bool = False  # tiny subset: exercises the real code path in seconds
     model: CNNConfig = field(default_factory=CNNConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # NHWC activations: oneDNN's CPU convolutions run faster in it than in NCHW.
+    channels_last: bool = False
+    # Intra-op CPU threads; 0 keeps torch's choice (one per core). Recorded because the thread
+    # count changes the order of a convolution's sums, so a resumed run must keep it to be exact.
+    threads: int = 0
+    recipe: str = "default"  # the named preset this config started from (see RECIPES)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -70,6 +77,37 @@ class TrainConfig:
         d["model"] = CNNConfig.from_json(d["model"])
         d["augment"] = AugmentConfig(**d["augment"])
         return cls(**d)
+
+
+# The CPU recipe (`digitlab train --recipe cpu-fast`, docs/train-cpu.md): measured 99.70 % on
+# the MNIST test set in 14 min 54 s on two shared CPU cores, just inside the goal (99.70 %,
+# 15 min); seed 1 gives 99.68 %. Why each change (benchmarks/train_cpu.py measures):
+# - the default network spends most of a CPU epoch on its 28 x 28 feature maps; folding 2 x 2
+#   pixel blocks into channels first (space_to_depth) starts it at 14 x 14, ~5x less time;
+#   the last stage (3 x 3 pixels) is 96 channels wide instead of 128: 14 % less time again;
+# - NHWC (channels_last) is oneDNN's faster layout for these convolutions (25 % here);
+# - one thread: with a second busy process on two cores, a 2-thread run waits at every
+#   parallel region for a descheduled thread and gets over 10x slower; alone it gains < 2x;
+# - the default's augmentation: with milder distortions the training loss reached its floor
+#   by epoch 12 of 18 and validation accuracy stopped rising (99.50 %, test 99.68 %).
+CPU_FAST = TrainConfig(
+    epochs=17,
+    device="cpu",
+    model=CNNConfig(channels=(32, 32, 64, 64, 96, 96), pool_after=(1, 3), space_to_depth=2),
+    channels_last=True,
+    threads=1,
+    recipe="cpu-fast",
+)
+
+RECIPES: dict[str, TrainConfig] = {"default": TrainConfig(), "cpu-fast": CPU_FAST}
+
+
+def recipe_config(name: str, **overrides) -> TrainConfig:
+    """The named recipe, with the options a user gave (None: keep the recipe's)."""
+    if name not in RECIPES:
+        raise DigitlabError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(RECIPES[name], **given)
 
 
 QUICK_SIZES = {"train": 2000, "val": 500, "test": 1000}
@@ -125,6 +163,16 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - MNIST_MEAN) / MNIST_STD
 
 
+def to_layout(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The batch in the memory layout the model's weights use (NHWC with ``channels_last``)."""
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def model_inputs(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """A training batch as the model sees it: augmented, normalised, in the model's layout."""
+    return to_layout(normalise(augment(to_float(x_uint8), cfg.augment, gen)), cfg)
+
+
 # --------------------------------------------------------------------------- #
 # Training and evaluation
 # --------------------------------------------------------------------------- #
@@ -166,10 +214,8 @@ def train_one_epoch(
     steps = steps_per_epoch(n, cfg.batch_size)
     for step in range(steps):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        x = augment(to_float(splits.x_train[idx]), cfg.augment, gen)
-        loss = F.cross_entropy(
-            model(normalise(x)), splits.y_train[idx], label_smoothing=cfg.label_smoothing
-        )
+        x = model_inputs(splits.x_train[idx], cfg, gen)
+        loss = F.cross_entropy(model(x), splits.y_train[idx], label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -263,9 +309,13 @@ def restore(model, opt, sched, state: dict, tensors: dict[str, torch.Tensor]) ->
         raise ModelError(f"checkpoint does not fit the model it describes ({e})") from None
 
 
-def build_model(model_cfg: CNNConfig, seed: int, device: torch.device) -> DigitCNN:
+def build_model(
+    model_cfg: CNNConfig, seed: int, device: torch.device, channels_last: bool = False
+) -> DigitCNN:
     torch.manual_seed(seed)
-    return DigitCNN(model_cfg).to(device)
+    model = DigitCNN(model_cfg).to(device)
+    # Layout only: the weights' values, and so the checkpoint, are the same either way.
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 # --------------------------------------------------------------------------- #
@@ -275,7 +325,8 @@ def build_model(model_cfg: CNNConfig, seed: int, device: torch.device) -> DigitC
 
 def onnx_bytes(model: DigitCNN) -> bytes:
     """The model, with normalisation and softmax folded in, as ONNX (batch size dynamic)."""
-    wrapped = WithSoftmax(model.cpu().eval()).eval()
+    # The exported graph is NCHW, whatever layout training used.
+    wrapped = WithSoftmax(model.cpu().to(memory_format=torch.contiguous_format).eval()).eval()
     buf = io.BytesIO()
     torch.onnx.export(
         wrapped,
@@ -377,6 +428,23 @@ def train(
     progress: Callable[..., None] | None = None,
 ) -> TrainResult:
     """Train (or resume) into ``run_dir``; export ``run_dir/digit-cnn.onnx`` when done."""
+    with cpu_threads(cfg.threads):
+        return _train(cfg, run_dir, data_dir, resume, progress)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run with ``n`` intra-op threads (0: leave torch's), then give the caller its own back."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg, run_dir, data_dir, resume, progress) -> TrainResult:
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -384,7 +452,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     epochs = cfg.epochs
     splits = load_splits(cfg, data_dir, device)
-    model = build_model(cfg.model, cfg.seed, device)
+    model = build_model(cfg.model, cfg.seed, device, cfg.channels_last)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
     opt, sched = make_optimizer(model, cfg, steps)
     state = {"config": cfg.to_json(), "epoch": 0, "history": [], "train_seconds": 0.0}

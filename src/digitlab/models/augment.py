@@ -55,13 +55,24 @@ def elastic_field(n: int, cfg: AugmentConfig, gen: torch.Generator, device: torc
     return field.permute(0, 2, 3, 1) * (cfg.elastic_alpha_px * 2 / 28 / 2)
 
 
+def _extreme3x3(x: torch.Tensor, op, pad: float) -> torch.Tensor:
+    """3 x 3 max (or min) filter, "same" size: a row pass then a column pass of shifted views.
+
+    The same values as ``max_pool2d(x, 3, stride=1, padding=1)`` (max and min are exact),
+    several times faster on a CPU than its pooling kernel on one-channel images.
+    """
+    p = F.pad(x, (1, 1, 1, 1), value=pad)
+    rows = op(op(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return op(op(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def change_strokes(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Thicken (grey dilation) or thin (grey erosion) a random subset of images, blended."""
     n = x.shape[0]
     pick = torch.rand(n, generator=gen, device=x.device)
     amount = torch.rand(n, generator=gen, device=x.device).view(n, 1, 1, 1)
-    thick = F.max_pool2d(x, 3, stride=1, padding=1)
-    thin = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    thick = _extreme3x3(x, torch.maximum, -math.inf)
+    thin = _extreme3x3(x, torch.minimum, math.inf)
     half = cfg.stroke_prob / 2
     target = torch.where((pick < half).view(n, 1, 1, 1), thick, x)
     target = torch.where(((pick >= half) & (pick < cfg.stroke_prob)).view(n, 1, 1, 1), thin, target)
