@@ -86,7 +86,7 @@ import os
 import platform
 import threading
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -529,16 +529,19 @@ class Prototypes:
             widths.astype(np.float32),
         )
 
-    def boosts(self, embeddings: np.ndarray, whitened: bool = False) -> np.ndarray:
-        """N x classes: each class's largest prototype boost (what the graph computes)."""
-        out = []
-        for start in range(0, max(len(embeddings), 1), 1024):  # bounds N x prototypes in memory
+    def kernels(self, embeddings: np.ndarray, whitened: bool = False) -> Iterator[np.ndarray]:
+        """Each prototype's kernel exp(-d^2 / (2 s^2)) for the embeddings, 1,024 rows at a
+        time (bounds N x prototypes in memory); the last column is the padding one, 0."""
+        for start in range(0, max(len(embeddings), 1), 1024):
             w = embeddings[start : start + 1024]
             w = w if whitened else self.whitening(w)
             scaled = np.concatenate([w * w, w], axis=1) @ self.weights + self.bias
-            kernel = np.exp(-np.maximum(scaled, 0))
-            out.append(self.boost * kernel[:, self.index].max(axis=2))
-        return np.concatenate(out)
+            yield np.exp(-np.maximum(scaled, 0))
+
+    def boosts(self, embeddings: np.ndarray, whitened: bool = False) -> np.ndarray:
+        """N x classes: each class's largest prototype boost (what the graph computes)."""
+        chunks = self.kernels(embeddings, whitened)
+        return np.concatenate([self.boost * k[:, self.index].max(axis=2) for k in chunks])
 
     def logits(
         self, embeddings: np.ndarray, probs: np.ndarray, whitened: bool = False
@@ -548,12 +551,7 @@ class Prototypes:
 
     def nearest(self, embeddings: np.ndarray) -> np.ndarray:
         """N: the largest kernel of any prototype, 1 at a prototype, 0 far from them all."""
-        out = []
-        for start in range(0, max(len(embeddings), 1), 1024):
-            w = self.whitening(embeddings[start : start + 1024])
-            scaled = np.concatenate([w * w, w], axis=1) @ self.weights + self.bias
-            out.append(np.exp(-np.maximum(scaled, 0)).max(axis=1))
-        return np.concatenate(out)
+        return np.concatenate([k.max(axis=1) for k in self.kernels(embeddings)])
 
 
 def room(points: np.ndarray, columns: np.ndarray, space: Space) -> np.ndarray:
@@ -733,16 +731,21 @@ def _lower_not_digit_near_prototypes(g: Any, output: str, opset: int) -> None:
     consts = {f"{k}_one": np.array(1, np.float32), f"{k}_kernel_axis": np.array([1], np.int64)}
     g.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
     node = helper.make_node
-    nearest = (
-        node("ReduceMax", [f"{k}_all", f"{k}_kernel_axis"], [f"{k}_nearest"], keepdims=1)
-        if opset >= 18
-        else node("ReduceMax", [f"{k}_all"], [f"{k}_nearest"], axes=[1], keepdims=1)
-    )
     g.node.extend([
-        nearest,
+        _reduce_max(f"{k}_all", f"{k}_kernel_axis", 1, f"{k}_nearest", opset, keepdims=1),
         node("Sub", [f"{k}_one", f"{k}_nearest"], [f"{k}_far"]),
         node("Mul", [f"{k}_base_not_digit", f"{k}_far"], [output]),
     ])  # fmt: skip
+
+
+def _reduce_max(x: str, axes: str, axis: int, out: str, opset: int, keepdims: int) -> Any:
+    """ReduceMax of ``x`` over ``axis``: from opset 18 on its axes are an input (the
+    initializer ``axes``), before it an attribute."""
+    from onnx import helper
+
+    if opset >= 18:
+        return helper.make_node("ReduceMax", [x, axes], [out], keepdims=keepdims)
+    return helper.make_node("ReduceMax", [x], [out], axes=[axis], keepdims=keepdims)
 
 
 def _rename_base_temperature(g: Any) -> None:
@@ -780,12 +783,7 @@ def _add_prototype_layer(
     }
     g.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
     node = helper.make_node
-    # ReduceMax takes its axes as an input from opset 18 on, as an attribute before.
-    reduce_max = (
-        node("ReduceMax", [f"{k}_kernels", f"{k}_axes"], [f"{k}_max"], keepdims=0)
-        if opset >= 18
-        else node("ReduceMax", [f"{k}_kernels"], [f"{k}_max"], axes=[2], keepdims=0)
-    )
+    reduce_max = _reduce_max(f"{k}_kernels", f"{k}_axes", 2, f"{k}_max", opset, keepdims=0)
     g.node.extend([
         node("Gemm", [embedding, f"{k}_whiten", f"{k}_offset"], [f"{k}_w"]),
         node("Mul", [f"{k}_w", f"{k}_w"], [f"{k}_ww"]),

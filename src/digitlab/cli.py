@@ -434,8 +434,7 @@ def predict_cmd(
         else:
             notes = "".join(f"  ({note})" for note in p.normalized.notes)  # e.g. animated
             if p.digit is None and "not a digit" in p.reasons:  # the detector's answer
-                closest = predictor.model.classes[p.probabilities.index(p.confidence)]
-                typer.echo(f"{r.path}: not a digit  (closest: {closest}, "
+                typer.echo(f"{r.path}: not a digit  (closest: {p.closest}, "
                            f"confidence {confidence_text(p.confidence)}){notes}")  # fmt: skip
             elif p.digit is None:
                 typer.echo(f"{r.path}: no digit (no ink){notes}")

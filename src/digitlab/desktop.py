@@ -381,9 +381,8 @@ class DrawApp:
 
         self.last = p
         if p is not None and "not a digit" in p.reasons:  # the detector: a letter, a face ...
-            closest = p.probabilities.index(p.confidence)
-            status = f"Not a digit\n(closest: {closest}, {confidence_text(p.confidence)})"
-            self._show_result("\u00d7", status, UNSURE, p.probabilities, (closest, UNSURE))
+            status = f"Not a digit\n(closest: {p.closest}, {confidence_text(p.confidence)})"
+            self._show_result("\u00d7", status, UNSURE, p.probabilities, (p.closest, UNSURE))
         elif p is None or p.digit is None:
             hint = "Draw a digit, then press Enter" if p is None else "Nothing drawn"
             self._show_result("?", hint, MUTED, (0.0,) * 10, None)
@@ -427,8 +426,7 @@ def console_line(p: Prediction) -> str:
     from digitlab.predict import confidence_text
 
     if "not a digit" in p.reasons:
-        closest = p.probabilities.index(p.confidence)
-        return f"prediction: not a digit (closest: {closest}, {confidence_text(p.confidence)})"
+        return f"prediction: not a digit (closest: {p.closest}, {confidence_text(p.confidence)})"
     if p.digit is None:
         return "prediction: none (nothing drawn)"
     unsure = f"; not sure: {', '.join(p.reasons)}" if p.unsure else ""

@@ -296,12 +296,11 @@ def attach(
     """``model``'s graph (stripped of any old detector) plus ``detector``, and its card;
     checks on ``check_images`` that the probabilities are unchanged and the graph's scores
     are the head's."""
-    from digitlab.adapt import Embedder, find_head
+    from digitlab.adapt import Embedder
 
     base = strip(model.graph)
     base_model = OnnxModel.from_bytes(base, model.card.evolve(not_digit=None), model.path)
-    embedding = find_head(_load(base).graph, model.card.output.index)[0].input[0]
-    graph = with_detector(base, embedding, detector.head)
+    graph = with_detector(base, _embedding_name(base_model), detector.head)
     card = model.card.evolve(not_digit=notdigit.to_json())
     new = OnnxModel.from_bytes(graph, card, model.path)
     before = base_model.predict_proba(check_images)

@@ -50,6 +50,7 @@ class Prediction:
     reasons: tuple[str, ...]  # why: "no ink", "not a digit", "low confidence", "several blobs"
     normalized: Normalized  # the model's input and the preprocessing diagnostics
     not_digit: float | None = None  # the detector's score (None: no ink, or no detector)
+    closest: int | None = None  # the most probable class, "not a digit" or not (None: no ink)
 
     @property
     def image(self) -> np.ndarray | None:
@@ -245,6 +246,7 @@ class Predictor:
             reasons=tuple(reasons),
             normalized=norm,
             not_digit=None if score is None else float(score),
+            closest=self.model.classes[best],
         )
 
 
