@@ -17,6 +17,9 @@ after (measured by the adaptation's own guard on the 10,000 test digits), the
 strength the guard left, and the seconds the adaptation took; and, on the same
 draw, the rejected alternative: fine-tuning the head (W, b of the last Gemm,
 NumPy, MNIST replay, L2 towards the base head).
+Then the ceiling: what any reader of the base model's embedding can do with far more
+examples (a logistic regression and 1-NN, 4/5 of ``load_digits`` learned, the fifth
+scored, 5 folds), to tell a weak method from a limit of the embedding itself.
 Then the times: the MNIST reference (once per base model: cold, then cached) and
 100 PNG files to a written personal model, end to end.
 
@@ -207,6 +210,24 @@ def _finetune(x, y, weight, w0, b0, temperature, lam, steps=300, lr=0.05):
     return params
 
 
+def ceiling(personal: PersonalModel, images, labels) -> dict:
+    """Readers of the embedding given 4/5 of the digits (about 1,440, 14 times k = 10's
+    100): the accuracy a method on this embedding can hope for, with 5 stratified folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+
+    _, embeddings = personal.embedder.run(images)
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    readers = {
+        "logistic_regression": (LogisticRegression(max_iter=3000), embeddings),
+        "nearest_neighbour_cosine": (KNeighborsClassifier(1), unit),
+    }
+    return {name: float((cross_val_predict(clf, x, labels, cv=folds) == labels).mean())
+            for name, (clf, x) in readers.items()}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- #
 # Timing: the reference (cold and cached) and 100 files to a personal model
 # --------------------------------------------------------------------------- #
@@ -282,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict = {"config": config.__dict__, "seeds": seeds, "times": times}
         results["digits"] = {k: summarise([run_digits(personal, images, labels, k, s)
                                            for s in seeds]) for k in KS}  # fmt: skip
+        results["ceiling"] = ceiling(personal, images, labels)
         for name in STYLES:
             style_images, digit = styled(name)
             results[name] = {k: summarise([run_writer(personal, style_images, digit, k, s)
@@ -300,6 +322,10 @@ def report(results: dict, wall: float) -> None:
     )
     for name in STYLES:
         print_table(f"one writer, style {name}: k instances, the others scored", results[name])
+    half = 1 - (1 - d10["before"]) / 2
+    readers = ", ".join(f"{k.replace('_', ' ')} {v:.2%}" for k, v in results["ceiling"].items())
+    print(f"\nceiling, 4/5 of load_digits learned (~1,440 examples): {readers}; "
+          f"halving k = 10's error needs {half:.2%} from 100")  # fmt: skip
     drops = [r["max_mnist_drop"] for key in ("digits", *STYLES) for r in results[key].values()]
     print(
         f"\nMNIST reference: {times['reference_cold_s']:.1f} s cold (once per base model), "

@@ -21,7 +21,7 @@ from digitlab.errors import ModelError
 from digitlab.inputs import Strokes
 from digitlab.modelfile import OnnxModel, bundled_model_path, save_model
 from digitlab.negatives import AMBIGUOUS, FAMILIES, LOOKALIKES, negatives, rendered_digits
-from digitlab.notdigit import OUTPUT, strip
+from digitlab.notdigit import OUTPUT, NotDigitError, normalized_images, strip
 from digitlab.predict import Predictor, TrustRules
 from digitlab.preprocess import draw_strokes
 
@@ -94,6 +94,15 @@ def test_bad_arguments_are_one_line_errors() -> None:
         negatives("val", 1, families=["numbers"])
     with pytest.raises(ValueError, match="split must be one of"):
         rendered_digits("dev", 1)
+
+
+def test_a_scan_that_lost_its_ink_is_left_out_only_when_allowed() -> None:
+    ink = np.full((28, 28), 255, np.uint8)
+    ink[8:20, 12:16] = 0
+    blank = np.full((28, 28), 255, np.uint8)  # what an 8 x 8 scan of a faint digit can give
+    assert normalized_images([ink, blank, ink], blank_ok=True).shape == (2, 28, 28)
+    with pytest.raises(NotDigitError, match="drawing 1 has no ink"):
+        normalized_images([ink, blank])
 
 
 # --------------------------------------------------------------------------- #

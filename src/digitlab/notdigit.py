@@ -68,8 +68,8 @@ OUTPUT = "not_digit"  # the graph output the detector adds
 PREFIX = "digitlab_not_digit"  # its nodes' and initializers' names start with this
 METHOD = "mlp-on-embedding"
 MNIST_FLAG_SHARE = 0.01  # at most this share of MNIST validation digits flagged ...
-DRAWN_FLAG_SHARE = 0.02  # ... and of redrawn validation digits (the issue's goals) ...
-REAL_FLAG_SHARE = 0.02  # ... and of validation digits scanned, photographed, thick, 8 x 8 ...
+DRAWN_FLAG_SHARE = 0.01  # ... and of redrawn validation digits (half the issue's 2 %) ...
+REAL_FLAG_SHARE = 0.01  # ... and of validation digits scanned, photographed, thick, 8 x 8 ...
 Progress = Callable[[str], None]
 
 
@@ -83,6 +83,9 @@ class HeadConfig:
 
     hidden: int = 64
     l2: float = 1e-3  # scikit-learn's alpha
+    # Each rendered, redrawn and real-world digit counts this often (repeated): MNIST's 50,000
+    # otherwise outweigh them, and those are the digits a real user's come from.
+    extra_weight: int = 3
     max_iter: int = 200  # epochs of Adam
     seed: int = 0
 
@@ -196,7 +199,9 @@ def with_detector(graph: bytes, embedding: str, head: Head) -> bytes:
 class Sets:
     """The embeddings a fit uses (rows of N x D arrays).
 
-    ``digits_train`` and ``negatives_train`` train the head; ``digits_val`` (MNIST
+    ``digits_train`` (MNIST), ``digits_extra`` (rendered, redrawn and real-world digits,
+    counted `HeadConfig.extra_weight` times) and ``negatives_train`` train the head;
+    ``digits_val`` (MNIST
     validation), ``drawn_val`` (validation digits redrawn as strokes) and ``real_val``
     (validation digits under real-world conditions: low resolution, binary, thick marker,
     photos; both may be empty) set the threshold; the rest is measured for the card:
@@ -205,6 +210,7 @@ class Sets:
     """
 
     digits_train: np.ndarray
+    digits_extra: np.ndarray
     negatives_train: np.ndarray
     digits_val: np.ndarray
     drawn_val: np.ndarray
@@ -228,7 +234,8 @@ class Detector:
 
 def fit_detector(sets: Sets, config: HeadConfig = HeadConfig()) -> Detector:
     """Train the head and set its threshold: the largest of the validation rules."""
-    head = train_head(sets.digits_train, sets.negatives_train, config)
+    extra = np.concatenate([sets.digits_extra] * config.extra_weight)
+    head = train_head(np.concatenate([sets.digits_train, extra]), sets.negatives_train, config)
     score = head.scores
     rules = {
         "mnist_digits_flagged": (score(sets.digits_val), MNIST_FLAG_SHARE),
@@ -347,11 +354,11 @@ class DataConfig:
     negatives_val: int = 500
     negatives_test: int = 500
     rendered_digits: int = 6000  # digits from the stroke and TrueType fonts (positives)
-    redrawn_train: int = 8000  # MNIST training digits (never validation ones) redrawn
+    redrawn_train: int = 16000  # MNIST training digits (never validation ones) redrawn
     redrawn_val: int = 2500  # MNIST validation digits redrawn: the second threshold rule
     redrawn_seed: int = 0
-    real_train: int = 12000  # MNIST training digits under real-world conditions (positives)
-    real_val: int = 2500  # MNIST validation digits under them: the third threshold rule
+    real_train: int = 36000  # MNIST training digits under real-world conditions (positives)
+    real_val: int = 5000  # MNIST validation digits under them: the third threshold rule
     mnist_train: int | None = None  # MNIST training digits used (None: all; fewer: quick fits)
 
 
@@ -413,9 +420,10 @@ def prepare(
         rng = np.random.default_rng(config.redrawn_seed + 1)
         picks = rng.choice(fit_part, config.real_train, replace=False)
         say(f"digits under real-world conditions: {len(picks)} training, {config.real_val} val")
-        extra.append(_uint8(normalized_images(degrade(train[i], rng) for i in picks)))
-        real_val = _uint8(normalized_images(degrade(train[i], rng)
-                                            for i in val_part[: config.real_val]))  # fmt: skip
+        degraded = (degrade(train[i], rng) for i in picks)
+        extra.append(_uint8(normalized_images(degraded, blank_ok=True)))
+        degraded = (degrade(train[i], rng) for i in val_part[: config.real_val])
+        real_val = _uint8(normalized_images(degraded, blank_ok=True))
     positives = {
         "mnist": f"the {len(fit_part)} training digits outside {split.describe()}",
         "rendered_digits": {"n": config.rendered_digits, "seed": config.seed,
@@ -459,7 +467,8 @@ def embed(embedder: Any, images: Images, progress: Progress | None = None) -> Se
     if progress:
         progress(f"embedding with {embedder.model.card.name}")
     return Sets(
-        digits_train=np.concatenate([e(images.mnist_train), e(images.digits_extra)]),
+        digits_train=e(images.mnist_train),
+        digits_extra=e(images.digits_extra),
         negatives_train=e(images.negatives["train"]),
         digits_val=e(images.mnist_val),
         drawn_val=e(images.drawn_val),
@@ -493,10 +502,12 @@ def fit_model(
     embedder = base_embedder(model)
     sets = embed(embedder, images, progress)
     if progress:
-        progress(f"training the head on {len(sets.digits_train)} digits and "
+        n_digits = len(sets.digits_train) + len(sets.digits_extra)
+        progress(f"training the head on {n_digits} digits and "
                  f"{len(sets.negatives_train)} negatives")  # fmt: skip
     detector = fit_detector(sets, config)
-    counts = {"digits": len(sets.digits_train), "negatives": len(sets.negatives_train)}
+    counts = {"digits": len(sets.digits_train) + len(sets.digits_extra),
+              "negatives": len(sets.negatives_train)}  # fmt: skip
     embedding = _embedding_name(embedder.model)
     notdigit = block(detector, embedding, config, images.recipes["negatives"],
                      images.recipes["positives"], counts)  # fmt: skip
@@ -525,14 +536,19 @@ def base_embedder(model: OnnxModel, threads: int | None = None) -> Any:
     return Embedder(base, threads)
 
 
-def normalized_images(drawings: Iterable[Any], progress: Progress | None = None) -> np.ndarray:
-    """Each drawing through `digitlab.preprocess` (N x 28 x 28 float32); a drawing without
-    ink, which the generators never make, is an error."""
+def normalized_images(
+    drawings: Iterable[Any], progress: Progress | None = None, blank_ok: bool = False
+) -> np.ndarray:
+    """Each drawing through `digitlab.preprocess` (N x 28 x 28 float32). A drawing without
+    ink, which the generators never make, is an error; with ``blank_ok`` it is left out (a
+    degraded scan can lose a faint digit, which benchmarks/real_digits.py counts as "no ink")."""
     from digitlab.preprocess import preprocess
 
     out = []
     for i, drawing in enumerate(drawings):
         norm = preprocess(drawing)
+        if norm.image is None and blank_ok:
+            continue
         if norm.image is None:
             raise NotDigitError(f"drawing {i} has no ink")
         out.append(norm.image)
