@@ -44,12 +44,12 @@ test-all: install system-deps  ## also the slow full-data tests
 	$(PY) -m pytest -m ""
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 format: install
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts notebooks
 
 check: lint test  ## what CI runs
 
