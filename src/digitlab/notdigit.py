@@ -83,7 +83,7 @@ class HeadConfig:
 
     hidden: int = 64
     l2: float = 1e-3  # scikit-learn's alpha
-    # Each rendered, redrawn and real-world digit counts this often (repeated): MNIST's 50,000
+    # Each rendered, redrawn and real-world digit counts this often (repeated): MNIST's 55,000
     # otherwise outweigh them, and those are the digits a real user's come from.
     extra_weight: int = 3
     max_iter: int = 200  # epochs of Adam
@@ -201,10 +201,9 @@ class Sets:
 
     ``digits_train`` (MNIST), ``digits_extra`` (rendered, redrawn and real-world digits,
     counted `HeadConfig.extra_weight` times) and ``negatives_train`` train the head;
-    ``digits_val`` (MNIST
-    validation), ``drawn_val`` (validation digits redrawn as strokes) and ``real_val``
-    (validation digits under real-world conditions: low resolution, binary, thick marker,
-    photos; both may be empty) set the threshold; the rest is measured for the card:
+    ``digits_val`` (MNIST validation), ``drawn_val`` (validation digits redrawn as strokes)
+    and ``real_val`` (validation digits under real-world conditions: low resolution, binary,
+    thick marker, photos; both may be empty) set the threshold; the rest is measured for the card:
     ``negatives_val`` and ``negatives_test`` per family (``families_val`` and
     ``families_test`` name each row's), ``mnist_test``.
     """
@@ -501,13 +500,12 @@ def fit_model(
                             "fit the base model instead")  # fmt: skip
     embedder = base_embedder(model)
     sets = embed(embedder, images, progress)
-    if progress:
-        n_digits = len(sets.digits_train) + len(sets.digits_extra)
-        progress(f"training the head on {n_digits} digits and "
-                 f"{len(sets.negatives_train)} negatives")  # fmt: skip
-    detector = fit_detector(sets, config)
     counts = {"digits": len(sets.digits_train) + len(sets.digits_extra),
               "negatives": len(sets.negatives_train)}  # fmt: skip
+    if progress:
+        progress(f"training the head on {counts['digits']} digits and "
+                 f"{counts['negatives']} negatives")  # fmt: skip
+    detector = fit_detector(sets, config)
     embedding = _embedding_name(embedder.model)
     notdigit = block(detector, embedding, config, images.recipes["negatives"],
                      images.recipes["positives"], counts)  # fmt: skip
