@@ -370,3 +370,29 @@ def test_stroke_filters_are_max_pooling_exactly():
     eroded = -torch.nn.functional.max_pool2d(-x, 3, stride=1, padding=1)
     assert torch.equal(_extreme3x3(x, torch.maximum, -float("inf")), dilated)
     assert torch.equal(_extreme3x3(x, torch.minimum, float("inf")), eroded)
+
+
+def test_low_resolution_scans_blur_the_chosen_share_and_keep_the_rest(mnist_test):
+    """cpu-lowres: about lowres_prob of a batch comes back as an upscaled small scan (its
+    pixels are a smooth function of few samples), the rest untouched; seeded, so repeatable."""
+    from digitlab.models.augment import AugmentConfig, low_resolution
+
+    x = torch.from_numpy(mnist_test[0][:400]).unsqueeze(1).float() / 255
+    cfg = AugmentConfig(lowres_prob=0.25, lowres_min_box=8, lowres_max_box=8)
+    out = low_resolution(x, cfg, torch.Generator().manual_seed(0))
+    again = low_resolution(x, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    changed = (out != x).flatten(1).any(1)
+    assert 0.15 < changed.float().mean() < 0.35
+    assert torch.equal(out[~changed], x[~changed])
+    # A 20-pixel digit box at 8 pixels: the 28x28 frame held 11x11 samples. Downsampling the
+    # upscaled image again changes it half as much as it changes a sharp MNIST digit (not
+    # less: the 1-bit half is thresholded at the low resolution).
+    side = round(28 * 8 / 20)
+    small = torch.nn.functional.interpolate(out[changed], size=(side, side), mode="area")
+    back = torch.nn.functional.interpolate(small, size=(28, 28), mode="bilinear")
+    orig_small = torch.nn.functional.interpolate(x[changed], size=(side, side), mode="area")
+    orig_back = torch.nn.functional.interpolate(orig_small, size=(28, 28), mode="bilinear")
+    assert (back - out[changed]).abs().mean() < 0.7 * (orig_back - x[changed]).abs().mean()
+    assert out.min() >= 0 and out.max() <= 1
+    assert tr.CPU_LOWRES.augment.lowres_prob == 0.2 and tr.CPU_LOWRES.model == tr.CPU_FAST.model

@@ -292,7 +292,7 @@ def calibrate_graph(
     import digitlab
 
     require_onnx()
-    graph = model.path.read_bytes()
+    graph = model.graph
     targets = class_indices(model.classes, labels)
     before = predict_probabilities(model, images)
     factor = fit_temperature(before, targets)

@@ -181,8 +181,9 @@ def train_cmd(
     ),
     recipe: str = typer.Option(
         "default",
-        help="Named preset: default (40 epochs, the bundled model's), or cpu-fast "
-        "(~99.7 % in ~15 min on one CPU thread, docs/train-cpu.md). Options below override it.",
+        help="Named preset: default (40 epochs), cpu-fast (~99.7 % in ~15 min on one CPU "
+        "thread, docs/train-cpu.md), or cpu-lowres (cpu-fast seeing low-resolution scans too). "
+        "Options below override it.",
     ),
     epochs: int | None = typer.Option(
         None, min=1, help="Passes over the training set [default: the recipe's; 1 with --quick]."
@@ -192,6 +193,9 @@ def train_cmd(
         None, help="Peak learning rate of the one-cycle schedule [default: the recipe's, 3e-3]."
     ),
     seed: int = typer.Option(0, help="Seed for weights, split, shuffling and augmentation."),
+    val_seed: int | None = typer.Option(
+        None, "--val-seed", help="Seed of the held-out validation split [default: --seed]."
+    ),
     device: str | None = typer.Option(
         None, help="cpu, cuda, or auto (cuda when available) [default: the recipe's]."
     ),
@@ -216,6 +220,7 @@ def train_cmd(
             batch_size=batch_size,
             lr=lr,
             seed=seed,
+            val_seed=val_seed,
             device=device,
             quick=quick,
         )
@@ -308,6 +313,30 @@ def quantize_cmd(
         console.print(_calibration_line(card), highlight=False)
     else:
         console.print("not calibrated: the parent's card records no held-out validation split")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    models: list[Path] = typer.Argument(..., help="Two or more trained models (.onnx + card)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the ensemble (.onnx)."),
+    name: str = typer.Option("digit-ensemble", help="The name on the ensemble's card."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Average trained models' logits in one graph; calibrate it and score it on the test set."""
+    try:
+        from digitlab import ensemble as en
+    except ImportError as e:
+        raise DigitlabError(
+            f"ensembles need the extra: pip install 'digitlab[train]' ({e})"
+        ) from None
+    path, card = en.ensemble_model(models, out, data_dir, name)
+    m = card.metrics
+    console.print(
+        f"[green]ensemble of {len(models)} written to {path}[/] "
+        f"({path.stat().st_size / 1e6:.2f} MB): test accuracy {m.test_accuracy:.2%} "
+        f"({m.test_errors} errors)"
+    )
+    console.print(_calibration_line(card), highlight=False)
 
 
 @app.command("evaluate")

@@ -55,6 +55,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     val_size: int = 5000  # carved from the training set; the test set is only for the final figure
     seed: int = 0
+    # The seed of the held-out split when it differs from ``seed``: members of an ensemble
+    # (`digitlab ensemble`) start from different weights but must hold out the same images,
+    # or the ensemble's calibration would fit on images some of its members trained on.
+    val_seed: int | None = None
     device: str = "auto"
     quick: bool = False  # tiny subset: exercises the real code path in seconds
     model: CNNConfig = field(default_factory=CNNConfig)
@@ -99,7 +103,15 @@ CPU_FAST = TrainConfig(
     recipe="cpu-fast",
 )
 
-RECIPES: dict[str, TrainConfig] = {"default": TrainConfig(), "cpu-fast": CPU_FAST}
+# cpu-fast with low-resolution scans in the augmentation (a fifth of the images): the members
+# of the bundled ensemble besides the default network (README, "The bundled model").
+CPU_LOWRES = replace(CPU_FAST, augment=AugmentConfig(lowres_prob=0.2), recipe="cpu-lowres")
+
+RECIPES: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "cpu-fast": CPU_FAST,
+    "cpu-lowres": CPU_LOWRES,
+}
 
 
 def recipe_config(name: str, **overrides) -> TrainConfig:
@@ -138,7 +150,8 @@ class Splits:
 
 def validation_split(cfg: TrainConfig) -> ValidationSplit:
     """The training images a run holds out: for validation, then for calibration."""
-    return ValidationSplit(QUICK_SIZES["val"] if cfg.quick else cfg.val_size, cfg.seed)
+    seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
+    return ValidationSplit(QUICK_SIZES["val"] if cfg.quick else cfg.val_size, seed)
 
 
 def load_splits(cfg: TrainConfig, data_dir: Path | None, device: torch.device) -> Splits:

@@ -26,6 +26,14 @@ class AugmentConfig:
     elastic_alpha_px: float = 1.5  # peak displacement of the smooth elastic field
     elastic_grid: int = 4  # control points per side: lower = smoother, wobblier strokes
     stroke_prob: float = 0.3  # share of images whose strokes get thicker or thinner
+    # Share of images seen as a low-resolution scan (an 8x8 or 16x16 digit upscaled by
+    # preprocess): real digits by other writers often come like that, and a network that never
+    # saw the blur embeds them poorly. The digit's 20-pixel box shrinks to a side drawn from
+    # [lowres_min_box, lowres_max_box] pixels (one per batch), half the time also thresholded
+    # to 1 bit, then goes back to 28x28 with bilinear interpolation as preprocess upscales.
+    lowres_prob: float = 0.0
+    lowres_min_box: int = 7
+    lowres_max_box: int = 16
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -79,6 +87,20 @@ def change_strokes(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) ->
     return x + amount * (target - x)
 
 
+def low_resolution(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """A random subset of the batch scanned at a low resolution and upscaled back."""
+    n = x.shape[0]
+    pick = (torch.rand(n, generator=gen, device=x.device) < cfg.lowres_prob).view(n, 1, 1, 1)
+    binary = (torch.rand(n, generator=gen, device=x.device) < 0.5).view(n, 1, 1, 1)
+    span = cfg.lowres_max_box - cfg.lowres_min_box + 1
+    box = cfg.lowres_min_box + int(torch.randint(span, (1,), generator=gen, device=x.device))
+    side = max(2, round(28 * box / 20))  # the whole 28-pixel frame at that scale
+    small = F.interpolate(x, size=(side, side), mode="area")
+    small = torch.where(binary, (small > 0.35).to(x.dtype), small)  # keeps thin strokes whole
+    back = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)
+    return torch.where(pick, back, x)
+
+
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Distort a batch N x 1 x 28 x 28 of [0, 1] pixels."""
     n = x.shape[0]
@@ -88,4 +110,6 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if cfg.stroke_prob > 0:
         x = change_strokes(x, cfg, gen)
+    if cfg.lowres_prob > 0:
+        x = low_resolution(x, cfg, gen)
     return x.clamp_(0, 1)

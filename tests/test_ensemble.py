@@ -1,0 +1,101 @@
+"""`digitlab ensemble`: members' logits averaged in one graph, calibrated, refused when unfit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from digitlab import train as tr
+from digitlab.adapt import find_head
+from digitlab.calibrate import apply_temperature
+from digitlab.ensemble import EnsembleError, ensemble_graph, ensemble_model
+from digitlab.evaluate import evaluate
+from digitlab.modelfile import OnnxModel, bundled_model_path, read_card
+from digitlab.predict import Predictor
+
+SMALL = tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16))
+# Two members: different weights (seed), the same held-out images (val_seed).
+MEMBER = tr.TrainConfig(epochs=1, quick=True, device="cpu", model=SMALL, val_seed=5)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, mnist_dir) -> list[Path]:
+    root = tmp_path_factory.mktemp("members")
+    configs = [tr.replace(MEMBER, seed=1), tr.replace(MEMBER, seed=2, model=tr.CNNConfig(
+        channels=(8, 8, 16, 16, 24, 24), space_to_depth=2))]  # fmt: skip
+    return [tr.train(cfg, root / f"m{i}", mnist_dir).model_path for i, cfg in enumerate(configs)]
+
+
+def _raw(model: OnnxModel, x: np.ndarray) -> np.ndarray:
+    """The model's probabilities with its temperature taken out (T = 1)."""
+    return apply_temperature(model.predict_proba(x), 1 / model.card.calibration.temperature)
+
+
+def test_the_graph_averages_the_members_logits(members, mnist_test):
+    x = mnist_test[0][:300].astype(np.float32) / 255
+    models = [OnnxModel(p) for p in members]
+    card = read_card(members[0]).evolve(calibration=None)
+    ens = OnnxModel.from_bytes(ensemble_graph(models), card)
+    # softmax(mean of logits) = softmax(mean of log-softmax): the two differ by a row constant.
+    logp = np.mean([np.log(_raw(m, x)) for m in models], axis=0)
+    want = np.exp(logp - logp.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    np.testing.assert_allclose(ens.predict_proba(x), want, atol=2e-5)
+    # One last linear layer over both embeddings side by side: what adapt and notdigit read.
+    import onnx
+
+    gemm, _ = find_head(onnx.load_from_string(ens.graph).graph)
+    assert gemm.input[0] == "embedding"
+
+
+def test_cli_writes_a_calibrated_scored_ensemble(members, tmp_path, mnist_dir, mnist_test):
+    out = tmp_path / "ens.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitlab", "ensemble", *map(str, members), "--out", str(out),
+         "--data-dir", str(mnist_dir), "--name", "pair"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "ensemble of 2 written" in proc.stdout
+    card = read_card(out)
+    recorded = card.architecture.kwargs["members"]
+    assert [m["onnx_sha256"] for m in recorded] == [read_card(p).onnx_sha256 for p in members]
+    assert card.name == "pair" and card.training.validation["seed"] == 5
+    assert card.calibration is not None and card.calibration.validation["val_size"] == 500
+    images, labels = mnist_test
+    ev = evaluate(OnnxModel(out), images, labels)
+    assert card.metrics.test_errors == ev.errors and card.metrics.n_test == 10_000
+    read = Predictor(out).predict(images[:1].astype(np.float32)[0] / 255)
+    assert (
+        read.closest == int(np.argmax(read.probabilities))
+        and abs(sum(read.probabilities) - 1) < 1e-4
+    )
+
+
+def test_members_with_other_validation_images_are_refused(members, tmp_path, mnist_dir):
+    other = tr.train(tr.replace(MEMBER, seed=3, val_seed=6), tmp_path / "m", mnist_dir)
+    with pytest.raises(EnsembleError, match="hold out different validation images"):
+        ensemble_model([members[0], other.model_path], tmp_path / "e.onnx", mnist_dir)
+    assert not (tmp_path / "e.onnx").exists()
+
+
+def test_cli_refusals_are_one_line(members, tmp_path, mnist_dir):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "digitlab", "ensemble", *args, "--data-dir", str(mnist_dir)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    alone = run(str(members[0]), "--out", str(tmp_path / "a.onnx"))
+    # The bundled int8 model and its float parent: the same split, but QDQ weights.
+    fp32 = bundled_model_path().with_name("digit-cnn-fp32.onnx")
+    quantised = run(str(bundled_model_path()), str(fp32), "--out", str(tmp_path / "b.onnx"))
+    for proc, says in [(alone, "needs 2 to"), (quantised, "then `digitlab quantize` it")]:
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*.onnx"))
