@@ -46,7 +46,9 @@ def test_bundled_models_are_calibrated(mnist_test, name):
 def test_bundled_files_are_small_and_carded():
     path = bundled_model_path()
     total = sum(p.stat().st_size for p in (REPO / "models").iterdir() if p.is_file())
-    assert total <= 2_000_000
+    # The int8 default is what every front end loads (and the page downloads): at most 1 MB.
+    # The float parent ships beside it so it can be re-quantised and checked (~2.9 MB).
+    assert path.stat().st_size <= 1_000_000 and total <= 4_500_000
     card = read_card(path)
     assert card.input.layout == "N1HW" and card.classes == list(range(10))
     for block in ("training", "metrics", "versions", "created", "export_check", "quantization"):

@@ -15,9 +15,9 @@ pytest.importorskip("onnx")
 from digitlab import train as tr
 from digitlab.adapt import find_head
 from digitlab.calibrate import apply_temperature
-from digitlab.ensemble import EnsembleError, ensemble_graph, ensemble_model
+from digitlab.ensemble import EnsembleError, ensemble_graph, ensemble_model, members_mean
 from digitlab.evaluate import evaluate
-from digitlab.modelfile import OnnxModel, bundled_model_path, read_card
+from digitlab.modelfile import OnnxModel, bundled_model_path, read_card, save_model
 from digitlab.predict import Predictor
 
 SMALL = tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16))
@@ -48,11 +48,12 @@ def test_the_graph_averages_the_members_logits(members, mnist_test):
     want = np.exp(logp - logp.max(1, keepdims=True))
     want /= want.sum(1, keepdims=True)
     np.testing.assert_allclose(ens.predict_proba(x), want, atol=2e-5)
+    np.testing.assert_allclose(members_mean(models, x), want, atol=1e-6)
     # One last linear layer over both embeddings side by side: what adapt and notdigit read.
     import onnx
 
     gemm, _ = find_head(onnx.load_from_string(ens.graph).graph)
-    assert gemm.input[0] == "embedding"
+    assert gemm.input[0] == "ensemble_embedding"
 
 
 def test_cli_writes_a_calibrated_scored_ensemble(members, tmp_path, mnist_dir, mnist_test):
@@ -68,7 +69,9 @@ def test_cli_writes_a_calibrated_scored_ensemble(members, tmp_path, mnist_dir, m
     recorded = card.architecture.kwargs["members"]
     assert [m["onnx_sha256"] for m in recorded] == [read_card(p).onnx_sha256 for p in members]
     assert card.name == "pair" and card.training.validation["seed"] == 5
+    assert card.architecture.summary().startswith("Ensemble of 2 (mean of logits): DigitCNN")
     assert card.calibration is not None and card.calibration.validation["val_size"] == 500
+    assert card.export_check["max_abs_diff_vs_members"] < 1e-4
     images, labels = mnist_test
     ev = evaluate(OnnxModel(out), images, labels)
     assert card.metrics.test_errors == ev.errors and card.metrics.n_test == 10_000
@@ -80,9 +83,13 @@ def test_cli_writes_a_calibrated_scored_ensemble(members, tmp_path, mnist_dir, m
 
 
 def test_members_with_other_validation_images_are_refused(members, tmp_path, mnist_dir):
-    other = tr.train(tr.replace(MEMBER, seed=3, val_seed=6), tmp_path / "m", mnist_dir)
+    # The second member's graph, with a card saying it held out other images (seed 6).
+    card = read_card(members[1])
+    training = card.training.to_json() | {"validation": {"val_size": 500, "seed": 6}}
+    other = save_model(tmp_path / "other.onnx", members[1].read_bytes(), card.evolve(
+        training=training, calibration=None))  # fmt: skip
     with pytest.raises(EnsembleError, match="hold out different validation images"):
-        ensemble_model([members[0], other.model_path], tmp_path / "e.onnx", mnist_dir)
+        ensemble_model([members[0], other], tmp_path / "e.onnx", mnist_dir)
     assert not (tmp_path / "e.onnx").exists()
 
 
@@ -99,3 +106,11 @@ def test_cli_refusals_are_one_line(members, tmp_path, mnist_dir):
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_a_hand_edited_member_list_still_summarises():
+    from digitlab.card import Architecture
+
+    odd = Architecture(name="Ensemble", kwargs={"members": [1, {"architecture": "x"}]})
+    assert odd.summary() == "Ensemble of 2 (mean of logits): ? {}; ? {}"
+    assert Architecture(name="DigitCNN", kwargs={"a": 1}).summary() == "DigitCNN {'a': 1}"

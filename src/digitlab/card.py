@@ -100,6 +100,18 @@ class Architecture(CardBlock):
     name: Name
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    def summary(self) -> str:
+        """One line for reports: the constructor arguments, or an ensemble's members'."""
+        members = self.kwargs.get("members")
+        if self.name != "Ensemble" or not isinstance(members, list):
+            return f"{self.name} {self.kwargs}"
+        parts = []
+        for m in members:  # free JSON: a hand-edited card must not break a report
+            arch = m.get("architecture") if isinstance(m, dict) else None
+            arch = arch if isinstance(arch, dict) else {}
+            parts.append(f"{arch.get('name', '?')} {arch.get('kwargs', {})}")
+        return f"Ensemble of {len(members)} (mean of logits): " + "; ".join(parts)
+
 
 class Metrics(CardBlock):
     """Test-set figures (`digitlab.evaluate.card_metrics`); lab cards add CV figures."""

@@ -126,10 +126,12 @@ def ensemble_graph(members: list[OnnxModel]) -> bytes:
         numpy_helper.from_array(b.astype(np.float32), "ensemble_head_bias"),
     ]
     nodes += [
-        helper.make_node("Concat", embeddings, ["embedding"], name="ensemble_concat", axis=1),
+        helper.make_node(
+            "Concat", embeddings, ["ensemble_embedding"], name="ensemble_concat", axis=1
+        ),
         helper.make_node(
             "Gemm",
-            ["embedding", "ensemble_head_weight", "ensemble_head_bias"],
+            ["ensemble_embedding", "ensemble_head_weight", "ensemble_head_bias"],
             ["logits"],
             name="ensemble_head",
             transB=1,
@@ -147,6 +149,21 @@ def ensemble_graph(members: list[OnnxModel]) -> bytes:
     model = helper.make_model(graph, opset_imports=first.opset_import, ir_version=first.ir_version)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def members_mean(members: list[OnnxModel], images: np.ndarray) -> np.ndarray:
+    """What the ensemble must compute, from the members run one by one: the softmax of the
+    mean of their logits (equal to that of their log-probabilities at T = 1: the two differ
+    by a constant per image)."""
+    from digitlab.calibrate import apply_temperature
+
+    logp = np.zeros((len(images), len(members[0].classes)), np.float64)
+    for m in members:
+        t = m.card.calibration.temperature if m.card.calibration else 1.0
+        logp += np.log(np.maximum(apply_temperature(m.predict_proba(images), 1 / t), 1e-300))
+    logp /= len(members)
+    p = np.exp(logp - logp.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
 
 
 def _check_members(members: list[OnnxModel]) -> ValidationSplit:
@@ -238,6 +255,10 @@ def ensemble_model(
     split = _check_members(members)
     card = ensemble_card(members, split, name)
     uncalibrated = OnnxModel.from_bytes(ensemble_graph(members), card, dst)
+    # The export check: the one graph against its members run one by one.
+    probe = load_mnist("test", data_dir)[0][:256].astype(np.float32) / 255
+    diff = float(np.abs(uncalibrated.predict_proba(probe) - members_mean(members, probe)).max())
+    card = card.evolve(export_check={"max_abs_diff_vs_members": diff})
     val_images, val_labels = split.load(data_dir)
     graph, calibration = calibrate_graph(uncalibrated, val_images, val_labels, split)
     card = card.evolve(calibration=calibration)

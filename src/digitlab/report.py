@@ -446,7 +446,7 @@ def _card_facts(card: ModelCard) -> str:
     accuracy = card.metrics.test_accuracy if card.metrics else None
     facts = [
         ["kind", card.kind],
-        ["architecture", f"{card.architecture.name} {card.architecture.kwargs}"],
+        ["architecture", card.architecture.summary()],
         ["created", card.created or "-"],
         ["accuracy recorded in the card", "-" if accuracy is None else f"{accuracy:.2%}"],
         ["calibration", _calibration_fact(card)],

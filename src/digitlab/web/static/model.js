@@ -23,7 +23,7 @@ export async function loadModel(settings, base) {
     fetchBytes(url(settings.model_url)),
   ]);
   await checkSha256(graph, settings.model_sha256);
-  // One thread: no worker, no cross-origin isolation needed, and a 0.3 MB model needs no more.
+  // One thread: no worker, no cross-origin isolation needed, and a sub-1 MB model needs no more.
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.wasmPaths = { wasm: url(runtime.wasm) };
   const session = await ort.InferenceSession.create(graph, {
