@@ -122,3 +122,14 @@ def test_no_arguments_is_a_usage_error():
     result = run()
     assert result.exit_code == 2
     assert "Missing argument" in result.output
+
+
+def test_a_folder_of_folders_says_there_is_nothing_to_read(tmp_path):
+    """The adapt layout (DIR/0/*.png ...) given to predict: one line and exit 2, not silence."""
+    (tmp_path / "3").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "3" / "a.png")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-m", "digitlab", "predict", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "sub-folders are not read" in proc.stderr

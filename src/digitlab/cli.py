@@ -450,9 +450,16 @@ def predict_cmd(
 
     from digitlab.predict import Predictor, confidence_text, expand_paths, predict_files
 
+    paths = expand_paths(files)
+    if not paths:  # only folders, holding only sub-folders (or nothing): say so, not silence
+        named = ", ".join(str(f) for f in files)
+        raise DigitlabError(
+            f"no files to read in {named} (a folder's sub-folders are not read: "
+            "name them, e.g. DIR/*/)"
+        )
     predictor = Predictor(model)
     failed = 0
-    for r in predict_files(predictor, expand_paths(files), save_normalized):
+    for r in predict_files(predictor, paths, save_normalized):
         p = r.prediction
         if as_json:  # with how the ink was found: polarity, paper level, threshold, flattening
             fields = {"error": r.error} if p is None else {
