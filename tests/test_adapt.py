@@ -99,7 +99,11 @@ def test_the_embedding_is_found_in_either_graph_and_changes_nothing(path, mnist_
     assert (gemm.op_type, softmax.op_type) == ("Gemm", "Softmax")
     x = mnist_test[0][:64].astype(np.float32) / 255
     probs, emb = Embedder(model).run(x)
-    assert emb.shape == (64, 128)
+    # The last stage's width: of the network, or of each member of an ensemble side by side.
+    arch = model.card.architecture
+    nets = [m["architecture"] for m in arch.kwargs["members"]] if arch.name == "Ensemble" else [
+        arch.to_json()]  # fmt: skip
+    assert emb.shape == (64, sum(net["kwargs"]["channels"][-1] for net in nets))
     np.testing.assert_array_equal(probs, model.predict_proba(x))  # the same graph, one more output
 
 

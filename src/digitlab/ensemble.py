@@ -222,7 +222,7 @@ def ensemble_card(members: list[OnnxModel], split: ValidationSplit, name: str) -
         ),
         input=first.input,
         normalisation_in_graph=first.normalisation_in_graph,
-        output=OutputSpec(),
+        output=OutputSpec(name="probabilities"),
         classes=first.classes,
         preprocessing=first.preprocessing,
         training=Training(validation=asdict(split), data_sha256=data_sha),
