@@ -160,8 +160,12 @@ def test_the_cnn_row_scores_the_bundled_model_without_cv(quick_study, mnist_test
     cnn = results.row("cnn")
     assert not cnn.cross_validated and cnn.cv_mean is None and cnn.cv_scores == []
     assert cnn.fit_s is None and not cnn.exportable and "not cross-validated" in cnn.notes
-    assert cnn.source == str(bundled_model_path()) and cnn.params["num_classes"] == 10
-    ev = evaluate(load_model(), study.data.test_images, study.data.y_test)
+    model = load_model()
+    # The row's parameters are the card's constructor arguments (an ensemble's: its members').
+    assert cnn.source == str(bundled_model_path()) and cnn.params
+    assert json.dumps(cnn.params, sort_keys=True) == json.dumps(
+        model.card.architecture.kwargs, sort_keys=True)  # fmt: skip
+    ev = evaluate(model, study.data.test_images, study.data.y_test)
     assert cnn.test_errors == ev.errors and cnn.test_accuracy == pytest.approx(ev.accuracy)
     assert cnn.test_accuracy > max(r.test_accuracy for r in results.rows if r.model != "cnn")
     assert results.best != "cnn"  # "best" is by cross-validation: the CNN row never competes
