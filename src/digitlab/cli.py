@@ -7,6 +7,7 @@ inside the commands so that ``digitlab --help`` stays instant.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from rich.table import Table
 from digitlab.errors import DigitlabError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from digitlab.card import ModelCard
     from digitlab.select import ResultRow, Study
     from digitlab.train import TrainResult
@@ -172,6 +175,14 @@ def data_info(
 # --------------------------------------------------------------------------- #
 
 
+def _train_extra(module: str, what: str) -> ModuleType:
+    """``digitlab.<module>``, or a one-line error naming the extra it needs (PyTorch, onnx)."""
+    try:
+        return importlib.import_module(f"digitlab.{module}")
+    except ImportError as e:
+        raise DigitlabError(f"{what} the extra: pip install 'digitlab[train]' ({e})") from None
+
+
 @app.command("train")
 def train_cmd(
     data_dir: Path | None = DataDirOption,
@@ -205,12 +216,7 @@ def train_cmd(
     ),
 ) -> None:
     """Train the digit CNN (PyTorch), checkpoint every epoch, export ONNX + model card."""
-    try:
-        from digitlab import train as tr
-    except ImportError as e:
-        raise DigitlabError(
-            f"training needs the extra: pip install 'digitlab[train]' ({e})"
-        ) from None
+    tr = _train_extra("train", "training needs")
     if resume is not None:
         cfg, run_dir = tr.config_from_checkpoint(resume), resume
     else:
@@ -295,12 +301,7 @@ def quantize_cmd(
     calibration: int = typer.Option(1024, min=16, help="Training images for calibration."),
 ) -> None:
     """Quantise a model to int8 (calibrated on training images); re-measure it on the test set."""
-    try:
-        from digitlab import quantize as q
-    except ImportError as e:
-        raise DigitlabError(
-            f"quantizing needs the extra: pip install 'digitlab[train]' ({e})"
-        ) from None
+    q = _train_extra("quantize", "quantizing needs")
     path, card = q.quantize_model(model, out, data_dir, q.QuantizeConfig(calibration))
     m, parent = card.metrics, card.quantization.parent_metrics
     parent_errors = parent.test_errors if parent and parent.test_errors is not None else "?"
@@ -323,12 +324,7 @@ def ensemble_cmd(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Average trained models' logits in one graph; calibrate it and score it on the test set."""
-    try:
-        from digitlab import ensemble as en
-    except ImportError as e:
-        raise DigitlabError(
-            f"ensembles need the extra: pip install 'digitlab[train]' ({e})"
-        ) from None
+    en = _train_extra("ensemble", "ensembles need")
     path, card = en.ensemble_model(models, out, data_dir, name)
     m = card.metrics
     console.print(

@@ -75,7 +75,6 @@ def member_body(graph: Any, embedding: str, prefix: str) -> tuple[list, list, st
             needed.add(id(node))
             stack.extend(node.input)
     inputs = {i.name for i in graph.input}
-    inits = {i.name for i in graph.initializer}
 
     def rename(name: str) -> str:
         return name if not name or name in inputs else prefix + name
@@ -92,7 +91,7 @@ def member_body(graph: Any, embedding: str, prefix: str) -> tuple[list, list, st
     used = {n for node in nodes for n in node.input}
     constants = []
     for init in graph.initializer:
-        if prefix + init.name in used and init.name in inits:
+        if prefix + init.name in used:
             copy = type(init)()
             copy.CopyFrom(init)
             copy.name = prefix + init.name
@@ -255,14 +254,14 @@ def ensemble_model(
     split = _check_members(members)
     card = ensemble_card(members, split, name)
     uncalibrated = OnnxModel.from_bytes(ensemble_graph(members), card, dst)
+    test_images, test_labels = load_mnist("test", data_dir)
     # The export check: the one graph against its members run one by one.
-    probe = load_mnist("test", data_dir)[0][:256].astype(np.float32) / 255
+    probe = test_images[:256].astype(np.float32) / 255
     diff = float(np.abs(uncalibrated.predict_proba(probe) - members_mean(members, probe)).max())
     card = card.evolve(export_check={"max_abs_diff_vs_members": diff})
     val_images, val_labels = split.load(data_dir)
     graph, calibration = calibrate_graph(uncalibrated, val_images, val_labels, split)
     card = card.evolve(calibration=calibration)
-    test_images, test_labels = load_mnist("test", data_dir)
     metrics = card_metrics(OnnxModel.from_bytes(graph, card, dst), test_images, test_labels)
     val = calibration.val_after.get("accuracy")
     card = card.evolve(metrics=Metrics(**metrics.to_json(), val_accuracy=val))
