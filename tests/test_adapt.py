@@ -107,6 +107,22 @@ def test_the_embedding_is_found_in_either_graph_and_changes_nothing(path, mnist_
     np.testing.assert_array_equal(probs, model.predict_proba(x))  # the same graph, one more output
 
 
+def test_a_graph_that_already_names_a_tensor_embedding_still_adapts(mnist_test):
+    """The extra output takes a name the graph does not use, whatever the graph calls things."""
+    import onnx
+
+    base = OnnxModel(bundled_model_path())
+    graph = onnx.load_from_string(base.graph)
+    gemm, _ = find_head(graph.graph)
+    old = gemm.input[0]
+    for node in graph.graph.node:  # the embedding itself, renamed "embedding"
+        node.input[:] = ["embedding" if n == old else n for n in node.input]
+        node.output[:] = ["embedding" if n == old else n for n in node.output]
+    renamed = OnnxModel.from_bytes(graph.SerializeToString(), base.card)
+    x = mnist_test[0][:16].astype(np.float32) / 255
+    np.testing.assert_array_equal(Embedder(renamed).run(x)[1], Embedder(base).run(x)[1])
+
+
 def test_a_graph_without_a_linear_head_and_softmax_is_refused():
     import onnx
     from onnx import TensorProto, helper

@@ -119,7 +119,7 @@ if TYPE_CHECKING:
     from digitlab.web.corrections import Correction
 
 METHOD = "prototypes"
-EMBEDDING = "embedding"  # the extra output `embedding_graph` adds
+EMBEDDING = "embedding"  # the extra output `embedding_graph` adds (made unique in the graph)
 BASE_TEMPERATURE_NODE = "digitlab_base_temperature"  # the base's Div, renamed in a personal graph
 TINY = float(np.finfo(np.float32).tiny)  # log(0) guard, as in `digitlab.calibrate`
 FAR = 1e4  # the padding prototype's distance: exp(-FAR) is exactly 0 in float32
@@ -204,8 +204,9 @@ def _load_graph(graph: bytes) -> Any:
     return onnx.load_from_string(graph)
 
 
-def embedding_graph(model: OnnxModel) -> bytes:
-    """``model``'s graph with one more output, ``embedding``: what its last Gemm reads."""
+def embedding_graph(model: OnnxModel) -> tuple[bytes, str]:
+    """``model``'s graph with one more output, what its last Gemm reads, and that output's
+    name: ``embedding``, or ``embedding_1``, ... where the graph already has that name."""
     from onnx import TensorProto, helper
 
     if model.card.adaptation is not None:
@@ -216,9 +217,13 @@ def embedding_graph(model: OnnxModel) -> bytes:
     onnx_model = _load_graph(model.graph)
     g = onnx_model.graph
     gemm, _ = find_head(g, model.card.output.index)
-    g.node.append(helper.make_node("Identity", [gemm.input[0]], [EMBEDDING]))
-    g.output.append(helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, None))
-    return onnx_model.SerializeToString()
+    taken = {t.name for t in (*g.input, *g.initializer, *g.output)}
+    taken.update(name for node in g.node for name in (*node.input, *node.output))
+    name = next(n for n in (EMBEDDING, *(f"{EMBEDDING}_{i}" for i in range(1, 10**6)))
+                if n not in taken)  # fmt: skip
+    g.node.append(helper.make_node("Identity", [gemm.input[0]], [name]))
+    g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return onnx_model.SerializeToString(), name
 
 
 class Embedder:
@@ -227,9 +232,10 @@ class Embedder:
 
     def __init__(self, model: OnnxModel, threads: int | None = 1) -> None:
         self.model = model
-        self.session = open_session(embedding_graph(model), threads, model.path)
+        graph, embedding = embedding_graph(model)
+        self.session = open_session(graph, threads, model.path)
         self._input = self.session.get_inputs()[0].name
-        self._outputs = [self.session.get_outputs()[model.card.output.index].name, EMBEDDING]
+        self._outputs = [self.session.get_outputs()[model.card.output.index].name, embedding]
         if model.card.not_digit is not None:
             self._outputs.append(model.card.not_digit.output)
 

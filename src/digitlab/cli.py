@@ -211,6 +211,18 @@ def train_cmd(
         None, help="cpu, cuda, or auto (cuda when available) [default: the recipe's]."
     ),
     quick: bool = typer.Option(False, "--quick", help="Tiny subset (2,000 images): a dry run."),
+    teacher: Path | None = typer.Option(
+        None,
+        "--teacher",
+        help="Distil: also learn from this model file's probabilities on every batch "
+        "(e.g. an ensemble from `digitlab ensemble`).",
+    ),
+    distill_weight: float = typer.Option(
+        0.7, "--distill-weight", min=0.0, max=1.0, help="Share of the loss that follows --teacher."
+    ),
+    distill_temperature: float = typer.Option(
+        2.0, "--distill-temperature", min=0.5, max=20.0, help="Softening of both distributions."
+    ),
     export: Path | None = typer.Option(
         None, "--export", help="Also copy the finished model (+ card) to this .onnx path."
     ),
@@ -229,6 +241,11 @@ def train_cmd(
             val_seed=val_seed,
             device=device,
             quick=quick,
+            distill=None
+            if teacher is None
+            else tr.DistillConfig(
+                str(teacher), tr.teacher_sha256(teacher), distill_weight, distill_temperature
+            ),
         )
         run_dir = out or tr.default_run_dir()
     with _train_progress() as hook:

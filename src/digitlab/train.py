@@ -45,6 +45,23 @@ CHECKPOINT_STATE = "checkpoint.json"
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Learning from a teacher: any digitlab model file (knowledge distillation).
+
+    Each augmented batch is also read by the teacher (onnxruntime, on the CPU), and the
+    loss mixes the labels' cross-entropy with the KL divergence from the teacher's
+    probabilities, both softened by ``temperature`` (Hinton et al., 2015). On MNIST a
+    teacher is almost always sure, so the soft part carries what a one-hot label cannot:
+    which other digit a sloppy 7 resembles, and how much.
+    """
+
+    teacher: str  # the teacher's .onnx path, as given
+    teacher_sha256: str  # its graph: a resumed run must learn from the same teacher
+    weight: float = 0.7  # share of the loss that follows the teacher; the rest follows labels
+    temperature: float = 2.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run; recorded in checkpoints and the card."""
 
@@ -69,6 +86,7 @@ class TrainConfig:
     # count changes the order of a convolution's sums, so a resumed run must keep it to be exact.
     threads: int = 0
     recipe: str = "default"  # the named preset this config started from (see RECIPES)
+    distill: DistillConfig | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -80,6 +98,7 @@ class TrainConfig:
         d = dict(d)
         d["model"] = CNNConfig.from_json(d["model"])
         d["augment"] = AugmentConfig(**d["augment"])
+        d["distill"] = DistillConfig(**d["distill"]) if d.get("distill") else None
         return cls(**d)
 
 
@@ -181,9 +200,54 @@ def to_layout(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-def model_inputs(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """A training batch as the model sees it: augmented, normalised, in the model's layout."""
-    return to_layout(normalise(augment(to_float(x_uint8), cfg.augment, gen)), cfg)
+def model_inputs(
+    x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch as the model sees it (augmented, normalised, in the model's layout),
+    and its augmented [0, 1] pixels, which is what a teacher's graph reads."""
+    pixels = augment(to_float(x_uint8), cfg.augment, gen)
+    return to_layout(normalise(pixels), cfg), pixels
+
+
+class Teacher:
+    """A model file that labels the training batches with its probabilities."""
+
+    def __init__(self, distill: DistillConfig, threads: int, num_classes: int) -> None:
+        from digitlab.modelfile import OnnxModel
+
+        self.model = OnnxModel(distill.teacher, threads=threads or None)
+        if self.model.card.onnx_sha256 != distill.teacher_sha256:
+            raise ModelError(f"{distill.teacher}: not the teacher this run started with "
+                             f"(its graph has changed)")  # fmt: skip
+        if self.model.classes != list(range(num_classes)):
+            raise ModelError(f"{distill.teacher}: a teacher must read the digits 0-"
+                             f"{num_classes - 1}, this one reads {self.model.classes}")  # fmt: skip
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        probs = self.model.predict_proba(pixels.squeeze(1).cpu().numpy())
+        return torch.from_numpy(probs).to(pixels.device)
+
+
+def teacher_sha256(path: str | Path) -> str:
+    """What `DistillConfig.teacher_sha256` records: the hash of the teacher's graph."""
+    from digitlab.modelfile import read_card
+
+    return read_card(path).onnx_sha256
+
+
+def training_loss(
+    logits: torch.Tensor, labels: torch.Tensor, taught: torch.Tensor | None, cfg: TrainConfig
+) -> torch.Tensor:
+    """Cross-entropy with the labels, mixed with the teacher's when there is one."""
+    hard = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    if taught is None:
+        return hard
+    t, w = cfg.distill.temperature, cfg.distill.weight
+    # The teacher gives probabilities, not logits: log p / t is its logits / t up to a
+    # constant per image, which the softmax removes.
+    target = F.softmax(taught.clamp_min(1e-12).log() / t, dim=1)
+    soft = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean")
+    return (1 - w) * hard + w * t * t * soft  # t^2 keeps the soft gradients' scale
 
 
 # --------------------------------------------------------------------------- #
@@ -216,6 +280,7 @@ def train_one_epoch(
     cfg: TrainConfig,
     epoch: int,
     on_step: Callable[[float], None],
+    teacher: Teacher | None = None,
 ) -> float:
     """One pass over the shuffled training set; returns the mean loss."""
     model.train()
@@ -227,8 +292,9 @@ def train_one_epoch(
     steps = steps_per_epoch(n, cfg.batch_size)
     for step in range(steps):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        x = model_inputs(splits.x_train[idx], cfg, gen)
-        loss = F.cross_entropy(model(x), splits.y_train[idx], label_smoothing=cfg.label_smoothing)
+        x, pixels = model_inputs(splits.x_train[idx], cfg, gen)
+        taught = teacher(pixels) if teacher is not None else None
+        loss = training_loss(model(x), splits.y_train[idx], taught, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -464,6 +530,7 @@ def _train(cfg, run_dir, data_dir, resume, progress) -> TrainResult:
         torch.backends.cudnn.deterministic = True
     run_dir.mkdir(parents=True, exist_ok=True)
     epochs = cfg.epochs
+    teacher = Teacher(cfg.distill, cfg.threads, cfg.model.num_classes) if cfg.distill else None
     splits = load_splits(cfg, data_dir, device)
     model = build_model(cfg.model, cfg.seed, device, cfg.channels_last)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
@@ -478,7 +545,7 @@ def _train(cfg, run_dir, data_dir, resume, progress) -> TrainResult:
     for epoch in range(state["epoch"] + 1, epochs + 1):
         t0 = time.perf_counter()
         loss = train_one_epoch(
-            model, splits, opt, sched, cfg, epoch, lambda value: report(kind="step", loss=value)
+            model, splits, opt, sched, cfg, epoch, lambda v: report(kind="step", loss=v), teacher
         )
         val = accuracy(model, splits.x_val, splits.y_val)
         state["epoch"] = epoch
