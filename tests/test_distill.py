@@ -92,3 +92,19 @@ def test_cli_bad_teacher_is_one_line_exit_2(tmp_path, mnist_dir, teacher):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_teacher_options_reach_the_config(tmp_path, mnist_dir, monkeypatch):
+    from digitlab.cli import main
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [
+        "digitlab", "train", "--quick", "--recipe", "cpu-fast", "--data-dir", str(mnist_dir),
+        "--teacher", str(bundled_model_path()), "--distill-weight", "0.5",
+        "--distill-temperature", "4", "--out", str(run)])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    assert tr.config_from_checkpoint(run) == replace(
+        tr.CPU_FAST, epochs=1, quick=True, distill=distill(weight=0.5, temperature=4.0)
+    )
