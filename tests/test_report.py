@@ -74,7 +74,9 @@ def run_dir(quick_select) -> Path:
 def train_dir(mnist_dir, tmp_path_factory) -> Path:
     """A `digitlab train --quick` run (one epoch on 2,000 images, on the CPU)."""
     out = tmp_path_factory.mktemp("report") / "train"
-    _cli("train", "--quick", "--device", "cpu", "--out", str(out), "--data-dir", str(mnist_dir))
+    _cli(
+        "train", "--quick", "--recipe", "cpu-fast", "--out", str(out), "--data-dir", str(mnist_dir)
+    )
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -490,10 +491,19 @@ def run(
     echo = lambda line: print(line, flush=True)  # noqa: E731
     DrawApp(root, learning.predictor, echo=echo, learning=learning)
     root.focus_force()  # so Enter and Delete work without clicking the window first
+    # Ctrl+C in the console closes the window quietly. Python runs a signal handler between
+    # two bytecodes of the main thread, often inside a Tk callback, where Tkinter would catch
+    # a KeyboardInterrupt and print it instead of ending the loop; quitting works from there.
+    interrupted: list[int] = []
+    before = signal.signal(
+        signal.SIGINT, lambda signum, _: (interrupted.append(signum), root.quit())
+    )
     _wake_for_signals(root)
     try:
         root.mainloop()
-    except KeyboardInterrupt:  # Ctrl+C in the console closes the window quietly
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if interrupted:  # a closed window is already destroyed; an interrupted one is not
         root.destroy()
 
 
