@@ -495,9 +495,12 @@ def run(
     # two bytecodes of the main thread, often inside a Tk callback, where Tkinter would catch
     # a KeyboardInterrupt and print it instead of ending the loop; quitting works from there.
     interrupted: list[int] = []
-    before = signal.signal(
-        signal.SIGINT, lambda signum, _: (interrupted.append(signum), root.quit())
-    )
+
+    def on_ctrl_c(signum: int, _frame: object) -> None:
+        interrupted.append(signum)
+        root.quit()
+
+    before = signal.signal(signal.SIGINT, on_ctrl_c)
     _wake_for_signals(root)
     try:
         root.mainloop()

@@ -528,9 +528,10 @@ def _train(cfg, run_dir, data_dir, resume, progress) -> TrainResult:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+    # The teacher first: one that will not load leaves no empty run folder behind.
+    teacher = Teacher(cfg.distill, cfg.threads, cfg.model.num_classes) if cfg.distill else None
     run_dir.mkdir(parents=True, exist_ok=True)
     epochs = cfg.epochs
-    teacher = Teacher(cfg.distill, cfg.threads, cfg.model.num_classes) if cfg.distill else None
     splits = load_splits(cfg, data_dir, device)
     model = build_model(cfg.model, cfg.seed, device, cfg.channels_last)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
