@@ -38,6 +38,21 @@ def mnist_test(mnist_dir: Path):
     return load_mnist("test", mnist_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_members(tmp_path_factory, mnist_dir: Path) -> list[Path]:
+    """Two tiny CNNs trained for one quick epoch: different weights and widths, the same
+    held-out validation images (``val_seed``), so they can make an ensemble."""
+    pytest.importorskip("torch")
+    from digitlab import train as tr
+
+    root = tmp_path_factory.mktemp("members")
+    member = tr.TrainConfig(epochs=1, quick=True, device="cpu", val_seed=5,
+                            model=tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16)))  # fmt: skip
+    configs = [tr.replace(member, seed=1), tr.replace(member, seed=2, model=tr.CNNConfig(
+        channels=(8, 8, 16, 16, 24, 24), space_to_depth=2))]  # fmt: skip
+    return [tr.train(cfg, root / f"m{i}", mnist_dir).model_path for i, cfg in enumerate(configs)]
+
+
 @dataclass(frozen=True)
 class CliRun:
     """A `digitlab` command run as a user runs it: its folder and what it printed."""

@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from digitlab import train as tr
 from digitlab.adapt import find_head
 from digitlab.calibrate import apply_temperature
 from digitlab.ensemble import EnsembleError, ensemble_graph, ensemble_model, members_mean
@@ -20,17 +19,10 @@ from digitlab.evaluate import evaluate
 from digitlab.modelfile import OnnxModel, bundled_model_path, read_card, save_model
 from digitlab.predict import Predictor
 
-SMALL = tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16))
-# Two members: different weights (seed), the same held-out images (val_seed).
-MEMBER = tr.TrainConfig(epochs=1, quick=True, device="cpu", model=SMALL, val_seed=5)
-
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory, mnist_dir) -> list[Path]:
-    root = tmp_path_factory.mktemp("members")
-    configs = [tr.replace(MEMBER, seed=1), tr.replace(MEMBER, seed=2, model=tr.CNNConfig(
-        channels=(8, 8, 16, 16, 24, 24), space_to_depth=2))]  # fmt: skip
-    return [tr.train(cfg, root / f"m{i}", mnist_dir).model_path for i, cfg in enumerate(configs)]
+def members(tiny_members) -> list[Path]:
+    return tiny_members
 
 
 def _raw(model: OnnxModel, x: np.ndarray) -> np.ndarray:

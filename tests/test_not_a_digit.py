@@ -313,3 +313,42 @@ def test_the_page_says_not_a_digit_for_a_drawn_a_and_reads_a_drawn_4(tmp_path, p
         expect(page.locator("#verdict")).not_to_have_text("Not a digit")
         browser.close()
     assert not errors
+
+
+def test_strip_removes_a_quantised_detector_whole():
+    """`digitlab quantize` wraps the detector's tensors in QuantizeLinear/DequantizeLinear
+    nodes named after them (``not_digit_QuantizeLinear``), not after `PREFIX`: stripping
+    leaves none of them behind, and nothing the probabilities need goes."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["logits"], name="head"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1),
+        helper.make_node("Gemm", ["x", "digitlab_not_digit_w", "digitlab_not_digit_b"],
+                         ["digitlab_not_digit_logit"], name="digitlab_not_digit_gemm"),
+        helper.make_node("Sigmoid", ["digitlab_not_digit_logit"], ["score"],
+                         name="digitlab_not_digit_sigmoid"),
+        helper.make_node("QuantizeLinear", ["score", "s", "z"], ["q"],
+                         name="not_digit_QuantizeLinear"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], [OUTPUT],
+                         name="not_digit_DequantizeLinear"),
+    ]  # fmt: skip
+    inits = [const("w", np.eye(3)), const("b", np.zeros(3)), const("digitlab_not_digit_w",
+             np.ones((3, 1))), const("digitlab_not_digit_b", [0.0]), const("s", 0.01),
+             numpy_helper.from_array(np.array(0, np.uint8), "z")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", k])
+         for n, k in (("probabilities", 3), (OUTPUT, 1))],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    stripped = onnx.load_from_string(strip(model.SerializeToString()))
+    onnx.checker.check_model(stripped)
+    assert [n.name for n in stripped.graph.node] == ["head", "softmax"]
+    assert sorted(i.name for i in stripped.graph.initializer) == ["b", "w"]
+    assert [o.name for o in stripped.graph.output] == ["probabilities"]

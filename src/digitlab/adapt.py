@@ -738,13 +738,13 @@ def _lower_not_digit_near_prototypes(g: Any, output: str, opset: int) -> None:
     g.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
     node = helper.make_node
     g.node.extend([
-        _reduce_max(f"{k}_all", f"{k}_kernel_axis", 1, f"{k}_nearest", opset, keepdims=1),
+        reduce_max(f"{k}_all", f"{k}_kernel_axis", 1, f"{k}_nearest", opset, keepdims=1),
         node("Sub", [f"{k}_one", f"{k}_nearest"], [f"{k}_far"]),
         node("Mul", [f"{k}_base_not_digit", f"{k}_far"], [output]),
     ])  # fmt: skip
 
 
-def _reduce_max(x: str, axes: str, axis: int, out: str, opset: int, keepdims: int) -> Any:
+def reduce_max(x: str, axes: str, axis: int, out: str, opset: int, keepdims: int) -> Any:
     """ReduceMax of ``x`` over ``axis``: from opset 18 on its axes are an input (the
     initializer ``axes``), before it an attribute."""
     from onnx import helper
@@ -789,7 +789,7 @@ def _add_prototype_layer(
     }
     g.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
     node = helper.make_node
-    reduce_max = _reduce_max(f"{k}_kernels", f"{k}_axes", 2, f"{k}_max", opset, keepdims=0)
+    maximum = reduce_max(f"{k}_kernels", f"{k}_axes", 2, f"{k}_max", opset, keepdims=0)
     g.node.extend([
         node("Gemm", [embedding, f"{k}_whiten", f"{k}_offset"], [f"{k}_w"]),
         node("Mul", [f"{k}_w", f"{k}_w"], [f"{k}_ww"]),
@@ -799,7 +799,7 @@ def _add_prototype_layer(
         node("Neg", [f"{k}_d2"], [f"{k}_neg"]),
         node("Exp", [f"{k}_neg"], [f"{k}_all"]),
         node("Gather", [f"{k}_all", f"{k}_index"], [f"{k}_kernels"], axis=1),
-        reduce_max,
+        maximum,
         node("Mul", [f"{k}_max", f"{k}_boost"], [f"{k}_boosts"]),
         node("Max", [probs, f"{k}_tiny"], [f"{k}_p"]),
         node("Log", [f"{k}_p"], [f"{k}_logp"]),

@@ -110,7 +110,14 @@ class Architecture(CardBlock):
             arch = m.get("architecture") if isinstance(m, dict) else None
             arch = arch if isinstance(arch, dict) else {}
             parts.append(f"{arch.get('name', '?')} {arch.get('kwargs', {})}")
-        return f"Ensemble of {len(members)} (mean of logits): " + "; ".join(parts)
+        summary = f"Ensemble of {len(members)} (mean of logits): " + "; ".join(parts)
+        cascade = self.kwargs.get("cascade")
+        if isinstance(cascade, dict):  # `digitlab.cascade`
+            summary += (
+                f"; cascade: member {cascade.get('first', '?')} on every image, the others "
+                f"where it is below {cascade.get('threshold', '?')}"
+            )
+        return summary
 
 
 class Metrics(CardBlock):

@@ -352,6 +352,42 @@ def ensemble_cmd(
     console.print(_calibration_line(card), highlight=False)
 
 
+@app.command("cascade")
+def cascade_cmd(
+    model: Path = typer.Argument(..., help="An ensemble from `digitlab ensemble` (.onnx + card)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the cascade (.onnx)."),
+    first: int | None = typer.Option(
+        None, "--first", min=0, help="Member run on every image [default: the cheapest]."
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        min=0.0,
+        max=2.0,
+        help="Send on images guessed below this top probability [default: set on validation].",
+    ),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Run an ensemble's cheapest member first, the others only on the images it is unsure of."""
+    ca = _train_extra("cascade", "cascades need")
+    config = ca.CascadeConfig(first=first, threshold=threshold)
+    path, card = ca.cascade_model(model, out, config, data_dir)
+    m, record = card.metrics, card.architecture.kwargs["cascade"]
+    sent = next(r["sent_on"] for r in record["val"] if r["threshold"] == record["threshold"])
+    console.print(
+        f"[green]cascade written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): member "
+        f"{record['first']} first, the others on {sent:.1%} of the validation images "
+        f"(threshold {record['threshold']}); test accuracy {m.test_accuracy:.2%} "
+        f"({m.test_errors} errors)"
+    )
+    console.print(_calibration_line(card), highlight=False)
+    console.print(
+        'the "not a digit" detector is not carried over: fit it again with '
+        f"python scripts/fit_not_a_digit.py {path}",
+        highlight=False,
+    )
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled]."),

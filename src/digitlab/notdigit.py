@@ -148,19 +148,27 @@ def flagged(scores: np.ndarray, threshold: float) -> float:
 
 
 def strip(graph: bytes) -> bytes:
-    """``graph`` without a detector this module added (unchanged when it has none)."""
+    """``graph`` without its detector (unchanged when it has none): the `OUTPUT` and every
+    node and constant that only it needed, including the quantisation nodes `digitlab
+    quantize` puts around a detector (they are named after its tensors, not `PREFIX`)."""
     import onnx
 
     model = onnx.load_from_string(graph)
     g = model.graph
-    keep_nodes = [n for n in g.node if not n.name.startswith(PREFIX)]
-    keep_inits = [i for i in g.initializer if not i.name.startswith(PREFIX)]
-    keep_outputs = [o for o in g.output if o.name != OUTPUT]
-    for field, kept in (
-        (g.node, keep_nodes),
-        (g.initializer, keep_inits),
-        (g.output, keep_outputs),
-    ):
+    outputs = [o for o in g.output if o.name != OUTPUT]
+    if len(outputs) == len(g.output):
+        return graph
+    producer = {name: k for k, node in enumerate(g.node) for name in node.output}
+    live, stack = set(), [o.name for o in outputs]
+    while stack:  # walk back from the outputs that stay: what they do not need goes
+        k = producer.get(stack.pop())
+        if k is not None and k not in live:
+            live.add(k)
+            stack.extend(g.node[k].input)
+    nodes = [n for k, n in enumerate(g.node) if k in live]
+    used = {name for n in nodes for name in n.input}
+    inits = [i for i in g.initializer if i.name in used]
+    for field, kept in ((g.node, nodes), (g.initializer, inits), (g.output, outputs)):
         del field[:]
         field.extend(kept)
     return model.SerializeToString()

@@ -1,0 +1,433 @@
+"""An ensemble that asks its cheapest member first: `digitlab cascade ENSEMBLE.onnx --out C.onnx`.
+
+An ensemble (`digitlab.ensemble`) runs every member on every image, yet most digits are
+easy: on the bundled ensemble's validation images one `cpu-lowres` member's embedding
+alone already decides 98 % of them as the three members together do. The cascade graph:
+
+1. runs the cheapest member (``first``: fewest multiply-adds an image) on every image;
+2. guesses the other members' embeddings from its embedding, a linear map fitted on
+   training images (ridge regression), and runs the ensemble's own last layers (its Gemm,
+   temperature and softmax) on that guessed embedding;
+3. sends the images whose guessed top probability is below ``threshold`` through the other
+   members (ONNX ``Compress`` picks those rows, ``ScatterND`` puts their embeddings back in
+   place of the guesses);
+4. ends as the ensemble did: one Gemm over one embedding, a temperature and a softmax.
+
+So the graph still looks like a single network from its output back to the embedding:
+calibration, quantisation records, the "not a digit" head (`digitlab.notdigit`) and
+`digitlab adapt` work on a cascade as on any model. It is one ONNX file in standard
+operators, so onnxruntime-web runs the same cascade in the browser.
+
+The threshold is set on the validation images the ensemble was calibrated on: the lowest
+candidate at which the cascade answers as the full ensemble does on all but
+``max_disagreement`` of them and makes no more errors. The stage-one decision uses its own
+copy of the temperature, so a later `digitlab calibrate` changes the answers' confidence,
+not which images are sent on.
+
+The "not a digit" detector of the input model read the full ensemble's embedding; the
+cascade's is a guess for most images, so the detector is removed and must be fitted
+again (``python scripts/fit_not_a_digit.py C.onnx``), which measures it anew.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import digitlab
+from digitlab.adapt import PASS_THROUGH, find_head
+from digitlab.calibrate import calibrate_graph, require_onnx, split_from_card
+from digitlab.card import Architecture, Metrics, ModelCard
+from digitlab.data import load_mnist, split_indices
+from digitlab.errors import DigitlabError
+from digitlab.modelfile import OnnxModel, open_session, resolve_model_path, save_model
+
+PREFIX = "cascade_"  # every node, tensor and constant this module adds
+FIRST = PREFIX + "first/"  # the stage-one copy of the ensemble's last layers
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
+ALWAYS = 2.0  # a threshold above any probability: every image goes through every member
+NEVER = -1.0  # below any: no image does (the guess alone; for measuring)
+
+
+class CascadeError(DigitlabError):
+    """A model that cannot become a cascade (not an ensemble, or already one)."""
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """How `cascade_model` builds the cascade; stored on the card."""
+
+    first: int | None = None  # member run on every image; None: the one with fewest MACs
+    threshold: float | None = None  # None: chosen on validation (the module docstring)
+    max_disagreement: float = 0.001  # share of validation images answered unlike the ensemble
+    fit_images: int = 10000  # training images (outside validation) the guess is fitted on
+    ridge: float = 1.0  # L2 penalty of the guess's least squares
+    seed: int = 0  # which training images
+
+
+# --------------------------------------------------------------------------- #
+# Reading an ensemble's graph
+# --------------------------------------------------------------------------- #
+
+
+def find_concat(graph: Any, output_index: int = 0) -> Any:
+    """The Concat that puts the members' embeddings side by side before the last Gemm."""
+    producer = {name: node for node in graph.node for name in node.output}
+    gemm, _ = find_head(graph, output_index)
+    node = producer.get(gemm.input[0])
+    while node is not None and node.op_type in PASS_THROUGH:
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "Concat" or len(node.input) < 2:
+        raise CascadeError(
+            "a cascade is made from an ensemble (`digitlab ensemble`): a graph whose last "
+            "Gemm reads its members' embeddings concatenated"
+        )
+    if any(n.name.startswith(PREFIX) for n in graph.node):
+        raise CascadeError("this model is a cascade already; make one from its ensemble")
+    return node
+
+
+def needed(graph: Any, tensor: str) -> set[int]:
+    """Indices (in ``graph.node``) of the nodes computing ``tensor``, walking back from it."""
+    producer = {name: k for k, node in enumerate(graph.node) for name in node.output}
+    seen, stack = set(), [tensor]
+    while stack:
+        k = producer.get(stack.pop())
+        if k is not None and k not in seen:
+            seen.add(k)
+            stack.extend(graph.node[k].input)
+    return seen
+
+
+def multiply_adds(model: Any, nodes: set[int]) -> int:
+    """Multiply-adds one image costs in the Conv, Gemm and MatMul layers among ``nodes``
+    (indices in the ONNX ``model``'s graph)."""
+    from onnx import shape_inference
+
+    graph, one = model.graph, type(model)()
+    one.CopyFrom(model)  # with a batch of one, every shape is a number
+    dims = one.graph.input[0].type.tensor_type.shape.dim
+    dims[0].Clear()
+    dims[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(one).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*inferred.value_info, *inferred.input, *inferred.output)}  # fmt: skip
+    shapes.update({i.name: list(i.dims) for i in graph.initializer})
+    total = 0
+    for k, node in enumerate(graph.node):
+        if k not in nodes or node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+        if not out or not weight or 0 in out or 0 in weight:
+            continue  # a shape inference could not tell: left out of the count
+        if node.op_type == "Conv":  # out: N x Co x H x W; weight: Co x Ci/groups x kh x kw
+            total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        else:
+            total += int(np.prod(out)) * int(np.prod(weight)) // out[-1]
+    return total
+
+
+@dataclass(frozen=True)
+class Members:
+    """Where the members of an ensemble graph are: their embeddings and their nodes."""
+
+    embeddings: list[str]  # the Concat's inputs, in order
+    nodes: list[set[int]]  # the nodes each embedding needs (shared ones in several)
+    macs: list[int]  # multiply-adds an image of each member's own nodes
+
+    @classmethod
+    def of(cls, model: Any, concat: Any) -> Members:
+        """The members of the ONNX ``model`` whose embeddings ``concat`` concatenates."""
+        embeddings = list(concat.input)
+        nodes = [needed(model.graph, e) for e in embeddings]
+        return cls(embeddings, nodes, [multiply_adds(model, n) for n in nodes])
+
+    def cheapest(self) -> int:
+        return int(np.argmin(self.macs))
+
+
+def embeddings_of(model: OnnxModel, names: list[str], images: np.ndarray) -> list[np.ndarray]:
+    """The tensors ``names`` (one row per image) of ``model``'s graph on ``images``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load_from_string(model.graph)
+    m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    session = open_session(m.SerializeToString(), None, model.path)
+    feed_name = session.get_inputs()[0].name
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for start in range(0, len(images), 1000):
+        x = model.card.input.prepare(np.asarray(images[start : start + 1000], np.float32) / 255)
+        for part, value in zip(parts, session.run(names, {feed_name: x}), strict=True):
+            part.append(np.asarray(value, np.float32).reshape(len(x), -1))
+    return [np.concatenate(p) for p in parts]
+
+
+def fit_guess(first: np.ndarray, others: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R, r) minimising |first @ R + r - others|^2 + ridge |R|^2: the others' embeddings
+    guessed from the first member's."""
+    mean_x, mean_y = first.mean(0), others.mean(0)
+    x, y = first - mean_x, others - mean_y
+    r_matrix = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
+    return r_matrix.astype(np.float32), (mean_y - mean_x @ r_matrix).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# The cascade graph
+# --------------------------------------------------------------------------- #
+
+
+def cascade_graph(
+    model: OnnxModel,
+    first: int,
+    guess: tuple[np.ndarray, np.ndarray],
+    widths: list[int],
+    threshold: float,
+) -> bytes:
+    """``model``'s ensemble graph rewired as a cascade (the module docstring): member
+    ``first`` on every image, ``guess`` = (R, r) for the others' embeddings (``widths``
+    numbers each, side by side), the others on the rows guessed below ``threshold``."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from digitlab.adapt import reduce_max
+    from digitlab.calibrate import TEMPERATURE_VALUE
+    from digitlab.notdigit import strip
+
+    m = onnx.load_from_string(strip(model.graph))
+    g = m.graph
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    concat = find_concat(g, model.card.output.index)
+    members = Members.of(m, concat)
+    if not 0 <= first < len(members.embeddings):
+        raise CascadeError(f"--first must be 0 to {len(members.embeddings) - 1}, got {first}")
+    node, p = helper.make_node, PREFIX
+    others = [i for i in range(len(concat.input)) if i != first]
+    consts: dict[str, np.ndarray] = {
+        f"{p}guess_weight": guess[0],
+        f"{p}guess_bias": guess[1],
+        f"{p}split": np.array([widths[i] for i in others], np.int64),
+        f"{p}threshold": np.array(threshold, np.float32),
+        f"{p}axes": np.array([1], np.int64),
+    }
+    guessed = {i: f"{p}guess_{i}" for i in others}
+    added = [  # 2. the others' embeddings guessed from the first's
+        node("Gemm", [concat.input[first], f"{p}guess_weight", f"{p}guess_bias"], [f"{p}guess"]),
+        node("Split", [f"{p}guess", f"{p}split"], list(guessed.values()), axis=1),
+        node("Concat", [guessed.get(i, e) for i, e in enumerate(concat.input)],
+             [FIRST + concat.output[0]], axis=1),
+    ]  # fmt: skip
+    # The ensemble's last layers on the guessed embedding: a copy, with its own temperature.
+    out = g.output[model.card.output.index].name
+    head = needed(g, out) - needed(g, concat.output[0])
+    inner = {o for k in head for o in g.node[k].output} | {concat.output[0]}
+    for k in sorted(head):
+        c = type(g.node[k])()
+        c.CopyFrom(g.node[k])
+        c.name = FIRST + c.name
+        c.input[:] = [FIRST + i if i in inner or i == TEMPERATURE_VALUE else i for i in c.input]
+        c.output[:] = [FIRST + o for o in c.output]
+        added.append(c)
+    for init in g.initializer:
+        if init.name == TEMPERATURE_VALUE:
+            consts[FIRST + TEMPERATURE_VALUE] = numpy_helper.to_array(init).copy()
+    added += [  # 3. which images go on: the guessed top probability below the threshold
+        reduce_max(FIRST + out, f"{p}axes", 1, f"{p}confidence", opset, keepdims=0),
+        node("Less", [f"{p}confidence", f"{p}threshold"], [f"{p}unsure"]),
+        node("NonZero", [f"{p}unsure"], [f"{p}rows_t"]),
+        node("Transpose", [f"{p}rows_t"], [f"{p}rows"], perm=[1, 0]),
+    ]
+    # The other members read only those rows: each image-dependent tensor they take from
+    # outside their own nodes (the image, a shared normalisation) is compressed first.
+    rest = set().union(*(members.nodes[i] for i in others)) - members.nodes[first]
+    produced_in_rest = {o for k in rest for o in g.node[k].output}
+    dynamic = _image_dependent(g)
+    compressed: dict[str, str] = {}
+    for n in (g.node[k] for k in sorted(rest)):
+        for k, name in enumerate(n.input):
+            if name in dynamic and name not in produced_in_rest:
+                if name not in compressed:
+                    compressed[name] = f"{p}unsure/{name}"
+                    added.append(node("Compress", [name, f"{p}unsure"], [compressed[name]], axis=0))
+                n.input[k] = compressed[name]
+    for i in others:  # 4. their embeddings replace the guesses in those rows
+        added.append(
+            node("ScatterND", [guessed[i], f"{p}rows", concat.input[i]], [f"{p}filled_{i}"])
+        )
+        concat.input[i] = f"{p}filled_{i}"
+    for k, n in enumerate(added):
+        n.name = n.name or f"{p}{n.op_type}_{k}"
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    g.node.extend(added)
+    _sort(g)
+    try:
+        onnx.checker.check_model(m)
+    except onnx.checker.ValidationError as e:  # a graph this module does not understand
+        reason = str(e).strip().splitlines()[0]
+        raise CascadeError(f"{model.path}: cannot make a cascade of it ({reason})") from None
+    return m.SerializeToString()
+
+
+def _image_dependent(g: Any) -> set[str]:
+    """The tensors computed from the graph's input (not constants)."""
+    dynamic = {i.name for i in g.input} - {i.name for i in g.initializer}
+    for n in _topological(g):
+        if any(i in dynamic for i in n.input):
+            dynamic.update(n.output)
+    return dynamic
+
+
+def _topological(g: Any) -> list:
+    """The graph's nodes in an order where each comes after the producers of its inputs."""
+    producer = {o: k for k, n in enumerate(g.node) for o in n.output}
+    order, state = [], {}
+    for start in range(len(g.node)):
+        stack = [(start, False)]
+        while stack:  # depth first, without recursion (graphs have hundreds of nodes)
+            k, done = stack.pop()
+            if done:
+                state[k] = 2
+                order.append(g.node[k])
+                continue
+            if state.get(k):
+                continue
+            state[k] = 1
+            stack.append((k, True))
+            for name in g.node[k].input:
+                j = producer.get(name)
+                if j is not None and not state.get(j):
+                    stack.append((j, False))
+    return order
+
+
+def _sort(g: Any) -> None:
+    order = [type(n)() for n in g.node]
+    for copy, n in zip(order, _topological(g), strict=True):
+        copy.CopyFrom(n)
+    del g.node[:]
+    g.node.extend(order)
+
+
+# --------------------------------------------------------------------------- #
+# Choosing the threshold, building and scoring the model
+# --------------------------------------------------------------------------- #
+
+
+def threshold_table(
+    guessed: np.ndarray, full: np.ndarray, labels: np.ndarray, candidates=THRESHOLDS
+) -> list[dict[str, float]]:
+    """For each candidate threshold, what the cascade does on these images: the share sent
+    on, the share answered unlike the full ensemble, and its errors (the full's: ``ALWAYS``)."""
+    rows = []
+    for t in (*candidates, ALWAYS):
+        sent = guessed.max(1) < t
+        answer = np.where(sent, full.argmax(1), guessed.argmax(1))
+        rows.append({
+            "threshold": float(t),
+            "sent_on": round(float(sent.mean()), 6),
+            "unlike_full": round(float((answer != full.argmax(1)).mean()), 6),
+            "errors": int((answer != labels).sum()),
+        })  # fmt: skip
+    return rows
+
+
+def choose_threshold(table: list[dict[str, float]], max_disagreement: float) -> float:
+    """The lowest threshold answering as the full ensemble on all but ``max_disagreement``
+    of the images, with no more errors; ``ALWAYS`` when none does."""
+    full_errors = table[-1]["errors"]
+    for row in table:
+        if row["unlike_full"] <= max_disagreement and row["errors"] <= full_errors:
+            return row["threshold"]
+    return ALWAYS
+
+
+def cascade_model(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: CascadeConfig = CascadeConfig(),
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Path, ModelCard]:
+    """Make the cascade of the ensemble at ``path``, calibrate and score it; (path, card)."""
+    import onnx
+
+    from digitlab.evaluate import card_metrics
+
+    require_onnx()
+    dst = resolve_model_path(out)
+    if dst.suffix != ".onnx":
+        raise CascadeError(f"--out must be an .onnx path: {dst}")
+    model = OnnxModel(path)
+    if model.card.adaptation is not None:
+        raise CascadeError(f"{model.path}: a personal model; make the cascade of its base")
+    onnx_model = onnx.load_from_string(model.graph)
+    members = Members.of(onnx_model, find_concat(onnx_model.graph, model.card.output.index))
+    first = members.cheapest() if config.first is None else config.first
+    if not 0 <= first < len(members.embeddings):
+        raise CascadeError(f"--first must be 0 to {len(members.embeddings) - 1}, got {first}")
+    split = split_from_card(model.card)
+    images, _ = load_mnist("train", data_dir)
+    fit_rows, _ = split_indices(len(images), split.val_size, split.seed)
+    rng = np.random.default_rng(config.seed)
+    fit_rows = rng.choice(fit_rows, min(config.fit_images, len(fit_rows)), replace=False)
+    embeddings = embeddings_of(model, members.embeddings, images[fit_rows])
+    rest = [e for i, e in enumerate(embeddings) if i != first]
+    guess = fit_guess(embeddings[first], np.concatenate(rest, axis=1), config.ridge)
+    widths = [e.shape[1] for e in embeddings]
+
+    card = model.card.evolve(not_digit=None)
+    val_images, val_labels = split.load(data_dir)
+    x = val_images.astype(np.float32) / 255
+
+    def probs(threshold: float) -> np.ndarray:
+        g = cascade_graph(model, first, guess, widths, threshold)
+        return OnnxModel.from_bytes(g, card, dst).predict_proba(x)
+
+    guessed, full = probs(NEVER), probs(ALWAYS)
+    table = threshold_table(guessed, full, val_labels)
+    threshold = (
+        config.threshold
+        if config.threshold is not None
+        else choose_threshold(table, config.max_disagreement)
+    )
+    graph_bytes = cascade_graph(model, first, guess, widths, threshold)
+    cascade = OnnxModel.from_bytes(graph_bytes, card, dst)
+    sent = guessed.max(1) < threshold
+    want = np.where(sent[:, None], full, guessed)
+    diff = float(np.abs(cascade.predict_proba(x) - want).max())
+    record = {
+        "first": first,
+        "threshold": threshold,
+        "threshold_rule": (
+            "given" if config.threshold is not None else
+            f"the lowest of {list(THRESHOLDS)} answering as the full ensemble on all but "
+            f"{config.max_disagreement:.1%} of the validation images, with no more errors "
+            "(digitlab.cascade.choose_threshold)"
+        ),
+        "multiply_adds": members.macs,
+        "guess": f"ridge regression (L2 {config.ridge}) of the other members' embeddings on "
+        f"member {first}'s, fitted on {len(fit_rows)} training images outside validation "
+        f"(seed {config.seed})",
+        "val": table,
+        "config": asdict(config),
+        "digitlab": digitlab.__version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    arch = card.architecture
+    card = card.evolve(
+        architecture=Architecture(name=arch.name, kwargs={**arch.kwargs, "cascade": record}),
+        export_check={**(card.export_check or {}), "cascade_max_abs_diff_val": diff},
+    )
+    graph_bytes, calibration = calibrate_graph(
+        OnnxModel.from_bytes(graph_bytes, card, dst), val_images, val_labels, split
+    )
+    card = card.evolve(calibration=calibration)
+    test_images, test_labels = load_mnist("test", data_dir)
+    metrics = card_metrics(OnnxModel.from_bytes(graph_bytes, card, dst), test_images, test_labels)
+    val = calibration.val_after.get("accuracy")
+    card = card.evolve(metrics=Metrics(**metrics.to_json(), val_accuracy=val))
+    return save_model(dst, graph_bytes, card), card  # written once, atomically
