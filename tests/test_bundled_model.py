@@ -68,8 +68,8 @@ def test_bundled_files_are_small_and_carded():
     members = [m["onnx_sha256"] for m in card.architecture.kwargs["members"]]
     assert members == [m["onnx_sha256"] for m in parent.architecture.kwargs["members"]]
     assert cascade["multiply_adds"][cascade["first"]] == min(cascade["multiply_adds"])
-    sent = next(r["sent_on"] for r in cascade["val"] if r["threshold"] == cascade["threshold"])
-    assert sent <= 0.05 and card.export_check["cascade_max_abs_diff_val"] < 1e-6
+    assert cascade["val_sent_on"] <= 0.05 and card.export_check["cascade_max_abs_diff_val"] < 1e-6
+    assert cascade["router"] is not None and cascade["val_routed"] <= 0.011
 
 
 @pytest.mark.parametrize("name", ["digit-cnn", "digit-cnn-fp32"])

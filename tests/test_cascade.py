@@ -101,6 +101,41 @@ def test_each_image_gets_the_guess_or_the_full_ensemble(parts, mnist_test):
         np.testing.assert_allclose(_probs(parts, threshold, x[i : i + 1])[0], mixed[i], atol=1e-6)
 
 
+def test_the_router_also_sends_on_what_the_detector_scores_high_on_the_guess(parts, mnist_test):
+    from digitlab.card import NotDigit
+    from digitlab.notdigit import OUTPUT, Head, with_detector
+
+    model, first, guess, widths = parts
+    rng = np.random.default_rng(0)
+    head = Head(rng.normal(size=(40, 8)).astype(np.float32), np.zeros(8, np.float32),
+                rng.normal(size=(8, 1)).astype(np.float32), np.zeros(1, np.float32))  # fmt: skip
+    block = NotDigit(method="test", output=OUTPUT, threshold=0.9, threshold_rule="test",
+                     embedding="ensemble_embedding", negatives={}, positives={}, training={},
+                     val={}, test={})  # fmt: skip
+    card = model.card.evolve(not_digit=block)
+    detected = OnnxModel.from_bytes(with_detector(model.graph, "ensemble_embedding", head), card)
+    x = mnist_test[0][:400]
+    plain = card.evolve(not_digit=None)
+
+    def run(threshold: float, router: float | None) -> OnnxModel:
+        g = ca.cascade_graph(detected, first, guess, widths, threshold, router)
+        return OnnxModel.from_bytes(g, plain)
+
+    never, always = run(ca.NEVER, ca.ALWAYS), run(ca.ALWAYS, None)
+    guessed = ca.embeddings_of(never, [ca.FIRST + "ensemble_embedding"], x)[0]
+    scores = head.scores(guessed)
+    router = float(np.median(scores))
+    conf = never.predict_proba(x / 255).max(1)
+    threshold = float(np.quantile(conf, 0.2))
+    sent = (conf < threshold) | (scores > router)
+    mixed = run(threshold, router).predict_proba(x / 255)
+    np.testing.assert_allclose(mixed[sent], always.predict_proba(x / 255)[sent], atol=1e-6)
+    np.testing.assert_allclose(mixed[~sent], never.predict_proba(x / 255)[~sent], atol=1e-6)
+    assert (~sent).sum() > 0 and (scores > router).sum() > (conf < threshold).sum() / 2
+    with pytest.raises(ca.CascadeError, match="a router needs"):
+        ca.cascade_graph(model, first, guess, widths, threshold, router)
+
+
 def test_the_other_members_read_only_the_rows_sent_on(parts):
     model, first, guess, widths = parts
     g = onnx.load_from_string(ca.cascade_graph(model, first, guess, widths, 0.9)).graph

@@ -52,6 +52,7 @@ FIRST = PREFIX + "first/"  # the stage-one copy of the ensemble's last layers
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 ALWAYS = 2.0  # a threshold above any probability: every image goes through every member
 NEVER = -1.0  # below any: no image does (the guess alone; for measuring)
+HALF_FROM = 1024  # constants this module adds with at least this many numbers: float16
 
 
 class CascadeError(DigitlabError):
@@ -68,6 +69,9 @@ class CascadeConfig:
     fit_images: int = 10000  # training images (outside validation) the guess is fitted on
     ridge: float = 1.0  # L2 penalty of the guess's least squares
     seed: int = 0  # which training images
+    # Also send on the images the model's "not a digit" detector, on the guess, scores above
+    # the level it reaches on this share of the validation digits (None: no such router).
+    router_share: float | None = 0.01
 
 
 # --------------------------------------------------------------------------- #
@@ -188,10 +192,13 @@ def cascade_graph(
     guess: tuple[np.ndarray, np.ndarray],
     widths: list[int],
     threshold: float,
+    router: float | None = None,
 ) -> bytes:
     """``model``'s ensemble graph rewired as a cascade (the module docstring): member
     ``first`` on every image, ``guess`` = (R, r) for the others' embeddings (``widths``
-    numbers each, side by side), the others on the rows guessed below ``threshold``."""
+    numbers each, side by side), the others on the rows guessed below ``threshold`` and,
+    when ``router`` is given, on those ``model``'s "not a digit" detector scores above it
+    on the guessed embedding."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -199,6 +206,7 @@ def cascade_graph(
     from digitlab.calibrate import TEMPERATURE_VALUE
     from digitlab.notdigit import strip
 
+    full = onnx.load_from_string(model.graph)  # with its detector, which the router copies
     m = onnx.load_from_string(strip(model.graph))
     g = m.graph
     opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
@@ -222,23 +230,43 @@ def cascade_graph(
         node("Concat", [guessed.get(i, e) for i, e in enumerate(concat.input)],
              [FIRST + concat.output[0]], axis=1),
     ]  # fmt: skip
-    # The ensemble's last layers on the guessed embedding: a copy, with its own temperature.
+    # The ensemble's last layers (and the router: its detector) on the guessed embedding: a
+    # copy, with its own constants where a later step may change or remove the originals.
     out = g.output[model.card.output.index].name
-    head = needed(g, out) - needed(g, concat.output[0])
-    inner = {o for k in head for o in g.node[k].output} | {concat.output[0]}
-    for k in sorted(head):
-        c = type(g.node[k])()
-        c.CopyFrom(g.node[k])
+    if router is not None and model.card.not_digit is None:
+        raise CascadeError(f'{model.path}: a router needs the model\'s "not a digit" detector')
+    tails = [out] + ([model.card.not_digit.output] if router is not None else [])
+    kept = {i.name for i in g.initializer} - {TEMPERATURE_VALUE}
+    values = {i.name: i for i in full.graph.initializer}
+    copied = set().union(*(needed(full.graph, t) for t in tails)) - needed(
+        full.graph, concat.output[0]
+    )
+    inner = {o for k in copied for o in full.graph.node[k].output} | {concat.output[0]}
+    for k in sorted(copied):
+        c = type(full.graph.node[k])()
+        c.CopyFrom(full.graph.node[k])
         c.name = FIRST + c.name
-        c.input[:] = [FIRST + i if i in inner or i == TEMPERATURE_VALUE else i for i in c.input]
+        for j, name in enumerate(c.input):
+            if name in values and name not in kept:  # the temperature, the detector's weights
+                consts[FIRST + name] = numpy_helper.to_array(values[name]).copy()
+            if name in inner or (name in values and name not in kept):
+                c.input[j] = FIRST + name
         c.output[:] = [FIRST + o for o in c.output]
         added.append(c)
-    for init in g.initializer:
-        if init.name == TEMPERATURE_VALUE:
-            consts[FIRST + TEMPERATURE_VALUE] = numpy_helper.to_array(init).copy()
     added += [  # 3. which images go on: the guessed top probability below the threshold
         reduce_max(FIRST + out, f"{p}axes", 1, f"{p}confidence", opset, keepdims=0),
-        node("Less", [f"{p}confidence", f"{p}threshold"], [f"{p}unsure"]),
+        node("Less", [f"{p}confidence", f"{p}threshold"], [f"{p}unsure_guess"]),
+    ]
+    if router is None:
+        added.append(node("Identity", [f"{p}unsure_guess"], [f"{p}unsure"]))
+    else:  # ... or the detector, on the guess, above the router's threshold
+        consts[f"{p}router"] = np.array(router, np.float32)
+        added += [
+            reduce_max(FIRST + tails[1], f"{p}axes", 1, f"{p}router_score", opset, keepdims=0),
+            node("Greater", [f"{p}router_score", f"{p}router"], [f"{p}unsure_router"]),
+            node("Or", [f"{p}unsure_guess", f"{p}unsure_router"], [f"{p}unsure"]),
+        ]
+    added += [
         node("NonZero", [f"{p}unsure"], [f"{p}rows_t"]),
         node("Transpose", [f"{p}rows_t"], [f"{p}rows"], perm=[1, 0]),
     ]
@@ -260,6 +288,11 @@ def cascade_graph(
             node("ScatterND", [guessed[i], f"{p}rows", concat.input[i]], [f"{p}filled_{i}"])
         )
         concat.input[i] = f"{p}filled_{i}"
+    for name in [k for k, v in consts.items() if v.size >= HALF_FROM]:
+        # Stored in float16, computed in float32: the guess and the router are approximations
+        # already, and this keeps the int8 file under 1 MB.
+        consts[f"{name}_fp16"] = consts.pop(name).astype(np.float16)
+        added.append(node("Cast", [f"{name}_fp16"], [name], to=onnx.TensorProto.FLOAT))
     for k, n in enumerate(added):
         n.name = n.name or f"{p}{n.op_type}_{k}"
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
@@ -394,9 +427,18 @@ def cascade_model(
         if config.threshold is not None
         else choose_threshold(table, config.max_disagreement)
     )
-    graph_bytes = cascade_graph(model, first, guess, widths, threshold)
+    router, routed = None, np.zeros(len(x), bool)
+    if model.card.not_digit is not None and config.router_share:
+        never = OnnxModel.from_bytes(
+            cascade_graph(model, first, guess, widths, NEVER, ALWAYS), card
+        )
+        scores = embeddings_of(never, [FIRST + model.card.not_digit.output], val_images)[0][:, 0]
+        level = float(np.quantile(scores, 1 - config.router_share))
+        router = min(level, model.card.not_digit.threshold)  # whatever it would flag goes on
+        routed = scores > router
+    graph_bytes = cascade_graph(model, first, guess, widths, threshold, router)
     cascade = OnnxModel.from_bytes(graph_bytes, card, dst)
-    sent = guessed.max(1) < threshold
+    sent = (guessed.max(1) < threshold) | routed
     want = np.where(sent[:, None], full, guessed)
     diff = float(np.abs(cascade.predict_proba(x) - want).max())
     record = {
@@ -408,6 +450,14 @@ def cascade_model(
             f"{config.max_disagreement:.1%} of the validation images, with no more errors "
             "(digitlab.cascade.choose_threshold)"
         ),
+        "router": router,
+        "router_rule": None if router is None else (
+            "the lower of the input model's \"not a digit\" threshold and the score its "
+            f"detector, on the guess, exceeds on {config.router_share:.0%} of the validation "
+            "digits"
+        ),
+        "val_sent_on": round(float(sent.mean()), 6),
+        "val_routed": round(float(routed.mean()), 6),
         "multiply_adds": members.macs,
         "guess": f"ridge regression (L2 {config.ridge}) of the other members' embeddings on "
         f"member {first}'s, fitted on {len(fit_rows)} training images outside validation "

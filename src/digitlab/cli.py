@@ -373,12 +373,11 @@ def cascade_cmd(
     config = ca.CascadeConfig(first=first, threshold=threshold)
     path, card = ca.cascade_model(model, out, config, data_dir)
     m, record = card.metrics, card.architecture.kwargs["cascade"]
-    sent = next(r["sent_on"] for r in record["val"] if r["threshold"] == record["threshold"])
     console.print(
         f"[green]cascade written to {path}[/] ({path.stat().st_size / 1e6:.2f} MB): member "
-        f"{record['first']} first, the others on {sent:.1%} of the validation images "
-        f"(threshold {record['threshold']}); test accuracy {m.test_accuracy:.2%} "
-        f"({m.test_errors} errors)"
+        f"{record['first']} first, the others on {record['val_sent_on']:.1%} of the "
+        f"validation images (threshold {record['threshold']}); test accuracy "
+        f"{m.test_accuracy:.2%} ({m.test_errors} errors)"
     )
     console.print(_calibration_line(card), highlight=False)
     console.print(
