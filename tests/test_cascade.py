@@ -103,7 +103,7 @@ def test_each_image_gets_the_guess_or_the_full_ensemble(parts, mnist_test):
 
 def test_the_router_also_sends_on_what_the_detector_scores_high_on_the_guess(parts, mnist_test):
     from digitlab.card import NotDigit
-    from digitlab.notdigit import OUTPUT, Head, with_detector
+    from digitlab.notdigit import OUTPUT, Head, strip, with_detector
 
     model, first, guess, widths = parts
     rng = np.random.default_rng(0)
@@ -134,6 +134,15 @@ def test_the_router_also_sends_on_what_the_detector_scores_high_on_the_guess(par
     assert (~sent).sum() > 0 and (scores > router).sum() > (conf < threshold).sum() / 2
     with pytest.raises(ca.CascadeError, match="a router needs"):
         ca.cascade_graph(model, first, guess, widths, threshold, router)
+    # A detector fitted on the cascade goes in beside the router (scripts/fit_not_a_digit.py
+    # strips the old one first), and the probabilities stay what they were.
+    routed = ca.cascade_graph(detected, first, guess, widths, threshold, router)
+    refit = with_detector(strip(routed), "ensemble_embedding", head)
+    both = OnnxModel.from_bytes(refit, card)
+    probs, scores = both.predict_scores(x / 255)
+    np.testing.assert_array_equal(probs, mixed)
+    assert scores.shape == (400,) and any(n.name.startswith(ca.FIRST) for n in
+                                          onnx.load_from_string(refit).graph.node)  # fmt: skip
 
 
 def test_the_other_members_read_only_the_rows_sent_on(parts):

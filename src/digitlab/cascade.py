@@ -8,9 +8,11 @@ alone already decides 98 % of them as the three members together do. The cascade
 2. guesses the other members' embeddings from its embedding, a linear map fitted on
    training images (ridge regression), and runs the ensemble's own last layers (its Gemm,
    temperature and softmax) on that guessed embedding;
-3. sends the images whose guessed top probability is below ``threshold`` through the other
-   members (ONNX ``Compress`` picks those rows, ``ScatterND`` puts their embeddings back in
-   place of the guesses);
+3. sends the images whose guessed top probability is below ``threshold`` (and, when the
+   ensemble has a "not a digit" detector, those whose guess that detector scores above
+   ``router``: so what may be called "not a digit" is judged on the full embedding) through
+   the other members (ONNX ``Compress`` picks those rows, ``ScatterND`` puts their
+   embeddings back in place of the guesses);
 4. ends as the ensemble did: one Gemm over one embedding, a temperature and a softmax.
 
 So the graph still looks like a single network from its output back to the embedding:
@@ -25,8 +27,10 @@ copy of the temperature, so a later `digitlab calibrate` changes the answers' co
 not which images are sent on.
 
 The "not a digit" detector of the input model read the full ensemble's embedding; the
-cascade's is a guess for most images, so the detector is removed and must be fitted
-again (``python scripts/fit_not_a_digit.py C.onnx``), which measures it anew.
+cascade's is a guess for most images, so the detector is removed from the output (it stays
+as the router) and must be fitted again (``python scripts/fit_not_a_digit.py C.onnx``),
+which measures it anew. Fitted on a guess, it is weaker than the ensemble's: the README's
+"Faster, at a cost" has the figures, and why the bundled model is not a cascade.
 """
 
 from __future__ import annotations
