@@ -214,3 +214,16 @@ def test_cli_writes_a_calibrated_scored_cascade(ensemble, tiny_members, tmp_path
                "--data-dir", str(mnist_dir))  # fmt: skip
     assert bad.returncode == 2 and "--first must be 0 to 1" in bad.stderr
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_a_graph_without_a_last_linear_layer_is_refused_as_not_an_ensemble():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["s"]), helper.make_node("Softmax", ["s"], ["p"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 10])],
+    )
+    with pytest.raises(ca.CascadeError, match="made from an ensemble"):
+        ca.find_concat(graph)

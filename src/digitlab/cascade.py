@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 import digitlab
-from digitlab.adapt import PASS_THROUGH, find_head
+from digitlab.adapt import PASS_THROUGH, AdaptError, find_head
 from digitlab.calibrate import calibrate_graph, require_onnx, split_from_card
 from digitlab.card import Architecture, Metrics, ModelCard
 from digitlab.data import load_mnist, split_indices
@@ -86,8 +86,12 @@ class CascadeConfig:
 def find_concat(graph: Any, output_index: int = 0) -> Any:
     """The Concat that puts the members' embeddings side by side before the last Gemm."""
     producer = {name: node for node in graph.node for name in node.output}
-    gemm, _ = find_head(graph, output_index)
-    node = producer.get(gemm.input[0])
+    try:
+        gemm, _ = find_head(graph, output_index)
+    except AdaptError:  # no last linear layer at all (a selection-lab model, say)
+        node = None
+    else:
+        node = producer.get(gemm.input[0])
     while node is not None and node.op_type in PASS_THROUGH:
         node = producer.get(node.input[0])
     if node is None or node.op_type != "Concat" or len(node.input) < 2:
