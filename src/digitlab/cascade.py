@@ -211,7 +211,6 @@ def cascade_graph(
     from onnx import helper, numpy_helper
 
     from digitlab.adapt import reduce_max
-    from digitlab.calibrate import TEMPERATURE_VALUE
     from digitlab.notdigit import strip
 
     full = onnx.load_from_string(model.graph)  # with its detector, which the router copies
@@ -238,29 +237,12 @@ def cascade_graph(
         node("Concat", [guessed.get(i, e) for i, e in enumerate(concat.input)],
              [FIRST + concat.output[0]], axis=1),
     ]  # fmt: skip
-    # The ensemble's last layers (and the router: its detector) on the guessed embedding: a
-    # copy, with its own constants where a later step may change or remove the originals.
+    # The ensemble's last layers (and the router: its detector) on the guessed embedding.
     out = g.output[model.card.output.index].name
     if router is not None and model.card.not_digit is None:
         raise CascadeError(f'{model.path}: a router needs the model\'s "not a digit" detector')
     tails = [out] + ([model.card.not_digit.output] if router is not None else [])
-    kept = {i.name for i in g.initializer} - {TEMPERATURE_VALUE}
-    values = {i.name: i for i in full.graph.initializer}
-    copied = set().union(*(needed(full.graph, t) for t in tails)) - needed(
-        full.graph, concat.output[0]
-    )
-    inner = {o for k in copied for o in full.graph.node[k].output} | {concat.output[0]}
-    for k in sorted(copied):
-        c = type(full.graph.node[k])()
-        c.CopyFrom(full.graph.node[k])
-        c.name = FIRST + c.name
-        for j, name in enumerate(c.input):
-            if name in values and name not in kept:  # the temperature, the detector's weights
-                consts[FIRST + name] = numpy_helper.to_array(values[name]).copy()
-            if name in inner or (name in values and name not in kept):
-                c.input[j] = FIRST + name
-        c.output[:] = [FIRST + o for o in c.output]
-        added.append(c)
+    added += _copy_tails(full.graph, concat.output[0], tails, g, consts)
     added += [  # 3. which images go on: the guessed top probability below the threshold
         reduce_max(FIRST + out, f"{p}axes", 1, f"{p}confidence", opset, keepdims=0),
         node("Less", [f"{p}confidence", f"{p}threshold"], [f"{p}unsure_guess"]),
@@ -278,19 +260,8 @@ def cascade_graph(
         node("NonZero", [f"{p}unsure"], [f"{p}rows_t"]),
         node("Transpose", [f"{p}rows_t"], [f"{p}rows"], perm=[1, 0]),
     ]
-    # The other members read only those rows: each image-dependent tensor they take from
-    # outside their own nodes (the image, a shared normalisation) is compressed first.
     rest = set().union(*(members.nodes[i] for i in others)) - members.nodes[first]
-    produced_in_rest = {o for k in rest for o in g.node[k].output}
-    dynamic = _image_dependent(g)
-    compressed: dict[str, str] = {}
-    for n in (g.node[k] for k in sorted(rest)):
-        for k, name in enumerate(n.input):
-            if name in dynamic and name not in produced_in_rest:
-                if name not in compressed:
-                    compressed[name] = f"{p}unsure/{name}"
-                    added.append(node("Compress", [name, f"{p}unsure"], [compressed[name]], axis=0))
-                n.input[k] = compressed[name]
+    added += _compress_inputs(g, rest, f"{p}unsure")
     for i in others:  # 4. their embeddings replace the guesses in those rows
         added.append(
             node("ScatterND", [guessed[i], f"{p}rows", concat.input[i]], [f"{p}filled_{i}"])
@@ -312,6 +283,53 @@ def cascade_graph(
         reason = str(e).strip().splitlines()[0]
         raise CascadeError(f"{model.path}: cannot make a cascade of it ({reason})") from None
     return m.SerializeToString()
+
+
+def _copy_tails(src: Any, start: str, tails: list[str], dst: Any, consts: dict) -> list:
+    """Copies (names prefixed `FIRST`) of the nodes of graph ``src`` from tensor ``start`` to
+    the tensors ``tails``, reading ``FIRST + start``. Constants ``dst`` lacks (the detector's
+    weights: it was stripped) and the temperature (`digitlab calibrate` rescales it) get a
+    copy of their own in ``consts``; the others are shared."""
+    from onnx import numpy_helper
+
+    from digitlab.calibrate import TEMPERATURE_VALUE
+
+    shared = {i.name for i in dst.initializer} - {TEMPERATURE_VALUE}
+    values = {i.name: i for i in src.initializer}
+    nodes = set().union(*(needed(src, t) for t in tails)) - needed(src, start)
+    inner = {o for k in nodes for o in src.node[k].output} | {start}
+    copies = []
+    for k in sorted(nodes):
+        c = type(src.node[k])()
+        c.CopyFrom(src.node[k])
+        c.name = FIRST + c.name
+        for j, name in enumerate(c.input):
+            own = name in values and name not in shared
+            if own:
+                consts[FIRST + name] = numpy_helper.to_array(values[name]).copy()
+            if own or name in inner:
+                c.input[j] = FIRST + name
+        c.output[:] = [FIRST + o for o in c.output]
+        copies.append(c)
+    return copies
+
+
+def _compress_inputs(g: Any, nodes: set[int], mask: str) -> list:
+    """Make ``nodes`` (the other members) read only the rows ``mask`` selects: each
+    image-dependent tensor they take from outside themselves (the image, a shared
+    normalisation) goes through a ``Compress`` first. Returns the Compress nodes."""
+    from onnx import helper
+
+    own = {o for k in nodes for o in g.node[k].output}
+    dynamic = _image_dependent(g)
+    compressed: dict[str, str] = {}
+    for n in (g.node[k] for k in sorted(nodes)):
+        for j, name in enumerate(n.input):
+            if name in dynamic and name not in own:
+                compressed.setdefault(name, f"{mask}/{name}")
+                n.input[j] = compressed[name]
+    return [helper.make_node("Compress", [name, mask], [rows], axis=0)
+            for name, rows in compressed.items()]  # fmt: skip
 
 
 def _image_dependent(g: Any) -> set[str]:
