@@ -217,15 +217,21 @@ def test_a_personal_model_keeps_the_detector_and_learns_what_is_a_digit(
 # --------------------------------------------------------------------------- #
 
 
-def test_a_small_fit_replaces_the_detector_and_keeps_the_probabilities(tmp_path, mnist_dir) -> None:
+def test_a_small_fit_adds_a_detector_then_replaces_it_and_keeps_the_probabilities(
+    tmp_path, mnist_dir, tiny_members
+) -> None:
     from digitlab.calibrate import split_from_card
     from digitlab.notdigit import DataConfig, HeadConfig, fit_model, prepare
 
-    model = OnnxModel(bundled_model_path())
+    # A tiny CNN (conftest) as the base: the fit is what is tested, and the bundled ensemble
+    # would spend most of the test embedding 15,000 MNIST images.
+    model = OnnxModel(tiny_members[0])
     config = DataConfig(negatives_train=60, negatives_val=20, negatives_test=20,
                         rendered_digits=100, mnist_train=1500)  # fmt: skip
     images = prepare(config, split_from_card(model.card), None, mnist_dir)
-    path, card = fit_model(bundled_model_path(), images, tmp_path / "refit.onnx",
+    first, _ = fit_model(tiny_members[0], images, tmp_path / "first.onnx",
+                         HeadConfig(hidden=16, max_iter=20))  # fmt: skip
+    path, card = fit_model(first, images, tmp_path / "refit.onnx",
                            HeadConfig(hidden=16, max_iter=20))  # fmt: skip
     refit = OnnxModel(path)
     x = images.mnist_test[:500].astype(np.float32) / 255
@@ -235,7 +241,7 @@ def test_a_small_fit_replaces_the_detector_and_keeps_the_probabilities(tmp_path,
     assert nd.val["mnist_digits_flagged"] <= 0.01 and nd.positives["redrawn"] is None
     assert nd.training["hidden"] == 16 and nd.negatives["per_family"]["train"] == 60
     with pytest.raises(Exception, match=r"\.onnx path"):
-        fit_model(bundled_model_path(), images, tmp_path / "refit.txt")
+        fit_model(tiny_members[0], images, tmp_path / "refit.txt")
 
 
 # --------------------------------------------------------------------------- #
