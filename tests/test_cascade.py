@@ -35,7 +35,7 @@ def parts(ensemble, mnist_test):
     model = OnnxModel(ensemble)
     proto = onnx.load_from_string(model.graph)
     members = ca.Members.of(proto, ca.find_concat(proto.graph))
-    embeddings = ca.embeddings_of(model, members.embeddings, mnist_test[0][:2000])
+    embeddings = ca.tensors_of(model, members.embeddings, mnist_test[0][:2000])
     first = members.cheapest()
     rest = np.concatenate([e for i, e in enumerate(embeddings) if i != first], axis=1)
     guess = ca.fit_guess(embeddings[first], rest, ridge=1.0)
@@ -122,7 +122,7 @@ def test_the_router_also_sends_on_what_the_detector_scores_high_on_the_guess(par
         return OnnxModel.from_bytes(g, plain)
 
     never, always = run(ca.NEVER, ca.ALWAYS), run(ca.ALWAYS, None)
-    guessed = ca.embeddings_of(never, [ca.FIRST + "ensemble_embedding"], x)[0]
+    guessed = ca.tensors_of(never, [ca.FIRST + "ensemble_embedding"], x)[0]
     scores = head.scores(guessed)
     router = float(np.median(scores))
     conf = never.predict_proba(x / 255).max(1)

@@ -196,6 +196,19 @@ def find_head(graph: Any, output_index: int = 0) -> tuple[Any, Any]:
     return node, softmax
 
 
+def needed(graph: Any, *tensors: str) -> set[int]:
+    """Indices (in ``graph.node``) of the nodes computing ``tensors``, walking back from them:
+    what they do not depend on is left out."""
+    producer = {name: k for k, node in enumerate(graph.node) for name in node.output}
+    seen, stack = set(), list(tensors)
+    while stack:
+        k = producer.get(stack.pop())
+        if k is not None and k not in seen:
+            seen.add(k)
+            stack.extend(graph.node[k].input)
+    return seen
+
+
 def _load_graph(graph: bytes) -> Any:
     try:
         import onnx

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 import digitlab
-from digitlab.adapt import PASS_THROUGH, AdaptError, find_head
+from digitlab.adapt import PASS_THROUGH, AdaptError, find_head, needed
 from digitlab.calibrate import calibrate_graph, require_onnx, split_from_card
 from digitlab.card import Architecture, Metrics, ModelCard
 from digitlab.data import load_mnist, split_indices
@@ -104,18 +104,6 @@ def find_concat(graph: Any, output_index: int = 0) -> Any:
     return node
 
 
-def needed(graph: Any, tensor: str) -> set[int]:
-    """Indices (in ``graph.node``) of the nodes computing ``tensor``, walking back from it."""
-    producer = {name: k for k, node in enumerate(graph.node) for name in node.output}
-    seen, stack = set(), [tensor]
-    while stack:
-        k = producer.get(stack.pop())
-        if k is not None and k not in seen:
-            seen.add(k)
-            stack.extend(graph.node[k].input)
-    return seen
-
-
 def multiply_adds(model: Any, nodes: set[int]) -> int:
     """Multiply-adds one image costs in the Conv, Gemm and MatMul layers among ``nodes``
     (indices in the ONNX ``model``'s graph)."""
@@ -163,8 +151,9 @@ class Members:
         return int(np.argmin(self.macs))
 
 
-def embeddings_of(model: OnnxModel, names: list[str], images: np.ndarray) -> list[np.ndarray]:
-    """The tensors ``names`` (one row per image) of ``model``'s graph on ``images``."""
+def tensors_of(model: OnnxModel, names: list[str], images: np.ndarray) -> list[np.ndarray]:
+    """The tensors ``names`` (one row per image) of ``model``'s graph on ``images`` (uint8,
+    0-255): members' embeddings, a detector's scores."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -296,7 +285,7 @@ def _copy_tails(src: Any, start: str, tails: list[str], dst: Any, consts: dict) 
 
     shared = {i.name for i in dst.initializer} - {TEMPERATURE_VALUE}
     values = {i.name: i for i in src.initializer}
-    nodes = set().union(*(needed(src, t) for t in tails)) - needed(src, start)
+    nodes = needed(src, *tails) - needed(src, start)
     inner = {o for k in nodes for o in src.node[k].output} | {start}
     copies = []
     for k in sorted(nodes):
@@ -433,7 +422,7 @@ def cascade_model(
     fit_rows, _ = split_indices(len(images), split.val_size, split.seed)
     rng = np.random.default_rng(config.seed)
     fit_rows = rng.choice(fit_rows, min(config.fit_images, len(fit_rows)), replace=False)
-    embeddings = embeddings_of(model, members.embeddings, images[fit_rows])
+    embeddings = tensors_of(model, members.embeddings, images[fit_rows])
     rest = [e for i, e in enumerate(embeddings) if i != first]
     guess = fit_guess(embeddings[first], np.concatenate(rest, axis=1), config.ridge)
     widths = [e.shape[1] for e in embeddings]
@@ -442,11 +431,15 @@ def cascade_model(
     val_images, val_labels = split.load(data_dir)
     x = val_images.astype(np.float32) / 255
 
-    def probs(threshold: float) -> np.ndarray:
-        g = cascade_graph(model, first, guess, widths, threshold)
-        return OnnxModel.from_bytes(g, card, dst).predict_proba(x)
-
-    guessed, full = probs(NEVER), probs(ALWAYS)
+    # The guess alone (with the router built in, sending nothing on, so its scores can be
+    # read from the same graph) and the full ensemble, on the validation images.
+    detector = model.card.not_digit if config.router_share else None
+    never = OnnxModel.from_bytes(
+        cascade_graph(model, first, guess, widths, NEVER, ALWAYS if detector else None), card, dst
+    )
+    guessed = never.predict_proba(x)
+    everything = cascade_graph(model, first, guess, widths, ALWAYS)
+    full = OnnxModel.from_bytes(everything, card, dst).predict_proba(x)
     table = threshold_table(guessed, full, val_labels)
     threshold = (
         config.threshold
@@ -454,13 +447,10 @@ def cascade_model(
         else choose_threshold(table, config.max_disagreement)
     )
     router, routed = None, np.zeros(len(x), bool)
-    if model.card.not_digit is not None and config.router_share:
-        never = OnnxModel.from_bytes(
-            cascade_graph(model, first, guess, widths, NEVER, ALWAYS), card
-        )
-        scores = embeddings_of(never, [FIRST + model.card.not_digit.output], val_images)[0][:, 0]
+    if detector is not None:
+        scores = tensors_of(never, [FIRST + detector.output], val_images)[0][:, 0]
         level = float(np.quantile(scores, 1 - config.router_share))
-        router = min(level, model.card.not_digit.threshold)  # whatever it would flag goes on
+        router = min(level, detector.threshold)  # whatever it would flag goes on
         routed = scores > router
     graph_bytes = cascade_graph(model, first, guess, widths, threshold, router)
     cascade = OnnxModel.from_bytes(graph_bytes, card, dst)

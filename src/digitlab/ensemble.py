@@ -67,21 +67,17 @@ def head_parameters(graph: Any, gemm: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def member_body(graph: Any, embedding: str, prefix: str) -> tuple[list, list, str]:
     """The nodes and constants computing ``embedding`` from the input, every name prefixed."""
-    producer = {out: node for node in graph.node for out in node.output}
-    needed, stack = set(), [embedding]
-    while stack:  # walk back from the embedding: what it does not depend on is left out
-        node = producer.get(stack.pop())
-        if node is not None and id(node) not in needed:
-            needed.add(id(node))
-            stack.extend(node.input)
+    from digitlab.adapt import needed
+
+    body = needed(graph, embedding)  # what the embedding does not depend on is left out
     inputs = {i.name for i in graph.input}
 
     def rename(name: str) -> str:
         return name if not name or name in inputs else prefix + name
 
     nodes = []
-    for node in graph.node:  # in the graph's own (topological) order
-        if id(node) in needed:
+    for k, node in enumerate(graph.node):  # in the graph's own (topological) order
+        if k in body:
             copy = type(node)()
             copy.CopyFrom(node)
             copy.name = prefix + node.name

@@ -158,13 +158,9 @@ def strip(graph: bytes) -> bytes:
     outputs = [o for o in g.output if o.name != OUTPUT]
     if len(outputs) == len(g.output):
         return graph
-    producer = {name: k for k, node in enumerate(g.node) for name in node.output}
-    live, stack = set(), [o.name for o in outputs]
-    while stack:  # walk back from the outputs that stay: what they do not need goes
-        k = producer.get(stack.pop())
-        if k is not None and k not in live:
-            live.add(k)
-            stack.extend(g.node[k].input)
+    from digitlab.adapt import needed
+
+    live = needed(g, *(o.name for o in outputs))  # what the outputs that stay do not need goes
     nodes = [n for k, n in enumerate(g.node) if k in live]
     used = {name for n in nodes for name in n.input}
     inits = [i for i in g.initializer if i.name in used]
