@@ -16,11 +16,19 @@ install: $(VENV)/.installed web-runtime  ## virtualenv with digitlab (editable) 
 
 # The page's in-browser model runtime (onnxruntime-web, pinned by package-lock.json), served by
 # `digitlab serve` from node_modules/. Without npm the page predicts on the server instead.
-web-runtime: $(if $(NPM),node_modules/.installed,no-npm)
+web-runtime: $(if $(NPM),$(RUNTIME_FILES),no-npm)
 
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
 	touch $@
+
+# The page loads two of its files; they are copied into the package (package data, ignored by
+# git), where digitlab.browser.find_runtime looks: the package never reaches into a checkout.
+RUNTIME_DIR   := src/digitlab/vendor/onnxruntime-web
+RUNTIME_FILES := $(RUNTIME_DIR)/ort.wasm.bundle.min.mjs $(RUNTIME_DIR)/ort-wasm-simd-threaded.wasm
+$(RUNTIME_DIR)/%: node_modules/.installed
+	mkdir -p $(@D)
+	cp node_modules/onnxruntime-web/dist/$* $@
 
 no-npm:
 	@echo "npm not found: the page will predict on the server (install Node.js/npm, then make install)"
@@ -64,4 +72,4 @@ lock:  ## re-pin requirements/constraints.txt from the current virtualenv
 	  $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/'; } > requirements/constraints.txt
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) node_modules src/digitlab/vendor .pytest_cache .ruff_cache build dist src/*.egg-info

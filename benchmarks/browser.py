@@ -36,10 +36,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]  # drawn_digits; chromium
 
 import chromium  # noqa: E402  (tests/chromium.py: Debian's Chromium, launched as the tests do)
+from digitlab.browser import find_runtime  # noqa: E402
 from digitlab.data import load_mnist  # noqa: E402
 from digitlab.predict import Predictor  # noqa: E402
 from digitlab.web.app import create_app  # noqa: E402
-from digitlab.web.runtime import find_runtime  # noqa: E402
 from drawn_digits import draw  # noqa: E402
 
 WARMUP = 20

@@ -248,7 +248,7 @@ def test_a_bad_example_is_refused_and_the_model_kept(personal):
 
 
 def test_the_store_gives_its_newest_corrections_per_class(tmp_path, flagged_ones):
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     store = CorrectionStore(tmp_path / "c.sqlite3")
     for i in range(4):
@@ -307,7 +307,7 @@ def test_cli_adapt_then_evaluate_and_predict(tmp_path, writer_dir, cache_home, m
 
 
 def test_cli_adapt_from_a_store(tmp_path, flagged_ones, cache_home, mnist_dir):
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     store = CorrectionStore(tmp_path / "c.sqlite3")
     for x in flagged_ones[:3]:
@@ -338,7 +338,7 @@ def _empty_digit_folders(root: Path) -> list[str]:
 
 
 def _empty_store(root: Path) -> list[str]:
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     return ["--db", str(CorrectionStore(root / "empty.sqlite3").path)]
 

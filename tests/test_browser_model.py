@@ -37,7 +37,7 @@ browser_test = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def runtime() -> Path:
-    from digitlab.web.runtime import find_runtime
+    from digitlab.browser import find_runtime
 
     found = find_runtime()
     if found is None:

@@ -270,7 +270,7 @@ def test_the_correction_row_stores_the_drawing_in_the_web_s_store(
 ) -> None:
     import tkinter as tk
 
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     store = CorrectionStore(tmp_path / "c.sqlite3")
     root = tk.Tk(screenName=display)

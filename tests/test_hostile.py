@@ -317,8 +317,8 @@ def test_reading_a_store_of_maximal_drawings_takes_bounded_memory(tmp_path):
 
     import httpx
 
+    from digitlab.corrections import CorrectionStore
     from digitlab.inputs import Strokes
-    from digitlab.web.corrections import CorrectionStore
 
     rng = random.Random(0)
     points = [[round(rng.uniform(0, 280), 3), round(rng.uniform(0, 280), 3)] for _ in range(99_000)]
@@ -361,7 +361,7 @@ def test_a_full_store_answers_413_and_stays_readable(tmp_path):
 def test_an_old_store_gains_the_idempotency_column(tmp_path):
     import sqlite3
 
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:  # the schema before idempotency keys

@@ -88,9 +88,9 @@ def test_a_server_that_does_not_learn_stores_corrections_all_the_same(tmp_path) 
 
 
 def test_without_the_mnist_files_it_says_why_and_still_stores(tmp_path) -> None:
+    from digitlab.corrections import CorrectionStore
     from digitlab.learning import Learning
     from digitlab.predict import Predictor
-    from digitlab.web.corrections import CorrectionStore
 
     store = CorrectionStore(tmp_path / "c.sqlite3")
     learning = Learning(Predictor(), store, data_dir=tmp_path / "nothing-here",
@@ -122,10 +122,10 @@ def test_with_a_token_only_its_holder_resets_the_personal_model(tmp_path) -> Non
 def test_the_desktop_app_learns_from_its_correction_row(display, tmp_path, mnist_dir) -> None:
     import tkinter as tk
 
+    from digitlab.corrections import CorrectionStore
     from digitlab.desktop import DrawApp
     from digitlab.learning import Learning
     from digitlab.predict import Predictor
-    from digitlab.web.corrections import CorrectionStore
     from test_desktop import drag, shown
 
     learning = Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"))
@@ -162,8 +162,8 @@ def test_the_desktop_app_learns_from_its_correction_row(display, tmp_path, mnist
 def test_the_page_learns_a_correction_then_forgets_it_on_reset(browser, tmp_path, mnist_dir):
     from playwright.sync_api import expect
 
+    from digitlab.browser import find_runtime
     from digitlab.web.app import create_app
-    from digitlab.web.runtime import find_runtime
     from test_browser_model import open_page
     from test_web_browser import draw, expect_digit
 

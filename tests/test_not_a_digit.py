@@ -288,8 +288,8 @@ def test_the_page_says_not_a_digit_for_a_drawn_a_and_reads_a_drawn_4(tmp_path, p
     from playwright.sync_api import expect, sync_playwright
 
     import chromium
+    from digitlab.browser import find_runtime
     from digitlab.web.app import create_app
-    from digitlab.web.runtime import find_runtime
     from servers import background_server
     from test_web_browser import ARTIFACTS, TIMEOUT_MS, draw
 

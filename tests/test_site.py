@@ -46,7 +46,7 @@ def assert_refused(done: subprocess.CompletedProcess, words: str) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    from digitlab.web.runtime import find_runtime
+    from digitlab.browser import find_runtime
 
     if find_runtime() is None:
         pytest.fail("onnxruntime-web is not installed: run `make install` (it runs npm ci)")

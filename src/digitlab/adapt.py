@@ -116,7 +116,7 @@ from digitlab.predict import TrustRules, expand_paths
 from digitlab.preprocess import Normalized, preprocess
 
 if TYPE_CHECKING:
-    from digitlab.web.corrections import Correction
+    from digitlab.corrections import Correction
 
 METHOD = "prototypes"
 EMBEDDING = "embedding"  # the extra output `embedding_graph` adds (made unique in the graph)
@@ -710,7 +710,7 @@ def calibrate(protos: Prototypes, space: Space) -> tuple[float, Calibration]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------- #
@@ -889,10 +889,10 @@ def examples_from_folder(
 def examples_from_store(
     path: str | os.PathLike[str], config: AdaptConfig = AdaptConfig()
 ) -> list[Example]:
-    """The corrections in a store (`digitlab.web.corrections`), read only: each stored
+    """The corrections in a store (`digitlab.corrections`), read only: each stored
     28 x 28 image (what the model saw) with its label; per class, the newest
     ``max_per_class`` (a user's handwriting is what it is now)."""
-    from digitlab.web.corrections import CorrectionStore
+    from digitlab.corrections import CorrectionStore
 
     path = Path(path).expanduser()
     if not path.is_file():  # CorrectionStore would create an empty store here

@@ -318,7 +318,7 @@ def calibrate_graph(
         ),
         val_unsure=unsure_figures(after, targets, threshold),
         digitlab=digitlab.__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     return new_graph, block
 

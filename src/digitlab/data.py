@@ -30,8 +30,6 @@ from typing import Literal
 import numpy as np
 
 from digitlab.errors import DataError
-
-# atomic_write_bytes lives in digitlab.fileio; re-exported here for modules that import it from data
 from digitlab.fileio import atomic_write_bytes, open_temp
 
 Split = Literal["train", "test"]

@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digitlab.data import atomic_write_bytes
 from digitlab.errors import DigitlabError
+from digitlab.fileio import atomic_write_bytes
 from digitlab.preprocess import draw_strokes
 
 if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
     import tkinter as tk
 
+    from digitlab.corrections import CorrectionStore
     from digitlab.learning import Learning
     from digitlab.predict import Prediction, Predictor
-    from digitlab.web.corrections import CorrectionStore
 
 TITLE = "digitlab draw"
 CANVAS = 320  # side of the drawing canvas, in pixels
@@ -476,9 +476,9 @@ def run(
     Corrections go to ``db_path`` (default: the web server's, `default_db_path`), and the
     personal model learns them when ``learn``.
     """
+    from digitlab.corrections import CorrectionStore, default_db_path
     from digitlab.learning import Learning
     from digitlab.predict import Predictor
-    from digitlab.web.corrections import CorrectionStore, default_db_path
 
     root = open_window()  # first: fail fast over SSH, before loading the model
     try:

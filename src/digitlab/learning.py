@@ -24,10 +24,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from digitlab.corrections import Correction, CorrectionStore
 from digitlab.errors import DigitlabError
 from digitlab.modelfile import OnnxModel
 from digitlab.predict import Prediction, Predictor
-from digitlab.web.corrections import Correction, CorrectionStore
 
 if TYPE_CHECKING:
     from digitlab.adapt import PersonalModel

@@ -287,7 +287,7 @@ def block(
         val={k: round(v, 6) for k, v in detector.val.items()},
         test={k: round(v, 6) for k, v in detector.test.items()},
         digitlab=digitlab.__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 

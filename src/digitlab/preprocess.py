@@ -39,8 +39,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from digitlab.data import atomic_write_bytes
 from digitlab.errors import InputError
+from digitlab.fileio import atomic_write_bytes
 from digitlab.ink import box, find_ink, label, stroke_widths
 from digitlab.inputs import MAX_POINTS, Strokes, digit_from_json
 

@@ -157,5 +157,5 @@ def _record(parent: ModelCard, cfg: QuantizeConfig) -> Quantization:
         parent_onnx_sha256=parent.onnx_sha256,
         parent_metrics=parent.metrics,
         onnxruntime=onnxruntime.__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

@@ -14,7 +14,7 @@ Python's job).
     SITE/index.html             the page, reading its settings from settings.json
     SITE/settings.json          the model's URL and SHA-256, card, constants, trust rules
     SITE/static/                the page's scripts and style
-    SITE/runtime/               onnxruntime-web (digitlab.web.runtime.RUNTIME_FILES)
+    SITE/runtime/               onnxruntime-web (digitlab.browser.RUNTIME_FILES)
     SITE/model/NAME.onnx        the model ...
     SITE/model/NAME.card.json   ... and its card
 
@@ -30,10 +30,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from digitlab.errors import DigitlabError
-from digitlab.predict import Predictor
-from digitlab.web.routes import STATIC
-from digitlab.web.runtime import (
+from digitlab.browser import (
+    PAGE_FILES,
     RUNTIME_ENV,
     RUNTIME_FILES,
     Graph,
@@ -43,6 +41,8 @@ from digitlab.web.runtime import (
     runtime_complete,
     settings_json,
 )
+from digitlab.errors import DigitlabError
+from digitlab.predict import Predictor
 
 SETTINGS = "settings.json"
 # The page's pointer to its settings: a server's route, a site's file.
@@ -123,12 +123,12 @@ def _write(site: Path, predictor: Predictor, runtime: Path) -> None:
     for file in RUNTIME_FILES:
         shutil.copyfile(runtime / file, site / "runtime" / file)
     (site / "static").mkdir()
-    for file in sorted(STATIC.iterdir()):
+    for file in sorted(PAGE_FILES.iterdir()):
         if file.is_file() and file.name != "index.html":
             shutil.copyfile(file, site / "static" / file.name)
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    page = (PAGE_FILES / "index.html").read_text(encoding="utf-8")
     if page.count(SERVER_SETTINGS) != 1:  # a page edited without this module
-        raise SiteError(f"{STATIC / 'index.html'}: its settings line is not {SERVER_SETTINGS}")
+        raise SiteError(f"{PAGE_FILES / 'index.html'}: its settings line is not {SERVER_SETTINGS}")
     (site / "index.html").write_text(page.replace(SERVER_SETTINGS, SITE_SETTINGS), "utf-8")
     settings = browser_settings(
         predictor,

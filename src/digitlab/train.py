@@ -475,7 +475,7 @@ def model_card(
             "onnx": onnx.__version__,
             "python": platform.python_version(),
         },
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,9 +137,7 @@ def _results_doc(study: Study) -> dict[str, Any]:
         "format": RESULTS_FORMAT,
         "format_version": 1,
         "status": study.status,
-        "started": datetime.fromtimestamp(study.started, timezone.utc).isoformat(
-            timespec="seconds"
-        ),
+        "started": datetime.fromtimestamp(study.started, UTC).isoformat(timespec="seconds"),
         "updated": now(),
         "wall_s": round(study.wall_s, 1),
         "config": asdict(study.config),
@@ -205,4 +203,4 @@ def versions() -> dict[str, str]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -38,14 +38,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from digitlab.browser import PAGE_FILES, find_runtime
+from digitlab.corrections import CorrectionStore, default_db_path
 from digitlab.errors import DigitlabError
 from digitlab.learning import Learning
 from digitlab.predict import Predictor
-from digitlab.web.corrections import CorrectionStore, default_db_path
 from digitlab.web.docs import add_docs
 from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, DeadlineProtocol
-from digitlab.web.routes import STATIC, router
-from digitlab.web.runtime import add_browser_model, find_runtime
+from digitlab.web.routes import router
+from digitlab.web.runtime import add_browser_model
 from digitlab.web.service import DigitService, status_of
 
 log = logging.getLogger("digitlab.web")
@@ -71,7 +72,7 @@ def create_app(
 
     Only requests whose Host header is in ``allowed_hosts`` are answered ("*": any).
     With a ``token``, reading the stored corrections needs it (``Authorization: Bearer``).
-    With a ``runtime_dir`` (onnxruntime-web's files, `digitlab.web.runtime.find_runtime`) the
+    With a ``runtime_dir`` (onnxruntime-web's files, `digitlab.browser.find_runtime`) the
     page predicts in the browser; without, through the API. With ``learn`` a personal model
     learns the corrections the page sends (`digitlab.learning`).
     """
@@ -91,7 +92,7 @@ def create_app(
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
     add_browser_model(app, runtime_dir)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", StaticFiles(directory=PAGE_FILES), name="static")
     add_docs(app)
     _add_error_handlers(app)
     return app

@@ -245,37 +245,6 @@ class CorrectionPage(BaseModel):
     items: list[StoredCorrection] = Field(description="Newest first.")
 
 
-class RuntimeFiles(BaseModel):
-    """onnxruntime-web, as the page loads it (URLs relative to the page)."""
-
-    module: str = Field(description="The ES module (the WebAssembly build with its glue).")
-    wasm: str = Field(description="The WebAssembly binary.")
-    bytes: int = Field(description="Both files' size: what the page downloads once.")
-
-
-class BrowserSettings(BaseModel):
-    """What the page needs to predict in the browser (`digitlab.web.runtime`)."""
-
-    server: bool = Field(description="A digitlab server answers the API (false: a static site).")
-    model_url: str | None = Field(
-        description="The model's ONNX graph, relative to the page (null: none to run here)."
-    )
-    model_sha256: str = Field(description="Its SHA-256: the page reloads the model on a change.")
-    model_bytes: int
-    card: dict[str, Any] = Field(description="The model card, as GET /api/model answers it.")
-    preprocessing: dict[str, Any] = Field(
-        description="The preprocessing constants the page's port of the stroke path uses: the "
-        "card's (PreprocessConfig.card_block)."
-    )
-    trust: dict[str, int | float] = Field(
-        description='When a prediction is unsure (TrustRules); "not_digit": the detector\'s '
-        "score above which it is not a digit (absent: the model has no detector)."
-    )
-    runtime: RuntimeFiles | None = Field(
-        description="onnxruntime-web's files; null when not installed: predict on the server."
-    )
-
-
 # --------------------------------------------------------------------------- #
 # OpenAPI request bodies of the routes that read the request themselves
 # --------------------------------------------------------------------------- #

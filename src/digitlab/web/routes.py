@@ -17,13 +17,13 @@ thread, and answers with a model from `digitlab.web.models`.
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from digitlab.browser import PAGE_FILES
 from digitlab.web.bodies import (
     BATCH,
     MAX_BATCH_BODY,
@@ -54,8 +54,6 @@ from digitlab.web.models import (
     validated,
 )
 from digitlab.web.service import DigitService
-
-STATIC = Path(__file__).parent / "static"
 
 router = APIRouter()
 
@@ -100,7 +98,7 @@ class NdjsonResponse(StreamingResponse):
 
 @router.get("/", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(STATIC / "index.html")
+    return FileResponse(PAGE_FILES / "index.html")
 
 
 @router.get("/healthz", tags=["meta"])

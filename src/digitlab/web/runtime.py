@@ -17,133 +17,34 @@ a model file, or a model that learns from corrections (`digitlab.adapt.PersonalM
 graph is made again after each refit; so the page follows a server whose model changes.
 
 The runtime comes from npm, pinned and locked (package.json and package-lock.json at the top
-of the repository; `make install` runs ``npm ci``) and is served from those local files:
-nothing is fetched from a CDN, at run time or ever. `digitlab export-site` (`digitlab.site`)
-writes the same settings, runtime and model as files of a static site.
+of the repository; `make install` runs ``npm ci`` and copies its two files into the package,
+`digitlab.browser.find_runtime`) and is served from those local files: nothing is fetched
+from a CDN, at run time or ever. The settings are built in `digitlab.browser`, which
+`digitlab export-site` (`digitlab.site`) uses to write them as files of a static site.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from digitlab.errors import DigitlabError
+from digitlab.browser import (
+    RUNTIME_FILES,
+    BrowserSettings,
+    browser_settings,
+    graph_of,
+    runtime_complete,
+)
 from digitlab.predict import Predictor
-from digitlab.web.models import BrowserSettings, ErrorBody, RuntimeFiles
+from digitlab.web.models import ErrorBody
 
-# What the page loads of onnxruntime-web's dist/ folder (about 60 files, 140 MB in all): the
-# WebAssembly build as one ES module with its glue code, and the WebAssembly binary.
-RUNTIME_MODULE = "ort.wasm.bundle.min.mjs"
-RUNTIME_WASM = "ort-wasm-simd-threaded.wasm"
-RUNTIME_FILES = (RUNTIME_MODULE, RUNTIME_WASM)
 MEDIA_TYPES = {".mjs": "text/javascript", ".wasm": "application/wasm"}
-
-# Where `npm ci` puts it: node_modules/ beside pyproject.toml (src/digitlab/web/ -> top).
-NPM_DIST = Path(__file__).resolve().parents[3] / "node_modules" / "onnxruntime-web" / "dist"
-RUNTIME_ENV = "DIGITLAB_WEB_RUNTIME"  # a folder holding RUNTIME_FILES, for installs without npm
-
-
-def find_runtime() -> Path | None:
-    """The folder holding onnxruntime-web's RUNTIME_FILES: ``$DIGITLAB_WEB_RUNTIME``, else the
-    one `npm ci` installed beside the source; None when neither has them."""
-    for folder in (os.environ.get(RUNTIME_ENV), NPM_DIST):
-        if folder and runtime_complete(Path(folder)):
-            return Path(folder)
-    return None
-
-
-def runtime_complete(folder: Path | None) -> bool:
-    return folder is not None and all((folder / name).is_file() for name in RUNTIME_FILES)
-
-
-@dataclass(frozen=True)
-class Graph:
-    """The ONNX graph the page runs (a file, or bytes), its SHA-256, and its card."""
-
-    source: Path | bytes
-    sha256: str
-    card: dict[str, Any]
-
-    @property
-    def size(self) -> int:
-        return self.source.stat().st_size if isinstance(self.source, Path) else len(self.source)
-
-
-_made: dict[int, tuple[object, Graph]] = {}  # id(model) -> (the card it was made for, graph)
-
-
-def graph_of(model: Any) -> Graph | None:
-    """The graph of a Predictor's ``model`` as the browser runs it; None when there is none.
-
-    A model file (`OnnxModel`) is its file. A model that learns (`digitlab.adapt.PersonalModel`)
-    is what its ``to_onnx()`` writes, made again only when its card changes (a refit makes a
-    new one); with nothing learnt yet, it is its base model.
-    """
-    path = getattr(model, "path", None)
-    if isinstance(path, Path):
-        return Graph(path, model.card.onnx_sha256 or "", model.card.to_json())
-    if not hasattr(model, "to_onnx"):
-        return None
-    made = _made.get(id(model))
-    if made is not None and made[0] is model.card:
-        return made[1]
-    card = model.card
-    try:
-        data, graph_card = model.to_onnx()
-    except DigitlabError:  # nothing learnt yet: the model reads as its base
-        return graph_of(getattr(model, "base", None))
-    graph = Graph(data, hashlib.sha256(data).hexdigest(), graph_card.to_json())
-    _made[id(model)] = (card, graph)
-    return graph
-
-
-def browser_settings(
-    predictor: Predictor,
-    runtime_dir: Path | None,
-    *,
-    server: bool,
-    model_url: str,
-    runtime_url: str,
-) -> BrowserSettings:
-    """The page's settings for ``predictor``'s model: the same for a server and a static site.
-
-    URLs are relative to the page; ``model_url`` is None when the model has no graph the
-    browser can run, ``runtime`` None when ``runtime_dir`` lacks the files. The preprocessing
-    constants are the card's; a card without them (or without some) gets those this
-    predictor uses, which every card records (`PreprocessConfig.card_block`).
-    """
-    graph = graph_of(predictor.model)
-    card = graph.card if graph is not None else predictor.card_json()
-    runtime = None
-    if runtime_complete(runtime_dir):
-        assert runtime_dir is not None
-        runtime = RuntimeFiles(
-            module=runtime_url + RUNTIME_MODULE,
-            wasm=runtime_url + RUNTIME_WASM,
-            bytes=sum((runtime_dir / name).stat().st_size for name in RUNTIME_FILES),
-        )
-    # None is a rule that does not apply (no "not a digit" detector): left out.
-    rules = asdict(predictor.rules).items()
-    trust = {k: v for k, v in rules if k != "val_flag_share" and v is not None}
-    return BrowserSettings(
-        server=server,
-        model_url=model_url if graph is not None else None,
-        model_sha256=graph.sha256 if graph is not None else "",
-        model_bytes=graph.size if graph is not None else 0,
-        card=card,
-        preprocessing={**predictor.config.card_block(), **(card.get("preprocessing") or {})},
-        trust=trust,
-        runtime=runtime,
-    )
 
 
 # --------------------------------------------------------------------------- #
@@ -213,7 +114,7 @@ async def runtime_file(name: str, request: Request) -> Response:
     """A runtime file; gzipped when the browser takes it (the binary: 14 MB, 3.7 MB gzipped)."""
     folder: Path | None = request.app.state.runtime_dir
     if name not in RUNTIME_FILES or not runtime_complete(folder):
-        raise HTTPException(404, f"no runtime file {name!r} here (see digitlab/web/runtime.py)")
+        raise HTTPException(404, f"no runtime file {name!r} here (see digitlab/browser.py)")
     assert folder is not None
     path, media_type = folder / name, MEDIA_TYPES[Path(name).suffix]
     if "gzip" not in request.headers.get("accept-encoding", ""):
@@ -231,8 +132,3 @@ async def runtime_file(name: str, request: Request) -> Response:
 def _gzipped(path: Path, size: int, mtime_ns: int) -> bytes:
     """``path`` gzipped, once per version of the file (``size`` and ``mtime_ns`` are the key)."""
     return gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
-
-
-def settings_json(settings: BrowserSettings) -> dict[str, Any]:
-    """The settings as JSON data, as ``GET /api/browser`` answers them."""
-    return settings.model_dump(mode="json")

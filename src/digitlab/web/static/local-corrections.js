@@ -1,6 +1,6 @@
 // Corrections on a static site (no server to store them): kept in this browser's IndexedDB,
 // downloaded as the same NDJSON a digitlab server exports (GET /api/corrections/export,
-// `digitlab.web.corrections.Correction.to_dict`): one JSON object a line, oldest first.
+// `digitlab.corrections.Correction.to_dict`): one JSON object a line, oldest first.
 
 const DB_NAME = "digitlab";
 const STORE = "corrections";

@@ -1,8 +1,8 @@
 """Corrections: drawings the model read wrong, with the digit the user says it is.
 
-The web page's "Wrong? This is a ..." buttons store the drawing here so that a
-later fine-tuning run can learn from real people's handwriting. One SQLite file
-(stdlib `sqlite3`), one table; each row keeps the strokes as sent, the 28 x 28
+The "Wrong? This is a ..." buttons of the page and of the desktop window store the
+drawing here, so that live learning and `digitlab adapt` can learn the user's handwriting.
+One SQLite file (stdlib `sqlite3`), one table; each row keeps the strokes as sent, the 28 x 28
 image the model saw (PNG), the correct label, what the model predicted, and
 which model it was (the SHA-256 of its ONNX file).
 
@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from digitlab.preprocess import normalized_png
 if TYPE_CHECKING:
     from digitlab.predict import Prediction
 
-log = logging.getLogger("digitlab.web")
+log = logging.getLogger("digitlab.corrections")
 
 
 class StoreUnavailable(DigitlabError):
@@ -179,7 +179,7 @@ class CorrectionStore:
         if self.size() >= self.max_bytes:
             raise StoreFull(f"the corrections store is full ({self.max_bytes / 2**20:g} MiB); "
                             "export and clear it to store more")  # fmt: skip
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
         row = (created, label, predicted, confidence, text, image_png, model_sha256, request_key)
         try:
