@@ -1,4 +1,4 @@
-"""Inference speed of the bundled CNN against the original's final model, in one process.
+"""Inference speed of the bundled model against the original's final model, in one process.
 
 The original shipped a KNN (k=4, distance-weighted) fitted on the training set plus its
 four one-pixel shifts (300,000 images), pickled into a multi-GB file. We rebuild that

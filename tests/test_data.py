@@ -367,7 +367,7 @@ def test_verify_real_files(reports, mnist_dir):
         assert r.count == spec.count
         assert r.path == mnist_dir / spec.gz_name
         assert r.sha256 == expected_sha[spec.name]
-    # The README: test files and labels are the originals, the training images are not.
+    # docs/data.md: test files and labels are the originals, the training images are not.
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"):
         assert reports[name].status == "canonical"
         assert reports[name].md5 == specs[name].md5

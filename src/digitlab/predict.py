@@ -87,10 +87,9 @@ class TrustRules:
     calibrated probabilities (`digitlab.calibrate.derive_min_confidence`).
     Calibrated, the number means what it says: an accepted prediction's
     chance of being right, as the model honestly estimates it, is at least
-    this. The bundled int8 model's is 97.21 %: it flags 0.72 % of the MNIST
-    test digits (70 % of its errors there) and 1.36 % of the drawings of
-    benchmarks/drawn_digits.py (79 % of its errors there). A model without a
-    calibration block gets the default below.
+    this. The bundled model's threshold and what it flags are in its card
+    (``calibration.min_confidence`` and ``calibration.figures``: `digitlab
+    evaluate --json`). A model without a calibration block gets the default below.
 
     ``not_digit`` is the "not a digit" threshold: a prediction whose detector score
     is above it is no digit at all. It comes from the card's ``not_digit`` block

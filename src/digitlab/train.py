@@ -123,7 +123,7 @@ CPU_FAST = TrainConfig(
 )
 
 # cpu-fast with low-resolution scans in the augmentation (a fifth of the images): the members
-# of the bundled ensemble besides the default network (README, "The bundled model").
+# of the bundled ensemble besides the default network (docs/bundled-model.md).
 CPU_LOWRES = replace(CPU_FAST, augment=AugmentConfig(lowres_prob=0.2), recipe="cpu-lowres")
 
 RECIPES: dict[str, TrainConfig] = {
