@@ -9,7 +9,7 @@
 //     onnxruntime-web (model.js), with the card's constants and the server's trust rules;
 //   - on the server otherwise (POST api/predict), and always for uploaded images.
 // The result panel says which, and how long it took.
-import { judge, preprocessStrokes } from "./preprocess.js";
+import { judge, preprocessStrokes, verdictOf } from "./preprocess.js";
 import { loadModel } from "./model.js";
 import { normalizedPng } from "./png.js";
 import { addCorrection, allCorrections, toNdjson } from "./local-corrections.js";
@@ -166,15 +166,7 @@ async function infer(d) {
   const norm = preprocessStrokes(d, settings.preprocessing);
   const scores = norm.image ? await model.scores(norm.image) : null;
   const ms = performance.now() - t0;
-  const answer = judge(norm, scores && scores.probabilities, settings.card.classes, settings.trust);
-  return { ...notADigit(answer, scores && scores.notDigit, settings.trust), norm, ms };
-}
-
-/** The Predictor's "not a digit" rule (digitlab.predict): the detector's score over the
- * card's threshold (settings.trust.not_digit; absent when the model has no detector). */
-function notADigit(answer, score, trust) {
-  if (score === null || trust.not_digit === undefined || !(score > trust.not_digit)) return answer;
-  return { ...answer, digit: null, unsure: true, reasons: ["not a digit", ...answer.reasons] };
+  return { ...judge(norm, scores, settings.card.classes, settings.trust), norm, ms };
 }
 
 async function predictHere(final) {
@@ -252,8 +244,9 @@ const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
 const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
 
 function show(r, source, final, ran) {
-  const notDigit = r.reasons.includes("not a digit"); // a letter, a shape, a face, a scribble
-  const inked = r.digit !== null || notDigit;
+  const verdict = verdictOf(r);
+  const notDigit = verdict === "not a digit";
+  const inked = verdict !== "no ink";
   const closest = r.probabilities.indexOf(r.confidence); // the class the model would read
   result.dataset.state = !inked ? "empty" : r.unsure ? "unsure" : "sure";
   result.dataset.source = source;

@@ -3,6 +3,8 @@
 //
 //   const norm = preprocessStrokes({strokes, width, height, pen}, settings.preprocessing);
 //   norm.image   // Float32Array(28 * 28), 0 = paper, 1 = ink; null when there is no ink
+//   const answer = judge(norm, scores, settings.card.classes, settings.trust);
+//   verdictOf(answer)   // "read", "unsure", "not a digit" or "no ink"
 //
 // The steps are those of `_from_strokes` and `_normalize` in preprocess.py:
 //   1. render the strokes at the working size (`work_side`) with MNIST's pen, as Pillow's
@@ -12,7 +14,7 @@
 //   4. scale the longer side to `box` keeping the aspect ratio and place the centre of mass
 //      at `center` in a `canvas` x `canvas` field, in one box-filter resample (Pillow's).
 // Every constant comes from `config`, the model card's `preprocessing` block (the server
-// sends it; see digitlab/web/runtime.py): none is copied here. Pillow's integer and float32
+// sends it; see digitlab/browser.py): none is copied here. Pillow's integer and float32
 // arithmetic is followed exactly (`f32` below), so the images agree to rounding error.
 // No DOM, no network: plain functions on typed arrays.
 
@@ -592,25 +594,47 @@ function* ellipseSpans(a, b, w) {
 }
 
 // ------------------------------------------------------------------ the Predictor's verdict
+// The page's only copy of the Predictor's trust rules (`Predictor._judge` in predict.py):
+// app.js reads with `judge` and shows what `verdictOf` says. tests/test_js_parity.py runs
+// both, in Node, against what the Python Predictor says on the same drawings and scores.
 
 /**
- * What the Predictor says about a drawing (`Predictor._judge`): the digit, its probability,
- * and why it should not be trusted, by the server's trust rules (settings.trust).
+ * What the Predictor says about a drawing: the digit (null: no ink, or not a digit), its
+ * probability, and why it should not be trusted, by the server's trust rules
+ * (settings.trust). ``scores`` is what the model gave for ``norm.image``
+ * ({probabilities, notDigit}, as `BrowserModel.scores`), null when there was no ink to read.
  */
-export function judge(norm, probabilities, classes, trust) {
-  if (norm.image === null || probabilities === null) {
+export function judge(norm, scores, classes, trust) {
+  if (norm.image === null || scores === null) {
     return { digit: null, confidence: 0, unsure: true, reasons: ["no ink"],
       probabilities: classes.map(() => 0) };
   }
-  let best = 0;
+  const { probabilities, notDigit: score } = scores;
+  let best = 0; // the first of equal maxima, as numpy's argmax
   for (let i = 1; i < probabilities.length; i++) if (probabilities[i] > probabilities[best]) best = i;
   const confidence = probabilities[best];
+  // A model without a detector scores null; settings without a threshold leave it out. The
+  // Predictor compares its float32 score with the threshold in float32 (numpy's rule for a
+  // float32 and a Python float), so a score a hair over the threshold may equal it there.
+  const notADigit = score != null && trust.not_digit != null
+    && f32(score) > f32(trust.not_digit);
   const reasons = [
+    ["not a digit", notADigit],
     ["low confidence", confidence < trust.min_confidence],
     ["several blobs", norm.nBlobs > trust.max_blobs],
     ["too wide for a digit", norm.aspect > trust.max_aspect],
     ["too small", norm.inkSize < trust.min_ink_size],
   ].filter(([, bad]) => bad).map(([why]) => why);
-  return { digit: classes[best], confidence, unsure: reasons.length > 0, reasons,
-    probabilities: Array.from(probabilities) };
+  return { digit: notADigit ? null : classes[best], confidence, unsure: reasons.length > 0,
+    reasons, probabilities: Array.from(probabilities) };
+}
+
+/**
+ * How the page reads an answer, `judge`'s or the server's (POST api/predict): "no ink",
+ * "not a digit" (a letter, a shape, a face, a scribble), "unsure" or "read".
+ */
+export function verdictOf(answer) {
+  if (answer.reasons.includes("not a digit")) return "not a digit";
+  if (answer.digit === null) return "no ink";
+  return answer.unsure ? "unsure" : "read";
 }
