@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from digitlab.adapt import AdaptConfig, Example, PersonalModel, adapt, find_head
+from digitlab.adapt import AdaptConfig, Example, PersonalModel, adapt
 from digitlab.data import load_mnist
+from digitlab.graph import find_head
 from digitlab.preprocess import preprocess
 
 KS = (1, 3, 5, 10)

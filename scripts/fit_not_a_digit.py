@@ -9,8 +9,9 @@ benchmarks/real_digits.py's real-world conditions (training digits for training,
 validation digits for the threshold; never test digits), once; then, for each
 model, embeds them, trains the head, sets the threshold, adds the detector to the graph
 (replacing one it had), checks that the digit probabilities did not change, and writes
-the model and its card atomically (`digitlab.modelfile.save_model`). The card's
-``not_digit`` block records the recipe, the seeds and the figures.
+the model and its card together, once (`digitlab.derive.write`): in place, or to ``--out``,
+which may not be the model itself. The card's ``not_digit`` block records the recipe, the
+seeds and the figures.
 
 Needs the ``train`` extra (scikit-learn, hershey-fonts), Debian's fonts-dejavu-core and
 the MNIST files ($DIGITLAB_DATA). On a 2-core machine: about 15 minutes to make the sets,
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from digitlab.calibrate import split_from_card  # noqa: E402
+from digitlab.cli import FLAGS  # noqa: E402  (errors name the options as `digitlab` does)
+from digitlab.derive import output_path  # noqa: E402
 from digitlab.errors import DigitlabError  # noqa: E402
 from digitlab.modelfile import read_card  # noqa: E402
 from digitlab.notdigit import DataConfig, HeadConfig, fit_model, prepare  # noqa: E402
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {what}", flush=True)
 
     try:
+        if args.out is not None:  # before the sets, which take minutes
+            output_path(args.out, model=models[0])
         splits = {split_from_card(read_card(m)) for m in models}
         if len(splits) != 1:
             raise DigitlabError("the models hold out different validation splits: fit each alone")
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"negatives {val['negatives_flagged']:.2%}; test negatives "
                 f"{test['negatives_flagged']:.2%}")  # fmt: skip
     except DigitlabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.named(FLAGS)}", file=sys.stderr)
         return 2
     return 0
 

@@ -23,7 +23,6 @@ from PIL import Image, ImageDraw
 from digitlab.adapt import (
     AdaptConfig,
     AdaptError,
-    Embedder,
     Example,
     Fit,
     PersonalModel,
@@ -31,10 +30,10 @@ from digitlab.adapt import (
     Whitening,
     examples_from_store,
     examples_sha256,
-    find_head,
     personal_graph,
 )
 from digitlab.card import parse_card
+from digitlab.graph import Embedder, GraphError, find_head
 from digitlab.modelfile import OnnxModel, bundled_model_path, load_model, read_card
 from digitlab.predict import Predictor
 from digitlab.preprocess import normalized_png, preprocess
@@ -123,15 +122,23 @@ def test_a_graph_that_already_names_a_tensor_embedding_still_adapts(mnist_test):
     np.testing.assert_array_equal(Embedder(renamed).run(x)[1], Embedder(base).run(x)[1])
 
 
-def test_a_graph_without_a_linear_head_and_softmax_is_refused():
+def test_a_graph_without_a_linear_head_and_softmax_is_refused(tmp_path, mnist_dir):
     import onnx
     from onnx import TensorProto, helper
+
+    from fixtures_images import tiny_model
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 10])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"])], "g", [x], [y])
-    with pytest.raises(AdaptError, match="linear layer"):
+    with pytest.raises(GraphError, match="linear layer"):
         find_head(onnx.load_from_string(helper.make_model(graph).SerializeToString()).graph)
+    # A model whose Softmax reads an Add (MatMul + Add): refused in adapting's words.
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (50, 28, 28), np.uint8), np.arange(50) % 10
+    linear = tiny_model(tmp_path / "linear.onnx", images, labels)
+    with pytest.raises(AdaptError, match=r"adapting needs .* fed by Add, not by a linear layer"):
+        PersonalModel(linear, data_dir=mnist_dir, cache_dir=tmp_path)
 
 
 def test_the_prototype_layer_graph_computes_what_numpy_computes(mnist_test):

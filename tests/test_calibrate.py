@@ -166,8 +166,10 @@ def test_split_from_card():
     assert not cal.split_from_card(trained, 1000, 3).held_out
     recorded = _card("m", {"validation": {"val_size": 500, "seed": 7}})
     assert cal.split_from_card(recorded) == cal.ValidationSplit(500, 7)
-    with pytest.raises(cal.CalibrationError, match="both --val-size and --val-seed"):
+    with pytest.raises(cal.CalibrationError, match="both val_size and val_seed") as refused:
         cal.split_from_card(trained, val_size=100)
+    named = refused.value.named({"val_size": "--val-size", "val_seed": "--val-seed"})
+    assert named == "give both --val-size and --val-seed, or neither"
     lab = _card("lab", {"n_train": 60000})  # the selection lab: all data
     quick = _card("q", {"config": {"val_size": 5000, "seed": 0, "quick": True}})
     for card in (lab, quick):  # an old --quick card: its real split was not recorded

@@ -16,9 +16,9 @@ pytest.importorskip("onnx")
 import onnx
 
 from digitlab import cascade as ca
-from digitlab.adapt import Embedder, find_head
 from digitlab.ensemble import ensemble_model
 from digitlab.evaluate import evaluate
+from digitlab.graph import Embedder, find_head, input_dependent, needed
 from digitlab.modelfile import OnnxModel, read_card
 from digitlab.predict import Predictor
 
@@ -150,11 +150,11 @@ def test_the_other_members_read_only_the_rows_sent_on(parts):
     g = onnx.load_from_string(ca.cascade_graph(model, first, guess, widths, 0.9)).graph
     scatters = [n for n in g.node if n.op_type == "ScatterND"]
     guess_gemm = next(n for n in g.node if n.name.startswith(ca.PREFIX) and n.op_type == "Gemm")
-    decision = ca.needed(g, f"{ca.PREFIX}unsure") | ca.needed(g, guess_gemm.input[0])
-    others = set().union(*(ca.needed(g, n.input[2]) for n in scatters)) - decision
+    decision = needed(g, f"{ca.PREFIX}unsure") | needed(g, guess_gemm.input[0])
+    others = set().union(*(needed(g, n.input[2]) for n in scatters)) - decision
     others = {k for k in others if g.node[k].op_type != "Compress"}
     produced = {o for k in others for o in g.node[k].output}
-    dynamic = ca._image_dependent(g)
+    dynamic = input_dependent(g)
     producer = {o: n for n in g.node for o in n.output}
     outside = {i for k in others for i in g.node[k].input if i in dynamic and i not in produced}
     assert len(scatters) == 1 and outside  # one other member, reading the image

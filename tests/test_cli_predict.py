@@ -133,3 +133,58 @@ def test_a_folder_of_folders_says_there_is_nothing_to_read(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "sub-folders are not read" in proc.stderr
+
+
+# --------------------------------------------------------------------------- #
+# .json files: drawings and grids, read through the web API's models
+# --------------------------------------------------------------------------- #
+
+TIMED_ONE = {"strokes": [[[140, 40, 0], [142, 140, 8], [144, 240, 16]]],  # [x, y, t]
+             "width": 280, "height": 280, "pen": 18}  # fmt: skip
+
+
+def test_json_files_are_read_as_the_web_api_reads_them(tmp_path, mnist_test):
+    """The same digit or the same one-line refusal, from a .json file and from the API
+    (both with the bundled model: the web app's personal model needs its Gemm head)."""
+    from digitlab.web.app import create_app
+    from servers import local_client
+
+    images, _ = mnist_test
+    bodies = {
+        "a-drawing.json": TIMED_ONE,
+        "b-grid.json": {"pixels": images[0].tolist(), "note": "MNIST test image 0"},
+        "c-far.json": {"strokes": [[[1e7, 0], [0, 0]]]},
+        "d-both.json": {"strokes": [], "pixels": [[0]]},
+        "e-ragged.json": {"pixels": [[0, 1], [1]]},
+    }
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, body in bodies.items():
+        (folder / name).write_text(json.dumps(body))
+    (folder / "f-broken.json").write_text("{strokes: ")
+    out = tmp_path / "seen"
+    result = run(str(folder), "--json", "--save-normalized", str(out))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = {Path(x["path"]).name: x for x in map(json.loads, result.stdout.splitlines())}
+    assert list(lines) == sorted([*bodies, "f-broken.json"])
+    api = local_client(create_app(db_path=tmp_path / "c.sqlite3", learn=False))
+    for name, body in bodies.items():
+        answer = api.post("/api/predict", json=body).json()
+        if "error" in answer:
+            assert lines[name]["error"] == f"{folder / name}: {answer['error']}"
+        else:
+            assert lines[name]["digit"] == answer["digit"] is not None
+            assert lines[name]["probabilities"] == answer["probabilities"]
+    assert "not valid JSON" in lines["f-broken.json"]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["a-drawing.json.png", "b-grid.json.png"]
+    assert "4 file(s) could not be read" in result.stderr
+
+
+def test_a_bad_json_file_is_one_error_line(tmp_path, model_path):
+    bad = tmp_path / "seven.json"
+    bad.write_text(json.dumps({"strokes": [[[10, "20"]]]}))
+    result = run(str(bad), "--model", str(model_path))
+    assert result.exit_code == 2 and result.stdout == ""
+    err = result.stderr.splitlines()
+    assert err == [f"error: {bad}: drawing: y must be a finite number, got '20'",
+                   "error: 1 file(s) could not be read"]  # fmt: skip

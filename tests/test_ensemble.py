@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from digitlab.adapt import find_head
 from digitlab.calibrate import apply_temperature
 from digitlab.ensemble import EnsembleError, ensemble_graph, ensemble_model, members_mean
 from digitlab.evaluate import evaluate
+from digitlab.graph import find_head
 from digitlab.modelfile import OnnxModel, bundled_model_path, read_card, save_model
 from digitlab.predict import Predictor
 

@@ -311,6 +311,7 @@ def test_one_client_is_rate_limited_with_429_and_retry_after(tmp_path):
         assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200  # reading
 
 
+@pytest.mark.huge_input
 def test_reading_a_store_of_maximal_drawings_takes_bounded_memory(tmp_path):
     """16 drawings of 99,000 points (1.7 MB each): parsed, a page of them took gigabytes."""
     import random
@@ -556,6 +557,7 @@ def gzip_bomb(header: bytes, zeros: int) -> bytes:
     return b"".join([*parts, pack.flush()])
 
 
+@pytest.mark.huge_input
 def test_data_verify_refuses_a_gzip_bomb_in_bounded_memory(tmp_path: Path, mnist_dir: Path):
     import shutil
     import subprocess
@@ -608,6 +610,7 @@ def _closed_within(sock, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.waits
 def test_stalled_clients_are_dropped_and_the_server_answers_again(tmp_path):
     import socket
     import time

@@ -6,36 +6,25 @@ a prototype, and a digit whose embedding lies near a prototype gets that
 prototype's label pushed up. Everything else reads exactly as the base reads it.
 
     >>> personal = PersonalModel()             # the bundled model as the base
-    >>> personal.add(normalized, 1)            # one correction: refits in ~0.2 s
+    >>> personal.add(normalized, 1)            # one correction: refits in well under a second
     >>> Predictor(personal).predict(drawing)   # reads with the personal model
     >>> graph, card = personal.to_onnx()       # or personal.save("personal.onnx")
 
-The embedding is the input of the base graph's last linear layer (the ``Gemm``
-whose output the final ``Softmax`` normalises, found by walking back from the
-graph's output: no tensor names are assumed): 128 numbers per digit for the
-bundled CNN, the globally pooled features. The base graph is run once per image
-with that tensor as an extra output (`embedding_graph`).
+The embedding is the input of the base graph's last linear layer (`digitlab.graph.find_head`:
+the ``Gemm`` whose output the final ``Softmax`` normalises, found by walking back from the
+graph's output; for an ensemble, its members' embeddings side by side). The base graph is
+run once per batch of images for its probabilities and that tensor (`digitlab.graph.Embedder`).
 
-The method was chosen by measurement (``benchmarks/adapt.py``, 5 draws, the
-bundled int8 model, which reads 99.77 % of MNIST test on this machine): digits by
-43 writers unlike MNIST's (scikit-learn's ``load_digits``, of which the base reads
-96.90 %), 10 examples per class; and one simulated writer whose every 1 has a
-long flag (the base reads 4.9 % of them as 1s), 10 of them shown:
-
-- *Fine-tuning the head* (W, b of the last Gemm, NumPy, on the examples plus 2,000
-  MNIST replay digits, L2-pulled towards the base head): 97.41 % of the digits;
-  97.1 % of the writer's 1s, but MNIST test then falls by up to 0.80 points, 16
-  times what the guard allows. A linear head is global: it cannot learn that this
-  writer's 7-like shapes are 1s without reading MNIST's 7s as 1s.
-- *Prototypes* (this module): 98.16 % of the digits (error cut by 41 %), 88.9 % of
-  the writer's 1s, MNIST test within 0.05 points in every run; and a corrected
-  drawing reads right at once, its own prototype being at distance 0.
+The method was chosen by measurement (``benchmarks/adapt.py``; docs/learning.md has the
+figures, then and with today's bundled model): fine-tuning the last linear layer on the
+examples (plus MNIST replay) reads a writer's style too, but only by reading MNIST's digits
+of the neighbouring class the same way, since a linear head is global; prototypes keep
+MNIST within the guard below, and a corrected drawing reads right at once, its own
+prototype being at distance 0.
 
 How far a prototype reaches is what keeps it safe. Distances are measured in the
 embedding whitened by the covariance of MNIST training embeddings (shrunk towards
-isotropy): in the raw embedding one fixed width did worse (97.6 % at the limit
-of the guard, in the exploratory sweeps that set the defaults, on another
-quantisation of the bundled model). Example i, labelled y, boosts class y by
+isotropy). Example i, labelled y, boosts class y by
 ``boost * exp(-d^2 / (2 s_i^2))`` (per class, the largest boost of its
 prototypes: repeats do not pile up), and its width s_i is ``reach`` times its
 distance to the nearest MNIST training digit (of a replay set) of *another*
@@ -54,19 +43,20 @@ Guard rails, measured every time a personal model is fitted:
 - Calibration stays honest: the personal logits (the base's log-probabilities
   plus the boosts) get a temperature fitted on the MNIST validation split the
   base card records, and the "unsure" threshold is derived again from them
-  (`digitlab.calibrate`), so the personal card has a valid calibration block.
+  (`digitlab.calibrate.calibration_block`), so the personal card has a valid
+  calibration block.
 
 The MNIST embeddings those checks need (replay, validation, test: 25,000 digits)
-take the base model 5-15 s to compute on a 2-core CPU; they are computed once per
-base model and machine and cached (``$XDG_CACHE_HOME/digitlab/embeddings``, 13 MB).
-After that, 100 image files to a personal model file take about a second.
+take the base model seconds to compute; they are computed once per base model and
+machine and cached (``$XDG_CACHE_HOME/digitlab/embeddings``). After that, a folder of
+image files to a personal model file takes seconds.
 
 A base with a "not a digit" detector (`digitlab.notdigit`) keeps it: the personal graph
 computes the base's score, times 1 minus the largest kernel of any prototype, so what
 the user labelled (and what its prototypes claim) is a digit, and everything far from the
 examples is judged as the base judges it; the threshold is the base card's.
 
-The personal model is written in the usual format (ONNX + card, `save_model`):
+The personal model is written in the usual format (ONNX + card, `digitlab.derive.write`):
 the base graph, computing what it did, plus the prototype layer in standard ONNX
 operators, and a card whose ``adaptation`` block records the base model's
 SHA-256, the examples per class and their SHA-256, the method and its settings,
@@ -93,33 +83,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import digitlab
 from digitlab.calibrate import (
     TEMPERATURE_NODE,
     TEMPERATURE_VALUE,
     CalibrationError,
     ValidationSplit,
     apply_temperature,
-    derive_min_confidence,
+    calibration_block,
     fit_temperature,
     split_from_card,
-    unsure_figures,
 )
 from digitlab.card import Adaptation, Calibration, ModelCard
 from digitlab.data import default_cache_dir, load_mnist, mnist_file, split_indices
+from digitlab.derive import output_path, write
 from digitlab.errors import DigitlabError
 from digitlab.evaluate import class_indices, metrics_of, score
 from digitlab.fileio import atomic_write_bytes
-from digitlab.metrics import confidence_summary
-from digitlab.modelfile import OnnxModel, load_model, open_session, save_model
-from digitlab.predict import TrustRules, expand_paths
+from digitlab.graph import Embedder, GraphError, find_head, load, opset, reduce_max
+from digitlab.modelfile import OnnxModel, bundled_model_path, load_model
+from digitlab.predict import expand_paths
 from digitlab.preprocess import Normalized, preprocess
 
 if TYPE_CHECKING:
     from digitlab.corrections import Correction
 
 METHOD = "prototypes"
-EMBEDDING = "embedding"  # the extra output `embedding_graph` adds (made unique in the graph)
 BASE_TEMPERATURE_NODE = "digitlab_base_temperature"  # the base's Div, renamed in a personal graph
 TINY = float(np.finfo(np.float32).tiny)  # log(0) guard, as in `digitlab.calibrate`
 FAR = 1e4  # the padding prototype's distance: exp(-FAR) is exactly 0 in float32
@@ -167,110 +155,7 @@ class AdaptConfig:
             raise ValueError(f"AdaptConfig: out of range: {', '.join(bad)}")
 
 
-# --------------------------------------------------------------------------- #
-# The embedding: the input of the Gemm that the final Softmax normalises
-# --------------------------------------------------------------------------- #
-
-# Between the Gemm and the Softmax: the temperature's Div and int8 (de)quantisation.
-PASS_THROUGH = ("Div", "QuantizeLinear", "DequantizeLinear", "Identity")
 DIGIT_FOLDERS = {str(d) for d in range(10)}
-
-
-def find_head(graph: Any, output_index: int = 0) -> tuple[Any, Any]:
-    """The (Gemm, Softmax) nodes of an ONNX graph: the last linear layer and the softmax
-    giving output ``output_index``. Generic: walks back from the output, names unseen."""
-    producer = {name: node for node in graph.node for name in node.output}
-    softmax = producer.get(graph.output[output_index].name)
-    if softmax is None or softmax.op_type != "Softmax":
-        raise AdaptError("adapting needs a model whose probabilities come from a Softmax")
-    node = producer.get(softmax.input[0])
-    while node is not None and node.op_type in PASS_THROUGH:
-        node = producer.get(node.input[0])
-    transposed_input = any(a.name == "transA" and a.i for a in node.attribute) if node else False
-    if node is None or node.op_type != "Gemm" or transposed_input:
-        found = node.op_type if node is not None else "nothing"
-        raise AdaptError(
-            f"adapting needs a network ending in a linear layer (Gemm) and a Softmax; "
-            f"this graph's Softmax is fed by {found}"
-        )
-    return node, softmax
-
-
-def needed(graph: Any, *tensors: str) -> set[int]:
-    """Indices (in ``graph.node``) of the nodes computing ``tensors``, walking back from them:
-    what they do not depend on is left out."""
-    producer = {name: k for k, node in enumerate(graph.node) for name in node.output}
-    seen, stack = set(), list(tensors)
-    while stack:
-        k = producer.get(stack.pop())
-        if k is not None and k not in seen:
-            seen.add(k)
-            stack.extend(graph.node[k].input)
-    return seen
-
-
-def _load_graph(graph: bytes) -> Any:
-    try:
-        import onnx
-    except ImportError:  # a runtime dependency; an install without it is broken
-        raise AdaptError("adapting needs the onnx package: pip install onnx") from None
-    return onnx.load_from_string(graph)
-
-
-def embedding_graph(model: OnnxModel) -> tuple[bytes, str]:
-    """``model``'s graph with one more output, what its last Gemm reads, and that output's
-    name: ``embedding``, or ``embedding_1``, ... where the graph already has that name."""
-    from onnx import TensorProto, helper
-
-    if model.card.adaptation is not None:
-        raise AdaptError(
-            f"{model.path}: a personal model cannot be a base; adapt its base "
-            "with all the examples instead"
-        )
-    onnx_model = _load_graph(model.graph)
-    g = onnx_model.graph
-    gemm, _ = find_head(g, model.card.output.index)
-    taken = {t.name for t in (*g.input, *g.initializer, *g.output)}
-    taken.update(name for node in g.node for name in (*node.input, *node.output))
-    name = next(n for n in (EMBEDDING, *(f"{EMBEDDING}_{i}" for i in range(1, 10**6)))
-                if n not in taken)  # fmt: skip
-    g.node.append(helper.make_node("Identity", [gemm.input[0]], [name]))
-    g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return onnx_model.SerializeToString(), name
-
-
-class Embedder:
-    """The base model, run once per batch for its probabilities, its embedding and (when it
-    has a detector, `digitlab.notdigit`) its "not a digit" scores."""
-
-    def __init__(self, model: OnnxModel, threads: int | None = 1) -> None:
-        self.model = model
-        graph, embedding = embedding_graph(model)
-        self.session = open_session(graph, threads, model.path)
-        self._input = self.session.get_inputs()[0].name
-        self._outputs = [self.session.get_outputs()[model.card.output.index].name, embedding]
-        if model.card.not_digit is not None:
-            self._outputs.append(model.card.not_digit.output)
-
-    def run(self, images: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities N x classes, embeddings N x D) of float32 images N x 28 x 28 in [0, 1]."""
-        probs, embeddings, _ = self.outputs(images, batch_size)
-        return probs, embeddings
-
-    def outputs(
-        self, images: np.ndarray, batch_size: int = 1000
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """`run`'s two, and the "not a digit" scores (N; None when the model has no detector)."""
-        x = np.asarray(images, np.float32).reshape(-1, 28, 28)
-        probs, embs, scores = [], [], []
-        for start in range(0, max(len(x), 1), batch_size):
-            feed = {self._input: self.model.card.input.prepare(x[start : start + batch_size])}
-            p, e, *s = self.session.run(self._outputs, feed)
-            probs.append(p)
-            embs.append(np.asarray(e, np.float32).reshape(len(p), *e.shape[1:2]))
-            scores += [np.asarray(s[0], np.float32).reshape(len(p))] if s else []
-        not_digit = np.concatenate(scores) if scores else None
-        return np.concatenate(probs).astype(np.float32), np.concatenate(embs), not_digit
 
 
 # --------------------------------------------------------------------------- #
@@ -478,7 +363,8 @@ def _rotation(degrees: float) -> np.ndarray:
 
 # A writer never draws a digit twice alike: each example also stands for itself a little
 # rotated, slanted, narrower, wider, shorter and taller (maps about its centre of mass).
-# Measured (benchmarks/adapt.py, one writer's flagged 1s, 10 shown): 71 % -> 89 % read right.
+# Measured on the network bundled before the ensemble (benchmarks/adapt.py, one writer's
+# flagged 1s, 10 shown): 71 % -> 89 % read right.
 VARIANTS = (
     _rotation(10), _rotation(-10), _affine([[1, 0.25], [0, 1]]), _affine([[1, -0.25], [0, 1]]),
     _affine([[0.85, 0], [0, 1]]), _affine([[1.15, 0], [0, 1]]),
@@ -682,30 +568,10 @@ def calibrate(protos: Prototypes, space: Space) -> tuple[float, Calibration]:
     before = _softmax(protos.logits(space.val, base, whitened=True))
     temperature = fit_temperature(before, labels)
     after = apply_temperature(before, temperature)
-    threshold = derive_min_confidence(after, labels)
+    # val_base: the base model's own (calibrated) probabilities
     figures = {"base": base, "before": before, "after": after}
-    summary = {
-        k: {m: round(v, 6) for m, v in confidence_summary(p, labels).items()}
-        for k, p in figures.items()
-    }
-    block = Calibration(
-        method="temperature",
-        temperature=temperature,
-        fitted_on=reference.split.describe(),
-        validation=asdict(reference.split),
-        val_base=summary["base"],  # the base model's own (calibrated) probabilities
-        val_before=summary["before"],
-        val_after=summary["after"],
-        min_confidence=threshold,
-        min_confidence_rule=(
-            f"largest threshold flagging at most {TrustRules.val_flag_share:.0%} of the "
-            "calibrated validation predictions (digitlab.calibrate.derive_min_confidence)"
-        ),
-        val_unsure=unsure_figures(after, labels, threshold),
-        logits="the base model's log-probabilities plus the prototype boosts (digitlab.adapt)",
-        digitlab=digitlab.__version__,
-        created=_now(),
-    )
+    logits = "the base model's log-probabilities plus the prototype boosts (digitlab.adapt)"
+    block = calibration_block(temperature, reference.split, figures, labels, logits=logits)
     return temperature, block
 
 
@@ -724,19 +590,30 @@ def personal_graph(base: OnnxModel, head: Fit) -> bytes:
     knows), then the softmax that gives the card's output."""
     import onnx
 
-    model = _load_graph(base.graph)
+    model = load(base.graph)
     g = model.graph
-    gemm, softmax = find_head(g, base.card.output.index)
+    gemm, softmax = _head(g, base)
     _rename_base_temperature(g)
     out, probs = softmax.output[0], "digitlab_base_probabilities"
     softmax.output[0] = probs
     axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    _add_prototype_layer(g, gemm.input[0], probs, out, head, axis, opset)
+    version = opset(model)
+    _add_prototype_layer(g, gemm.input[0], probs, out, head, axis, version)
     if base.card.not_digit is not None:
-        _lower_not_digit_near_prototypes(g, base.card.not_digit.output, opset)
+        _lower_not_digit_near_prototypes(g, base.card.not_digit.output, version)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _head(graph: Any, base: OnnxModel) -> tuple[Any, Any]:
+    """`find_head`, its error said as adapting needs it."""
+    try:
+        return find_head(graph, base.card.output.index)
+    except GraphError as e:
+        raise AdaptError(
+            f"{base.path}: adapting needs a network ending in a linear layer (Gemm) and a "
+            f"Softmax; {e}"
+        ) from None
 
 
 def _lower_not_digit_near_prototypes(g: Any, output: str, opset: int) -> None:
@@ -755,16 +632,6 @@ def _lower_not_digit_near_prototypes(g: Any, output: str, opset: int) -> None:
         node("Sub", [f"{k}_one", f"{k}_nearest"], [f"{k}_far"]),
         node("Mul", [f"{k}_base_not_digit", f"{k}_far"], [output]),
     ])  # fmt: skip
-
-
-def reduce_max(x: str, axes: str, axis: int, out: str, opset: int, keepdims: int) -> Any:
-    """ReduceMax of ``x`` over ``axis``: from opset 18 on its axes are an input (the
-    initializer ``axes``), before it an attribute."""
-    from onnx import helper
-
-    if opset >= 18:
-        return helper.make_node("ReduceMax", [x, axes], [out], keepdims=keepdims)
-    return helper.make_node("ReduceMax", [x], [out], axes=[axis], keepdims=keepdims)
 
 
 def _rename_base_temperature(g: Any) -> None:
@@ -945,7 +812,13 @@ class PersonalModel:
         threads: int | None = 1,
     ) -> None:
         self.base = base if isinstance(base, OnnxModel) else load_model(base)
+        if self.base.card.adaptation is not None:
+            raise AdaptError(
+                f"{self.base.path}: a personal model cannot be a base; adapt its base "
+                "with all the examples instead"
+            )
         self.config = config
+        _head(load(self.base.graph).graph, self.base)  # a base adapting can work on
         self.embedder = Embedder(self.base, threads)
         self._data_dir, self._cache_dir = data_dir, cache_dir
         self._lock = threading.Lock()  # one refit at a time; readers never wait
@@ -1042,13 +915,10 @@ class PersonalModel:
         adaptation = {**state.card.adaptation.to_json(), "export_check_max_abs_diff": diff}
         return graph, check.card.evolve(adaptation=adaptation)
 
-    def save(self, path: str | os.PathLike[str]) -> tuple[Path, ModelCard]:
-        """Write the personal model (``NAME.onnx`` + ``NAME.card.json``, atomically)."""
-        graph, card = self.to_onnx()
-        try:
-            return save_model(path, graph, card), card
-        except (OSError, ValueError) as e:
-            raise AdaptError(f"{path}: cannot write the model ({e})") from None
+    def save(self, out: str | os.PathLike[str]) -> tuple[Path, ModelCard]:
+        """Write the personal model (``NAME.onnx`` + ``NAME.card.json``, together)."""
+        dst = output_path(out, base=self.base.path)
+        return write(dst, *self.to_onnx())
 
     # Internals --------------------------------------------------------------
     def _ensure_reference(self, progress: Progress | None) -> Space:
@@ -1146,8 +1016,7 @@ def adapt(
     """Write the personal model of ``base`` (default: bundled) learned from ``examples``."""
     if not examples:
         raise AdaptError("no examples to learn from")
-    if Path(out).suffix != ".onnx":
-        raise AdaptError(f"--out must be an .onnx path: {out}")
+    output_path(out, base=base if base is not None else bundled_model_path())  # before the fit
     personal = PersonalModel(base, config, data_dir=data_dir, cache_dir=cache_dir, threads=None)
     personal.add_many(examples, progress)
     return personal.save(out)

@@ -1,7 +1,9 @@
 """Honest confidence: temperature scaling fitted on held-out images, `digitlab calibrate`.
 
-A network trained with label smoothing (as the bundled CNN is) learns to say
-about 91 % for every digit, even though it is right 99.8 % of the time. Temperature
+A network trained with label smoothing (as the bundled ensemble's members are) learns
+to say about the same confidence for every digit it gets right, well below how often it
+is right (a card's ``calibration.val_uncalibrated``: median confidence when right, and
+accuracy). Temperature
 scaling (Guo et al., 2017) fixes that without touching the prediction: the
 logits z are divided by one number T before the softmax, softmax(z / T). T < 1
 sharpens the probabilities, T > 1 softens them, and the argmax never changes,
@@ -30,18 +32,21 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from digitlab.card import Calibration, Metrics, ModelCard
+from digitlab.card import Calibration, ModelCard
 from digitlab.data import load_mnist, split_indices
+from digitlab.derive import Scoring, derive, output_path
 from digitlab.errors import DigitlabError
-from digitlab.evaluate import card_metrics, class_indices, predict_probabilities
+from digitlab.evaluate import class_indices, predict_probabilities
+from digitlab.graph import GraphError, final_softmax
 from digitlab.metrics import confidence_summary, top_label
-from digitlab.modelfile import OnnxModel, resolve_model_path, save_model
+from digitlab.modelfile import OnnxModel
 from digitlab.predict import TrustRules
 
 TEMPERATURE_NODE = "digitlab_temperature"  # the Div node; its divisor is the initializer below
@@ -119,8 +124,8 @@ def derive_min_confidence(
     this. Rounded down to 4 decimals, which can only flag fewer.
 
     A fixed share suits a model that is right far more often than that (the
-    bundled CNN: 99.6 % of the validation digits); a weak model would keep most
-    of its errors unflagged, which the card's ``val_unsure.errors_flagged`` shows.
+    bundled model: its card's ``calibration.val_after.accuracy``); a weak model would
+    keep most of its errors unflagged, which the card's ``val_unsure.errors_flagged`` shows.
     """
     conf, _ = top_label(probs, labels)
     if len(conf) == 0:
@@ -173,29 +178,37 @@ class ValidationSplit:
 
 
 def split_from_card(
-    card: ModelCard, val_size: int | None = None, seed: int | None = None
+    card: ModelCard, val_size: int | None = None, val_seed: int | None = None
 ) -> ValidationSplit:
     """The split to fit on: the one given, else the one the card records, else an error."""
-    recorded = _recorded_split(card)
-    if val_size is not None or seed is not None:
-        if val_size is None or seed is None:
-            raise CalibrationError("give both --val-size and --val-seed, or neither")
+    recorded = recorded_split(card)
+    if val_size is not None or val_seed is not None:
+        if val_size is None or val_seed is None:
+            raise CalibrationError.naming(
+                "give both {val_size} and {val_seed}, or neither", "val_size", "val_seed"
+            )
         if not 0 < val_size < MNIST_TRAIN_SIZE:
-            raise CalibrationError(f"--val-size must be between 1 and {MNIST_TRAIN_SIZE - 1}")
-        held = recorded is not None and (recorded.val_size, recorded.seed) == (val_size, seed)
-        return ValidationSplit(val_size, seed, held_out=held and recorded.held_out)
+            raise CalibrationError.naming(
+                "{val_size} must be between 1 and {top}", "val_size", top=MNIST_TRAIN_SIZE - 1
+            )
+        held = recorded is not None and (recorded.val_size, recorded.seed) == (val_size, val_seed)
+        return ValidationSplit(val_size, val_seed, held_out=held and recorded.held_out)
     if recorded is None:
-        raise CalibrationError(
-            f"model {card.name!r}: its card records no validation split held out "
-            "from training (a selection-lab model is fitted on all training images), and a "
-            "temperature fitted on images the model was trained on makes it over-confident; "
-            "pass --val-size N --val-seed S to fit on a split of the training images anyway"
+        raise CalibrationError.naming(
+            "model {name!r}: its card records no validation split held out from training (a "
+            "selection-lab model is fitted on all training images), and a temperature fitted "
+            "on images the model was trained on makes it over-confident; give {val_size} and "
+            "{val_seed} to fit on a split of the training images anyway",
+            "val_size",
+            "val_seed",
+            name=card.name,
         )
     return recorded
 
 
-def _recorded_split(card: ModelCard) -> ValidationSplit | None:
-    """The card's split: a previous calibration's, the training's record, or its config."""
+def recorded_split(card: ModelCard) -> ValidationSplit | None:
+    """The card's split: a previous calibration's, the training's record, or its config;
+    None when it records none."""
     previous = card.calibration.validation if card.calibration else None
     training = card.training
     config = (training.config if training else None) or {}
@@ -269,15 +282,13 @@ def scale_temperature(graph: bytes, factor: float) -> bytes:
     return model.SerializeToString()
 
 
-def _final_softmax(g):
-    out = g.output[0].name
-    node = next((n for n in g.node if out in n.output), None)
-    if node is None or node.op_type != "Softmax":
-        found = node.op_type if node is not None else "no node"
+def _final_softmax(g: Any) -> Any:
+    try:
+        return final_softmax(g)
+    except GraphError as e:
         raise CalibrationError(
-            f"temperature scaling needs a graph whose output comes from a Softmax (found {found})"
-        )
-    return node
+            f"temperature scaling needs a graph ending in a Softmax: {e}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- #
@@ -289,8 +300,6 @@ def calibrate_graph(
     model: OnnxModel, images: np.ndarray, labels: np.ndarray, split: ValidationSplit
 ) -> tuple[bytes, Calibration]:
     """Fit T on ``model``'s outputs for the validation images; the new graph and card block."""
-    import digitlab
-
     require_onnx()
     graph = model.graph
     targets = class_indices(model.classes, labels)
@@ -300,27 +309,52 @@ def calibrate_graph(
     after = apply_temperature(before, factor)
     # What the network says with no temperature at all (T = 1), for the record.
     raw = apply_temperature(before, 1 / graph_temperature(graph))
+    figures = {"uncalibrated": raw, "before": before, "after": after}  # before: this fit
+    # The total T: the logits are divided by it inside the graph (the Div `TEMPERATURE_NODE`);
+    # this fit's factor is the T fitted on the graph's previous outputs.
+    block = calibration_block(graph_temperature(new_graph), split, figures, targets, factor)
+    return new_graph, block
+
+
+def calibration_block(
+    temperature: float,
+    split: ValidationSplit,
+    figures: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    fit_factor: float | None = None,
+    logits: str | None = None,
+) -> Calibration:
+    """A card's calibration block, for every model that writes one (`calibrate_graph`, a
+    personal model's `digitlab.adapt.calibrate`): the graph's ``temperature``, the ``split``
+    it was fitted on, a summary of each of ``figures`` (validation probabilities, the block's
+    ``val_NAME`` fields; ``figures["after"]`` the calibrated ones, which set the "unsure"
+    threshold) for the labels ``targets`` (class columns); ``logits`` says what was divided."""
+    import digitlab
+
+    after = figures["after"]
     threshold = derive_min_confidence(after, targets)
-    block = Calibration(
-        method="temperature",
-        # The logits are divided by this inside the graph (the Div node `digitlab_temperature`).
-        temperature=graph_temperature(new_graph),
-        this_fit_factor=factor,  # this fit's T on the graph's previous outputs
-        fitted_on=split.describe(),
-        validation=asdict(split),
-        val_uncalibrated=_rounded(confidence_summary(raw, targets)),
-        val_before=_rounded(confidence_summary(before, targets)),  # before this fit
-        val_after=_rounded(confidence_summary(after, targets)),
+    block: dict[str, Any] = {"method": "temperature", "temperature": temperature}
+    if fit_factor is not None:
+        block["this_fit_factor"] = fit_factor
+    block.update(fitted_on=split.describe(), validation=asdict(split))
+    for name, probs in figures.items():
+        block[f"val_{name}"] = _rounded(confidence_summary(probs, targets))
+    block.update(
         min_confidence=threshold,
         min_confidence_rule=(
             f"largest threshold flagging at most {TrustRules.val_flag_share:.0%} of the "
             "calibrated validation predictions (digitlab.calibrate.derive_min_confidence)"
         ),
         val_unsure=unsure_figures(after, targets, threshold),
-        digitlab=digitlab.__version__,
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    return new_graph, block
+    if logits is not None:
+        block["logits"] = logits
+    block.update(digitlab=digitlab.__version__, created=_now())
+    return Calibration(**block)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _rounded(figures: dict[str, float]) -> dict[str, float]:
@@ -328,39 +362,22 @@ def _rounded(figures: dict[str, float]) -> dict[str, float]:
 
 
 def calibrate_model(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     val_size: int | None = None,
-    seed: int | None = None,
+    val_seed: int | None = None,
 ) -> tuple[Path, ModelCard]:
-    """Calibrate the model ``src``, writing it to ``dst`` (default: in place); (path, card).
+    """Calibrate ``model``, writing it to ``out`` (default: in place); (path, card).
 
     The test figures in the card's ``metrics`` are measured again on the same
     test images as before (the first ``n_test``): accuracy and errors do not
-    change, the confidence figures do.
+    change, the confidence figures do; its other figures stay.
     """
     require_onnx()
-    dst_path = resolve_model_path(dst if dst is not None else src)
-    if dst_path.suffix != ".onnx":
-        raise CalibrationError(f"--out must be an .onnx path: {dst_path}")
-    model = OnnxModel(src)
-    split = split_from_card(model.card, val_size, seed)
-    images, labels = split.load(data_dir)
-    test_images, test_labels = load_mnist("test", data_dir)
-    graph, block = calibrate_graph(model, images, labels, split)
-    card = model.card.evolve(calibration=block)
-    old_metrics = card.metrics.to_json() if card.metrics else {}
-    n_test = int(old_metrics.get("n_test") or len(test_images))
-    with tempfile.TemporaryDirectory() as tmp:  # measure the new graph before replacing the old
-        scratch = save_model(Path(tmp) / "calibrated.onnx", graph, card)
-        metrics = card_metrics(OnnxModel(scratch), test_images[:n_test], test_labels[:n_test])
-    card = card.evolve(metrics=Metrics(**{**old_metrics, **metrics.to_json()}))
-    return _save(dst_path, graph, card), card
-
-
-def _save(path: Path, graph: bytes, card: ModelCard) -> Path:
-    try:
-        return save_model(path, graph, card)
-    except OSError as e:
-        raise CalibrationError(f"{path}: cannot write the model ({e.strerror or e})") from None
+    dst = output_path(model) if out is None else output_path(out, model=model)
+    source = OnnxModel(model)
+    split = split_from_card(source.card, val_size, val_seed)
+    n_test = source.card.metrics.n_test if source.card.metrics else None
+    scoring = Scoring(n_test=n_test, keep=True, val_accuracy=False)
+    return derive(dst, source, split, data_dir, scoring)

@@ -1,11 +1,12 @@
 """The model card: one validated type for what a model is, expects and achieved.
 
-Every card writer (training, the selection lab, quantisation, calibration, adaptation)
-builds a `ModelCard`, and every reader gets one from `parse_card`, which
-refuses a card with a missing or wrong field in one line that names the field.
-So a hand-edited card (classes that are not unique whole numbers, an unknown
-input layout, a zero ``std``) fails when the model is loaded, never later in
-the middle of a prediction.
+Every card writer (training, the selection lab, and the commands that derive a model from
+others through `digitlab.derive`: quantisation, calibration, ensembles, cascades, the "not
+a digit" detector, adaptation) builds a `ModelCard`, and every reader gets one from
+`parse_card`, which refuses a card with a missing or wrong field in one line that names
+the field. So a hand-edited card (classes that are not unique whole numbers, an unknown
+input layout, a zero ``std``) fails when the model is loaded, never later in the middle
+of a prediction.
 
 The JSON form is the card file as written: a field left out means its default,
 and keys this version does not know (a newer digitlab's) are kept, so cards

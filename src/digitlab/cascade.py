@@ -1,8 +1,9 @@
 """An ensemble that asks its cheapest member first: `digitlab cascade ENSEMBLE.onnx --out C.onnx`.
 
 An ensemble (`digitlab.ensemble`) runs every member on every image, yet most digits are
-easy: on the bundled ensemble's validation images one `cpu-lowres` member's embedding
-alone already decides 98 % of them as the three members together do. The cascade graph:
+easy: the cheapest member's embedding alone often decides them as all the members together
+do (the card's ``architecture.kwargs.cascade.val_sent_on`` says how many it could not).
+The cascade graph:
 
 1. runs the cheapest member (``first``: fewest multiply-adds an image) on every image;
 2. guesses the other members' embeddings from its embedding, a linear map fitted on
@@ -29,8 +30,9 @@ not which images are sent on.
 The "not a digit" detector of the input model read the full ensemble's embedding; the
 cascade's is a guess for most images, so the detector is removed from the output (it stays
 as the router) and must be fitted again (``python scripts/fit_not_a_digit.py C.onnx``),
-which measures it anew. Fitted on a guess, it is weaker than the ensemble's: the README's
-"Faster, at a cost" has the figures, and why the bundled model is not a cascade.
+which measures it anew. Fitted on a guess, it is weaker than the ensemble's:
+docs/bundled-model.md ("Faster, at a cost") has the figures, and why the bundled model is
+not a cascade. The cascade is calibrated, scored and written once (`digitlab.derive`).
 """
 
 from __future__ import annotations
@@ -44,12 +46,24 @@ from typing import Any
 import numpy as np
 
 import digitlab
-from digitlab.adapt import PASS_THROUGH, AdaptError, find_head, needed
-from digitlab.calibrate import calibrate_graph, require_onnx, split_from_card
-from digitlab.card import Architecture, Metrics, ModelCard
+from digitlab.calibrate import TEMPERATURE_VALUE, ValidationSplit, recorded_split, require_onnx
+from digitlab.card import Architecture, ModelCard
 from digitlab.data import load_mnist, split_indices
+from digitlab.derive import derive, output_path
 from digitlab.errors import DigitlabError
-from digitlab.modelfile import OnnxModel, open_session, resolve_model_path, save_model
+from digitlab.graph import (
+    PASS_THROUGH,
+    GraphError,
+    Tensors,
+    find_head,
+    input_dependent,
+    load,
+    needed,
+    opset,
+    reduce_max,
+    sort,
+)
+from digitlab.modelfile import OnnxModel
 
 PREFIX = "cascade_"  # every node, tensor and constant this module adds
 FIRST = PREFIX + "first/"  # the stage-one copy of the ensemble's last layers
@@ -88,7 +102,7 @@ def find_concat(graph: Any, output_index: int = 0) -> Any:
     producer = {name: node for node in graph.node for name in node.output}
     try:
         gemm, _ = find_head(graph, output_index)
-    except AdaptError:  # no last linear layer at all (a selection-lab model, say)
+    except GraphError:  # no last linear layer at all (a selection-lab model, say)
         node = None
     else:
         node = producer.get(gemm.input[0])
@@ -154,19 +168,9 @@ class Members:
 def tensors_of(model: OnnxModel, names: list[str], images: np.ndarray) -> list[np.ndarray]:
     """The tensors ``names`` (one row per image) of ``model``'s graph on ``images`` (uint8,
     0-255): members' embeddings, a detector's scores."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    m = onnx.load_from_string(model.graph)
-    m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
-    session = open_session(m.SerializeToString(), None, model.path)
-    feed_name = session.get_inputs()[0].name
-    parts: list[list[np.ndarray]] = [[] for _ in names]
-    for start in range(0, len(images), 1000):
-        x = model.card.input.prepare(np.asarray(images[start : start + 1000], np.float32) / 255)
-        for part, value in zip(parts, session.run(names, {feed_name: x}), strict=True):
-            part.append(np.asarray(value, np.float32).reshape(len(x), -1))
-    return [np.concatenate(p) for p in parts]
+    tensors = Tensors(model.graph, model.card.input, names, path=model.path)
+    values = tensors.run(np.asarray(images, np.float32) / 255)
+    return [v.reshape(len(v), -1) for v in values]
 
 
 def fit_guess(first: np.ndarray, others: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -199,17 +203,15 @@ def cascade_graph(
     import onnx
     from onnx import helper, numpy_helper
 
-    from digitlab.adapt import reduce_max
     from digitlab.notdigit import strip
 
-    full = onnx.load_from_string(model.graph)  # with its detector, which the router copies
-    m = onnx.load_from_string(strip(model.graph))
+    full = load(model.graph)  # with its detector, which the router copies
+    m = load(strip(model.graph))
     g = m.graph
-    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    version = opset(m)
     concat = find_concat(g, model.card.output.index)
     members = Members.of(m, concat)
-    if not 0 <= first < len(members.embeddings):
-        raise CascadeError(f"--first must be 0 to {len(members.embeddings) - 1}, got {first}")
+    _check_first(first, members)
     node, p = helper.make_node, PREFIX
     others = [i for i in range(len(concat.input)) if i != first]
     consts: dict[str, np.ndarray] = {
@@ -233,7 +235,7 @@ def cascade_graph(
     tails = [out] + ([model.card.not_digit.output] if router is not None else [])
     added += _copy_tails(full.graph, concat.output[0], tails, g, consts)
     added += [  # 3. which images go on: the guessed top probability below the threshold
-        reduce_max(FIRST + out, f"{p}axes", 1, f"{p}confidence", opset, keepdims=0),
+        reduce_max(FIRST + out, f"{p}axes", 1, f"{p}confidence", version, keepdims=0),
         node("Less", [f"{p}confidence", f"{p}threshold"], [f"{p}unsure_guess"]),
     ]
     if router is None:
@@ -241,7 +243,7 @@ def cascade_graph(
     else:  # ... or the detector, on the guess, above the router's threshold
         consts[f"{p}router"] = np.array(router, np.float32)
         added += [
-            reduce_max(FIRST + tails[1], f"{p}axes", 1, f"{p}router_score", opset, keepdims=0),
+            reduce_max(FIRST + tails[1], f"{p}axes", 1, f"{p}router_score", version, keepdims=0),
             node("Greater", [f"{p}router_score", f"{p}router"], [f"{p}unsure_router"]),
             node("Or", [f"{p}unsure_guess", f"{p}unsure_router"], [f"{p}unsure"]),
         ]
@@ -265,7 +267,7 @@ def cascade_graph(
         n.name = n.name or f"{p}{n.op_type}_{k}"
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     g.node.extend(added)
-    _sort(g)
+    sort(g)
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as e:  # a graph this module does not understand
@@ -280,8 +282,6 @@ def _copy_tails(src: Any, start: str, tails: list[str], dst: Any, consts: dict) 
     weights: it was stripped) and the temperature (`digitlab calibrate` rescales it) get a
     copy of their own in ``consts``; the others are shared."""
     from onnx import numpy_helper
-
-    from digitlab.calibrate import TEMPERATURE_VALUE
 
     shared = {i.name for i in dst.initializer} - {TEMPERATURE_VALUE}
     values = {i.name: i for i in src.initializer}
@@ -310,7 +310,7 @@ def _compress_inputs(g: Any, nodes: set[int], mask: str) -> list:
     from onnx import helper
 
     own = {o for k in nodes for o in g.node[k].output}
-    dynamic = _image_dependent(g)
+    dynamic = input_dependent(g)
     compressed: dict[str, str] = {}
     for n in (g.node[k] for k in sorted(nodes)):
         for j, name in enumerate(n.input):
@@ -319,46 +319,6 @@ def _compress_inputs(g: Any, nodes: set[int], mask: str) -> list:
                 n.input[j] = compressed[name]
     return [helper.make_node("Compress", [name, mask], [rows], axis=0)
             for name, rows in compressed.items()]  # fmt: skip
-
-
-def _image_dependent(g: Any) -> set[str]:
-    """The tensors computed from the graph's input (not constants)."""
-    dynamic = {i.name for i in g.input} - {i.name for i in g.initializer}
-    for n in _topological(g):
-        if any(i in dynamic for i in n.input):
-            dynamic.update(n.output)
-    return dynamic
-
-
-def _topological(g: Any) -> list:
-    """The graph's nodes in an order where each comes after the producers of its inputs."""
-    producer = {o: k for k, n in enumerate(g.node) for o in n.output}
-    order, state = [], {}
-    for start in range(len(g.node)):
-        stack = [(start, False)]
-        while stack:  # depth first, without recursion (graphs have hundreds of nodes)
-            k, done = stack.pop()
-            if done:
-                state[k] = 2
-                order.append(g.node[k])
-                continue
-            if state.get(k):
-                continue
-            state[k] = 1
-            stack.append((k, True))
-            for name in g.node[k].input:
-                j = producer.get(name)
-                if j is not None and not state.get(j):
-                    stack.append((j, False))
-    return order
-
-
-def _sort(g: Any) -> None:
-    order = [type(n)() for n in g.node]
-    for copy, n in zip(order, _topological(g), strict=True):
-        copy.CopyFrom(n)
-    del g.node[:]
-    g.node.extend(order)
 
 
 # --------------------------------------------------------------------------- #
@@ -395,29 +355,52 @@ def choose_threshold(table: list[dict[str, float]], max_disagreement: float) -> 
 
 
 def cascade_model(
-    path: str | os.PathLike[str],
+    model: str | os.PathLike[str],
     out: str | os.PathLike[str],
     config: CascadeConfig = CascadeConfig(),
     data_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, ModelCard]:
-    """Make the cascade of the ensemble at ``path``, calibrate and score it; (path, card)."""
-    import onnx
-
-    from digitlab.evaluate import card_metrics
-
+    """Make the cascade of the ensemble ``model``, calibrate and score it; (path, card)."""
     require_onnx()
-    dst = resolve_model_path(out)
-    if dst.suffix != ".onnx":
-        raise CascadeError(f"--out must be an .onnx path: {dst}")
-    model = OnnxModel(path)
-    if model.card.adaptation is not None:
-        raise CascadeError(f"{model.path}: a personal model; make the cascade of its base")
-    onnx_model = onnx.load_from_string(model.graph)
-    members = Members.of(onnx_model, find_concat(onnx_model.graph, model.card.output.index))
+    dst = output_path(out, model=model)
+    ensemble = OnnxModel(model)
+    if ensemble.card.adaptation is not None:
+        raise CascadeError(f"{ensemble.path}: a personal model; make the cascade of its base")
+    proto = load(ensemble.graph)
+    members = Members.of(proto, find_concat(proto.graph, ensemble.card.output.index))
     first = members.cheapest() if config.first is None else config.first
+    _check_first(first, members)
+    split = recorded_split(ensemble.card)
+    if split is None:
+        raise CascadeError(f"{ensemble.path}: its card records no validation split held out "
+                           "from training, which the cascade is calibrated on")  # fmt: skip
+    guess, widths, n_fit = _fit_guess(ensemble, members, first, split, config, data_dir)
+    choice = _choose(ensemble, first, guess, widths, split, config, data_dir)
+    record = _record(choice, first, members, config, n_fit)
+    card, arch = ensemble.card.evolve(not_digit=None), ensemble.card.architecture
+    card = card.evolve(
+        architecture=Architecture(name=arch.name, kwargs={**arch.kwargs, "cascade": record}),
+        export_check={**(card.export_check or {}), "cascade_max_abs_diff_val": choice.diff},
+    )
+    return derive(dst, OnnxModel.from_bytes(choice.graph, card, dst), split, data_dir)
+
+
+def _check_first(first: int, members: Members) -> None:
     if not 0 <= first < len(members.embeddings):
-        raise CascadeError(f"--first must be 0 to {len(members.embeddings) - 1}, got {first}")
-    split = split_from_card(model.card)
+        raise CascadeError.naming("{first} must be 0 to {last}, got {value}", "first",
+                                  last=len(members.embeddings) - 1, value=first)  # fmt: skip
+
+
+def _fit_guess(
+    model: OnnxModel,
+    members: Members,
+    first: int,
+    split: ValidationSplit,
+    config: CascadeConfig,
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], list[int], int]:
+    """The guess of the other members' embeddings from ``first``'s (`fit_guess`), fitted on
+    training images outside ``split``; (guess, each member's width, training images used)."""
     images, _ = load_mnist("train", data_dir)
     fit_rows, _ = split_indices(len(images), split.val_size, split.seed)
     rng = np.random.default_rng(config.seed)
@@ -425,75 +408,88 @@ def cascade_model(
     embeddings = tensors_of(model, members.embeddings, images[fit_rows])
     rest = [e for i, e in enumerate(embeddings) if i != first]
     guess = fit_guess(embeddings[first], np.concatenate(rest, axis=1), config.ridge)
-    widths = [e.shape[1] for e in embeddings]
+    return guess, [e.shape[1] for e in embeddings], len(fit_rows)
 
+
+@dataclass(frozen=True, eq=False)
+class Choice:
+    """The threshold and router `_choose` set on the validation images, and the graph."""
+
+    graph: bytes
+    threshold: float
+    router: float | None
+    table: list[dict[str, float]]  # `threshold_table`
+    sent: np.ndarray  # each validation image: sent on to the other members
+    routed: np.ndarray  # ... by the router
+    diff: float  # the cascade graph against what it should compute, on them
+
+
+def _choose(
+    model: OnnxModel,
+    first: int,
+    guess: tuple[np.ndarray, np.ndarray],
+    widths: list[int],
+    split: ValidationSplit,
+    config: CascadeConfig,
+    data_dir: str | os.PathLike[str] | None,
+) -> Choice:
+    """Set the threshold (and the router) on ``split``'s images, make the cascade graph and
+    check it against the guess and the full ensemble, image by image."""
     card = model.card.evolve(not_digit=None)
     val_images, val_labels = split.load(data_dir)
     x = val_images.astype(np.float32) / 255
-
     # The guess alone (with the router built in, sending nothing on, so its scores can be
     # read from the same graph) and the full ensemble, on the validation images.
     detector = model.card.not_digit if config.router_share else None
     never = OnnxModel.from_bytes(
-        cascade_graph(model, first, guess, widths, NEVER, ALWAYS if detector else None), card, dst
+        cascade_graph(model, first, guess, widths, NEVER, ALWAYS if detector else None), card
     )
     guessed = never.predict_proba(x)
-    everything = cascade_graph(model, first, guess, widths, ALWAYS)
-    full = OnnxModel.from_bytes(everything, card, dst).predict_proba(x)
+    full = OnnxModel.from_bytes(cascade_graph(model, first, guess, widths, ALWAYS), card)
+    full = full.predict_proba(x)
     table = threshold_table(guessed, full, val_labels)
-    threshold = (
-        config.threshold
-        if config.threshold is not None
-        else choose_threshold(table, config.max_disagreement)
-    )
+    threshold = (config.threshold if config.threshold is not None
+                 else choose_threshold(table, config.max_disagreement))  # fmt: skip
     router, routed = None, np.zeros(len(x), bool)
     if detector is not None:
         scores = tensors_of(never, [FIRST + detector.output], val_images)[0][:, 0]
         level = float(np.quantile(scores, 1 - config.router_share))
         router = min(level, detector.threshold)  # whatever it would flag goes on
         routed = scores > router
-    graph_bytes = cascade_graph(model, first, guess, widths, threshold, router)
-    cascade = OnnxModel.from_bytes(graph_bytes, card, dst)
+    graph = cascade_graph(model, first, guess, widths, threshold, router)
     sent = (guessed.max(1) < threshold) | routed
     want = np.where(sent[:, None], full, guessed)
-    diff = float(np.abs(cascade.predict_proba(x) - want).max())
-    record = {
+    diff = float(np.abs(OnnxModel.from_bytes(graph, card).predict_proba(x) - want).max())
+    return Choice(graph, threshold, router, table, sent, routed, diff)
+
+
+def _record(
+    choice: Choice, first: int, members: Members, config: CascadeConfig, n_fit: int
+) -> dict[str, Any]:
+    """The card's record of the cascade (``architecture.kwargs.cascade``)."""
+    return {
         "first": first,
-        "threshold": threshold,
+        "threshold": choice.threshold,
         "threshold_rule": (
             "given" if config.threshold is not None else
             f"the lowest of {list(THRESHOLDS)} answering as the full ensemble on all but "
             f"{config.max_disagreement:.1%} of the validation images, with no more errors "
             "(digitlab.cascade.choose_threshold)"
         ),
-        "router": router,
-        "router_rule": None if router is None else (
+        "router": choice.router,
+        "router_rule": None if choice.router is None else (
             "the lower of the input model's \"not a digit\" threshold and the score its "
             f"detector, on the guess, exceeds on {config.router_share:.0%} of the validation "
             "digits"
         ),
-        "val_sent_on": round(float(sent.mean()), 6),
-        "val_routed": round(float(routed.mean()), 6),
+        "val_sent_on": round(float(choice.sent.mean()), 6),
+        "val_routed": round(float(choice.routed.mean()), 6),
         "multiply_adds": members.macs,
         "guess": f"ridge regression (L2 {config.ridge}) of the other members' embeddings on "
-        f"member {first}'s, fitted on {len(fit_rows)} training images outside validation "
+        f"member {first}'s, fitted on {n_fit} training images outside validation "
         f"(seed {config.seed})",
-        "val": table,
+        "val": choice.table,
         "config": asdict(config),
         "digitlab": digitlab.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }  # fmt: skip
-    arch = card.architecture
-    card = card.evolve(
-        architecture=Architecture(name=arch.name, kwargs={**arch.kwargs, "cascade": record}),
-        export_check={**(card.export_check or {}), "cascade_max_abs_diff_val": diff},
-    )
-    graph_bytes, calibration = calibrate_graph(
-        OnnxModel.from_bytes(graph_bytes, card, dst), val_images, val_labels, split
-    )
-    card = card.evolve(calibration=calibration)
-    test_images, test_labels = load_mnist("test", data_dir)
-    metrics = card_metrics(OnnxModel.from_bytes(graph_bytes, card, dst), test_images, test_labels)
-    val = calibration.val_after.get("accuracy")
-    card = card.evolve(metrics=Metrics(**metrics.to_json(), val_accuracy=val))
-    return save_model(dst, graph_bytes, card), card  # written once, atomically

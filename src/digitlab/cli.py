@@ -19,9 +19,11 @@ from rich.table import Table
 from digitlab.errors import DigitlabError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import ModuleType
 
     from digitlab.card import ModelCard
+    from digitlab.predict import FileResult, Predictor
     from digitlab.select import ResultRow, Study
     from digitlab.train import TrainResult
 
@@ -486,17 +488,20 @@ def _calibration_line(card: ModelCard) -> str:
 
 @app.command("predict")
 def predict_cmd(
-    files: list[Path] = typer.Argument(..., help="Image files, or folders of them."),
+    files: list[Path] = typer.Argument(
+        ..., help="Image files, .json drawings or grids, or folders of them."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
     save_normalized: Path | None = typer.Option(
         None, "--save-normalized", help="Write the 28x28 images the model saw (PNG, x10) here."
     ),
     model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled model]."),
 ) -> None:
-    """Read the digit in each image (PNG, JPEG, BMP, GIF, WebP), one line per file."""
+    """Read the digit in each image (PNG, JPEG, BMP, GIF, WebP) or .json file (a drawing
+    {"strokes": ...} or a grid {"pixels": ...}, as the web API takes them), one line per file."""
     import json
 
-    from digitlab.predict import Predictor, confidence_text, expand_paths, predict_files
+    from digitlab.predict import Predictor, confidence_text, expand_paths
 
     paths = expand_paths(files)
     if not paths:  # only folders, holding only sub-folders (or nothing): say so, not silence
@@ -507,7 +512,7 @@ def predict_cmd(
         )
     predictor = Predictor(model)
     failed = 0
-    for r in predict_files(predictor, paths, save_normalized):
+    for r in _predict_files(predictor, paths, save_normalized):
         p = r.prediction
         if as_json:  # with how the ink was found: polarity, paper level, threshold, flattening
             fields = {"error": r.error} if p is None else {
@@ -530,6 +535,37 @@ def predict_cmd(
     if failed:
         typer.echo(f"error: {failed} file(s) could not be read", err=True)
         raise typer.Exit(2)
+
+
+def _predict_files(
+    predictor: Predictor, paths: list[Path], save_dir: Path | None
+) -> Iterator[FileResult]:
+    """`predict_files`, in the same order, with each .json file read as a drawing or a grid
+    by `digitlab.inputs` (the models the web API checks its bodies with)."""
+    from digitlab.errors import InputError
+    from digitlab.inputs import digit_file
+    from digitlab.predict import FileResult, predict_files
+    from digitlab.preprocess import preprocess, save_normalized
+
+    config = predictor.config
+    images = predict_files(predictor, [p for p in paths if p.suffix.lower() != ".json"], save_dir)
+    for path in paths:
+        if path.suffix.lower() != ".json":
+            yield next(images)
+            continue
+        try:
+            norm = preprocess(digit_file(path, config), config)
+        except InputError as e:
+            yield FileResult(path, error=str(e))
+            continue
+        saved = None
+        if save_dir is not None:  # "7.json.png": never the name of 7.png's image
+            try:
+                save_dir.mkdir(parents=True, exist_ok=True)
+                saved = save_normalized(norm.image, save_dir / f"{path.name}.png")
+            except OSError as e:
+                raise InputError(f"{save_dir}: cannot write ({e.strerror or e})") from None
+        yield FileResult(path, predictor.predict_normalized([norm])[0], saved=saved)
 
 
 # --------------------------------------------------------------------------- #
@@ -560,8 +596,10 @@ def adapt_cmd(
 
     if not folders and db is None:
         raise DigitlabError("nothing to learn from: give image folders (DIR/0 ... DIR/9), --db")
-    if out.suffix != ".onnx":
-        raise DigitlabError(f"--out must be an .onnx path: {out}")
+    from digitlab.derive import output_path
+    from digitlab.modelfile import bundled_model_path
+
+    output_path(out, base=model if model is not None else bundled_model_path())  # before reading
     with _AdaptProgress() as progress:
         examples = [e for d in folders or [] for e in ad.examples_from_folder(d, progress=progress)]
         if db is not None:
@@ -975,6 +1013,19 @@ def export_site_cmd(
 # --------------------------------------------------------------------------- #
 
 
+# The library names the parameters of its calls in its errors (`DigitlabError.naming`); the
+# user of the CLI knows them as these options and arguments.
+FLAGS = {
+    "out": "--out",
+    "model": "MODEL",
+    "models": "MODELS",
+    "base": "--model",
+    "first": "--first",
+    "val_size": "--val-size",
+    "val_seed": "--val-seed",
+}
+
+
 def main() -> None:
     """Run the CLI; a `DigitlabError` becomes one line on stderr and exit status 2."""
     try:
@@ -983,5 +1034,6 @@ def main() -> None:
         from rich.markup import escape
 
         # soft_wrap: one error, one line, whatever the terminal width (scripts grep for it).
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        message = escape(e.named(FLAGS))
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

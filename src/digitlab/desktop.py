@@ -6,7 +6,7 @@ console, as the original did), Delete clears, Ctrl+Z undoes the last stroke;
 "Wrong? This is a ..." stores the drawing in the same corrections store as the web page.
 
 The drawing is kept as strokes, the same representation the web page sends
-(see `digitlab.preprocess.Strokes`), so the model reads exactly what was drawn
+(`digitlab.inputs.Drawing`), so the model reads exactly what was drawn
 and undo is just "drop the last stroke". Only tkinter (standard library) is
 used: no extra GUI dependency. Images are handed to Tk as in-memory PGM files,
 which Tk reads natively, so Pillow's optional Tk binding is not needed.
@@ -280,7 +280,7 @@ class DrawApp:
 
     def correct(self, label: int) -> str:
         """Store the drawing with the digit it really is; returns (and shows) what happened."""
-        from digitlab.inputs import Strokes
+        from digitlab.inputs import DrawingCorrection, parse
 
         p = self.last if self.last is not None else (self.predict() if self.strokes else None)
         if p is None or p.image is None:
@@ -288,23 +288,26 @@ class DrawApp:
         elif self.store is None:
             message = "No corrections store (start with --db PATH)."
         else:
-            drawing = Strokes.from_json(self.drawing(), self.predictor.config.max_points)
             try:
-                message = self._store(p, label, drawing.to_json())
-            except DigitlabError as e:  # the store is full, read-only, locked, ...
+                # Checked as the web's POST /api/corrections checks it: the same model.
+                body = {**self.drawing(), "label": label, "learn": self.learn.get()}
+                asked = parse(DrawingCorrection, body, self.predictor.config)
+                message = self._store(p, asked.label, asked.learn, asked.digit().to_json())
+            except DigitlabError as e:  # too many points; the store is full, read-only, ...
                 message = f"Not stored: {e}"
         self.correction_label.configure(text=message)
         self._show_learning()
         return message
 
-    def _store(self, p: Prediction, label: int, drawing: dict[str, Any]) -> str:
+    def _store(self, p: Prediction, label: int, learn: bool | None, drawing: dict[str, Any]) -> str:
         if self.learning is None:
             assert self.store is not None
             stored = self.store.add_prediction(
                 p, label, self.predictor.card.onnx_sha256 or "", drawing=drawing
             )
             return f"Stored as a {stored.label} (correction #{stored.id})."
-        stored, why = self.learning.correct(p, label, learn=self.learn.get(), drawing=drawing)
+        learn = self.learning.enabled if learn is None else learn  # as the web's default
+        stored, why = self.learning.correct(p, label, learn=learn, drawing=drawing)
         if why is None:
             return f"Stored as a {stored.label} and learnt: draw it again."
         return f"Stored as a {stored.label} (not learnt: {why})."

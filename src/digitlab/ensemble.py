@@ -14,7 +14,8 @@ Members must hold out the same validation images (`digitlab train --val-seed`), 
 ensemble is calibrated on them: a member that trained on another's validation images would
 make the ensemble look surer there than it is. They must also read the same input: same
 classes, input layout and preprocessing. Each member's own temperature and extra outputs
-(a "not a digit" head) are left out; the ensemble is calibrated afresh.
+(a "not a digit" head) are left out; the ensemble is calibrated afresh, scored on the test
+set and written once (`digitlab.derive`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from typing import Any
 import numpy as np
 
 import digitlab
-from digitlab.calibrate import ValidationSplit, calibrate_graph, require_onnx, split_from_card
-from digitlab.card import Architecture, Metrics, ModelCard, OutputSpec, Training
+from digitlab.calibrate import ValidationSplit, recorded_split, require_onnx
+from digitlab.card import Architecture, ModelCard, OutputSpec, Training
 from digitlab.data import load_mnist
+from digitlab.derive import derive, output_path
 from digitlab.errors import DigitlabError
-from digitlab.modelfile import OnnxModel, resolve_model_path, save_model
+from digitlab.graph import GraphError, find_head, initializer, load, needed
+from digitlab.modelfile import OnnxModel
 
 MAX_MEMBERS = 8  # each member runs on every prediction: more would break the latency budget
 
@@ -42,15 +45,13 @@ class EnsembleError(DigitlabError):
 
 
 def _initializer(graph: Any, name: str) -> np.ndarray:
-    from onnx import numpy_helper
-
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init).astype(np.float32)
-    raise EnsembleError(
-        f"the last linear layer's parameter {name!r} is not a constant (a quantised model? "
-        "make the ensemble from the float models, then `digitlab quantize` it)"
-    )
+    value = initializer(graph, name)
+    if value is None:
+        raise EnsembleError(
+            f"the last linear layer's parameter {name!r} is not a constant (a quantised model? "
+            "make the ensemble from the float models, then `digitlab quantize` it)"
+        )
+    return value
 
 
 def head_parameters(graph: Any, gemm: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +68,6 @@ def head_parameters(graph: Any, gemm: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def member_body(graph: Any, embedding: str, prefix: str) -> tuple[list, list, str]:
     """The nodes and constants computing ``embedding`` from the input, every name prefixed."""
-    from digitlab.adapt import needed
-
     body = needed(graph, embedding)  # what the embedding does not depend on is left out
     inputs = {i.name for i in graph.input}
 
@@ -100,12 +99,10 @@ def ensemble_graph(members: list[OnnxModel]) -> bytes:
     import onnx
     from onnx import helper, numpy_helper
 
-    from digitlab.adapt import find_head
-
     nodes, constants, embeddings, weights, biases = [], [], [], [], []
-    graphs = [onnx.load_from_string(m.graph) for m in members]
+    graphs = [load(m.graph) for m in members]
     for i, model in enumerate(graphs):
-        gemm, _ = find_head(model.graph, members[i].card.output.index)
+        gemm, _ = _head(model.graph, members[i])
         body, inits, embedding = member_body(model.graph, gemm.input[0], f"member{i}/")
         w, b = head_parameters(model.graph, gemm)
         nodes += body
@@ -146,6 +143,13 @@ def ensemble_graph(members: list[OnnxModel]) -> bytes:
     return model.SerializeToString()
 
 
+def _head(graph: Any, member: OnnxModel) -> tuple[Any, Any]:
+    try:
+        return find_head(graph, member.card.output.index)
+    except GraphError as e:
+        raise EnsembleError(f"{member.path}: not a network an ensemble can take ({e})") from None
+
+
 def members_mean(members: list[OnnxModel], images: np.ndarray) -> np.ndarray:
     """What the ensemble must compute, from the members run one by one: the softmax of the
     mean of their logits (equal to that of their log-probabilities at T = 1: the two differ
@@ -173,16 +177,27 @@ def _check_members(members: list[OnnxModel]) -> ValidationSplit:
                     f"{m.path} and {members[0].path} differ in their {what}: "
                     "the members of an ensemble must read the same images the same way"
                 )
-    splits = [split_from_card(m.card) for m in members]
+    splits = [_split(m) for m in members]
     if any(s != splits[0] for s in splits[1:]):
         named = ", ".join(
             f"{m.path.name}: {s.describe()}" for m, s in zip(members, splits, strict=True)
         )
         raise EnsembleError(
             f"the members hold out different validation images ({named}); train them with "
-            "the same --val-seed, or the ensemble cannot be calibrated honestly"
+            "the same validation seed (digitlab train --val-seed), or the ensemble cannot be "
+            "calibrated honestly"
         )
     return splits[0]
+
+
+def _split(member: OnnxModel) -> ValidationSplit:
+    split = recorded_split(member.card)
+    if split is None:
+        raise EnsembleError(
+            f"{member.path}: its card records no validation split held out from training; an "
+            "ensemble is calibrated on the one its members held out"
+        )
+    return split
 
 
 def _member_record(model: OnnxModel) -> dict[str, Any]:
@@ -234,31 +249,21 @@ def _onnx_versions() -> dict[str, str]:
 
 
 def ensemble_model(
-    paths: list[str | os.PathLike[str]],
+    models: list[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
     name: str = "digit-ensemble",
 ) -> tuple[Path, ModelCard]:
-    """Combine the models at ``paths``, calibrate on their shared split, score; (path, card)."""
-    from digitlab.evaluate import card_metrics
-
+    """Combine ``models``, calibrate on their shared split, score; (path, card)."""
     require_onnx()
-    dst = resolve_model_path(out)
-    if dst.suffix != ".onnx":
-        raise EnsembleError(f"--out must be an .onnx path: {dst}")
-    members = [OnnxModel(p) for p in paths]
+    dst = output_path(out, models=models)
+    members = [OnnxModel(p) for p in models]
     split = _check_members(members)
     card = ensemble_card(members, split, name)
     uncalibrated = OnnxModel.from_bytes(ensemble_graph(members), card, dst)
-    test_images, test_labels = load_mnist("test", data_dir)
+    test_images, _ = load_mnist("test", data_dir)
     # The export check: the one graph against its members run one by one.
     probe = test_images[:256].astype(np.float32) / 255
     diff = float(np.abs(uncalibrated.predict_proba(probe) - members_mean(members, probe)).max())
     card = card.evolve(export_check={"max_abs_diff_vs_members": diff})
-    val_images, val_labels = split.load(data_dir)
-    graph, calibration = calibrate_graph(uncalibrated, val_images, val_labels, split)
-    card = card.evolve(calibration=calibration)
-    metrics = card_metrics(OnnxModel.from_bytes(graph, card, dst), test_images, test_labels)
-    val = calibration.val_after.get("accuracy")
-    card = card.evolve(metrics=Metrics(**metrics.to_json(), val_accuracy=val))
-    return save_model(dst, graph, card), card  # written once, atomically, when all is measured
+    return derive(dst, OnnxModel.from_bytes(uncalibrated.graph, card, dst), split, data_dir)

@@ -2,7 +2,8 @@
 
 Every file digitlab writes (models, cards, results, reports, checkpoints, PNGs)
 goes through `atomic_write_bytes`: a reader, or a run interrupted half-way,
-sees the old file or the new one, never half of one.
+sees the old file or the new one, never half of one. Files that belong together (a
+model's graph and its card) go through `atomic_write_files`, which replaces them together.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,35 @@ def open_temp(path: Path) -> tuple[int, str]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_files(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write files that belong together (a graph and its card) so that they change together.
+
+    Each is written to a temporary file beside it first; only then are they renamed into
+    place. A failure or an interrupt before the renames leaves every file as it was, and
+    one between them puts back those already replaced (from a hard link to the old file).
+    Only a crash of the machine or a kill between two renames can leave them mixed, which a
+    model's SHA-256 check (`digitlab.modelfile`) then refuses.
+    """
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            temps.append((_write_temp(path, data), path))
+        _replace_all(temps)
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``path``, flushed to disk; its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = open_temp(path)
     try:
@@ -39,15 +71,55 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _replace_all(temps: Sequence[tuple[str, Path]]) -> None:
+    """Rename each temporary file onto its path; on any failure, put the old files back."""
+    done: list[tuple[Path, str | None]] = []  # each path replaced, and its old file's backup
+    try:
+        for tmp, path in temps:
+            done.append((path, _backup(path)))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, backup in reversed(done):
+            if backup is None:  # there was no file: there is none again
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(backup, path)
+        raise
+    finally:
+        for _, backup in done:
+            if backup is not None:
+                Path(backup).unlink(missing_ok=True)
+
+
+def _backup(path: Path) -> str | None:
+    """A second name for the file at ``path`` (a hard link, else a copy); None: no file."""
+    if not path.exists():
+        return None
+    while True:
+        backup = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.old")
+        try:
+            os.link(path, backup)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, backup)
+        return backup
 
 
 def write_json(path: Path, doc: Any, indent: int | None = 2) -> None:
     """``doc`` as JSON (plus a final newline), written atomically."""
-    atomic_write_bytes(path, (json.dumps(doc, indent=indent) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(doc, indent))
+
+
+def json_bytes(doc: Any, indent: int | None = 2) -> bytes:
+    """``doc`` as `write_json` writes it."""
+    return (json.dumps(doc, indent=indent) + "\n").encode()
 
 
 def read_json(path: Path, error: type[DigitlabError], missing: str = "not found") -> dict[str, Any]:

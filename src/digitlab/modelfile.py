@@ -26,7 +26,8 @@ import numpy as np
 
 from digitlab.card import CARD_FORMAT, CARD_VERSION, ModelCard, parse_card
 from digitlab.errors import ModelError
-from digitlab.fileio import atomic_write_bytes, read_json, write_json
+from digitlab.fileio import atomic_write_files, json_bytes, read_json
+from digitlab.graph import open_session, run
 
 CARD_SUFFIX = ".card.json"
 
@@ -49,13 +50,15 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_model(path: str | os.PathLike[str], onnx_bytes: bytes, card: ModelCard) -> Path:
-    """Write ``NAME.onnx`` and its card atomically; the card gets the graph's SHA-256."""
+    """Write ``NAME.onnx`` and its card, both or neither (`atomic_write_files`); the card gets
+    the graph's SHA-256."""
     onnx_path = Path(path)
     if onnx_path.suffix != ".onnx":
         raise ValueError(f"model path must end in .onnx: {onnx_path}")
     card = card.evolve(onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest())
-    atomic_write_bytes(onnx_path, onnx_bytes)
-    write_json(card_path_for(onnx_path), card.to_json())
+    atomic_write_files(
+        [(onnx_path, onnx_bytes), (card_path_for(onnx_path), json_bytes(card.to_json()))]
+    )
     return onnx_path
 
 
@@ -118,7 +121,6 @@ class OnnxModel:
         self.card: ModelCard = card
         self.graph = graph  # the ONNX bytes, for whoever derives a graph from this one
         self.session = open_session(graph, threads, self.path)
-        self._input_name = self.session.get_inputs()[0].name
         self._output_name = check_graph(self.session, self.card, self.path)
         self._not_digit_name = check_not_digit(self.session, self.card, self.path)
         self.classes = list(self.card.classes)
@@ -141,8 +143,7 @@ class OnnxModel:
             x = x[None]
         if x.shape[1:] != (28, 28):
             raise ValueError(f"expected images N x 28 x 28, got {x.shape}")
-        feed = {self._input_name: self.card.input.prepare(x)}
-        return [np.asarray(y, dtype=np.float32) for y in self.session.run(outputs, feed)]
+        return run(self.session, self.card.input, x, outputs)
 
     def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Predicted class of each image, in batches to bound memory."""
@@ -218,20 +219,6 @@ def check_not_digit(session, card: ModelCard, path: Path) -> str | None:
 
 def _dims(shape) -> str:
     return " x ".join(str(d) if isinstance(d, int) else "N" for d in shape)
-
-
-def open_session(graph: bytes, threads: int | None, path: str | os.PathLike[str]):
-    """An onnxruntime session on the CPU; ``threads`` None lets it use every core."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
-    try:
-        return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
-        raise ModelError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0]})") from None
 
 
 def load_model(path: str | os.PathLike[str] | None = None) -> OnnxModel:

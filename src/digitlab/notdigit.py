@@ -1,20 +1,20 @@
 """Not a digit: a detector in the model's graph that tells letters, shapes, faces and
 scribbles from digits, so that the `digitlab.predict.Predictor` can say "not a digit".
 
-The detector is a small MLP (128 -> 64 ReLU -> 1 sigmoid) on the model's embedding,
-the tensor the last linear layer reads (`digitlab.adapt.find_head`: for the bundled CNN
-the 128 globally pooled features), trained on digits against the negatives
-`digitlab.negatives` makes. It is folded into the ONNX graph in standard operators
+The detector is a small MLP (embedding -> `HeadConfig.hidden` ReLU -> 1 sigmoid) on the
+model's embedding, the tensor the last linear layer reads (`digitlab.graph.embedding`: for
+an ensemble, its members' pooled features side by side), trained on digits against the
+negatives `digitlab.negatives` makes. It is folded into the ONNX graph in standard operators
 (Gemm, Relu, Gemm, Sigmoid) as a second output, `OUTPUT`, so onnxruntime-web runs it in
 the browser and a personal model (`digitlab.adapt.personal_graph`) keeps it. The card's
 ``not_digit`` block (`digitlab.card.NotDigit`) holds the threshold, the data recipes with
 their seeds, and the figures measured when it was fitted.
 
-**Why this detector.** Measured on the bundled int8 model while choosing (exploration
-runs: 18,000 training negatives, 3,000 validation ones, 2,500 MNIST validation digits
-redrawn as strokes by benchmarks/drawn_digits.py's generator; "held out" = fonts, shapes
-and doodles of kinds the training never saw), at the threshold flagging 1 % of the MNIST
-validation digits:
+**Why this detector.** Measured while choosing, on the int8 model bundled then (a single
+CNN, before the ensemble; exploration runs: 18,000 training negatives, 3,000 validation
+ones, 2,500 MNIST validation digits redrawn as strokes by benchmarks/drawn_digits.py's
+generator; "held out" = fonts, shapes and doodles of kinds the training never saw), at the
+threshold flagging 1 % of the MNIST validation digits:
 
 ======================================  ===============  ========  ===============
 score                                   negatives (val)  held out  redrawn flagged
@@ -34,16 +34,19 @@ trained on and most others, and richer features did no better. What limits it is
 drawn with an even pen (strokes), which it flags three times as often as MNIST's at the
 same threshold. So the positives include digits drawn that way (MNIST training digits
 redrawn by the benchmark's generator, never validation or test ones, and digits from
-the stroke and TrueType fonts), and the threshold is the larger of the one flagging
-`MNIST_FLAG_SHARE` of the MNIST validation digits and the one flagging `DRAWN_FLAG_SHARE`
-of the redrawn validation digits. The shipped fits' figures are in their cards
-(``not_digit.val``, ``not_digit.test``) and in benchmarks/not_a_digit.py.
+the stroke and TrueType fonts) and digits under real-world conditions (scans, photos,
+markers: `prepare`'s ``degrade``), and the threshold is the largest of the ones flagging
+`MNIST_FLAG_SHARE` of the MNIST validation digits, `DRAWN_FLAG_SHARE` of the redrawn ones
+and `REAL_FLAG_SHARE` of those under real-world conditions (`fit_detector`). The shipped
+fits' figures are in their cards (``not_digit.val``, ``not_digit.test``), docs/not-a-digit.md
+and benchmarks/not_a_digit.py.
 
 On the int8 graph the head reads the dequantised embedding, a tensor the final Gemm
 reads too: onnxruntime keeps its QDQ fusion (it duplicates the shared DequantizeLinear),
-and `fit` checks that the digit probabilities stay bit-identical (``export_check``).
+and `attach` checks that the digit probabilities stay bit-identical (``export_check``).
 Fitting a model that already has a detector replaces it (`strip`), so the command is
-repeatable. Fitting needs the ``train`` extra (scikit-learn, hershey-fonts) and Debian's
+repeatable; the model is written once, graph and card together (`digitlab.derive`).
+Fitting needs the ``train`` extra (scikit-learn, hershey-fonts) and Debian's
 fonts-dejavu-core; using the detector needs neither.
 """
 
@@ -61,7 +64,10 @@ import numpy as np
 
 import digitlab
 from digitlab.card import ModelCard, NotDigit
+from digitlab.derive import output_path, write
 from digitlab.errors import DigitlabError
+from digitlab.graph import Embedder, load, without_outputs
+from digitlab.graph import embedding as graph_embedding
 from digitlab.modelfile import OnnxModel
 
 OUTPUT = "not_digit"  # the graph output the detector adds
@@ -151,23 +157,7 @@ def strip(graph: bytes) -> bytes:
     """``graph`` without its detector (unchanged when it has none): the `OUTPUT` and every
     node and constant that only it needed, including the quantisation nodes `digitlab
     quantize` puts around a detector (they are named after its tensors, not `PREFIX`)."""
-    import onnx
-
-    model = onnx.load_from_string(graph)
-    g = model.graph
-    outputs = [o for o in g.output if o.name != OUTPUT]
-    if len(outputs) == len(g.output):
-        return graph
-    from digitlab.adapt import needed
-
-    live = needed(g, *(o.name for o in outputs))  # what the outputs that stay do not need goes
-    nodes = [n for k, n in enumerate(g.node) if k in live]
-    used = {name for n in nodes for name in n.input}
-    inits = [i for i in g.initializer if i.name in used]
-    for field, kept in ((g.node, nodes), (g.initializer, inits), (g.output, outputs)):
-        del field[:]
-        field.extend(kept)
-    return model.SerializeToString()
+    return without_outputs(graph, {OUTPUT})
 
 
 def with_detector(graph: bytes, embedding: str, head: Head) -> bytes:
@@ -175,7 +165,7 @@ def with_detector(graph: bytes, embedding: str, head: Head) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load_from_string(graph)
+    model = load(graph)
     g = model.graph
     if any(o.name == OUTPUT for o in g.output):
         raise NotDigitError(f"the graph already has an output {OUTPUT!r}")
@@ -280,7 +270,7 @@ def block(
             f"redrawn as strokes and at most {REAL_FLAG_SHARE:.0%} of the validation digits "
             "under real-world conditions (digitlab.notdigit.fit_detector)"
         ),
-        embedding=f"{embedding!r}: the input of the last Gemm (digitlab.adapt.find_head)",
+        embedding=f"{embedding!r}: the input of the last Gemm (digitlab.graph.find_head)",
         negatives=dict(negatives),
         positives=dict(positives),
         training={**asdict(config), "examples": dict(counts), "library": _sklearn()},
@@ -306,8 +296,6 @@ def attach(
     """``model``'s graph (stripped of any old detector) plus ``detector``, and its card;
     checks on ``check_images`` that the probabilities are unchanged and the graph's scores
     are the head's."""
-    from digitlab.adapt import Embedder
-
     base = strip(model.graph)
     base_model = OnnxModel.from_bytes(base, model.card.evolve(not_digit=None), model.path)
     graph = with_detector(base, _embedding_name(base_model), detector.head)
@@ -329,12 +317,6 @@ def attach(
     base_sha = hashlib.sha256(base).hexdigest()
     extra = {"export_check": checks, "base_onnx_sha256": base_sha}
     return graph, card.evolve(not_digit={**card.not_digit.to_json(), **extra})
-
-
-def _load(graph: bytes) -> Any:
-    import onnx
-
-    return onnx.load_from_string(graph)
 
 
 # --------------------------------------------------------------------------- #
@@ -459,7 +441,7 @@ def _uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
-def embed(embedder: Any, images: Images, progress: Progress | None = None) -> Sets:
+def embed(embedder: Embedder, images: Images, progress: Progress | None = None) -> Sets:
     """Every set of ``images`` as ``embedder``'s model embeds it."""
 
     def e(x: np.ndarray) -> np.ndarray:
@@ -485,24 +467,20 @@ def embed(embedder: Any, images: Images, progress: Progress | None = None) -> Se
 
 
 def fit_model(
-    src: str | os.PathLike[str],
+    model: str | os.PathLike[str],
     images: Images,
-    dst: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
     config: HeadConfig = HeadConfig(),
     progress: Progress | None = None,
 ) -> tuple[Path, ModelCard]:
-    """Fit the detector for the model ``src`` on ``images`` and write the model with it to
-    ``dst`` (default: in place, atomically): (path, card)."""
-    from digitlab.modelfile import resolve_model_path, save_model
-
-    dst_path = resolve_model_path(dst if dst is not None else src)
-    if dst_path.suffix != ".onnx":
-        raise NotDigitError(f"--out must be an .onnx path: {dst_path}")
-    model = OnnxModel(src)
-    if model.card.adaptation is not None:
-        raise NotDigitError(f"{model.path}: a personal model keeps its base's detector; "
+    """Fit the detector for ``model`` on ``images`` and write the model with it to ``out``
+    (default: in place), graph and card together (`digitlab.derive`): (path, card)."""
+    dst = output_path(model) if out is None else output_path(out, model=model)
+    source = OnnxModel(model)
+    if source.card.adaptation is not None:
+        raise NotDigitError(f"{source.path}: a personal model keeps its base's detector; "
                             "fit the base model instead")  # fmt: skip
-    embedder = base_embedder(model)
+    embedder = base_embedder(source)
     sets = embed(embedder, images, progress)
     counts = {"digits": len(sets.digits_train) + len(sets.digits_extra),
               "negatives": len(sets.negatives_train)}  # fmt: skip
@@ -514,24 +492,16 @@ def fit_model(
     notdigit = block(detector, embedding, config, images.recipes["negatives"],
                      images.recipes["positives"], counts)  # fmt: skip
     check = images.mnist_test.astype(np.float32) / 255
-    graph, card = attach(model, detector, notdigit, check)
-    try:
-        return save_model(dst_path, graph, card), card
-    except (OSError, ValueError) as e:
-        raise NotDigitError(f"{dst_path}: cannot write the model ({e})") from None
+    return write(dst, *attach(source, detector, notdigit, check))
 
 
 def _embedding_name(model: OnnxModel) -> str:
-    from digitlab.adapt import find_head
-
-    return find_head(_load(model.graph).graph, model.card.output.index)[0].input[0]
+    return graph_embedding(load(model.graph).graph, model.card.output.index)
 
 
-def base_embedder(model: OnnxModel, threads: int | None = None) -> Any:
-    """The embedder (`digitlab.adapt.Embedder`) of ``model`` without its detector: the
+def base_embedder(model: OnnxModel, threads: int | None = None) -> Embedder:
+    """The embedder (`digitlab.graph.Embedder`) of ``model`` without its detector: the
     embeddings do not depend on it."""
-    from digitlab.adapt import Embedder
-
     if model.card.not_digit is None:
         return Embedder(model, threads)
     base = OnnxModel.from_bytes(strip(model.graph), model.card.evolve(not_digit=None), model.path)

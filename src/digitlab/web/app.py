@@ -8,11 +8,14 @@ The package, one job a module:
     app.py          this one: `create_app`, the error answers, `serve`
     routes.py       the routes (listed there), thin: read the request, call the service
     service.py      `DigitService`: the Predictor, the corrections store, batching
-    models.py       request and response bodies (pydantic): checks and /openapi.json
+    models.py       uploads and response bodies (pydantic); the digit JSON bodies are
+                    `digitlab.inputs`'s models, which every front end parses with
     bodies.py       reading request bodies by content type, within each route's limits
     docs.py         /docs from local files (no CDN)
-    corrections.py  the SQLite store of corrections
-    runtime.py      the model in the browser: its settings, the model file, onnxruntime-web
+    runtime.py      the model in the browser over HTTP (`digitlab.browser` builds it)
+
+Below the package: the corrections store (`digitlab.corrections`) and the page's settings
+(`digitlab.browser`), which the desktop app and `digitlab export-site` use too.
 
 Every refusal is JSON ``{"error": "..."}`` with a 4xx status: 413 body or file over
 2 MB, 415 not an image (or a content type we do not read), 422 malformed JSON or a

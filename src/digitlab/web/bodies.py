@@ -25,9 +25,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message
 
+from digitlab.inputs import MAX_BATCH_ITEMS  # a JSON batch's limit too (digitlab.inputs)
+
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes: one image file, or the JSON body of one digit
 MAX_BATCH_BODY = 8 * 1024 * 1024  # bytes: the JSON body of a batch
-MAX_BATCH_ITEMS = 64
 MULTIPART_SLACK = 16 * 1024  # bytes: room for the multipart headers around the files
 
 

@@ -1,137 +1,30 @@
 """The API's bodies as pydantic models: they check requests and describe the API in /openapi.json.
 
-Two layers check a request. These models check what the API puts around a digit (a
-batch's ``items``, a correction's ``label``). The digit itself, a drawing or a pixel
-grid, is checked by `digitlab.inputs`, the parser every front end shares, so the API
-refuses exactly what the desktop app and `digitlab predict` refuse; `Drawing` and
-`PixelGrid` describe it for the docs, with that parser's own limits.
+The JSON request bodies (a drawing or a grid, a batch, a correction) are the models of
+`digitlab.inputs`, below every front end: the desktop app and ``digitlab predict`` read
+digits through the same models, so the API documents exactly what it, and they, accept.
+This module adds what is the web's own: multipart uploads and the responses.
 
 The predict routes take several content types (JSON, multipart, image bodies), which a
 FastAPI body parameter cannot express: `request_body` builds their OpenAPI
-``requestBody`` from these models instead, and `validated` checks a parsed JSON body.
+``requestBody`` from the models instead, and the service checks a parsed JSON body with
+`digitlab.inputs.parse`.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, TypeAdapter
 
-from digitlab.inputs import MAX_COORD, MAX_PEN, MAX_PIXEL_VALUE, MAX_POINTS
 from digitlab.predict import Prediction
-from digitlab.preprocess import DEFAULT_CONFIG, SUPPORTED, normalized_png
+from digitlab.preprocess import SUPPORTED, normalized_png
 from digitlab.web.bodies import MAX_BATCH_ITEMS, MAX_UPLOAD
 
 # --------------------------------------------------------------------------- #
-# Requests: a digit (checked by digitlab.inputs), and what the API puts around it
+# Requests: the JSON bodies are digitlab.inputs' models; uploads are the web's
 # --------------------------------------------------------------------------- #
-
-Coordinate = Annotated[float, Field(ge=-MAX_COORD, le=MAX_COORD)]
-Point = Annotated[
-    list[Coordinate],
-    Field(
-        min_length=2,
-        description="[x, y] in canvas pixels, origin top left, y down; "
-        "extra values ([x, y, t]) are ignored.",
-    ),
-]
-EXAMPLE_DRAWING = {"strokes": [[[140, 40], [140, 240]]], "width": 280, "height": 280, "pen": 18}
-
-
-class Drawing(BaseModel):
-    """A drawing: pen strokes on a canvas, as the web page and the desktop app send it."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DRAWING]})
-
-    strokes: list[list[Point]] = Field(
-        description=f"One list of points per pen stroke, at most {MAX_POINTS} points in all; "
-        "a stroke of one point is a dot."
-    )
-    width: Coordinate | None = Field(None, description="Canvas width in pixels.")
-    height: Coordinate | None = Field(None, description="Canvas height in pixels.")
-    pen: float = Field(1.0, ge=0, le=MAX_PEN, description="Pen diameter in pixels.")
-
-
-class PixelGrid(BaseModel):
-    """A grid of grey values: ink dark on light paper, or the reverse."""
-
-    pixels: list[list[Annotated[float, Field(ge=-MAX_PIXEL_VALUE, le=MAX_PIXEL_VALUE)]]] = Field(
-        min_length=1,
-        description="Rows of grey values, any H x W up to "
-        f"{DEFAULT_CONFIG.max_pixels / 1e6:g} megapixels, any range (0..1, 0..255, ...).",
-    )
-
-
-def _as_sent(value: Any) -> Any:
-    return value
-
-
-# A drawing or a grid, passed on as sent: `digitlab.inputs` checks it (in a batch item
-# by item, so that one bad item gets its own error instead of sinking the batch).
-DigitJson = Annotated[Any, PlainValidator(_as_sent, json_schema_input_type=Drawing | PixelGrid)]
-
-
-class JsonObject(BaseModel):
-    """A body that must be a JSON object: saying which fields it needs when it is not."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _an_object(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            needed = ", ".join(f'"{n}"' for n, f in cls.model_fields.items() if f.is_required())
-            raise PydanticCustomError("not_an_object", f"expected a JSON object with {needed}")
-        return data
-
-
-class BatchRequest(JsonObject):
-    """Drawings and grids to read together."""
-
-    items: list[DigitJson] = Field(
-        max_length=MAX_BATCH_ITEMS, description="Drawings and grids, read in one model run."
-    )
-
-
-Label = Annotated[int, Field(strict=True, ge=0, le=9, description="The digit it really is.")]
-
-
-Learn = Annotated[
-    bool | None,
-    Field(strict=True, description="Learn from it now (default: when the server learns)."),
-]
-
-
-class CorrectionLabel(JsonObject):
-    """What a correction adds to a drawing or grid: the label, and whether to learn it."""
-
-    label: Label
-    learn: Learn = None
-
-
-class DrawingCorrection(Drawing):
-    """A drawing with the digit it really is (what the web page sends)."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{**EXAMPLE_DRAWING, "label": 1}]})
-
-    label: Label
-    learn: Learn = None
-
-
-class GridCorrection(PixelGrid):
-    """A pixel grid with the digit it really is."""
-
-    label: Label
-    learn: Learn = None
 
 
 class FileUpload(BaseModel):
@@ -142,18 +35,6 @@ class FilesUpload(BaseModel):
     files: list[bytes] = Field(
         max_length=MAX_BATCH_ITEMS, description=f"Image files, {MAX_BATCH_ITEMS} at most."
     )
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(model: type[M], value: Any) -> M:
-    """A parsed JSON body checked against ``model``; a 422 saying what is wrong, as FastAPI's."""
-    try:
-        return model.model_validate(value)
-    except ValidationError as e:
-        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
-        raise RequestValidationError(errors, body=value) from None
 
 
 # --------------------------------------------------------------------------- #

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from digitlab.browser import PAGE_FILES
+from digitlab.inputs import BatchRequest, Correction, Digit
 from digitlab.web.bodies import (
     BATCH,
     MAX_BATCH_BODY,
@@ -35,23 +36,17 @@ from digitlab.web.bodies import (
     Json,
 )
 from digitlab.web.models import (
-    BatchRequest,
     BatchResult,
-    CorrectionLabel,
     CorrectionPage,
-    DigitJson,
-    DrawingCorrection,
     ErrorBody,
     FilesUpload,
     FileUpload,
-    GridCorrection,
     Health,
     LearningState,
     PredictResult,
     Stored,
     StoredCorrection,
     request_body,
-    validated,
 )
 from digitlab.web.service import DigitService
 
@@ -88,7 +83,18 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         f"Body or file over {MAX_UPLOAD / MB:g} MB (a batch: {MAX_BATCH_BODY / MB:g} MB)"
     ),
     415: _refusal("Not an image, or a content type the route does not read"),
-    422: _refusal("Malformed JSON, or not a drawing, grid or batch"),
+    422: _refusal(
+        "Malformed JSON, or a request its schema refuses, or one breaking a rule the schema "
+        "states in words (the points in all, a grid's rows of one length, no ink to store)"
+    ),
+}
+
+
+BUSY = {503: _refusal("Every image decoder is busy: try again after Retry-After seconds")}
+CORRECTION_REFUSALS = {
+    **REFUSALS,
+    429: _refusal("Too many corrections from this client: try again after Retry-After seconds"),
+    503: _refusal("The corrections store cannot be used (read-only, locked, damaged)"),
 }
 
 
@@ -115,8 +121,8 @@ async def model_card(service: Service) -> dict[str, Any]:
     "/api/predict",
     tags=["predict"],
     summary="Read one digit",
-    responses=REFUSALS,
-    openapi_extra=request_body(DigitJson, multipart=FileUpload, images=True),
+    responses={**REFUSALS, **BUSY},
+    openapi_extra=request_body(Digit, multipart=FileUpload, images=True),
 )
 async def predict(body: OneDigit, service: Service) -> PredictResult:
     """An image (multipart field ``file``, or an ``image/*`` body), or JSON with a
@@ -129,14 +135,15 @@ async def predict(body: OneDigit, service: Service) -> PredictResult:
     "/api/predict/batch",
     tags=["predict"],
     summary=f"Read up to {MAX_BATCH_ITEMS} digits",
-    responses=REFUSALS,
+    responses={**REFUSALS, **BUSY},
     openapi_extra=request_body(BatchRequest, multipart=FilesUpload),
 )
 async def predict_batch(body: ManyDigits, service: Service) -> BatchResult:
     """Multipart with several files, or JSON ``{"items": [drawing or grid, ...]}``; each
     result is a prediction or that item's own error."""
-    items = validated(BatchRequest, body.value).items if isinstance(body, Json) else body.files
-    return await run_in_threadpool(service.predict_batch, items)
+    if isinstance(body, Json):  # checked in the worker thread too: 8 MB take a while
+        return await run_in_threadpool(service.predict_json_batch, body.value)
+    return await run_in_threadpool(service.predict_batch, body.files)
 
 
 KEY = r"^[\x21-\x7e]+$"  # an Idempotency-Key: printable ASCII, no spaces
@@ -147,8 +154,8 @@ KEY = r"^[\x21-\x7e]+$"  # an Idempotency-Key: printable ASCII, no spaces
     tags=["corrections"],
     summary="Store a drawing with the digit it really is",
     status_code=201,
-    responses=REFUSALS,
-    openapi_extra=request_body(DrawingCorrection | GridCorrection),
+    responses=CORRECTION_REFUSALS,
+    openapi_extra=request_body(Correction),
 )
 async def add_correction(
     body: OneDigit,
@@ -156,16 +163,14 @@ async def add_correction(
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=128, pattern=KEY)] = None,
 ) -> Stored:
-    """A drawing (or grid) as for ``/api/predict``, with its ``label``; the server redoes
-    the 28 x 28 image and stores both. A retry carrying the same ``Idempotency-Key`` header
-    returns the stored correction without storing it twice. Limited per client (429)."""
+    """A drawing (or grid) as for ``/api/predict``, with its ``label``: exactly the fields
+    documented, points exactly ``[x, y]`` (it is kept). The server redoes the 28 x 28 image
+    and stores both. A retry carrying the same ``Idempotency-Key`` header returns the
+    stored correction without storing it twice. Limited per client (429)."""
     if not isinstance(body, Json):
         raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
-    asked = validated(CorrectionLabel, body.value)
     client = request.client.host if request.client else ""
-    return await run_in_threadpool(
-        service.correct, asked.label, body.value, client, idempotency_key, asked.learn
-    )
+    return await run_in_threadpool(service.correct, body.value, client, idempotency_key)
 
 
 @router.get("/api/learning", tags=["learning"], summary="What the personal model has learned")

@@ -2,7 +2,8 @@
 
 `DigitService` holds the app's one `Predictor` and its corrections store. Its methods
 are plain functions that the routes run in worker threads: preprocessing a photo and
-running the model take long enough to stall every other client if run on the event loop.
+running the model take long enough to stall every other client if run on the event loop,
+and so does checking a JSON body of megabytes (with the models of `digitlab.inputs`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from digitlab.errors import DigitlabError, InputError
-from digitlab.inputs import DRAWING_KEYS, Strokes, digit_from_json
+from digitlab.inputs import (
+    BatchRequest,
+    Correction,
+    Digit,
+    Drawing,
+    PixelGrid,
+    Strokes,
+    parse,
+)
 from digitlab.learning import Learning
 from digitlab.preprocess import Normalized, preprocess
 from digitlab.web.models import BatchResult, ItemError, LearningState, PredictResult, Stored
@@ -76,11 +85,6 @@ DECODE_SLOTS = max(1, os.cpu_count() or 1)
 DECODE_WAIT = 10.0
 
 
-def _only(body: Any, allowed: set[str]) -> None:
-    if isinstance(body, Mapping) and (extra := sorted(set(body) - allowed)):
-        raise InputError(f"correction: unknown field(s) {', '.join(map(repr, extra[:5]))}")
-
-
 class DigitService:
     """What the routes call, off the event loop: one `Learning` (the Predictor, its personal
     model and the corrections store)."""
@@ -92,8 +96,9 @@ class DigitService:
         self.decoding = threading.BoundedSemaphore(decode_slots)
         self.correcting = RateLimit()
 
-    def read(self, item: bytes | Any) -> Normalized:
-        """Preprocess image bytes, or the drawing or grid in a parsed JSON body."""
+    def read(self, item: bytes | Drawing | PixelGrid | Any) -> Normalized:
+        """Preprocess image bytes, a drawing or grid already checked (a batch's item), or
+        the one in a parsed JSON body (checked here, by `digitlab.inputs`)."""
         config = self.predictor.config
         if isinstance(item, bytes):
             if not self.decoding.acquire(timeout=DECODE_WAIT):
@@ -104,17 +109,25 @@ class DigitService:
                 raise NotAnImage(str(e)) from None
             finally:
                 self.decoding.release()
-        # Any JSON value goes through the JSON parser: handed to preprocess as it is,
+        # Any other value is JSON, checked by the models: handed to preprocess as it is,
         # a string would be taken for a file path.
-        return preprocess(digit_from_json(item, config), config)
+        digit = item if isinstance(item, Drawing | PixelGrid) else parse(Digit, item, config)
+        return preprocess(digit.digit(), config)
 
     def predict(self, item: bytes | Any) -> PredictResult:
         return PredictResult.of(self.predictor.predict_normalized([self.read(item)])[0])
 
-    def predict_batch(self, items: Sequence[bytes | Any]) -> BatchResult:
+    def predict_json_batch(self, body: Any) -> BatchResult:
+        """A JSON batch, ``{"items": [...]}``: refused whole only when that envelope is wrong."""
+        return self.predict_batch(parse(BatchRequest, body, self.predictor.config).items)
+
+    def predict_batch(self, items: Sequence[bytes | Digit | InputError]) -> BatchResult:
         """Each item's result, or its own error: one bad image does not sink the batch."""
         read: list[Normalized | DigitlabError] = []
         for item in items:
+            if isinstance(item, DigitlabError):  # a JSON item that is no drawing or grid
+                read.append(item)
+                continue
             try:
                 read.append(self.read(item))
             except DigitlabError as e:
@@ -130,31 +143,25 @@ class DigitService:
             ]
         )
 
-    def correct(self, label: int, body: Mapping[str, Any], client: str = "",
-                request_key: str | None = None, learn: bool | None = None) -> Stored:  # fmt: skip
+    def correct(self, body: Any, client: str = "", request_key: str | None = None) -> Stored:
         """Store a drawing (or grid) with its correct label; the image is redone here.
 
-        Stricter than a prediction, because it is kept: no field beyond the drawing's (or
-        the grid) and the label, points exactly [x, y], and what is stored is the drawing
-        rebuilt from the validated numbers, never the body as it was sent.
+        The body is checked as a `digitlab.inputs.Correction`, stricter than a digit to
+        read because it is kept; what is stored is the drawing rebuilt from the checked
+        numbers, never the body as it was sent.
         """
-        self.correcting.take(client)
         config = self.predictor.config
-        drawing = None
-        if isinstance(body, Mapping) and "strokes" in body:
-            _only(body, {*DRAWING_KEYS, "label", "learn"})
-            drawing = Strokes.from_json(body, config.max_points, strict=True)
-            norm = preprocess(drawing, config)
-        else:
-            _only(body, {"pixels", "label", "learn"})
-            norm = self.read(body)
+        asked = parse(Correction, body, config)
+        self.correcting.take(client)  # only well-formed corrections count against the limit
+        digit = asked.digit()
+        norm = preprocess(digit, config)
         if norm.image is None:
             raise InputError("nothing to store: the drawing has no ink")
         p = self.predictor.predict_normalized([norm])[0]
-        stored, why = self.learning.correct(
-            p, label, learn=self.learning.enabled if learn is None else learn,
-            drawing=drawing.to_json() if drawing is not None else None, request_key=request_key,
-        )  # fmt: skip
+        learn = self.learning.enabled if asked.learn is None else asked.learn
+        drawing = digit.to_json() if isinstance(digit, Strokes) else None
+        stored, why = self.learning.correct(p, asked.label, learn=learn, drawing=drawing,
+                                            request_key=request_key)  # fmt: skip
         return Stored(id=stored.id, label=stored.label, predicted=stored.predicted,
                       learned=why is None, not_learned_because=why,
                       learning=self.learning_status())  # fmt: skip
