@@ -45,10 +45,13 @@ system-deps:  ## Debian packages the browser and desktop tests drive (chromium, 
 run: install  ## the main job: the web app with the bundled model at http://$(HOST):$(PORT)/
 	$(VENV)/bin/digitlab serve --host $(HOST) --port $(PORT)
 
-test: install system-deps  ## the default test suite (what CI runs, minus lint)
-	$(PY) -m pytest
+# Two tiers of tests; tests/conftest.py says which test is in which, and why. One pytest run
+# per target: an empty selection (pytest's exit 5, "no tests collected") is a failure, never
+# a tier that happened to be empty. Both print the 15 slowest tests (pyproject.toml).
+test: install  ## the fast tier, after every change: about two minutes, no Chromium or Xvfb
+	$(PY) -m pytest -m "not slow"
 
-test-all: install system-deps  ## also the slow full-data tests
+test-all: install system-deps  ## every tier: fast and slow (Chromium, Xvfb, training, full MNIST)
 	$(PY) -m pytest -m ""
 
 lint: install
@@ -59,7 +62,7 @@ format: install
 	$(VENV)/bin/ruff format src tests benchmarks scripts
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts notebooks
 
-check: lint test  ## what CI runs
+check: lint test-all  ## what CI runs (.ci/run): lint and every tier
 
 bench: install  ## speed and accuracy benchmarks (ratios against baselines run in the same process)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -14,6 +14,7 @@ from digitlab.modelfile import bundled_model_path, load_model, read_card
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.full_mnist
 def test_bundled_model_scores_at_least_99_7_percent(mnist_test):
     from digitlab.evaluate import evaluate
 
@@ -26,6 +27,7 @@ def test_bundled_model_scores_at_least_99_7_percent(mnist_test):
     assert model.card.metrics.test_errors == ev.errors
 
 
+@pytest.mark.full_mnist
 @pytest.mark.parametrize("name", ["digit-cnn.onnx", "digit-cnn-fp32.onnx"])
 def test_bundled_models_are_calibrated(mnist_test, name):
     """The confidence is honest on the test set: ECE at most 1 %, right ones sound sure."""
@@ -72,6 +74,7 @@ def test_bundled_cards_record_the_preprocessing_in_use(name):
     assert card.preprocessing == json.loads(json.dumps(PreprocessConfig().card_block()))
 
 
+@pytest.mark.full_mnist
 def test_cli_evaluate_json_bundled(mnist_dir):
     out = subprocess.run(
         [sys.executable, "-m", "digitlab", "evaluate", "--json", "--data-dir", str(mnist_dir)],

@@ -94,6 +94,7 @@ def test_cli_bad_teacher_is_one_line_exit_2(tmp_path, mnist_dir, teacher):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.trains
 def test_cli_teacher_options_reach_the_config(tmp_path, mnist_dir, monkeypatch):
     from digitlab.cli import main
 

@@ -255,6 +255,7 @@ def wait_until_learning_is_ready(url: str) -> None:
     raise AssertionError("the server's personal model never got ready")
 
 
+@pytest.mark.server_process
 def test_four_concurrent_bombs_leave_a_real_server_s_memory_flat(tmp_path):
     """A child `digitlab serve`; peak RSS from /proc before and after four 16-bit bombs."""
     import threading
@@ -431,6 +432,7 @@ def test_fuzz_small_pictures_never_crash_preprocess(a):
     assert n.image is None or (n.image.shape == (28, 28) and np.isfinite(n.image).all())
 
 
+@pytest.mark.server_process
 def test_kill_9_while_storing_loses_no_acknowledged_correction(tmp_path):
     """A child server is killed mid-stream; every correction it answered 201 is still there."""
     import signal
@@ -495,6 +497,7 @@ def test_pillow_warnings_do_not_leak(capfd):
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.server_process
 def test_serving_on_the_network_warns_and_locks_the_corrections(tmp_path):
     import socket
     import subprocess

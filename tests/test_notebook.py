@@ -8,6 +8,8 @@ import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "model_selection.ipynb"
 
+pytestmark = pytest.mark.notebook
+
 
 def test_model_selection_notebook_runs(mnist_dir, tmp_path, monkeypatch):
     import nbformat

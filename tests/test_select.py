@@ -377,6 +377,7 @@ def test_cli_refuses_to_overwrite_a_run(quick_study, monkeypatch, capsys):
     assert code == 2 and "already holds a run" in stderr
 
 
+@pytest.mark.study
 def test_ctrl_c_keeps_finished_models(mnist_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "DIGITLAB_DATA": str(mnist_dir)}
@@ -421,6 +422,7 @@ def test_ctrl_c_keeps_finished_models(mnist_dir, tmp_path):
         assert "scores.sgd" in npz.files
 
 
+@pytest.mark.cluster
 def test_dask_backend_on_a_local_cluster(mnist_dir, tmp_path):
     from distributed import LocalCluster
 
@@ -457,6 +459,7 @@ def test_dask_backend_on_a_local_cluster(mnist_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 13 minutes on 2 busy cores: past the suite's 600 s
 def test_full_data_anchors(mnist_dir, tmp_path):
     cfg = SelectConfig(models=("knn", "knn+shift", "svm"), curve="none", data_dir=str(mnist_dir))
     rows = {r.model: r for r in select.run_study(cfg, tmp_path / "run").rows}

@@ -97,6 +97,7 @@ def test_same_seed_same_weights_and_other_seed_differs(quick_run, tmp_path, mnis
     assert weights_digest(other.run_dir) != weights_digest(quick_run.run_dir)
 
 
+@pytest.mark.trains
 def test_resume_continues_exactly(tmp_path, mnist_dir):
     cfg = tr.TrainConfig(epochs=2, quick=True, device="cpu", seed=1, model=SMALL)
     straight = tr.train(cfg, tmp_path / "straight", mnist_dir)
@@ -184,6 +185,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.trains
 def test_cli_ctrl_c_keeps_last_epoch_then_resume(tmp_path, mnist_dir):
     run = tmp_path / "run"
     proc = _cli(
