@@ -186,6 +186,7 @@ def test_the_card_block_is_typed_and_checked_against_the_graph(tmp_path) -> None
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.full_mnist
 def test_a_personal_model_keeps_the_detector_and_learns_what_is_a_digit(
     tmp_path, mnist_dir, test_negatives
 ) -> None:
@@ -227,7 +228,8 @@ def test_a_small_fit_adds_a_detector_then_replaces_it_and_keeps_the_probabilitie
     # would spend most of the test embedding 15,000 MNIST images.
     model = OnnxModel(tiny_members[0])
     config = DataConfig(negatives_train=60, negatives_val=20, negatives_test=20,
-                        rendered_digits=100, mnist_train=1500)  # fmt: skip
+                        rendered_digits=100, mnist_train=1500, people_train=200,
+                        people_val=100)  # fmt: skip
     images = prepare(config, split_from_card(model.card), None, mnist_dir)
     first, _ = fit_model(tiny_members[0], images, tmp_path / "first.onnx",
                          HeadConfig(hidden=16, max_iter=20))  # fmt: skip
@@ -239,6 +241,8 @@ def test_a_small_fit_adds_a_detector_then_replaces_it_and_keeps_the_probabilitie
     assert [o.name for o in refit.session.get_outputs()].count(OUTPUT) == 1  # replaced, not added
     nd = card.not_digit
     assert nd.val["mnist_digits_flagged"] <= 0.01 and nd.positives["redrawn"] is None
+    # Other writers' digits are positives, and at most 0.5 % of their validation ones flagged.
+    assert nd.val["people_digits_flagged"] <= 0.005 and nd.positives["people"]["val"] == 100
     assert nd.training["hidden"] == 16 and nd.negatives["per_family"]["train"] == 60
     with pytest.raises(Exception, match=r"\.onnx path"):
         fit_model(tiny_members[0], images, tmp_path / "refit.txt")

@@ -195,7 +195,8 @@ def train_cmd(
     recipe: str = typer.Option(
         "default",
         help="Named preset: default (40 epochs), cpu-fast (~99.7 % in ~15 min on one CPU "
-        "thread, docs/train-cpu.md), or cpu-lowres (cpu-fast seeing low-resolution scans too). "
+        "thread, docs/train-cpu.md), cpu-lowres (cpu-fast seeing low-resolution scans too), or "
+        "cpu-people (cpu-lowres with writer-style digits, docs/people.md). "
         "Options below override it.",
     ),
     epochs: int | None = typer.Option(

@@ -62,6 +62,34 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class PeopleConfig:
+    """Digits by writers MNIST lacks, added to the training set (`digitlab.writers`).
+
+    MNIST's writers slant one way, write 1 as a bare stem and 7 without a bar; other people
+    do not, and a collection that scales each digit to fill its box makes shapes MNIST never
+    has. So the training set gains ``varied`` training digits (never validation ones), each
+    given one writer-style variation (slant, stretched to fill the box, thin or thick strokes,
+    elastic, broken strokes), and ``styles`` digits drawn as pen strokes in national and
+    plain styles (a 1 with a flag and a foot, a crossed 7, open and closed 4s, ...). They are
+    made once at the start of a run from ``seed``, so a resumed run sees the same ones.
+
+    ``non_digits`` drawings of each family of `digitlab.negatives` (letters, glyphs, shapes,
+    faces, scribbles, doodles; its training split, never the detector's validation or test
+    ones) join too, taught to give no digit: their loss is the cross-entropy with the uniform
+    distribution, ``non_digit_weight`` times (outlier exposure, Hendrycks et al., 2019). A
+    network taught so embeds a letter away from every digit, which is what lets the "not a
+    digit" detector on its embedding (`digitlab.notdigit`) refuse letters without refusing
+    the odd digits of other writers.
+    """
+
+    varied: int = 20000
+    styles: int = 6000
+    non_digits: int = 1000  # per family of `digitlab.negatives`
+    non_digit_weight: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run; recorded in checkpoints and the card."""
 
@@ -87,6 +115,7 @@ class TrainConfig:
     threads: int = 0
     recipe: str = "default"  # the named preset this config started from (see RECIPES)
     distill: DistillConfig | None = None
+    people: PeopleConfig | None = None  # writer-style digits added to the training set
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -99,6 +128,7 @@ class TrainConfig:
         d["model"] = CNNConfig.from_json(d["model"])
         d["augment"] = AugmentConfig(**d["augment"])
         d["distill"] = DistillConfig(**d["distill"]) if d.get("distill") else None
+        d["people"] = PeopleConfig(**d["people"]) if d.get("people") else None
         return cls(**d)
 
 
@@ -126,10 +156,16 @@ CPU_FAST = TrainConfig(
 # of the bundled ensemble besides the default network (docs/bundled-model.md).
 CPU_LOWRES = replace(CPU_FAST, augment=AugmentConfig(lowres_prob=0.2), recipe="cpu-lowres")
 
+# cpu-lowres trained for people as well as for MNIST (docs/people.md): writer-style digits
+# and non-digits join the training set (PeopleConfig: 32,000 more images), so an epoch takes
+# ~1.6x longer and the run has fewer of them.
+CPU_PEOPLE = replace(CPU_LOWRES, epochs=12, people=PeopleConfig(), recipe="cpu-people")
+
 RECIPES: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "cpu-fast": CPU_FAST,
     "cpu-lowres": CPU_LOWRES,
+    "cpu-people": CPU_PEOPLE,
 }
 
 
@@ -179,12 +215,35 @@ def load_splits(cfg: TrainConfig, data_dir: Path | None, device: torch.device) -
     train_idx, val_idx = split_indices(len(images), held_out.val_size, held_out.seed)
     if cfg.quick:
         train_idx = train_idx[: QUICK_SIZES["train"]]
+    x_train, y_train = images[train_idx], labels[train_idx].astype(np.int64)
+    if cfg.people is not None:
+        x_train, y_train = with_people(x_train, y_train, cfg.people, cfg.quick)
 
-    def to_device(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(images[idx]).unsqueeze(1).to(device)
-        return x, torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+    def to_device(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.from_numpy(x).unsqueeze(1).to(device)
+        return t, torch.from_numpy(y.astype(np.int64)).to(device)
 
-    return Splits(*to_device(train_idx), *to_device(val_idx))
+    return Splits(*to_device(x_train, y_train), *to_device(images[val_idx], labels[val_idx]))
+
+
+def with_people(
+    x: np.ndarray, y: np.ndarray, people: PeopleConfig, quick: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training digits ``x``, ``y`` with the writer-style digits of ``people`` added,
+    and its non-digits with the label `NON_DIGIT` (a fiftieth of them in a quick run)."""
+    from digitlab.negatives import negatives
+    from digitlab.writers import render, style_digits, varied_digits
+
+    rng = np.random.default_rng(people.seed)
+    share = 50 if quick else 1
+    varied = varied_digits(x, y, people.varied // share, rng)
+    styled = style_digits(people.styles // share, rng)
+    drawings = negatives("train", people.non_digits // share, people.seed)
+    others = [render(n.drawing) for n in drawings]
+    not_digits = np.stack(others) if others else np.zeros((0, 28, 28), np.uint8)
+    images = np.concatenate([x, varied[0], styled[0], not_digits])
+    labels = np.concatenate([y, varied[1], styled[1], np.full(len(not_digits), NON_DIGIT)])
+    return images, labels
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -235,10 +294,23 @@ def teacher_sha256(path: str | Path) -> str:
     return read_card(path).onnx_sha256
 
 
+NON_DIGIT = -1  # the training label of a non-digit (`PeopleConfig.non_digits`)
+
+
 def training_loss(
     logits: torch.Tensor, labels: torch.Tensor, taught: torch.Tensor | None, cfg: TrainConfig
 ) -> torch.Tensor:
-    """Cross-entropy with the labels, mixed with the teacher's when there is one."""
+    """Cross-entropy with the labels, mixed with the teacher's when there is one; plus, for
+    non-digits, the cross-entropy with the uniform distribution (`PeopleConfig`)."""
+    digit = labels != NON_DIGIT
+    if not bool(digit.all()):
+        w = cfg.people.non_digit_weight if cfg.people is not None else 1.0
+        uniform = -F.log_softmax(logits[~digit], dim=1).mean(dim=1).sum() / len(labels)
+        if not bool(digit.any()):
+            return w * uniform
+        share = digit.float().mean()
+        rest = taught[digit] if taught is not None else None
+        return share * training_loss(logits[digit], labels[digit], rest, cfg) + w * uniform
     hard = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
     if taught is None:
         return hard

@@ -558,3 +558,36 @@ def canvas_image(drawing: Strokes) -> np.ndarray:
     drawing's own pen (`digitlab.preprocess.draw_strokes`, round caps and joins)."""
     size = (drawing.width or 280, drawing.height or 280)
     return np.asarray(draw_strokes(drawing.strokes, size, drawing.pen, ink=0, paper=255))
+
+
+# --------------------------------------------------------------------------- #
+# Training digits for people
+# --------------------------------------------------------------------------- #
+
+
+def style_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` digits drawn in the styles of `STYLES` (national and plain, equally often), each
+    rendered as the model sees a drawing and half of them given one of `VARIATIONS` too:
+    (N x 28 x 28 uint8 images, their digits)."""
+    names, variations = list(STYLES), list(VARIATIONS.values())
+    images, labels = np.zeros((n, 28, 28), np.uint8), np.zeros(n, np.int64)
+    for i in range(n):
+        style = STYLES[names[i % len(names)]]
+        image = render(style_strokes(style.name, rng))
+        if rng.random() < 0.5 and image.any():
+            image = variations[int(rng.integers(len(variations)))](image, rng)
+        images[i], labels[i] = image, style.digit
+    return images, labels
+
+
+def varied_digits(
+    images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of ``images`` (picked at random, with their ``labels``), each given one of
+    `VARIATIONS` at random: the writers MNIST lacks, made from the digits it has."""
+    picks = rng.choice(len(images), n, replace=n > len(images))
+    variations = list(VARIATIONS.values())
+    out = np.zeros((n, 28, 28), np.uint8)
+    for i, k in enumerate(picks):
+        out[i] = variations[i % len(variations)](images[k], rng)
+    return out, labels[picks].astype(np.int64)
