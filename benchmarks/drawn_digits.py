@@ -31,6 +31,7 @@ from scipy import ndimage
 from digitlab.data import load_mnist
 from digitlab.predict import Predictor
 from digitlab.preprocess import Strokes
+from digitlab.writers import skeleton  # Zhang-Suen thinning to centre lines
 
 CANVAS = 280
 SUPERSAMPLE = 2  # draw at twice the size and average down: anti-aliased lines
@@ -39,29 +40,6 @@ SUPERSAMPLE = 2  # draw at twice the size and average down: anti-aliased lines
 # --------------------------------------------------------------------------- #
 # MNIST digit -> pen strokes
 # --------------------------------------------------------------------------- #
-
-
-def thin(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a boolean image to one-pixel-wide centre lines."""
-    img = np.pad(mask, 1).astype(np.uint8)
-    while True:
-        changed = False
-        for step in (0, 1):
-            p = img
-            n = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:],  # P2..P9, clockwise from north
-                 p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]  # fmt: skip
-            b = sum(n)
-            a = sum((n[i] == 0) & (n[(i + 1) % 8] == 1) for i in range(8))
-            if step == 0:
-                c = (n[0] * n[2] * n[4] == 0) & (n[2] * n[4] * n[6] == 0)
-            else:
-                c = (n[0] * n[2] * n[6] == 0) & (n[0] * n[4] * n[6] == 0)
-            drop = (p[1:-1, 1:-1] == 1) & (b >= 2) & (b <= 6) & (a == 1) & c
-            if drop.any():
-                img[1:-1, 1:-1][drop] = 0
-                changed = True
-        if not changed:
-            return img[1:-1, 1:-1].astype(bool)
 
 
 UPSCALE = 4  # the digit is thinned at 4 x 28 = 112 px
@@ -85,7 +63,7 @@ def draw(digit: np.ndarray, rng: np.random.Generator) -> Drawing:
     mask = np.asarray(Image.fromarray(digit).resize((28 * UPSCALE,) * 2, Image.Resampling.BICUBIC))
     mask = mask >= 128
     depth = ndimage.distance_transform_edt(mask)
-    skel = thin(mask)
+    skel = skeleton(mask)
     own_width = 2 * float(np.median(depth[skel]))  # the digit's stroke, in 112-px units
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     lo = np.array([cols[0], rows[0]], float)
