@@ -8,6 +8,10 @@ PORT   ?= 8000
 export DIGITLAB_DATA := $(DATA)
 # npm, when the machine has it: it installs onnxruntime-web for the page (package-lock.json).
 NPM    ?= $(shell command -v npm 2>/dev/null)
+# The page loads two of its files; they are copied into the package (package data, ignored by
+# git), where digitlab.browser.find_runtime looks: the package never reaches into a checkout.
+RUNTIME_DIR   := src/digitlab/vendor/onnxruntime-web
+RUNTIME_FILES := $(RUNTIME_DIR)/ort.wasm.bundle.min.mjs $(RUNTIME_DIR)/ort-wasm-simd-threaded.wasm
 
 
 .PHONY: install web-runtime no-npm system-deps run test test-all lint format check bench lock audit clean
@@ -22,10 +26,6 @@ node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-# The page loads two of its files; they are copied into the package (package data, ignored by
-# git), where digitlab.browser.find_runtime looks: the package never reaches into a checkout.
-RUNTIME_DIR   := src/digitlab/vendor/onnxruntime-web
-RUNTIME_FILES := $(RUNTIME_DIR)/ort.wasm.bundle.min.mjs $(RUNTIME_DIR)/ort-wasm-simd-threaded.wasm
 $(RUNTIME_DIR)/%: node_modules/.installed
 	mkdir -p $(@D)
 	cp node_modules/onnxruntime-web/dist/$* $@
