@@ -16,7 +16,8 @@ ink can cover 80 %. So nothing here assumes which one is the majority:
    cues disagree), dark ink on light paper, as on scans and photos.
 3. Flattening. Under uneven light (a shadow across a photo) the paper's level
    is estimated locally, from the lightest pixels of cells wider than the
-   strokes, and divided out.
+   strokes, and divided out. A picture that read as light ink without a border to
+   say so, and is bare paper once evened out, is a shadow on an empty page: no ink.
 4. Threshold. Ink differs from the paper by ``min_contrast`` and by
    ``noise_sigmas`` robust standard deviations of the paper; a ramp keeps the
    anti-aliased edges; the strongest ink maps to 1 so faint pencil and black
@@ -57,7 +58,7 @@ class Ink:
 
     ink: np.ndarray | None  # float32, 0 = paper, 1 = strongest ink; None: no ink
     polarity: str  # "dark-on-light", "light-on-dark" or "none"
-    polarity_by: str  # the cue that decided it: border, corners, pieces, darker, majority
+    polarity_by: str  # the cue: border, corners, pieces, darker, majority; noise, shadow: no ink
     paper: float  # the paper's grey level (0-255, as in the input; after flattening)
     threshold: float  # how many grey levels from the paper count as ink
     flattened: bool  # uneven light divided out
@@ -79,6 +80,10 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
             flat_hist = _histogram(flat[0])
             flat_split = _real_split(flat_hist, config)
             flat_dark, flat_by = _polarity(*flat, flat_hist, flat_split, config)
+            if flat_dark is None and dark_is_ink is not None:
+                # Evened out, the picture is bare paper: what read as light ink was the
+                # light itself (the lit side of a shadow on an empty page), not ink.
+                return Ink(None, "none", "shadow", _median(flat_hist), 0.0, True)
             if not flat_dark:
                 flat = None
             else:
@@ -93,8 +98,10 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
         if flat is not None:
             g, hist = flat[0], _histogram(flat[0])
             split = _real_split(hist, config)
-        elif not dark_is_ink:  # the same histogram, read the other way round
-            hist, split = hist[::-1], None if split is None else 254 - split
+    elif not dark_is_ink:  # light ink: the same histogram, read the other way round
+        # (Without this the paper of light-on-dark pictures was taken from the ink's own
+        # class, and a hairline's fainter pixels fell below the threshold: it broke up.)
+        hist, split = hist[::-1], None if split is None else 254 - split
     flattened = flat is not None
     paper, threshold = _paper_and_threshold(hist, split, flattened, config)
     paper_as_given = paper if dark_is_ink else 255 - paper
