@@ -126,6 +126,17 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def float_model(tmp_path_factory) -> Path:
+    """The bundled model as a float graph (tests/float_twin.py): the float parent does not
+    ship, and graph-editing code must work on float graphs as well as on int8 ones."""
+    from digitlab.modelfile import bundled_model_path
+    from float_twin import float_twin
+
+    out = tmp_path_factory.mktemp("float") / "digit-cnn-float.onnx"
+    return float_twin(bundled_model_path(), out)
+
+
+@pytest.fixture(scope="session")
 def mnist_test(mnist_dir: Path):
     """(images, labels) of the real MNIST test split, loaded once per session."""
     from digitlab.data import load_mnist

@@ -38,9 +38,6 @@ from digitlab.modelfile import OnnxModel, bundled_model_path, load_model, read_c
 from digitlab.predict import Predictor
 from digitlab.preprocess import normalized_png, preprocess
 
-REPO = Path(__file__).resolve().parents[1]
-FP32 = REPO / "models" / "digit-cnn-fp32.onnx"
-
 
 def flag1(digit: np.ndarray) -> np.ndarray:
     """An MNIST 1 (28 x 28, light on dark) with a long flag from its top, 4x upscaled."""
@@ -89,10 +86,12 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("path", [bundled_model_path(), FP32], ids=["int8", "fp32"])
-def test_the_embedding_is_found_in_either_graph_and_changes_nothing(path, mnist_test):
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_the_embedding_is_found_in_either_graph_and_changes_nothing(kind, mnist_test, request):
     import onnx
 
+    # The float graph: the bundled model's float twin (conftest's float_model).
+    path = bundled_model_path() if kind == "int8" else request.getfixturevalue("float_model")
     model = OnnxModel(path)
     gemm, softmax = find_head(onnx.load_from_string(model.graph).graph)
     assert (gemm.op_type, softmax.op_type) == ("Gemm", "Softmax")
@@ -141,9 +140,9 @@ def test_a_graph_without_a_linear_head_and_softmax_is_refused(tmp_path, mnist_di
         PersonalModel(linear, data_dir=mnist_dir, cache_dir=tmp_path)
 
 
-def test_the_prototype_layer_graph_computes_what_numpy_computes(mnist_test):
-    """On the float model (opset and head differ from the int8 one): a hand-made layer."""
-    model = OnnxModel(FP32)
+def test_the_prototype_layer_graph_computes_what_numpy_computes(mnist_test, float_model):
+    """On a float graph (its head differs from the int8 one's): a hand-made layer."""
+    model = OnnxModel(float_model)
     images, labels = mnist_test
     x = images[:300].astype(np.float32) / 255
     probs, emb = Embedder(model).run(x)

@@ -30,7 +30,6 @@ from servers import background_server, local_client
 from test_web_browser import ARTIFACTS, ONE, THREE, TIMEOUT_MS, draw, expect_digit
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-FP32 = Path(__file__).resolve().parents[1] / "models" / "digit-cnn-fp32.onnx"
 PARITY_DRAWINGS = 200
 browser_test = pytest.mark.browser
 
@@ -166,11 +165,13 @@ class LearningModel:
         return model.path.read_bytes(), model.card
 
 
-def test_a_model_that_learns_is_sent_as_its_current_graph(predictor, runtime, tmp_path) -> None:
+def test_a_model_that_learns_is_sent_as_its_current_graph(
+    predictor, runtime, tmp_path, float_model
+) -> None:
     from digitlab.predict import Predictor
     from digitlab.web.app import create_app
 
-    learning = LearningModel(predictor.model.path, FP32)
+    learning = LearningModel(predictor.model.path, float_model)
     app = create_app(Predictor(learning), tmp_path / "c.sqlite3", runtime_dir=runtime)
     client = local_client(app)
     for current in (0, 1):
@@ -230,7 +231,7 @@ def compare(js: list[dict], py: list, what: str) -> dict:
 
 
 @browser_test
-def test_parity_with_the_predictor(browser, runtime, drawings, tmp_path) -> None:
+def test_parity_with_the_predictor(browser, runtime, drawings, tmp_path, float_model) -> None:
     """The page's 28 x 28 images and the in-browser model's answers are the Predictor's.
 
     With the float model here; the bundled int8 one in the next test.
@@ -238,7 +239,7 @@ def test_parity_with_the_predictor(browser, runtime, drawings, tmp_path) -> None
     from digitlab.predict import Predictor
     from digitlab.web.app import create_app
 
-    fp32 = Predictor(FP32)
+    fp32 = Predictor(float_model)
     with background_server(create_app(fp32, tmp_path / "c.sqlite3", runtime_dir=runtime)) as url:
         page, errors = open_page(browser, url)
         assert page.evaluate("window.digitlab.where()") == "browser"
@@ -355,7 +356,9 @@ def test_the_page_reads_drawings_in_the_browser(browser, server) -> None:
 
 
 @browser_test
-def test_a_correction_is_stored_and_the_page_follows_a_new_model(browser, server, app) -> None:
+def test_a_correction_is_stored_and_the_page_follows_a_new_model(
+    browser, server, app, float_model
+) -> None:
     """The server swaps its model (as one learnt from corrections will): after the next
     correction the page sees the new SHA-256 in its settings and loads that model."""
     import httpx
@@ -370,7 +373,7 @@ def test_a_correction_is_stored_and_the_page_follows_a_new_model(browser, server
     draw(page, ONE)
     expect_digit(page, "1")
     expect(page.locator("#result")).to_have_attribute("data-where", "browser")
-    swapped = Predictor(FP32)
+    swapped = Predictor(float_model)
     sha = swapped.card.onnx_sha256
     try:
         service.predictor = swapped

@@ -79,9 +79,9 @@ def cli(monkeypatch, capsys, mnist_dir):
     ],
     ids=lambda command: "-".join(command[:1] + [a.strip("{}") for a in command[-1:]]),
 )
-def test_an_output_that_is_an_input_is_refused_and_left_alone(command, tmp_path, cli):
+def test_an_output_that_is_an_input_is_refused_and_left_alone(command, tmp_path, cli, float_model):
     x = copy_model(bundled_model_path(), tmp_path / "x.onnx")
-    y = copy_model(bundled_model_path().with_name("digit-cnn-fp32.onnx"), tmp_path / "y.onnx")
+    y = copy_model(float_model, tmp_path / "y.onnx")
     (tmp_path / "link.onnx").symlink_to(x)
     os.link(x, tmp_path / "hard.onnx")
     (tmp_path / "examples" / "1").mkdir(parents=True)

@@ -85,15 +85,14 @@ def test_members_with_other_validation_images_are_refused(members, tmp_path, mni
     assert not (tmp_path / "e.onnx").exists()
 
 
-def test_cli_refusals_are_one_line(members, tmp_path, mnist_dir):
+def test_cli_refusals_are_one_line(members, tmp_path, mnist_dir, float_model):
     def run(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "digitlab", "ensemble", *args, "--data-dir", str(mnist_dir)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     alone = run(str(members[0]), "--out", str(tmp_path / "a.onnx"))
-    # The bundled int8 model and its float parent: the same split, but QDQ weights.
-    fp32 = bundled_model_path().with_name("digit-cnn-fp32.onnx")
-    quantised = run(str(bundled_model_path()), str(fp32), "--out", str(tmp_path / "b.onnx"))
+    # The bundled int8 model and a float graph of it: the same split, but QDQ weights.
+    quantised = run(str(bundled_model_path()), str(float_model), "--out", str(tmp_path / "b.onnx"))
     for proc, says in [(alone, "needs 2 to"), (quantised, "then `digitlab quantize` it")]:
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr

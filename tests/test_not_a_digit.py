@@ -26,7 +26,6 @@ from digitlab.predict import Predictor, TrustRules
 from digitlab.preprocess import draw_strokes
 
 REPO = Path(__file__).resolve().parents[1]
-FP32 = REPO / "models" / "digit-cnn-fp32.onnx"
 
 
 def line(a, b, n: int = 12) -> list[tuple[float, float]]:
@@ -110,8 +109,11 @@ def test_a_scan_that_lost_its_ink_is_left_out_only_when_allowed() -> None:
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("path", [bundled_model_path(), FP32], ids=["int8", "fp32"])
-def test_the_detector_leaves_the_digit_probabilities_bit_identical(path, mnist_test) -> None:
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_the_detector_leaves_the_digit_probabilities_bit_identical(
+    kind, mnist_test, request
+) -> None:
+    path = bundled_model_path() if kind == "int8" else request.getfixturevalue("float_model")
     model = OnnxModel(path)
     assert model.card.not_digit is not None and model.card.not_digit.output == OUTPUT
     base = OnnxModel.from_bytes(strip(model.graph), model.card.evolve(not_digit=None), path)

@@ -88,11 +88,13 @@ def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
     assert "http://" not in page and "https://" not in page  # nothing from elsewhere
 
 
-def test_another_model_and_an_earlier_export_replaced(site: Path, tmp_path: Path) -> None:
-    out = tmp_path / "fp32"
-    done = export_site(out, "--model", REPO / "models" / "digit-cnn-fp32.onnx")
+def test_another_model_and_an_earlier_export_replaced(
+    site: Path, tmp_path: Path, float_model: Path
+) -> None:
+    out = tmp_path / "float"
+    done = export_site(out, "--model", float_model)
     assert done.returncode == 0, done.stderr
-    assert (out / "model" / "digit-cnn-fp32.onnx").is_file()
+    assert (out / "model" / float_model.name).is_file()
     done = export_site(out)  # the same folder again: an earlier site is replaced
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "model").iterdir()) == [
