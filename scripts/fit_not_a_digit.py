@@ -43,7 +43,7 @@ from real_digits import CONDITIONS  # noqa: E402  (likewise: scans, photos, mark
 # and the drawing (`redraw` makes drawings).
 REAL = [c for c in CONDITIONS if not c.negative and c.name not in ("mnist", "drawn")]
 
-BUNDLED = [REPO / "models" / "digit-cnn.onnx", REPO / "models" / "digit-cnn-fp32.onnx"]
+BUNDLED = [REPO / "models" / "digit-cnn.onnx"]
 
 
 def redraw(digit: np.ndarray, rng: np.random.Generator) -> tuple:
