@@ -683,3 +683,107 @@ def test_an_animated_gif_is_read_from_its_first_frame_and_the_answer_says_so(tmp
     assert line.strip().endswith(f"({ANIMATED})") and ": 0 " in line
     as_json = CliRunner().invoke(app, ["predict", "--json", str(tmp_path / "a.gif")]).stdout
     assert json.loads(as_json)["preprocessing"]["notes"] == [ANIMATED]
+
+
+# --------------------------------------------------------------------------- #
+# Hostile files for the CLI: nested JSON, no permission, an edited checkpoint (issue 27)
+# --------------------------------------------------------------------------- #
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``digitlab ARGS`` through `digitlab.cli.main`, as the command runs: (exit status, stderr)."""
+    import sys
+
+    from digitlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["digitlab", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def assert_one_line(code: int, err: str, words: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert words in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "report"])
+def test_a_card_nested_past_the_recursion_limit_is_one_line(tmp_path, monkeypatch, capsys, command):
+    import shutil
+
+    from digitlab.modelfile import bundled_model_path
+
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(bundled_model_path(), model)
+    (tmp_path / "m.card.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "x.png").write_bytes(png_bytes(ring()))
+    args = {"predict": ["predict", "--model", str(model), str(tmp_path / "x.png")],
+            "evaluate": ["evaluate", "--model", str(model)],
+            "report": ["report", str(model)]}[command]  # fmt: skip
+    assert_one_line(*run_main(monkeypatch, capsys, *args), "nested too deep")
+
+
+def test_a_file_the_user_may_not_read_is_one_line(tmp_path, monkeypatch, capsys):
+    """Under a folder without search permission, Python's ``Path.is_dir`` raises
+    PermissionError (root passes every permission check, so it is raised here by hand)."""
+    from digitlab import predict
+
+    def locked(paths):
+        raise PermissionError(13, "Permission denied", "locked/x.png")
+
+    monkeypatch.setattr(predict, "expand_paths", locked)
+    code, err = run_main(monkeypatch, capsys, "predict", str(tmp_path))
+    assert_one_line(code, err, "locked/x.png: permission denied")
+
+
+@pytest.fixture
+def checkpoint(tmp_path, mnist_dir):
+    """A run folder whose checkpoint is at the end of epoch 1 of 2 (untrained weights: only
+    the bookkeeping matters), and the schedule's steps an epoch."""
+    torch = pytest.importorskip("torch")
+    from digitlab import train as tr
+
+    cfg = tr.TrainConfig(epochs=2, quick=True, device="cpu", threads=1,
+                         model=tr.CNNConfig(channels=(8, 8, 16, 16, 16, 16)))  # fmt: skip
+    steps = tr.steps_per_epoch(len(tr.load_splits(cfg, mnist_dir, torch.device("cpu")).x_train),
+                               cfg.batch_size)  # fmt: skip
+    model = tr.build_model(cfg.model, cfg.seed, torch.device("cpu"))
+    opt, sched = tr.make_optimizer(model, cfg, steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    tr.check_schedule(tmp_path, 1, 2, steps, sched)  # as saved, it fits
+    state = {"config": cfg.to_json(), "epoch": 1, "history": [], "train_seconds": 0.0}
+    run = tmp_path / "run"
+    run.mkdir()
+    tr.save_checkpoint(run, model, opt, sched, state)
+    return run
+
+
+def _edit(run: Path, change) -> None:
+    state = json.loads((run / "checkpoint.json").read_text())
+    change(state)
+    (run / "checkpoint.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.update(epoch=-5),
+        lambda s: s.update(epoch=7),
+        lambda s: s["config"].update(epochs=5),
+        lambda s: s["config"].update(epochs=1),
+    ],
+    ids=["epoch-5", "epoch-past-the-end", "more-epochs", "fewer-epochs"],
+)
+def test_a_checkpoint_edited_off_its_schedule_is_one_line(checkpoint, monkeypatch, capsys, change):
+    _edit(checkpoint, change)
+    code, err = run_main(monkeypatch, capsys, "train", "--resume", str(checkpoint))
+    assert_one_line(code, err, "does not fit its own schedule")
+
+
+def test_a_checkpoint_nested_past_the_recursion_limit_is_one_line(checkpoint, monkeypatch, capsys):
+    (checkpoint / "checkpoint.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, err = run_main(monkeypatch, capsys, "train", "--resume", str(checkpoint))
+    assert_one_line(code, err, "nested too deep")

@@ -68,7 +68,7 @@ def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
 
     files = sorted(str(f.relative_to(site)) for f in site.rglob("*") if f.is_file())
     assert files == sorted([
-        "index.html", "settings.json",
+        "index.html", "settings.json", ".digitlab-site.json",
         "model/digit-cnn.onnx", "model/digit-cnn.card.json",
         *(f"runtime/{name}" for name in RUNTIME_FILES),
         *(f"static/{name}" for name in ("app.js", "local-corrections.js", "model.js", "png.js",
@@ -113,6 +113,63 @@ def test_what_it_refuses_is_one_line(tmp_path: Path) -> None:
     assert_refused(export_site(tmp_path / "file"), "exists and is not a folder")
     assert_refused(export_site(tmp_path / "new", "--model", tmp_path / "none.onnx"), "not found")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_new_export_keeps_what_else_the_folder_holds(site: Path, tmp_path: Path) -> None:
+    """Issue 27: re-exporting deleted .git and CNAME. Only the export's own files (its
+    manifest's) are replaced or deleted."""
+    import shutil
+
+    out = tmp_path / "site"
+    shutil.copytree(site, out)
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (out / "CNAME").write_text("digits.example\n")
+    (out / "static" / "extra.css").write_text("/* mine */")
+    (out / "model" / "old.onnx").write_bytes(b"an earlier export's model")
+    manifest = json.loads((out / ".digitlab-site.json").read_text())
+    manifest["files"].append("model/old.onnx")  # as if an earlier export had written it
+    (out / ".digitlab-site.json").write_text(json.dumps(manifest))
+    done = export_site(out)
+    assert done.returncode == 0, done.stderr
+    assert "(13 files" in done.stdout  # its own files, not the folder's
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (out / "CNAME").read_text() == "digits.example\n"
+    assert (out / "static" / "extra.css").read_text() == "/* mine */"
+    assert not (out / "model" / "old.onnx").exists()  # the earlier export's, not this one's
+    assert (out / "index.html").read_bytes() == (site / "index.html").read_bytes()
+    listed = json.loads((out / ".digitlab-site.json").read_text())["files"]
+    assert "model/old.onnx" not in listed and "index.html" in listed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
+
+
+def test_it_never_writes_into_digitlab_s_own_folders(tmp_path: Path) -> None:
+    import digitlab
+    from digitlab.browser import PAGE_FILES
+
+    package = Path(digitlab.__file__).parent
+    for folder in (package, PAGE_FILES, package / "new-site", REPO / "models"):
+        assert_refused(export_site(folder), "digitlab's own folder")
+    assert not (package / "new-site").exists()
+
+
+def test_a_manifest_naming_files_outside_the_site_is_refused(tmp_path: Path) -> None:
+    from digitlab.site import SiteError
+    from digitlab.site import export_site as export
+
+    keep = tmp_path / "keep.txt"
+    keep.write_text("keep me")
+    out = tmp_path / "site"
+    out.mkdir()
+    for bad in (["../keep.txt"], [str(keep)], ["static/../../keep.txt"], "x", [1]):
+        doc = {"digitlab_site": 1, "files": bad}
+        (out / ".digitlab-site.json").write_text(json.dumps(doc))
+        with pytest.raises(SiteError, match=r"outside the site|not a digitlab site manifest"):
+            export(out)
+    (out / ".digitlab-site.json").write_text("[" * 100_000)  # nested past the recursion limit
+    with pytest.raises(SiteError, match="unreadable"):
+        export(out)
+    assert keep.read_text() == "keep me"
 
 
 def test_without_the_runtime_it_says_how_to_get_it(tmp_path: Path) -> None:

@@ -484,6 +484,28 @@ def test_digitlab_serve_starts_the_app(tmp_path) -> None:
         assert "<canvas" in httpx.get(url + "/").text
         assert_prediction(httpx.post(url + "/api/predict", json=ONE).json(), 1)
         assert Path(db).is_file()
+        # Issue 27, against the server as it starts by default: a foreign page cannot reset
+        # or store (CSRF); a made-up X-Forwarded-For does not escape the rate limit (a burst
+        # of 10); what uvicorn cannot parse is answered in JSON.
+        evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+        assert_error(httpx.post(url + "/api/learning/reset", headers=evil), 403, "another site")
+        mine = {"Origin": url}
+        assert httpx.post(url + "/api/learning/reset", headers=mine).status_code == 200
+        fix = {**ONE, "label": 7}
+        r = httpx.post(
+            url + "/api/corrections", json=fix, headers={"Origin": "http://evil.example"}
+        )
+        assert_error(r, 403, "another site")
+        codes = [httpx.post(url + "/api/corrections", json=fix,
+                            headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                 for i in range(20)]  # fmt: skip
+        assert codes[:10] == [201] * 10 and codes.count(429) >= 5, codes  # refilled: 1 in 2 s
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n"
+            )
+            answer = b"".join(iter(lambda: s.recv(65536), b""))
+        assert answer.startswith(b"HTTP/1.1 400") and b"application/json" in answer
     finally:
         proc.terminate()
         proc.wait(timeout=10)

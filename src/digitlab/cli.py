@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -962,6 +962,14 @@ def serve_cmd(
         max=3600,
         help="Seconds a client has to send its request's body once the headers are in.",
     ),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        show_default=False,
+        help="Behind a reverse proxy: its addresses, comma-separated ('*': any), whose "
+        "X-Forwarded-For/-Proto headers are believed (default: none; a client's own "
+        "header would choose the address its rate limit goes by).",
+    ),
 ) -> None:
     """Start the web app: draw a digit in the browser and see what the model reads.
 
@@ -975,7 +983,8 @@ def serve_cmd(
     load_model(model)
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
     timeouts = (header_timeout, body_timeout)
-    serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts, learn=learn)
+    serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts, learn=learn,
+          forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #
@@ -986,7 +995,10 @@ def serve_cmd(
 @app.command("export-site")
 def export_site_cmd(
     out: Path = typer.Argument(
-        ..., metavar="DIR", help="Folder for the site: new, empty, or an earlier export."
+        ...,
+        metavar="DIR",
+        help="Folder for the site: new, empty, or an earlier export (only its files are "
+        "replaced; others, such as .git or CNAME, stay).",
     ),
     model: Path | None = typer.Option(
         None, "--model", help="Model file (default: the bundled model).", show_default=False
@@ -999,10 +1011,10 @@ def export_site_cmd(
     """
     from rich.markup import escape
 
-    from digitlab.site import export_site
+    from digitlab.site import export_site, site_files
 
     site = export_site(out, model)
-    files = [f for f in site.rglob("*") if f.is_file()]
+    files = site_files(site)  # its own: not what else the folder holds (.git, CNAME)
     size = sum(f.stat().st_size for f in files) / 1e6
     console.print(f"site written to {escape(str(site))} ({len(files)} files, {size:.1f} MB); "
                   f"try: python -m http.server -d {escape(str(site))} -b 127.0.0.1 8000",
@@ -1028,13 +1040,21 @@ FLAGS = {
 
 
 def main() -> None:
-    """Run the CLI; a `DigitlabError` becomes one line on stderr and exit status 2."""
+    """Run the CLI; a `DigitlabError` becomes one line on stderr and exit status 2, and so
+    does a file the user may not read (a PermissionError: Python's ``Path.exists`` and
+    ``is_dir`` raise it for a path under a folder without search permission)."""
     try:
         app()
     except DigitlabError as e:
-        from rich.markup import escape
+        _fail(e.named(FLAGS), e.exit_code)
+    except PermissionError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}permission denied", 2)
 
-        # soft_wrap: one error, one line, whatever the terminal width (scripts grep for it).
-        message = escape(e.named(FLAGS))
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+
+def _fail(message: str, code: int) -> NoReturn:
+    from rich.markup import escape
+
+    # soft_wrap: one error, one line, whatever the terminal width (scripts grep for it).
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -13,6 +13,7 @@ the web server's worker threads without sharing a connection between them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -44,6 +45,13 @@ class StoreFull(DigitlabError):
     """The store has reached its size cap (answered 413)."""
 
     status = 413
+
+
+class KeyReused(InputError):
+    """An Idempotency-Key sent again with another correction (answered 422): a retry must
+    repeat its request, and a new correction needs a new key."""
+
+    status = 422
 
 
 SCHEMA = """
@@ -126,6 +134,11 @@ class CorrectionStore:
         self.max_bytes = max_bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The drawings are the user's: the file is theirs alone (0600). SQLite gives its
+            # side files (the -journal, a -wal) the database file's mode.
+            if not self.path.exists():
+                with contextlib.suppress(FileExistsError):  # made by another process just now
+                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             with closing(self._connect()) as db, db:
                 db.execute(SCHEMA)
                 columns = {row[1] for row in db.execute("PRAGMA table_info(corrections)")}
@@ -174,13 +187,13 @@ class CorrectionStore:
         """
         if not 0 <= label <= 9:
             raise ValueError(f"label must be 0..9, got {label}")
+        text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
         if request_key is not None and (known := self._by_key(request_key)) is not None:
-            return known
+            return same_request(known, label, text, image_png)
         if self.size() >= self.max_bytes:
             raise StoreFull(f"the corrections store is full ({self.max_bytes / 2**20:g} MiB); "
                             "export and clear it to store more")  # fmt: skip
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
         row = (created, label, predicted, confidence, text, image_png, model_sha256, request_key)
         try:
             with self._db() as db, db:
@@ -194,7 +207,7 @@ class CorrectionStore:
             known = self._by_key(request_key) if request_key is not None else None
             if known is None:
                 raise
-            return known
+            return same_request(known, label, text, image_png)
         return Correction(
             new_id, created, label, predicted, confidence, text, image_png, model_sha256
         )
@@ -219,6 +232,16 @@ class CorrectionStore:
     def find(self, request_key: str) -> Correction | None:
         """The correction stored with this Idempotency-Key, if any."""
         return self._by_key(request_key)
+
+    def retry_of(self, request_key: str, label: int, image_png: bytes,
+                 drawing: dict[str, Any] | None = None) -> Correction | None:  # fmt: skip
+        """The correction stored with this Idempotency-Key when this one repeats it (None:
+        a new key); `KeyReused` when the key was sent with another correction."""
+        known = self._by_key(request_key)
+        if known is None:
+            return None
+        text = json.dumps(drawing, separators=(",", ":")) if drawing is not None else None
+        return same_request(known, label, text, image_png)
 
     def was_learned(self, correction_id: int) -> bool:
         with self._db() as db:
@@ -279,6 +302,16 @@ class CorrectionStore:
                 return
             yield from rows
             last = rows[-1].id
+
+
+def same_request(known: Correction, label: int, drawing_json: str | None,
+                 image_png: bytes) -> Correction:  # fmt: skip
+    """``known``, stored under an Idempotency-Key, when a request sent again with that key
+    would store the same correction (label, drawing, image); else `KeyReused`."""
+    if (known.label, known.drawing_json, known.image_png) != (label, drawing_json, image_png):
+        raise KeyReused("this Idempotency-Key was sent before with another correction; "
+                        "a new correction needs a new key")  # fmt: skip
+    return known
 
 
 def _page(cursor: sqlite3.Cursor) -> list[Correction]:

@@ -122,13 +122,24 @@ def json_bytes(doc: Any, indent: int | None = 2) -> bytes:
     return (json.dumps(doc, indent=indent) + "\n").encode()
 
 
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, where a document nested past Python's recursion limit (100,000 ``[``)
+    is a ValueError like any other malformed JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+
+
 def read_json(path: Path, error: type[DigitlabError], missing: str = "not found") -> dict[str, Any]:
     """A JSON object from ``path``; ``error`` with one line (``missing`` when absent) otherwise."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except PermissionError as e:
+        raise error(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, nested too deep
         raise error(f"{path}: unreadable ({e})") from None
     if not isinstance(doc, dict):
         raise error(f"{path}: expected a JSON object, found {type(doc).__name__}")

@@ -18,17 +18,25 @@ Python's job).
     SITE/model/NAME.onnx        the model ...
     SITE/model/NAME.card.json   ... and its card
 
-The site is written to a new folder beside SITE, then renamed into place: an interrupted
-export leaves SITE as it was. SITE must be new, empty, or an earlier export (replaced).
+    SITE/.digitlab-site.json    the files above: what a later export may replace or delete
+
+The site is written to a new folder beside SITE first. A new SITE is that folder renamed
+into place. Into an empty folder or an earlier export, each file is moved into place, the
+files the earlier export wrote that this one does not are deleted, and the manifest
+(``.digitlab-site.json``) is written last; nothing else in SITE is touched, so a ``.git``,
+a ``CNAME`` or a README kept beside the site stay. An export interrupted half-way leaves a
+mix of the two sites, whose files the manifest still lists, and the next export finishes it.
+A non-empty SITE without a manifest is refused, as are the package's own folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from digitlab.browser import (
     PAGE_FILES,
@@ -42,9 +50,11 @@ from digitlab.browser import (
     settings_json,
 )
 from digitlab.errors import DigitlabError
+from digitlab.fileio import read_json, write_json
 from digitlab.predict import Predictor
 
 SETTINGS = "settings.json"
+MANIFEST = ".digitlab-site.json"  # the files an export wrote: all that the next one may touch
 # The page's pointer to its settings: a server's route, a site's file.
 SERVER_SETTINGS = '<meta name="digitlab-settings" content="api/browser">'
 SITE_SETTINGS = f'<meta name="digitlab-settings" content="{SETTINGS}">'
@@ -64,7 +74,7 @@ def export_site(
     ``runtime_dir``: onnxruntime-web's files (default: `find_runtime`, the npm install).
     """
     out = Path(out).expanduser()
-    _check_target(out)
+    ours = _check_target(out)
     runtime = Path(runtime_dir) if runtime_dir is not None else find_runtime()
     if not runtime_complete(runtime):
         where = f"{runtime} lacks them" if runtime_dir is not None else "not installed"
@@ -82,7 +92,12 @@ def export_site(
         raise SiteError(f"{out}: cannot create the site folder ({e.strerror or e})") from None
     try:
         _write(tmp, predictor, runtime)
-        _replace(tmp, out)
+        written = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())
+        if out.exists():
+            _merge(tmp, out, written, ours)
+        else:
+            _write_manifest(tmp, written)
+            tmp.rename(out)
     except OSError as e:
         raise SiteError(f"{out}: cannot write the site ({e.strerror or e})") from None
     finally:
@@ -90,25 +105,94 @@ def export_site(
     return out
 
 
-def _check_target(out: Path) -> None:
-    """``out`` may be new, an empty folder, or an earlier export; nothing else is overwritten."""
+def site_files(site: Path) -> list[Path]:
+    """The files the export at ``site`` wrote, its manifest included."""
+    return [site / name for name in _read_manifest(site)] + [site / MANIFEST]
+
+
+def _forbidden() -> list[Path]:
+    """Folders a site is never written into: the package's own (its page, its runtime) and
+    the bundled model's."""
+    import digitlab
+    from digitlab.modelfile import bundled_model_path
+
+    folders = [Path(digitlab.__file__).resolve().parent, PAGE_FILES]
+    with contextlib.suppress(DigitlabError):  # no bundled model: nothing to keep safe
+        folders.append(bundled_model_path().resolve().parent)
+    return folders
+
+
+def _check_target(out: Path) -> list[str]:
+    """``out`` may be new, an empty folder, or an earlier export; nothing else is overwritten.
+    The files an earlier export there wrote (its manifest's), else none."""
     if out.exists() and not out.is_dir():
         raise SiteError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not is_site(out):
-        raise SiteError(f"{out}: the folder is not empty and not a digitlab site; name a new one")
-
-
-def is_site(folder: Path) -> bool:
-    """``folder`` holds a site `export_site` wrote (which a new export may replace)."""
+    where = out.resolve()
+    for folder in _forbidden():
+        if where == folder or where.is_relative_to(folder):
+            raise SiteError(f"{out}: is digitlab's own folder {folder}; name another one")
+    if not out.is_dir():
+        return []
+    if (out / MANIFEST).exists() or (out / MANIFEST).is_symlink():
+        return _read_manifest(out)
     try:
-        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (
-        (folder / "index.html").is_file()
-        and isinstance(settings, dict)
-        and (settings.get("server") is False and "model_sha256" in settings)
-    )
+        empty = not any(out.iterdir())
+    except OSError as e:
+        raise SiteError(f"{out}: cannot read the folder ({e.strerror or e})") from None
+    if not empty:
+        raise SiteError(f"{out}: the folder is not empty and not a digitlab site (it has no "
+                        f"{MANIFEST}); name a new one or an empty one")  # fmt: skip
+    return []
+
+
+def _read_manifest(site: Path) -> list[str]:
+    """The files the manifest at ``site`` lists: paths inside ``site`` (one line otherwise)."""
+    doc = read_json(site / MANIFEST, SiteError)
+    files = doc.get("files")
+    if doc.get("digitlab_site") != 1 or not isinstance(files, list):
+        raise SiteError(f"{site / MANIFEST}: not a digitlab site manifest")
+    for name in files:
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if not parts or name.startswith("/") or any(p in ("..", ".", "") for p in parts) \
+                or "\\" in name or name == MANIFEST:  # fmt: skip
+            raise SiteError(f"{site / MANIFEST}: names a file outside the site ({name!r})")
+    return files
+
+
+def _write_manifest(site: Path, files: list[str]) -> None:
+    doc = {
+        "digitlab_site": 1,
+        "about": "written by digitlab export-site: the files a later export replaces or deletes",
+        "files": files,
+    }
+    write_json(site / MANIFEST, doc)
+
+
+def _inside(site: Path, path: Path) -> bool:
+    """``path``'s folder is ``site`` or below it (no link leads out of it)."""
+    return path.parent.resolve().is_relative_to(site.resolve())
+
+
+def _merge(new: Path, out: Path, written: list[str], ours: list[str]) -> None:
+    """Put the site in ``new`` into the folder ``out``, where an earlier export wrote
+    ``ours``: its files are replaced or deleted, anything else is left as it is."""
+    _write_manifest(out, sorted(set(written) | set(ours)))  # an interruption forgets nothing
+    for name in written:
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not _inside(out, target):
+            raise SiteError(f"{target}: its folder leads out of {out} (a link); remove it")
+        os.replace(new / name, target)
+    for name in sorted(set(ours) - set(written)):
+        target = out / name
+        if _inside(out, target):
+            target.unlink(missing_ok=True)
+    # Folders the earlier export made and left empty now, deepest first.
+    folders = {out / parent for name in ours for parent in PurePosixPath(name).parents}
+    for folder in sorted(folders - {out}, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    _write_manifest(out, written)
 
 
 def _write(site: Path, predictor: Predictor, runtime: Path) -> None:
@@ -138,18 +222,3 @@ def _write(site: Path, predictor: Predictor, runtime: Path) -> None:
         runtime_url="runtime/",
     )
     (site / SETTINGS).write_text(json.dumps(settings_json(settings), indent=2) + "\n", "utf-8")
-
-
-def _replace(new: Path, out: Path) -> None:
-    """Put the folder ``new`` at ``out``; an earlier site there is moved aside, then deleted."""
-    if not out.exists():
-        new.rename(out)
-        return
-    old = out.parent / f".{out.name}.{secrets.token_hex(4)}.old"
-    out.rename(old)
-    try:
-        new.rename(out)
-    except OSError:
-        old.rename(out)  # put the earlier site back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

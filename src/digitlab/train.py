@@ -35,7 +35,7 @@ from digitlab.calibrate import ValidationSplit, calibrate_graph
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
 from digitlab.data import dataset_sha256, load_mnist, split_indices
 from digitlab.errors import DigitlabError, ModelError
-from digitlab.fileio import atomic_write_bytes
+from digitlab.fileio import atomic_write_bytes, loads
 from digitlab.models.augment import AugmentConfig, augment
 from digitlab.models.cnn import MNIST_MEAN, MNIST_STD, CNNConfig, DigitCNN, WithSoftmax
 from digitlab.preprocess import PreprocessConfig
@@ -417,7 +417,7 @@ def save_checkpoint(run_dir: Path, model, opt, sched, state: dict) -> None:
 def read_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The checkpoint's JSON state and its tensors, checked against each other."""
     try:
-        state = json.loads((run_dir / CHECKPOINT_STATE).read_bytes())
+        state = loads((run_dir / CHECKPOINT_STATE).read_bytes())  # nested too deep: ValueError
         blob = (run_dir / CHECKPOINT_WEIGHTS).read_bytes()
     except FileNotFoundError as e:
         raise ModelError(
@@ -458,6 +458,18 @@ def restore(model, opt, sched, state: dict, tensors: dict[str, torch.Tensor]) ->
             raise ValueError("epoch and history have the wrong types")
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise ModelError(f"checkpoint does not fit the model it describes ({e})") from None
+
+
+def check_schedule(run_dir: Path, epoch: int, epochs: int, steps: int, sched) -> None:
+    """A resumed run goes on stepping the learning-rate schedule it saved: its epoch and its
+    config's epochs must be where that schedule is and ends (an edited checkpoint.json would
+    fail part-way, in the scheduler); a ModelError, one line, otherwise."""
+    taken, total = sched.last_epoch, sched.total_steps
+    if 0 <= epoch <= epochs and total == epochs * steps and taken == epoch * steps:
+        return
+    raise ModelError(f"{run_dir}: {CHECKPOINT_STATE} does not fit its own schedule (epoch "
+                     f"{epoch} of {epochs}, {steps} steps an epoch, where the schedule saved has "
+                     f"taken {taken} of {total} steps): was it edited?")  # fmt: skip
 
 
 def build_model(
@@ -613,6 +625,7 @@ def _train(cfg, run_dir, data_dir, resume, progress) -> TrainResult:
         saved, tensors = read_checkpoint(run_dir)
         restore(model, opt, sched, saved, tensors)
         state = {k: saved[k] for k in ("config", "epoch", "history", "train_seconds")}
+        check_schedule(run_dir, state["epoch"], epochs, steps, sched)
     report = progress or (lambda **_: None)
     report(kind="start", total=epochs * steps, done=state["epoch"] * steps, device=str(device))
     for epoch in range(state["epoch"] + 1, epochs + 1):

@@ -28,9 +28,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,7 +49,7 @@ from digitlab.errors import DigitlabError
 from digitlab.learning import Learning
 from digitlab.predict import Predictor
 from digitlab.web.docs import add_docs
-from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, DeadlineProtocol
+from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, DeadlineProtocol
 from digitlab.web.routes import router
 from digitlab.web.runtime import add_browser_model
 from digitlab.web.service import DigitService, status_of
@@ -92,6 +94,7 @@ def create_app(
     learning.start()  # a personal model in the store is learnt again, in a thread
     app.state.service = DigitService(learning)
     app.state.token = token
+    app.add_middleware(SameOriginWrites)  # inside LocalHostsOnly: the Host is checked first
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
     app.include_router(router)
     add_browser_model(app, runtime_dir)
@@ -101,6 +104,22 @@ def create_app(
     return app
 
 
+# A Host header (or an Origin's host part): a name or an IPv4 address, or an IPv6 address in
+# brackets, then an optional port; nothing else (``[::1]evil`` is no host).
+HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::([0-9]{1,5}))?")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def split_host(value: str, scheme: str = "http") -> tuple[str, int] | None:
+    """A Host header's name and port (the scheme's default when none is given), lowercase;
+    None when it is not a well-formed host."""
+    m = HOST.fullmatch(value.strip().lower())
+    if m is None:
+        return None
+    port = int(m[2]) if m[2] else DEFAULT_PORTS.get(scheme, 0)
+    return (m[1], port) if port <= 65535 else None
+
+
 class LocalHostsOnly:
     """Answer only requests whose Host header names an allowed host (DNS rebinding), in JSON."""
 
@@ -108,14 +127,85 @@ class LocalHostsOnly:
         self.app, self.allowed = app, {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "*" not in self.allowed:
-            host = Headers(scope=scope).get("host", "").lower()
-            name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
-            if name not in self.allowed:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            parsed = split_host(host)
+            if "*" in self.allowed:
+                if host and parsed is None:
+                    await _error(400, "malformed Host header")(scope, receive, send)
+                    return
+            elif parsed is None or parsed[0] not in self.allowed:
                 msg = f"this server answers {', '.join(sorted(self.allowed))} only (Host header)"
                 await _error(400, msg)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+# Methods that change nothing; every other one (POST, PUT, PATCH, DELETE) may change state.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST routes that only read a digit and store nothing: open to any page (and any client).
+STATELESS_POSTS = frozenset({"/api/predict", "/api/predict/batch"})
+
+
+class SameOriginWrites:
+    """Requests that change state come from this server's own page, in JSON (CSRF).
+
+    A page on another site can make the user's browser send a POST here (a form, or a
+    ``fetch`` without CORS whose answer it cannot read but whose effect stays: a stored
+    correction, a reset personal model). Browsers say where a request comes from: the
+    ``Origin`` header on every POST, and ``Sec-Fetch-Site``. A state-changing request is
+    refused (403) when its Origin is not this server's own (scheme, Host name and port), or,
+    without an Origin, when ``Sec-Fetch-Site`` says another site sent it. Clients that are not
+    browsers send neither and are served. Its body must be JSON (415 otherwise): a form or a
+    ``text/plain`` body is what a foreign page can send without asking the server first.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] not in SAFE_METHODS
+                and scope["path"] not in STATELESS_POSTS):  # fmt: skip
+            headers = Headers(scope=scope)
+            why = foreign(headers, scope.get("scheme", "http"))
+            if why is not None:
+                log.warning("refused %s %s: %s", scope["method"], scope["path"], why)
+                await _error(403, why)(scope, receive, send)
+                return
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media and not (media == "application/json" or media.endswith("+json")):
+                msg = f"unsupported content type {media}: this route takes JSON only"
+                await _error(415, msg)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def foreign(headers: Headers, scheme: str) -> str | None:
+    """Why a request comes from another site's page (None: its own, or no browser's)."""
+    origin = headers.get("origin")
+    if origin is None:
+        site = headers.get("sec-fetch-site", "").lower()
+        if site not in ("cross-site", "same-site"):
+            return None  # this server's own page, the address bar, or not a browser
+        sender = f"Sec-Fetch-Site: {site}"
+    elif same_origin(origin, scheme, headers.get("host", "")):
+        return None
+    else:
+        sender = f"Origin: {origin if len(origin) <= 100 else origin[:100] + '...'}"
+    return f"a request from another site ({sender}) cannot change anything here"
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """``origin`` (an Origin header) is ``scheme``://``host``: the server as this request
+    reached it (the Host header, checked by `LocalHostsOnly`). ``null`` is no origin."""
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    if parts.scheme.lower() != scheme or parts.path or parts.query or "@" in parts.netloc:
+        return False
+    mine = split_host(host, scheme)
+    return mine is not None and split_host(parts.netloc, scheme) == mine
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -172,6 +262,7 @@ def serve(
     token: str | None = None,
     timeouts: tuple[float, float] = (HEADER_TIMEOUT, BODY_TIMEOUT),
     learn: bool | None = None,
+    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C.
 
@@ -181,6 +272,9 @@ def serve(
     A client gets ``timeouts`` seconds to send its headers, then its body (`DeadlineProtocol`).
     ``learn`` (default: only when local) lets the corrections sent teach a personal model: on
     a network, anyone's corrections would change everyone's readings.
+    ``forwarded_allow_ips`` (comma-separated addresses, "*" any): the proxies whose
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` headers are believed; by default none are,
+    so a client cannot pick the address its rate limit and the log go by.
     """
     import uvicorn
 
@@ -209,8 +303,13 @@ def serve(
     # Stalled clients are dropped: idle keep-alive connections after 5 s, requests that do
     # not arrive in time (DeadlineProtocol), and at most 64 connections at once (more get
     # 503) so a crowd of slow sockets cannot pile up.
+    # Proxy headers only from the proxies named: uvicorn would believe 127.0.0.1's, that is
+    # any local client's.
+    proxies = {"proxy_headers": False} if not forwarded_allow_ips else {
+        "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
-                limit_concurrency=64, http=DeadlineProtocol.with_timeouts(*timeouts))  # fmt: skip
+                limit_concurrency=MAX_CONNECTIONS, http=DeadlineProtocol.with_timeouts(*timeouts),
+                **proxies)  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:

@@ -15,20 +15,42 @@ its body, holds a connection slot until the server stops. With the connection ca
 
 A client that misses one is disconnected (logged, one line); the app sees the
 disconnect like any other. Time spent computing the answer is not counted.
+
+Two answers uvicorn gives before the app sees a request are JSON here too, like the app's:
+a request h11 cannot parse (a negative Content-Length, a malformed request line) is a 400,
+and a request past the connection cap (`MAX_CONNECTIONS`, uvicorn's ``limit_concurrency``)
+a 503, both ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("digitlab.web")
 
 HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
 BODY_TIMEOUT = 60.0  # seconds for the body: 8 MB at 140 KB/s, a slow phone's upload
+MAX_CONNECTIONS = 64  # connections (and requests running) at once; more are answered 503
+
+
+def _json(message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]  # fmt: skip
+    return body, headers
+
+
+async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
+    """What uvicorn's ``service_unavailable`` answers past the cap, in JSON."""
+    body, headers = _json(f"the server holds its {MAX_CONNECTIONS} connections; try again shortly")
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class DeadlineProtocol(H11Protocol):
@@ -41,6 +63,31 @@ class DeadlineProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_for = ""  # "headers", "body" or "" (no clock running)
+        # The connection cap is kept here (see `app`), so that uvicorn's own text/plain 503
+        # is never sent.
+        self._cap, self.limit_concurrency = self.limit_concurrency, None
+
+    @property
+    def app(self) -> Any:
+        """The app a new request runs: the server's, or past the cap the JSON 503. uvicorn
+        reads it where it would check ``limit_concurrency``: the same test, at the same time."""
+        cap = getattr(self, "_cap", None)
+        if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+            self.logger.warning("Exceeded concurrency limit.")
+            return _too_many_connections
+        return self._app
+
+    @app.setter
+    def app(self, value: Any) -> None:
+        self._app = value
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse: uvicorn's 400, in JSON (``msg`` is uvicorn's line)."""
+        body, headers = _json(f"malformed HTTP request ({msg.rstrip('.').lower()})")
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):  # fmt: skip
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     @classmethod
     def with_timeouts(cls, header: float, body: float) -> type[DeadlineProtocol]:

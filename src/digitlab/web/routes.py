@@ -59,13 +59,22 @@ def _service(request: Request) -> DigitService:
 
 def _reader(request: Request) -> None:
     """Reading the stored drawings needs the server's token, when it has one (network use)."""
-    token = request.app.state.token
-    sent = request.headers.get("authorization", "")
-    if token and not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+    if not has_token(request):
         raise HTTPException(
-            401, "reading corrections needs this server's token: Authorization: Bearer TOKEN",
+            401, "this needs the server's token: Authorization: Bearer TOKEN",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
+
+
+def has_token(request: Request) -> bool:
+    """The request carries the server's token (``Authorization: Bearer TOKEN``, the scheme
+    in any case), or the server has none (local use)."""
+    token: str | None = request.app.state.token
+    if not token:
+        return True
+    scheme, _, sent = request.headers.get("authorization", "").strip().partition(" ")
+    same = secrets.compare_digest(sent.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and same
 
 
 Service = Annotated[DigitService, Depends(_service)]
@@ -173,7 +182,13 @@ async def add_correction(
     return await run_in_threadpool(service.correct, body.value, client, idempotency_key)
 
 
-@router.get("/api/learning", tags=["learning"], summary="What the personal model has learned")
+@router.get(
+    "/api/learning",
+    tags=["learning"],
+    summary="What the personal model has learned",
+    responses={401: _refusal("The server has a token and it was not sent.")},
+    dependencies=[Depends(_reader)],
+)
 async def learning(service: Service) -> LearningState:
     """How many corrections the server's personal model has learned from (per digit),
     whether it learns now, and why not when it cannot (`digitlab.learning`)."""

@@ -43,6 +43,7 @@ from digitlab.browser import (
 )
 from digitlab.predict import Predictor
 from digitlab.web.models import ErrorBody
+from digitlab.web.routes import has_token
 
 MEDIA_TYPES = {".mjs": "text/javascript", ".wasm": "application/wasm"}
 
@@ -92,14 +93,20 @@ async def settings(request: Request) -> BrowserSettings:
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The graph."},
+        401: {"model": ErrorBody, "description": "A personal model, and the token not sent."},
         404: {"model": ErrorBody, "description": "The model has no graph (an unusual kind)."},
     },
 )
 async def model_file(request: Request) -> Response:
-    """The graph of the model the server reads with (its SHA-256 is in /api/browser)."""
+    """The graph of the model the server reads with (its SHA-256 is in /api/browser). On a
+    server with a token, a personal model (learnt from the stored corrections) needs it."""
     graph = await run_in_threadpool(graph_of, _predictor(request).model)
     if graph is None:
         raise HTTPException(404, "this server's model has no ONNX graph to send")
+    if not isinstance(graph.source, Path) and not has_token(request):
+        # Made from the corrections: the page falls back to predicting on the server.
+        msg = "this server's personal model needs its token: Authorization: Bearer TOKEN"
+        raise HTTPException(401, msg, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(graph.source, Path):
         return FileResponse(graph.source, media_type="application/octet-stream")
     return Response(graph.source, media_type="application/octet-stream")

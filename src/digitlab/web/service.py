@@ -27,7 +27,7 @@ from digitlab.inputs import (
     parse,
 )
 from digitlab.learning import Learning
-from digitlab.preprocess import Normalized, preprocess
+from digitlab.preprocess import Normalized, normalized_png, preprocess
 from digitlab.web.models import BatchResult, ItemError, LearningState, PredictResult, Stored
 
 
@@ -160,6 +160,8 @@ class DigitService:
         p = self.predictor.predict_normalized([norm])[0]
         learn = self.learning.enabled if asked.learn is None else asked.learn
         drawing = digit.to_json() if isinstance(digit, Strokes) else None
+        if request_key is not None:  # a retry must be the same correction (422 otherwise)
+            self.store.retry_of(request_key, asked.label, normalized_png(p.image), drawing)
         stored, why = self.learning.correct(p, asked.label, learn=learn, drawing=drawing,
                                             request_key=request_key)  # fmt: skip
         return Stored(id=stored.id, label=stored.label, predicted=stored.predicted,
