@@ -1,6 +1,6 @@
 """Fit the "not a digit" detector (`digitlab.notdigit`) into models, reproducibly.
 
-    python scripts/fit_not_a_digit.py                      # both bundled models, in place
+    python scripts/fit_not_a_digit.py                      # the bundled model, in place
     python scripts/fit_not_a_digit.py MODEL.onnx [--out OUT.onnx]
 
 Makes the negatives (`digitlab.negatives`, seed 0), the rendered digits, the MNIST
@@ -60,7 +60,7 @@ def degrade(digit: np.ndarray, rng: np.random.Generator) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", type=Path, help="default: the two bundled models")
+    ap.add_argument("models", nargs="*", type=Path, help="default: the bundled model")
     ap.add_argument("--out", type=Path, help="where to write (one model only); default in place")
     ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args(argv)
