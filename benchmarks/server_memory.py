@@ -51,8 +51,9 @@ def png(mode: str, side: int) -> bytes:
 
 
 def start_server(port: int, db: Path, learn: bool = True) -> subprocess.Popen:
+    # No decode budget: the benchmark's own large uploads would otherwise meet its 429.
     cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--db", str(db),
-           "--learn" if learn else "--no-learn"]  # fmt: skip
+           "--learn" if learn else "--no-learn", "--decode-budget", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:

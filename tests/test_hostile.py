@@ -312,6 +312,71 @@ def test_one_client_is_rate_limited_with_429_and_retry_after(tmp_path):
         assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200  # reading
 
 
+def test_one_client_decoding_too_many_pixels_gets_429_with_retry_after(tmp_path):
+    """Issue 27: 64 large PNGs in one 4.8 MB batch cost 24 s of server CPU, again and
+    again. Each client's uploads now decode at most a budget of pixels a minute."""
+    from fastapi.testclient import TestClient
+
+    from digitlab.web.app import create_app
+
+    app = create_app(None, tmp_path / "c.sqlite3", learn=False, decode_budget=0.1)  # 100,000
+    image = png_bytes(ring().resize((200, 200)))  # 40,000 pixels
+    upload = {"file": ("d.png", image, "image/png")}
+    with local_client(app) as c:
+        codes = [c.post("/api/predict", files=upload).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]  # 120,000: the last one goes into debt
+        for forged in ("10.0.0.1", "10.0.0.2"):  # a header the client writes changes nothing
+            r = c.post("/api/predict", files=upload, headers={"X-Forwarded-For": forged})
+            assert r.status_code == 429 and r.headers["content-type"] == "application/json"
+            assert "megapixels" in r.json()["error"]
+            assert 1 <= int(r.headers["retry-after"]) <= 13  # 20,000 pixels at 100,000 a minute
+        batch = c.post("/api/predict/batch", files=[("files", ("d.png", image, "image/png"))])
+        assert batch.status_code == 429 and int(batch.headers["retry-after"]) >= 1
+        assert c.post("/api/predict", json={"strokes": [STROKE]}).status_code == 200  # drawings
+        assert c.post("/api/predict", content=image,  # an image body counts the same
+                      headers={"content-type": "image/png"}).status_code == 429  # fmt: skip
+    other = TestClient(app, base_url="http://127.0.0.1", client=("192.0.2.7", 5000))
+    files = [("files", ("d.png", image, "image/png"))] * 4
+    results = other.post("/api/predict/batch", files=files).json()["results"]  # its own budget
+    assert [r.get("status", 200) for r in results] == [200, 200, 200, 429]  # out part-way
+
+
+def test_the_decode_budget_refills_as_the_minute_goes(monkeypatch):
+    from digitlab.web import service
+    from digitlab.web.service import DecodeBudget, TooMany
+
+    now = [1000.0]
+    monkeypatch.setattr(service.time, "monotonic", lambda: now[0])
+    budget = DecodeBudget(megapixels=6)  # 100,000 pixels a second
+    budget.take("a", 7_000_000)  # one image over the whole budget still goes through
+    with pytest.raises(TooMany) as refused:
+        budget.take("a", 1)
+    assert refused.value.retry_after == 10 and refused.value.status == 429
+    budget.take("b", 1)  # another client: its own bucket
+    now[0] += 10.5
+    budget.take("a", 50_000)
+    budget.check("a")
+    DecodeBudget(0).take("a", 10**12)  # 0: no limit
+    config = PreprocessConfig()
+    assert service.image_pixels(png_bytes(Image.new("L", (300, 200))), config) == 60_000
+    assert service.image_pixels(big_png("I;16"), config) == 0  # refused before decoding
+    assert service.image_pixels(b"not an image", config) == 0
+
+
+def test_a_decode_budget_that_is_not_a_number_is_one_line(monkeypatch):
+    from digitlab.errors import DigitlabError
+    from digitlab.web.app import decode_budget_of
+
+    monkeypatch.setenv("DIGITLAB_DECODE_BUDGET", "12.5")
+    assert decode_budget_of(None) == 12.5 and decode_budget_of(3) == 3
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv("DIGITLAB_DECODE_BUDGET", bad)
+        with pytest.raises(DigitlabError, match="megapixels a minute"):
+            decode_budget_of(None)
+    monkeypatch.delenv("DIGITLAB_DECODE_BUDGET")
+    assert decode_budget_of(None) == 200
+
+
 @pytest.mark.huge_input
 def test_reading_a_store_of_maximal_drawings_takes_bounded_memory(tmp_path):
     """16 drawings of 99,000 points (1.7 MB each): parsed, a page of them took gigabytes."""

@@ -9,7 +9,11 @@ on Xvfb. The MNIST reference the guard rails need comes from $DIGITLAB_DATA (cac
 
 from __future__ import annotations
 
+import random
 import re
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -111,6 +115,99 @@ def test_with_a_token_only_its_holder_resets_the_personal_model(tmp_path) -> Non
     assert client.post("/api/learning/reset").status_code == 401
     ok = client.post("/api/learning/reset", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+# --------------------------------------------------------------------------- #
+# A reset while learning: the model and the store's marks change together
+# --------------------------------------------------------------------------- #
+
+
+class QuickPersonal:
+    """A personal model that learns in milliseconds (what `Learning` calls of
+    `digitlab.adapt.PersonalModel`): the order of `Learning`'s steps is under test here,
+    not the maths. It holds the sources (``store#ID``) of what it learned."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from digitlab.adapt import AdaptConfig
+
+        self.config = AdaptConfig(max_per_class=10_000)
+        self.held: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        pass
+
+    def add(self, image, label: int, source: str = "live") -> None:
+        self.add_many([SimpleNamespace(label=label, source=source)])
+
+    def add_many(self, examples) -> None:
+        time.sleep(0.002)  # reading the examples
+        with self._lock:  # a refit: the new state is swapped in at its end
+            time.sleep(0.002)
+            self.held = (*self.held, *(e.source for e in examples))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.held = ()
+
+    @property
+    def counts(self) -> dict[int, int]:
+        return {}
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.held)
+
+
+def test_a_reset_while_learning_is_not_undone_by_a_restart(tmp_path, monkeypatch) -> None:
+    """Issue 27: a correction learned while a reset ran stayed marked learned in the store
+    while the model had forgotten it (24 rounds in 40), and a restart learned it again."""
+    from digitlab.corrections import CorrectionStore
+    from digitlab.learning import Learning
+    from digitlab.predict import Predictor
+
+    monkeypatch.setattr("digitlab.adapt.PersonalModel", QuickPersonal)
+    store, base = CorrectionStore(tmp_path / "c.sqlite3"), Predictor()
+    seen = base.predict(drawing(FLAG_ONE))
+    rng = random.Random(27)
+
+    def marked() -> list[str]:
+        return sorted(f"store#{c.id}" for c in store.learned(10_000))
+
+    def learner(learning: Learning) -> None:
+        whys.extend(learning.correct(seen, label)[1] for label in range(6))
+
+    def resetter(learning: Learning, delay: float) -> None:
+        time.sleep(delay)
+        learning.reset()
+
+    learning, whys = Learning(base, store), []
+    for n in range(40):
+        threads = [threading.Thread(target=learner, args=(learning,)) for _ in range(2)]
+        threads.append(threading.Thread(target=resetter, args=(learning, rng.uniform(0, 0.03))))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = sorted(learning.personal.held)
+        assert held == marked(), f"round {n}: the store's marks are not what the model holds"
+        # A restart (a new service on the same store) holds exactly what the model held.
+        learning = Learning(base, store)
+        learning.start(wait=True)
+        assert sorted(learning.personal.held) == held, f"round {n}: the restart differs"
+    assert whys and set(whys) == {None}  # every correction was learned (some forgotten)
+
+    # A reset while a restarted service learns the store's corrections again: nothing is
+    # learned after it, in the model or in the store.
+    for n in range(20):
+        learning.correct(seen, n % 10)
+        restarted = Learning(base, store)
+        restarted.start()
+        time.sleep(rng.uniform(0, 0.004))
+        restarted.reset()
+        restarted.start(wait=True)
+        assert restarted.personal.held == () and marked() == [], f"start-up round {n}"
+        learning = restarted
 
 
 # --------------------------------------------------------------------------- #

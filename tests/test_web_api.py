@@ -517,7 +517,7 @@ def test_a_bug_is_a_json_500_without_a_traceback(predictor, tmp_path, caplog) ->
     """The last resort: an unexpected exception is logged, and answered as JSON."""
     app = create_app(predictor, tmp_path / "c.sqlite3")
 
-    def broken(raw):
+    def broken(*_):
         raise RuntimeError("secret internals")
 
     app.state.service.predict = broken

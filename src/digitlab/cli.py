@@ -970,6 +970,14 @@ def serve_cmd(
         "X-Forwarded-For/-Proto headers are believed (default: none; a client's own "
         "header would choose the address its rate limit goes by).",
     ),
+    decode_budget: float | None = typer.Option(
+        None,
+        "--decode-budget",
+        min=0,
+        show_default=False,
+        help="Megapixels of uploaded images one client may have decoded a minute; 0: no "
+        "limit [default: $DIGITLAB_DECODE_BUDGET, else 200].",
+    ),
 ) -> None:
     """Start the web app: draw a digit in the browser and see what the model reads.
 
@@ -984,7 +992,7 @@ def serve_cmd(
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
     timeouts = (header_timeout, body_timeout)
     serve(host, port, model, db, allowed_hosts=hosts, token=token, timeouts=timeouts, learn=learn,
-          forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip
+          forwarded_allow_ips=forwarded_allow_ips, decode_budget=decode_budget)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #

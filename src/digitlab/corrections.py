@@ -280,16 +280,43 @@ class CorrectionStore:
             ).fetchone()
         return Correction._from_row(row) if row else None
 
+    def check(self) -> None:
+        """`StoreUnavailable` when the store is damaged: ``PRAGMA quick_check`` reads every
+        page (a second or so for a full store), so an export can answer 503 before it
+        starts rather than break off part-way."""
+        with self._db() as db:
+            db.execute("SELECT id FROM corrections LIMIT 1").fetchall()  # a deleted store
+            found = [str(row[0]) for row in db.execute("PRAGMA quick_check(1)")]
+        if found != ["ok"]:
+            why = " ".join((found[0] if found else "no answer").split())  # one line
+            log.error("corrections store %s is damaged: %s", self.path, why)
+            raise StoreUnavailable(f"the corrections store cannot be used: it is damaged ({why})")
+
     def count(self) -> int:
         with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0])
 
-    def recent(self, limit: int = 100, offset: int = 0) -> list[Correction]:
-        """The newest corrections first, ``limit`` of them from ``offset``, and no more than
-        about `PAGE_BYTES` of them (at least one): a page of big drawings is cut short."""
-        query = f"SELECT {COLUMNS} FROM corrections ORDER BY id DESC LIMIT ? OFFSET ?"
+    def recent(
+        self, limit: int = 100, offset: int = 0, before_id: int | None = None
+    ) -> list[Correction]:
+        """The newest corrections first, ``limit`` of them from ``offset`` (or, with
+        ``before_id``, those older than that id), and no more than about `PAGE_BYTES` of
+        them (at least one): a page of big drawings is cut short.
+
+        Page by ``before_id`` (the last id of the page before) while others may store: an
+        offset counts from the newest, so a correction stored between two pages shifts the
+        next one (a row seen twice), where an id stays put."""
+        before = 2**63 - 1 if before_id is None else before_id  # SQLite's largest integer
+        query = (f"SELECT {COLUMNS} FROM corrections WHERE id < ? ORDER BY id DESC"
+                 " LIMIT ? OFFSET ?")  # fmt: skip
         with self._db() as db:
-            return _page(db.execute(query, (limit, offset)))
+            return _page(db.execute(query, (before, limit, offset)))
+
+    def has_before(self, correction_id: int) -> bool:
+        """Some correction is older than ``correction_id``."""
+        with self._db() as db:
+            query = "SELECT EXISTS (SELECT 1 FROM corrections WHERE id < ?)"
+            return bool(db.execute(query, (correction_id,)).fetchone()[0])
 
     def __iter__(self) -> Iterator[Correction]:
         """Every correction, oldest first, read in pages (the table may be large)."""

@@ -8,7 +8,10 @@ one refit (a fraction of a second), so the next reading of the same drawing is r
 
 The store is the memory: each correction learned is marked ``learned`` in it, so a
 restarted app learns the same ones again (the newest ``max_per_class`` per digit), and
-a reset unmarks them all. One store is one user's handwriting.
+a reset unmarks them all. One store is one user's handwriting. The model and the marks
+change together, under one lock (`Learning._changing`): a correction learned while a
+reset runs is learned before it (and forgotten) or after it (and kept), never marked
+learned in a store whose model forgot it, so a restart learns exactly what the model held.
 
 Learning needs the MNIST files for its guard rails (the personal model may not lower
 MNIST test accuracy by more than 0.05 points; `digitlab.adapt`). Without them, or while
@@ -72,6 +75,9 @@ class Learning:
         self.personal: PersonalModel | None = None
         self._ready = threading.Event()
         self._starting, self._thread = threading.Lock(), None  # see `start`
+        # The personal model and the store's ``learned`` marks change together, under this
+        # lock: learning one correction, learning the store's again at start-up, a reset.
+        self._changing = threading.Lock()
         self._problem: str | None = None
         if not self.enabled:
             self._problem = "learning is off here" if not enabled else "needs an ONNX model file"
@@ -106,10 +112,11 @@ class Learning:
 
         assert self.personal is not None
         try:
-            self.personal.prepare()
-            rows = self.store.learned(self.personal.config.max_per_class)
-            if rows:
-                self.personal.add_many([example_of(r, f"store#{r.id}") for r in rows])
+            self.personal.prepare()  # seconds the first time: outside the lock
+            with self._changing:  # a reset now waits, then forgets these too
+                rows = self.store.learned(self.personal.config.max_per_class)
+                if rows:
+                    self.personal.add_many([example_of(r, f"store#{r.id}") for r in rows])
         except DigitlabError as e:  # no MNIST files, a refused guard, a broken store, ...
             self._problem = f"cannot learn: {e}"
             log.warning("personal model: %s", self._problem)
@@ -154,22 +161,30 @@ class Learning:
         why = self._not_ready()
         if why is not None or self.personal is None:
             return why
-        if self.personal.counts.get(stored.label, 0) >= self._per_class:
-            why = f"already learned {self._per_class} corrections of {stored.label}: reset first"
-        else:
+        with self._changing:
+            label, most = stored.label, self._per_class
+            if self.personal.counts.get(label, 0) >= most:
+                return f"already learned {most} corrections of {label}: reset first"
             try:
-                self.personal.add(prediction.normalized, stored.label, f"store#{stored.id}")
+                # Marked first: a store that cannot be written leaves the model as it was.
                 self.store.set_learned([stored.id])
+                try:
+                    self.personal.add(prediction.normalized, stored.label, f"store#{stored.id}")
+                except Exception:  # refused (or a bug): the mark goes with the example
+                    self.store.set_learned([stored.id], learned=False)
+                    raise
             except DigitlabError as e:  # the MNIST guard refused it: stored, not learned
-                why = str(e)
-        return why
+                return str(e)
+        return None
 
     def reset(self) -> int:
         """Back to the base model; returns how many corrections were forgotten."""
         if self.personal is None:
             return 0
-        self.personal.reset()
-        return self.store.forget_learned()
+        with self._changing:  # after a refit under way, and its mark, not between them
+            forgotten = self.store.forget_learned()  # first: a broken store changes nothing
+            self.personal.reset()
+            return forgotten
 
     def status(self) -> LearningStatus:
         if self.personal is None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import re
 import secrets
@@ -52,7 +53,7 @@ from digitlab.web.docs import add_docs
 from digitlab.web.protocol import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, DeadlineProtocol
 from digitlab.web.routes import router
 from digitlab.web.runtime import add_browser_model
-from digitlab.web.service import DigitService, status_of
+from digitlab.web.service import DECODE_BUDGET_MP, DigitService, status_of
 
 log = logging.getLogger("digitlab.web")
 
@@ -71,6 +72,7 @@ def create_app(
     token: str | None = None,
     runtime_dir: str | os.PathLike[str] | None = None,
     learn: bool = True,
+    decode_budget: float | None = None,
 ) -> FastAPI:
     """The web app: ``predictor`` (default: the bundled model), corrections at ``db_path``
     (default: ``$DIGITLAB_DB``, else ~/.local/share/digitlab/corrections.sqlite3).
@@ -79,8 +81,11 @@ def create_app(
     With a ``token``, reading the stored corrections needs it (``Authorization: Bearer``).
     With a ``runtime_dir`` (onnxruntime-web's files, `digitlab.browser.find_runtime`) the
     page predicts in the browser; without, through the API. With ``learn`` a personal model
-    learns the corrections the page sends (`digitlab.learning`).
+    learns the corrections the page sends (`digitlab.learning`). ``decode_budget``: the
+    megapixels of uploaded images one client may have decoded a minute (default:
+    ``$DIGITLAB_DECODE_BUDGET``, else 200; 0: no limit), 429 beyond (`DecodeBudget`).
     """
+    budget = decode_budget_of(decode_budget)
     predictor = predictor or Predictor()  # loaded here, once, not per request
     store = CorrectionStore(db_path if db_path is not None else default_db_path())
     app = FastAPI(
@@ -92,7 +97,7 @@ def create_app(
     )
     learning = Learning(predictor, store, enabled=learn)
     learning.start()  # a personal model in the store is learnt again, in a thread
-    app.state.service = DigitService(learning)
+    app.state.service = DigitService(learning, decode_budget=budget)
     app.state.token = token
     app.add_middleware(SameOriginWrites)  # inside LocalHostsOnly: the Host is checked first
     app.add_middleware(LocalHostsOnly, allowed_hosts=list(allowed_hosts))
@@ -102,6 +107,24 @@ def create_app(
     add_docs(app)
     _add_error_handlers(app)
     return app
+
+
+def decode_budget_of(given: float | None) -> float:
+    """The decode budget in megapixels a minute: ``given``, else ``$DIGITLAB_DECODE_BUDGET``,
+    else `DECODE_BUDGET_MP`; a `DigitlabError` line for a value that is not a number >= 0."""
+    shown: object = given
+    if given is None:
+        shown = text = os.environ.get("DIGITLAB_DECODE_BUDGET", "").strip()
+        if not text:
+            return DECODE_BUDGET_MP
+        try:
+            given = float(text)
+        except ValueError:
+            given = math.nan
+    if not (math.isfinite(given) and given >= 0):
+        raise DigitlabError(f"decode budget {shown!r}: give megapixels a minute, 0 or more "
+                            "(0: no limit)")  # fmt: skip
+    return float(given)
 
 
 # A Host header (or an Origin's host part): a name or an IPv4 address, or an IPv6 address in
@@ -263,6 +286,7 @@ def serve(
     timeouts: tuple[float, float] = (HEADER_TIMEOUT, BODY_TIMEOUT),
     learn: bool | None = None,
     forwarded_allow_ips: str | None = None,
+    decode_budget: float | None = None,
 ) -> None:
     """Load the model, open the corrections store and run the app with uvicorn until Ctrl+C.
 
@@ -275,6 +299,7 @@ def serve(
     ``forwarded_allow_ips`` (comma-separated addresses, "*" any): the proxies whose
     ``X-Forwarded-For`` and ``X-Forwarded-Proto`` headers are believed; by default none are,
     so a client cannot pick the address its rate limit and the log go by.
+    ``decode_budget``: megapixels of images one client may have decoded a minute (`create_app`).
     """
     import uvicorn
 
@@ -289,7 +314,7 @@ def serve(
     runtime = find_runtime()
     learn = local if learn is None else learn
     app = create_app(Predictor(model), db_path, allowed_hosts=hosts, token=token,
-                     runtime_dir=runtime, learn=learn)  # fmt: skip
+                     runtime_dir=runtime, learn=learn, decode_budget=decode_budget)  # fmt: skip
     service: DigitService = app.state.service
     shown = f"[{host}]" if ":" in host else host
     name = service.predictor.card.name

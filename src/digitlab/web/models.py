@@ -119,9 +119,14 @@ class StoredCorrection(BaseModel):
 
 class CorrectionPage(BaseModel):
     total: int
+    next_before_id: int | None = Field(
+        description="Where the next page begins: send it as `before_id`; null after the "
+        "last. A page holds at most `limit` corrections and about 8 MB of them."
+    )
     next_offset: int | None = Field(
-        description="The offset of the next page; null after the last. A page holds at most "
-        "`limit` corrections and about 8 MB of them."
+        description="The offset of the next page when paging by `offset`; null after the "
+        "last, and when paging by `before_id`. Offsets count from the newest: a correction "
+        "stored between two pages makes the next repeat one; `before_id` does not."
     )
     items: list[StoredCorrection] = Field(description="Newest first.")
 

@@ -77,6 +77,12 @@ def has_token(request: Request) -> bool:
     return scheme.lower() == "bearer" and same
 
 
+def client_of(request: Request) -> str:
+    """The client's address as the server sees it (the socket's; a proxy's forwarding only
+    from the proxies ``--forwarded-allow-ips`` names): what rate limits go by."""
+    return request.client.host if request.client else ""
+
+
 Service = Annotated[DigitService, Depends(_service)]
 OneDigit = Annotated[Images | Json, Depends(BodyReader(ONE_DIGIT))]
 ManyDigits = Annotated[Images | Json, Depends(BodyReader(BATCH))]
@@ -99,7 +105,11 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-BUSY = {503: _refusal("Every image decoder is busy: try again after Retry-After seconds")}
+BUSY = {
+    429: _refusal("This client has had its budget of image pixels decoded this minute: try "
+                  "again after Retry-After seconds"),
+    503: _refusal("Every image decoder is busy: try again after Retry-After seconds"),
+}  # fmt: skip
 CORRECTION_REFUSALS = {
     **REFUSALS,
     429: _refusal("Too many corrections from this client: try again after Retry-After seconds"),
@@ -133,11 +143,12 @@ async def model_card(service: Service) -> dict[str, Any]:
     responses={**REFUSALS, **BUSY},
     openapi_extra=request_body(Digit, multipart=FileUpload, images=True),
 )
-async def predict(body: OneDigit, service: Service) -> PredictResult:
+async def predict(body: OneDigit, service: Service, request: Request) -> PredictResult:
     """An image (multipart field ``file``, or an ``image/*`` body), or JSON with a
-    drawing ``{"strokes": ...}`` or a grid ``{"pixels": [[...], ...]}``."""
+    drawing ``{"strokes": ...}`` or a grid ``{"pixels": [[...], ...]}``. The images a
+    client has decoded are limited (megapixels a minute: 429 beyond)."""
     item = body.value if isinstance(body, Json) else body.files[0]
-    return await run_in_threadpool(service.predict, item)
+    return await run_in_threadpool(service.predict, item, client_of(request))
 
 
 @router.post(
@@ -147,12 +158,13 @@ async def predict(body: OneDigit, service: Service) -> PredictResult:
     responses={**REFUSALS, **BUSY},
     openapi_extra=request_body(BatchRequest, multipart=FilesUpload),
 )
-async def predict_batch(body: ManyDigits, service: Service) -> BatchResult:
+async def predict_batch(body: ManyDigits, service: Service, request: Request) -> BatchResult:
     """Multipart with several files, or JSON ``{"items": [drawing or grid, ...]}``; each
-    result is a prediction or that item's own error."""
+    result is a prediction or that item's own error (429 for the images past the client's
+    decode budget; past it already, the whole request is 429)."""
     if isinstance(body, Json):  # checked in the worker thread too: 8 MB take a while
         return await run_in_threadpool(service.predict_json_batch, body.value)
-    return await run_in_threadpool(service.predict_batch, body.files)
+    return await run_in_threadpool(service.predict_batch, body.files, client_of(request))
 
 
 KEY = r"^[\x21-\x7e]+$"  # an Idempotency-Key: printable ASCII, no spaces
@@ -178,8 +190,8 @@ async def add_correction(
     stored correction without storing it twice. Limited per client (429)."""
     if not isinstance(body, Json):
         raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
-    client = request.client.host if request.client else ""
-    return await run_in_threadpool(service.correct, body.value, client, idempotency_key)
+    return await run_in_threadpool(service.correct, body.value, client_of(request),
+                                   idempotency_key)  # fmt: skip
 
 
 @router.get(
@@ -219,10 +231,17 @@ async def list_corrections(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # SQLite integers are 64-bit
+    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> Response:
+    """A page of the newest corrections. For the next page send ``before_id`` set to the
+    answer's ``next_before_id``: pages by id neither repeat nor skip a correction when
+    others are stored meanwhile (``offset`` pages, kept for old clients, can). Both at once
+    are refused."""
+    if before_id is not None and offset:
+        raise HTTPException(422, "page by before_id or by offset, not both")
     # Sent as the store gives it: validating a page of big drawings again in pydantic
     # would cost gigabytes (the schema above still documents it).
-    page = await run_in_threadpool(service.corrections, limit, offset)
+    page = await run_in_threadpool(service.corrections, limit, offset, before_id)
     return Response(page, media_type="application/json")
 
 
@@ -237,11 +256,16 @@ async def list_corrections(
             "description": "The server has a token and it was not sent.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         },
+        503: {
+            "description": "The corrections store cannot be used (damaged, locked, deleted).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        },
     },
     dependencies=[Depends(_reader)],
 )
 async def export_corrections(service: Service) -> NdjsonResponse:
-    # Touch the store first: once streaming has begun, a failure can no longer be a 503.
-    await run_in_threadpool(service.store.count)
+    # Check the store first (every page): once streaming has begun, a failure can no
+    # longer be a 503.
+    await run_in_threadpool(service.store.check)
     headers = {"Content-Disposition": 'attachment; filename="digitlab-corrections.ndjson"'}
     return NdjsonResponse(service.export(), headers=headers)

@@ -8,13 +8,18 @@ and so does checking a JSON body of megabytes (with the models of `digitlab.inpu
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from PIL import Image
 
 from digitlab.errors import DigitlabError, InputError
 from digitlab.inputs import (
@@ -27,8 +32,17 @@ from digitlab.inputs import (
     parse,
 )
 from digitlab.learning import Learning
-from digitlab.preprocess import Normalized, normalized_png, preprocess
+from digitlab.preprocess import (
+    IMAGE_FORMATS,
+    PIXEL_BYTES,
+    Normalized,
+    PreprocessConfig,
+    normalized_png,
+    preprocess,
+)
 from digitlab.web.models import BatchResult, ItemError, LearningState, PredictResult, Stored
+
+log = logging.getLogger("digitlab.web")
 
 
 class Busy(DigitlabError):
@@ -39,7 +53,8 @@ class Busy(DigitlabError):
 
 
 class TooMany(DigitlabError):
-    """A client storing corrections faster than the rate limit: 429 with Retry-After."""
+    """A client storing corrections faster than the rate limit, or decoding more image pixels
+    than its budget: 429 with Retry-After."""
 
     status = 429
 
@@ -79,6 +94,73 @@ class RateLimit:
             self.buckets[client] = (tokens - 1, now)
 
 
+class DecodeBudget:
+    """At most ``megapixels`` of uploaded images decoded a minute for one client (its
+    address as the server sees it: the socket's, or a proxy's named by
+    ``--forwarded-allow-ips``; never a header the client picks).
+
+    A bucket a client holding a minute's pixels and refilling as the minute goes. A request
+    is let in while the client's bucket is not in debt, and each image takes its pixels out
+    (an image larger than what is left still goes through: one image is never refused for
+    its size alone, which `PreprocessConfig.max_pixels` bounds; the wait after it is longer).
+    A bucket in debt is a 429 with Retry-After: the seconds until it is out of debt.
+    Drawings and pixel grids are not images: they cost nothing. ``megapixels`` 0: no limit.
+    Clients whose bucket has refilled are forgotten, so memory stays bounded."""
+
+    def __init__(self, megapixels: float = 0) -> None:
+        self.capacity = megapixels * 1e6
+        self.rate = self.capacity / 60  # pixels a second
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (pixels left, when)
+        self.lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        """`TooMany` when ``client`` has used up its budget."""
+        self.take(client, 0)
+
+    def take(self, client: str, pixels: int) -> None:
+        """Count ``pixels`` about to be decoded for ``client``, or `TooMany` when it has none
+        left."""
+        if self.capacity <= 0:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if len(self.buckets) > 10_000:  # forget the clients that are back to full
+                self.buckets = {k: v for k, v in self.buckets.items()
+                                if v[0] + (now - v[1]) * self.rate < self.capacity}  # fmt: skip
+            left, when = self.buckets.get(client, (self.capacity, now))
+            left = min(self.capacity, left + (now - when) * self.rate)
+            if left < 0:
+                wait = max(1, math.ceil(-left / self.rate))
+                error = TooMany(
+                    f"{client or 'this client'} has had {self.capacity / 1e6:g} megapixels of "
+                    f"images decoded in the last minute, this server's budget a client; try "
+                    f"again in {wait} s"
+                )
+                error.retry_after = wait
+                raise error
+            self.buckets[client] = (left - pixels, now)
+
+
+def image_pixels(data: bytes, config: PreprocessConfig) -> int:
+    """The pixels decoding ``data`` will take: its header's width x height (nothing is
+    decoded here); 0 for what preprocessing refuses before decoding (not an image, over
+    ``config.max_pixels`` or ``config.max_decoded_bytes``)."""
+    try:
+        with warnings.catch_warnings():  # as in preprocess: our limits speak, not Pillow's
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+                w, h, mode = *img.size, img.mode
+    except Exception:  # not an image, damaged, a bomb: preprocess says which, for free
+        return 0
+    too_big = w * h * PIXEL_BYTES.get(mode, 4) > config.max_decoded_bytes
+    return 0 if too_big or w * h > config.max_pixels else w * h
+
+
+# Images a client may have decoded a minute, in megapixels ($DIGITLAB_DECODE_BUDGET; 0: no
+# limit). A person drawing is never counted (a drawing is not an image); this is some 16
+# 12-megapixel photos a minute, and a few seconds of one core.
+DECODE_BUDGET_MP = 200.0
+
 # Decoding an uploaded image is what takes memory (up to `max_decoded_bytes` each): at most
 # this many at once, one a core; the others wait up to DECODE_WAIT seconds, then get a 503.
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
@@ -89,18 +171,22 @@ class DigitService:
     """What the routes call, off the event loop: one `Learning` (the Predictor, its personal
     model and the corrections store)."""
 
-    def __init__(self, learning: Learning, decode_slots: int = DECODE_SLOTS) -> None:
+    def __init__(self, learning: Learning, decode_slots: int = DECODE_SLOTS,
+                 decode_budget: float = DECODE_BUDGET_MP) -> None:  # fmt: skip
         self.learning = learning
         self.predictor = learning.predictor
         self.store = learning.store
         self.decoding = threading.BoundedSemaphore(decode_slots)
         self.correcting = RateLimit()
+        self.decode_budget = DecodeBudget(decode_budget)
 
-    def read(self, item: bytes | Drawing | PixelGrid | Any) -> Normalized:
-        """Preprocess image bytes, a drawing or grid already checked (a batch's item), or
-        the one in a parsed JSON body (checked here, by `digitlab.inputs`)."""
+    def read(self, item: bytes | Drawing | PixelGrid | Any, client: str = "") -> Normalized:
+        """Preprocess image bytes (within ``client``'s decode budget), a drawing or grid
+        already checked (a batch's item), or the one in a parsed JSON body (checked here,
+        by `digitlab.inputs`)."""
         config = self.predictor.config
         if isinstance(item, bytes):
+            self.decode_budget.take(client, image_pixels(item, config))
             if not self.decoding.acquire(timeout=DECODE_WAIT):
                 raise Busy("the server is decoding as many images as it can; try again shortly")
             try:
@@ -114,22 +200,27 @@ class DigitService:
         digit = item if isinstance(item, Drawing | PixelGrid) else parse(Digit, item, config)
         return preprocess(digit.digit(), config)
 
-    def predict(self, item: bytes | Any) -> PredictResult:
-        return PredictResult.of(self.predictor.predict_normalized([self.read(item)])[0])
+    def predict(self, item: bytes | Any, client: str = "") -> PredictResult:
+        return PredictResult.of(self.predictor.predict_normalized([self.read(item, client)])[0])
 
     def predict_json_batch(self, body: Any) -> BatchResult:
         """A JSON batch, ``{"items": [...]}``: refused whole only when that envelope is wrong."""
         return self.predict_batch(parse(BatchRequest, body, self.predictor.config).items)
 
-    def predict_batch(self, items: Sequence[bytes | Digit | InputError]) -> BatchResult:
-        """Each item's result, or its own error: one bad image does not sink the batch."""
+    def predict_batch(self, items: Sequence[bytes | Digit | InputError],
+                      client: str = "") -> BatchResult:  # fmt: skip
+        """Each item's result, or its own error: one bad image does not sink the batch. A
+        client past its decode budget is refused whole (429); one that runs out part-way
+        gets a 429 for each image left."""
+        if any(isinstance(item, bytes) for item in items):
+            self.decode_budget.check(client)
         read: list[Normalized | DigitlabError] = []
         for item in items:
             if isinstance(item, DigitlabError):  # a JSON item that is no drawing or grid
                 read.append(item)
                 continue
             try:
-                read.append(self.read(item))
+                read.append(self.read(item, client))
             except DigitlabError as e:
                 read.append(e)
         good = [n for n in read if isinstance(n, Normalized)]
@@ -175,17 +266,34 @@ class DigitService:
         self.learning.reset()
         return self.learning_status()
 
-    def corrections(self, limit: int, offset: int) -> bytes:
+    def corrections(self, limit: int, offset: int = 0, before_id: int | None = None) -> bytes:
         """A `CorrectionPage` as JSON bytes, the stored drawings spliced in unparsed (a page
-        of big drawings is cut short by the store: ``next_offset`` says where to go on)."""
-        items = self.store.recent(limit, offset)
+        of big drawings is cut short by the store). ``next_before_id`` says where the next
+        page begins, whatever is stored meanwhile; ``next_offset`` too, when paging by
+        offset (a correction stored between two pages shifts those)."""
+        items = self.store.recent(limit, offset, before_id)
         total = self.store.count()
+        more = bool(items) and self.store.has_before(items[-1].id)
         after = offset + len(items)
-        head = {"total": total, "next_offset": after if after < total else None}
+        head = {
+            "total": total,
+            "next_before_id": items[-1].id if more else None,
+            "next_offset": after if before_id is None and after < total else None,
+        }
         body = ",".join(c.to_json() for c in items)
         return f'{json.dumps(head, separators=(",", ":"))[:-1]},"items":[{body}]}}'.encode()
 
     def export(self) -> Iterator[bytes]:
-        """Every correction as NDJSON, oldest first, read from the store as it is sent."""
-        for c in self.store:
-            yield (c.to_json() + "\n").encode()
+        """Every correction as NDJSON, oldest first, read from the store as it is sent.
+
+        The route checks the store first (503 when damaged); should it fail after the first
+        line was sent all the same, the last line is ``{"error": ...}`` and the log has one
+        line, not a traceback (the status cannot change any more)."""
+        sent = 0
+        try:
+            for c in self.store:
+                yield (c.to_json() + "\n").encode()
+                sent += 1
+        except DigitlabError as e:
+            log.error("export cut short after %d corrections: %s", sent, e)
+            yield (json.dumps({"error": str(e)}) + "\n").encode()
