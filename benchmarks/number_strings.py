@@ -1,0 +1,416 @@
+"""Numbers: strings of 1-8 handwritten digits read by `digitlab.read.Reader` and by a naive reader.
+
+Each number is composed from single digits of one set, placed left to right:
+
+  mnist        MNIST test digits (white on black 28 x 28), composed as dark ink on white;
+  load_digits  scikit-learn's 8 x 8 scans by 43 other writers, upscaled to 64 x 64
+               (bilinear) as benchmarks/people.py reads them, then composed the same way;
+  drawn        MNIST test digits redrawn as pen strokes (benchmarks/drawn_digits.py's
+               ``draw``: random pen), the strokes of each scaled and placed side by side
+               on one wide canvas: what the web page and the desktop app send.
+
+Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
+each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
+number is slanted (shear -0.25..0.25; images only). Between two digits the gap is, at
+random: wide (0.15-0.5 H, 30 %), close (0.02-0.15 H, 30 %), overlapping in x without
+(necessarily) touching (-0.15..0 H, 15 %), or touching: the next digit slid left until
+its ink meets its neighbour's, then 0-2 px further (25 %; images only: a drawing's
+strokes are kept apart, as people's are, by the same 0-0.15 H).
+
+Per set: ``string`` accuracy (the whole number right), ``digit`` accuracy (1 - edit
+distance / length, at least 0), the ``ceiling`` a perfect segmenter would reach with
+this model (each digit read alone by the Predictor: mean over numbers of the product of
+right/wrong; and single-digit accuracy ^ length, as the textbook estimate), latency per
+number (p50, p99: the reader end to end, one number at a time), and the same for the
+naive reader in the same run: connected pieces of ink, pieces overlapping in x merged,
+each read by the Predictor.
+
+    python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
+                                 [--sets mnist,load_digits,drawn] [--gaps wide,...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from digitlab.data import load_mnist
+from digitlab.ink import label
+from digitlab.inputs import Strokes
+from digitlab.predict import Predictor
+from digitlab.read import Reader, page_of
+from drawn_digits import draw
+
+DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
+QUICK_LIMIT = 40  # --quick: a smoke run
+MAX_LEN = 8
+H = 40  # the line height of composed images, pixels
+H_DRAWN = 120  # ... and of drawings, canvas pixels
+GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
+HARDNESS = ("single", "wide", "close", "overlap", "touch")  # a number's hardest gap, easiest first
+
+
+def hardest(gaps: list[str]) -> str:
+    """The hardest kind of gap in a number ("single" for one digit)."""
+    return max(gaps, key=HARDNESS.index) if gaps else "single"
+
+
+@dataclass
+class Number:
+    x: Any  # what a front end sends: a uint8 image (dark on white) or `Strokes`
+    text: str
+    singles: list[Any]  # each digit alone, as the Predictor would be sent it
+    gaps: list[str]
+
+
+# --------------------------------------------------------------------------- #
+# Sources
+# --------------------------------------------------------------------------- #
+
+
+@cache
+def mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    return load_mnist("test")
+
+
+@cache
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    big = [np.asarray(Image.fromarray(np.round(im * 255 / 16).astype(np.uint8))
+                      .resize((64, 64), Image.Resampling.BILINEAR)) for im in d.images]  # fmt: skip
+    return np.stack(big), d.target.astype(int)
+
+
+def crop(ink: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(ink.max(1) > 20), np.flatnonzero(ink.max(0) > 20)
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def gap_kind(rng: np.random.Generator, kinds: tuple[tuple[str, float], ...] = GAPS,
+             only: tuple[str, ...] | None = None) -> str:  # fmt: skip
+    """A gap's kind at random (``only``: among these kinds, in their proportions)."""
+    kinds = tuple((k, p) for k, p in kinds if only is None or k in only) or kinds
+    names, p = zip(*kinds, strict=True)
+    return str(rng.choice(names, p=np.asarray(p) / sum(p)))
+
+
+def compose_image(digits: list[np.ndarray], rng: np.random.Generator,
+                  only: tuple[str, ...] | None = None) -> tuple[np.ndarray, list]:  # fmt: skip
+    """Digits (white ink on black, any size) as one number: dark ink on white paper."""
+    parts = []
+    for d in digits:
+        c = crop(d).astype(np.float32)
+        h = H * rng.uniform(0.75, 1.15)
+        w = max(1, round(c.shape[1] * h / c.shape[0]))
+        parts.append(
+            np.asarray(Image.fromarray(c).resize((w, round(h)), Image.Resampling.BILINEAR))
+        )
+    pad = H
+    width = sum(p.shape[1] for p in parts) + H * len(parts) + 2 * pad
+    page = np.zeros((3 * H, width), np.float32)
+    kinds, x, right = [], pad, None
+    for k, p in enumerate(parts):
+        h, w = p.shape
+        top = round(H * 1.5 + H / 2 - h + rng.uniform(-0.12, 0.12) * H)  # baseline at 2 H
+        if k:
+            kind = gap_kind(rng, GAPS, only)
+            kinds.append(kind)
+            x = place(page, p, top, right, kind, rng)
+        page[top : top + h, x : x + w] = np.maximum(page[top : top + h, x : x + w], p)
+        right = x + w
+    shear = rng.uniform(-0.25, 0.25)
+    img = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+    img = img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * 1.5 * H, 0, 1, 0),
+                        Image.Resampling.BILINEAR)  # fmt: skip
+    out = crop(np.asarray(img))
+    out = np.pad(out, 6)
+    return (255 - out).astype(np.uint8), kinds
+
+
+def place(page: np.ndarray, p: np.ndarray, top: int, right: int, kind: str,
+          rng: np.random.Generator) -> int:  # fmt: skip
+    """Where the next digit's left edge goes, after ink ending at column ``right``."""
+    if kind == "wide":
+        return right + round(rng.uniform(0.15, 0.5) * H)
+    if kind == "close":
+        return right + round(rng.uniform(0.02, 0.15) * H)
+    if kind == "overlap":
+        return right + round(rng.uniform(-0.15, 0.0) * H)
+    # touch: slide left until the ink meets, then 0-2 px further
+    h, w = p.shape
+    band = page[top : top + h] > 60
+    mine = p > 60
+    for x in range(right, right - w, -1):
+        lo = max(x, 0)
+        if (band[:, lo : x + w] & mine[:, lo - x :]).any():
+            return x - int(rng.integers(0, 3))
+    return right - w + 1
+
+
+def compose_drawn(digits: list[np.ndarray], rng: np.random.Generator,
+                  only: tuple[str, ...] | None = None) -> tuple[Strokes, list, list]:  # fmt: skip
+    """MNIST digits redrawn as strokes, placed side by side on one canvas."""
+    strokes: list = []
+    singles, kinds, pens = [], [], []
+    x = float(H_DRAWN)
+    for k, d in enumerate(digits):
+        drawing = draw(d, rng).strokes
+        singles.append(drawing)
+        pts = np.asarray([p for s in drawing.strokes for p in s])
+        lo, hi = pts.min(0), pts.max(0)
+        h = H_DRAWN * rng.uniform(0.75, 1.15)
+        s = h / max(hi[1] - lo[1], 1e-6)
+        pen = drawing.pen * s
+        pens.append(pen)
+        if k:
+            kind = gap_kind(rng, (("wide", 0.35), ("close", 0.40), ("overlap", 0.25)), only)
+            kinds.append(kind)
+            gap = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15)}[kind]
+            x += rng.uniform(*gap) * H_DRAWN + pen
+        top = 1.5 * H_DRAWN + H_DRAWN / 2 - h + rng.uniform(-0.12, 0.12) * H_DRAWN
+        shift = np.array([x - lo[0] * s, top - lo[1] * s])
+        strokes += [
+            tuple(map(tuple, (np.asarray(st) * s + shift).tolist())) for st in drawing.strokes
+        ]
+        x += (hi[0] - lo[0]) * s
+    width = int(x + H_DRAWN)
+    return Strokes(tuple(strokes), width, 3 * H_DRAWN, float(np.median(pens))), singles, kinds
+
+
+def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -> list[Number]:
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    images, labels = sklearn_digits() if name == "load_digits" else mnist_test()
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(1, MAX_LEN + 1))
+        idx = rng.integers(0, len(labels), length)
+        text = "".join(str(int(labels[i])) for i in idx)
+        if name == "drawn":
+            x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only)
+        else:
+            x, kinds = compose_image([images[i] for i in idx], rng, only)
+            singles = [images[i] for i in idx]
+        out.append(Number(x, text, singles, kinds))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The naive reader: connected pieces, merged when they overlap in x
+# --------------------------------------------------------------------------- #
+
+
+def naive_read(predictor: Predictor, x: Any) -> str:
+    page = page_of(x, predictor.config)
+    if page is None:
+        return ""
+    labels, n = label(page.ink > 0)
+    spans = []
+    for k in range(1, n + 1):
+        cols = np.flatnonzero((labels == k).any(0))
+        mass = float(page.ink[labels == k].sum())
+        spans.append([int(cols[0]), int(cols[-1]) + 1, [k], mass])
+    biggest = max(s[3] for s in spans)
+    spans = sorted((s for s in spans if s[3] >= 0.02 * biggest), key=lambda s: s[0])
+    merged: list[list] = []
+    for s in spans:
+        if merged and s[0] < merged[-1][1]:  # overlaps the previous in x: the same digit
+            merged[-1][1] = max(merged[-1][1], s[1])
+            merged[-1][2] += s[2]
+        else:
+            merged.append(s)
+    crops = []
+    for a, b, ks, _ in merged:
+        ink = np.where(np.isin(labels[:, a:b], ks), page.ink[:, a:b], 0)
+        crops.append(np.pad((ink * 255).astype(np.uint8), 4))
+    return "".join("?" if p.digit is None else str(p.digit) for p in predictor.predict_many(crops))
+
+
+# --------------------------------------------------------------------------- #
+# Scoring
+# --------------------------------------------------------------------------- #
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def timed(read: Callable[[Any], str], xs: list[Any]) -> tuple[list[str], list[float]]:
+    texts, ms = [], []
+    for x in xs:
+        t = time.perf_counter()
+        texts.append(read(x))
+        ms.append((time.perf_counter() - t) * 1000)
+    return texts, ms
+
+
+def summary(texts: list[str], truth: list[str], ms: list[float]) -> dict[str, Any]:
+    return {
+        "string": float(np.mean([t == w for t, w in zip(texts, truth, strict=True)])),
+        "digit": float(
+            np.mean(
+                [
+                    max(0.0, 1 - edit_distance(t, w) / len(w))
+                    for t, w in zip(texts, truth, strict=True)
+                ]
+            )
+        ),
+        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))},
+    }
+
+
+def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
+            only: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
+    started = time.perf_counter()
+    items = numbers(name, n, seed, only)
+    truth = [it.text for it in items]
+    singles = predictor.predict_many(s for it in items for s in it.singles)
+    right = iter([p.digit == int(c) for p, c in zip(singles, "".join(truth), strict=True)])
+    alone = [all(next(right) for _ in it.text) for it in items]
+    pairs = zip(singles, "".join(truth), strict=True)
+    single_acc = float(np.mean([p.digit == int(c) for p, c in pairs]))
+    for it in items[:5]:  # warm up
+        reader.read(it.x)
+    got, ms = timed(lambda x: reader.read(x).text, [it.x for it in items])
+    naive, naive_ms = timed(lambda x: naive_read(predictor, x), [it.x for it in items])
+    four = [m for m, it in zip(ms, items, strict=True) if len(it.text) == 4]
+    lengths = np.array([len(t) for t in truth])
+    by_len = {int(k): float(np.mean([g == t for g, t, ln in zip(got, truth, lengths, strict=True)
+                                     if ln == k])) for k in np.unique(lengths)}  # fmt: skip
+    kinds = sorted({k for it in items for k in it.gaps})
+    by_gap = {}
+    for kind in kinds:
+        with_kind = [g == t for g, t, it in zip(got, truth, items, strict=True) if kind in it.gaps]
+        by_gap[kind] = float(np.mean(with_kind))
+    by_hardest = {}
+    for kind in HARDNESS:
+        rows = [k for k, it in enumerate(items) if hardest(it.gaps) == kind]
+        if rows:
+            by_hardest[kind] = {
+                "n": len(rows),
+                "reader": float(np.mean([got[k] == truth[k] for k in rows])),
+                "naive": float(np.mean([naive[k] == truth[k] for k in rows])),
+                "ceiling": float(np.mean([alone[k] for k in rows])),
+            }
+    failures = [(t, g) for g, t in zip(got, truth, strict=True) if g != t][:8]
+    return {
+        "n": n,
+        "reader": summary(got, truth, ms),
+        "naive": summary(naive, truth, naive_ms),
+        "ceiling": float(np.mean(alone)),
+        "ceiling_textbook": float(np.mean(single_acc**lengths)),
+        "single_digit": single_acc,
+        "string_by_length": by_len,
+        "string_with_gap": by_gap,
+        "string_by_hardest_gap": by_hardest,
+        "latency_4_digits_ms": {
+            "p50": float(np.percentile(four, 50)),
+            "p99": float(np.percentile(four, 99)),
+        }
+        if four
+        else None,
+        "failures": failures,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"model: {report['model']}")
+    print(f"seed {report['seed']} (set streams [seed, crc32(name)]); {report['limit']} numbers "
+          f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; "
+          f"{report['seconds']:.0f} s")  # fmt: skip
+    head = (f"{'set':<12}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
+            f"{'naive':>7}{'p50 ms':>8}{'p99 ms':>8}{'naive p50':>10}")  # fmt: skip
+    print("string accuracy (%): reader, naive; ceiling: every digit read right alone")
+    print(head)
+    print("-" * len(head))
+    for name, r in report["sets"].items():
+        a, b = r["reader"], r["naive"]
+        print(f"{name:<12}{pct(a['string']):>8}{pct(b['string']):>8}{pct(r['ceiling']):>9}"
+              f"{pct(r['ceiling_textbook']):>8}{pct(a['digit']):>8}{pct(b['digit']):>7}"
+              f"{a['latency_ms']['p50']:>8.1f}{a['latency_ms']['p99']:>8.1f}"
+              f"{b['latency_ms']['p50']:>10.1f}")  # fmt: skip
+    print()
+    for name, r in report["sets"].items():
+        gaps = ", ".join(f"{k} {pct(v)}" for k, v in r["string_with_gap"].items())
+        lens = " ".join(f"{k}:{pct(v)}" for k, v in r["string_by_length"].items())
+        four = r["latency_4_digits_ms"]
+        print(f"{name}: by length {lens}")
+        print(f"{' ' * len(name)}  numbers with a gap that is: {gaps}")
+        hard = "; ".join(
+            f"{k} (n={v['n']}) {pct(v['reader'])}/{pct(v['naive'])}/{pct(v['ceiling'])}"
+            for k, v in r["string_by_hardest_gap"].items()
+        )
+        print(f"{' ' * len(name)}  by hardest gap, reader/naive/ceiling: {hard}")
+        if four:
+            print(
+                f"{' ' * len(name)}  4 digits: p50 {four['p50']:.1f} ms, p99 {four['p99']:.1f} ms"
+            )
+        print(f"{' ' * len(name)}  misread (truth, read): {r['failures']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model file [default: the bundled model]")
+    ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", default="mnist,load_digits,drawn", help="comma-separated sets")
+    ap.add_argument("--gaps", default=None,
+                    help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
+                         "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = ap.parse_args(argv)
+    sets = args.sets.split(",")
+    unknown = set(sets) - {"mnist", "load_digits", "drawn"}
+    if unknown:
+        ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; sets: mnist,load_digits,drawn")
+    only = tuple(args.gaps.split(",")) if args.gaps else None
+    if only and set(only) - set(HARDNESS[1:]):
+        ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")
+    limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else DEFAULT_LIMIT)
+
+    started = time.perf_counter()
+    predictor = Predictor(args.model)
+    reader = Reader(predictor)
+    rows = {}
+    for name in sets:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        rows[name] = run_set(name, limit, args.seed, predictor, reader, only)
+    report = {
+        "model": str(getattr(predictor.model, "path", args.model or "bundled")),
+        "seed": args.seed,
+        "gaps": args.gaps or "all",
+        "limit": limit,
+        "sets": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,613 @@
+"""Read a digit or a number: one reader for "7" and for "2026", a layer above `digitlab.predict`.
+
+    >>> r = Reader().read("my-number.png")   # or an array, PIL image, bytes, strokes
+    >>> r.text, r.confidence, r.unsure, r.reasons
+    ('2026', 0.97, False, ())
+    >>> [(d.box, d.prediction.digit) for d in r.digits]
+
+The `Predictor` reads one digit: "12" across a canvas reads as 2. The reader finds
+the digits first, by over-segmentation and a best path:
+
+1. the ink, at the source's resolution: an image goes through `digitlab.ink` as
+   `preprocess` does (paper, polarity, light, rules, dust), but nothing is thrown
+   away for touching the picture's edge (the first digit of a tight crop does); a
+   drawing is rendered with a pen an eighth of the line's height (MNIST's stroke);
+2. connected pieces of ink (8-neighbour), dust dropped (under `speck_fraction` of
+   the biggest), pieces that overlap strongly in x merged (a 5 whose hat was
+   lifted, a 4 in two strokes, a broken 7);
+3. the line height H: the median height of the big pieces; a piece wider than
+   `cut_width` H may hold touching digits, so it is cut along straight lines at the
+   writing's slant (or upright, or 0.1 either side), where they cross the least ink,
+   between `min_digit_width` H of either end, never crossing each other nor leaving a
+   sliver,
+   at most one cut per `cut_every` H. That gives primitive segments in reading order;
+4. every group of 1 to `max_group` consecutive primitives that could be a digit (not
+   too wide, no wide gap inside) becomes a 28 x 28 image exactly as `preprocess`
+   makes one from ink (crop, stroke, 20-px box, centre of mass), and all of them go
+   through the model in one batch;
+5. the best path through the primitives (dynamic programming) maximises the sum of
+   the groups' scores: log of the calibrated probability of the digit read, less
+   penalties for "not a digit" scores over the threshold, shapes wider than
+   digits, pieces too short for the line, gaps inside a group, and a cost per digit.
+
+A reading of one digit is exactly the Predictor's: when the best path is one digit,
+that digit is the Predictor's prediction on the whole input.
+
+The number's ``confidence`` is the product of its digits' calibrated confidences:
+the probability that every digit is right, honest when their errors are independent
+(a writer whose 1s look like 7s breaks that: then it is optimistic). It does not
+cover the segmentation itself; a close runner-up with another number of digits is
+reported as the reason "unclear split".
+
+Work is bounded whatever the picture: at most `max_digits` digits (`TooManyDigits`
+beyond), `max_pieces` pieces of ink and `max_primitives` primitives; a page of
+specks reads as no ink (the `digitlab.ink` noise rule) or raises `TooManyDigits`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from digitlab.errors import InputError
+from digitlab.ink import find_ink, label
+from digitlab.inputs import Strokes, digit_from_json
+from digitlab.predict import Prediction, Predictor, ProbabilityModel, model_scores
+from digitlab.preprocess import (
+    DigitInput,
+    Normalized,
+    PreprocessConfig,
+    _normalize,
+    _to_work,
+    read_gray,
+)
+
+MAX_DIGITS = 32
+
+
+class TooManyDigits(InputError):
+    """A picture holding more digits (or pieces of ink) than a reading allows."""
+
+
+# --------------------------------------------------------------------------- #
+# What a reading says
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, eq=False)
+class DigitReading:
+    """One digit of a number: where it is and what the Predictor read there."""
+
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1): source pixels (strokes: canvas units)
+    prediction: Prediction
+
+    @property
+    def digit(self) -> int | None:
+        return self.prediction.digit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": list(self.box), **self.prediction.to_dict()}
+
+
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """A number read left to right ("" when there is no ink), digit by digit."""
+
+    text: str  # the digits left to right; "?" for a part that is not a digit
+    digits: tuple[DigitReading, ...]
+    confidence: float  # the product of the digits' confidences (0 when nothing is read)
+    unsure: bool
+    reasons: tuple[str, ...]  # the digits' reasons and the number's own, each once
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready. A one-digit reading also carries `Prediction.to_dict`'s fields (digit,
+        probabilities, ...), so clients of the single-digit API keep working."""
+        out: dict[str, Any] = {}
+        if len(self.digits) == 1:
+            out.update(self.digits[0].prediction.to_dict())
+        out.update(
+            text=self.text,
+            digits=[d.to_dict() for d in self.digits],
+            confidence=round(self.confidence, 6),
+            unsure=self.unsure,
+            reasons=list(self.reasons),
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """The segmentation's constants (lengths in line heights H)."""
+
+    max_digits: int = MAX_DIGITS
+    max_pieces: int = 4 * MAX_DIGITS  # pieces of ink after dust and merging
+    max_primitives: int = 4 * MAX_DIGITS  # segments after cutting
+    max_group: int = 4  # primitives one digit may be made of
+    merge_overlap: float = 0.5  # pieces overlapping by this share of the narrower: one digit
+    cut_width: float = 1.0  # a piece wider than this may hold touching digits
+    min_digit_width: float = 0.15  # no cut closer than this to either end of a piece
+    cut_every: float = 0.3  # at most one cut per this much width
+    cut_window: float = 0.08  # a cut is a minimum of the ink it crosses this far either side
+    cut_slants: tuple[float, ...] = (0.0, -0.1, 0.1)  # cut lines: the writing's slant + these
+    cut_spacing: float = 0.15  # cuts at least this far apart
+    min_cut_side: float = 0.1  # a cut leaves at least this much ink (H^2) either side
+    max_width: float = 1.7  # a group wider than this is no digit (not even tried)
+    max_gap: float = 0.35  # nor one with a gap wider than this between its parts
+    speck_fraction: float = 0.02  # pieces under this share of the biggest are dust
+    noise_fraction: float = 0.005  # `digitlab.ink`'s noise rule, for a line of many digits
+    line_height: int = 64  # strokes are rendered so the line is this many pixels high
+    max_side: int = 4096  # ... and at most this wide
+    # The path's scores (log probabilities and penalties)
+    digit_cost: float = 0.5  # per digit: fewer digits unless the evidence says more
+    not_digit_weight: float = 8.0  # per unit of "not a digit" score over the threshold
+    wide_weight: float = 4.0  # per unit of aspect (width / height) over `wide_from`
+    wide_from: float = 1.1
+    short_weight: float = 6.0  # per H of height under `short_from`
+    short_from: float = 0.6
+    gap_weight: float = 6.0  # per H of gap inside a group
+    cut_cost: float = 1.0  # per cut through a piece of ink used as a boundary between digits
+    apart_weight: float = 3.0  # per share of the narrower not overlapped, for separate pieces
+    unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
+
+
+DEFAULT_READ_CONFIG = ReadConfig()
+
+
+# --------------------------------------------------------------------------- #
+# The reader
+# --------------------------------------------------------------------------- #
+
+
+class Reader:
+    """A `Predictor` that reads numbers: one digit or up to `ReadConfig.max_digits`."""
+
+    def __init__(
+        self,
+        predictor_or_model_path: Predictor
+        | str
+        | os.PathLike[str]
+        | ProbabilityModel
+        | None = None,
+        *,
+        config: ReadConfig = DEFAULT_READ_CONFIG,
+    ) -> None:
+        p = predictor_or_model_path
+        self.predictor = p if isinstance(p, Predictor) else Predictor(p)
+        self.config = config
+
+    def read(self, x: DigitInput) -> Reading:
+        """Read the digit or number in ``x`` (anything `Predictor.predict` accepts).
+
+        Raises `InputError` for input that is not an image or drawing, `TooManyDigits`
+        (an `InputError`) beyond `ReadConfig.max_digits` digits.
+        """
+        pconf = self.predictor.config
+        if isinstance(x, Mapping):
+            x = digit_from_json(x, pconf)
+        page = page_of(x, pconf, self.config)
+        if page is None:
+            return self._one(x)
+        prims = _primitives(page, self.config)
+        if prims is None:
+            return self._one(x)
+        return self._best_path(x, page, prims)
+
+    def read_many(self, inputs: Iterable[DigitInput]) -> list[Reading]:
+        """`read` each input, in order."""
+        return [self.read(x) for x in inputs]
+
+    # -- one digit: exactly the Predictor's ---------------------------------------------- #
+
+    def _one(self, x: DigitInput, reasons: tuple[str, ...] = ()) -> Reading:
+        p = self.predictor.predict(x)
+        if not p.normalized.has_ink:
+            return Reading("", (), 0.0, True, p.reasons)
+        box = p.normalized.ink_box or (0, 0, 0, 0)
+        return _reading((DigitReading(box, p),), reasons)
+
+    # -- several: the best path ------------------------------------------------------------ #
+
+    def _best_path(self, x: DigitInput, page: Page, prims: _Primitives) -> Reading:
+        cfg = self.config
+        n = len(prims.units)
+        groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
+                  if j == i + 1 or prims.plausible(i, j, cfg)]  # fmt: skip
+        norms = [_normalized(page, prims, i, j, self.predictor.config) for i, j in groups]
+        inked = [k for k, nm in enumerate(norms) if nm.image is not None]
+        images = np.stack([norms[k].image for k in inked]) if inked else np.empty((0, 28, 28))
+        probs, scores = model_scores(self.predictor.model, images.astype(np.float32))
+        threshold = self.predictor.rules.not_digit
+        score: dict[tuple[int, int], float] = {}
+        for k, row in enumerate(inked):
+            i, j = groups[row]
+            nd = float(scores[k]) if scores is not None else None
+            score[(i, j)] = prims.score(i, j, probs[k], nd, threshold, norms[row], cfg)
+        for row, (i, j) in enumerate(groups):
+            score.setdefault((i, j), -1e9 if norms[row].image is None else score.get((i, j), -1e9))
+        paths = _two_best(n, score, cfg.max_group)
+        best = paths[0][1]
+        if len(best) > cfg.max_digits:
+            raise TooManyDigits(
+                f"more than {cfg.max_digits} digits in the picture ({len(best)} found); "
+                f"read at most {cfg.max_digits} at a time"
+            )
+        if len(best) == 1:
+            return self._one(x)
+        reasons: tuple[str, ...] = ()
+        if len(paths) > 1 and paths[0][0] - paths[1][0] < cfg.unclear_margin:
+            reasons = ("unclear split",)
+        at = {g: k for k, g in enumerate(groups)}
+        kept = [norms[at[g]] for g in best]
+        predictions = self.predictor.predict_normalized(kept)
+        digits = tuple(DigitReading(nm.ink_box or (0, 0, 0, 0), p)
+                       for nm, p in zip(kept, predictions, strict=True))  # fmt: skip
+        return _reading(digits, reasons)
+
+
+def _reading(digits: tuple[DigitReading, ...], reasons: tuple[str, ...]) -> Reading:
+    text = "".join("?" if d.digit is None else str(d.digit) for d in digits)
+    confidence = float(np.prod([d.prediction.confidence for d in digits])) if digits else 0.0
+    why = list(dict.fromkeys([r for d in digits for r in d.prediction.reasons] + list(reasons)))
+    unsure = any(d.prediction.unsure for d in digits) or bool(reasons) or not digits
+    return Reading(text, digits, confidence, unsure, tuple(why))
+
+
+def _two_best(n: int, score: dict[tuple[int, int], float],
+              max_group: int) -> list[tuple[float, list[tuple[int, int]]]]:  # fmt: skip
+    """The best path through primitives 0..n, and the best one with another number of
+    digits (when there is one): [(total, groups)]."""
+    # best[j][length] = (total, back pointer): the best path to j with that many digits
+    best: list[dict[int, tuple[float, int]]] = [{0: (0.0, -1)}] + [{} for _ in range(n)]
+    for j in range(1, n + 1):
+        for i in range(max(0, j - max_group), j):
+            s = score.get((i, j))
+            if s is None or s <= -1e8:
+                continue
+            for length, (total, _) in best[i].items():
+                t = total + s
+                if length + 1 not in best[j] or t > best[j][length + 1][0]:
+                    best[j][length + 1] = (t, i)
+    if not best[n]:  # nothing could be read: one primitive at a time, however bad
+        return [(-1e9, [(i, i + 1) for i in range(n)])]
+    ranked = sorted(best[n].items(), key=lambda kv: -kv[1][0])[:2]
+    out = []
+    for length, (total, _) in ranked:
+        path, j, k = [], n, length
+        while j > 0:
+            i = best[j][k][1]
+            path.append((i, j))
+            j, k = i, k - 1
+        out.append((total, path[::-1]))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The page: the ink of the whole picture, at the source's resolution
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, eq=False)
+class Page:
+    """The ink of a whole picture, at the source's resolution (drawings: rendered)."""
+
+    ink: np.ndarray  # float32, 0 = paper, 1 = strongest ink
+    size: tuple[int, int]  # the source's (width, height)
+    scale: tuple[float, float, float, float]  # source = page * (fx, fy) + (ox, oy)
+    polarity: str
+    how: dict[str, Any] = field(default_factory=dict)  # `Normalized`'s diagnostics
+
+
+def estimate_slant(ink: np.ndarray, max_slant: float = 0.5) -> float:
+    """The writing's slant k: its upright strokes run x = x0 + k (y - y0), y downwards
+    (k < 0: leaning right, as most writing does).
+
+    From the ink's edges: where a stroke runs within 45 degrees of upright its gradient
+    is (1, -k) times its strength, so k is the least-squares fit -sum(gx gy) / sum(gx^2)
+    over those edges. Touching digits at different baselines do not enter it (the
+    layout of the line is no edge), unlike the ink's second moments.
+    """
+    f = np.pad(ink.astype(np.float64), 1)
+    f = sum(f[dy : dy + ink.shape[0], dx : dx + ink.shape[1]] for dy in range(3) for dx in range(3))
+    gx = np.zeros_like(f)
+    gy = np.zeros_like(f)
+    gx[:, 1:-1] = f[:, 2:] - f[:, :-2]
+    gy[1:-1, :] = f[2:, :] - f[:-2, :]
+    upright = np.abs(gy) < np.abs(gx)
+    sxx = float((gx[upright] ** 2).sum())
+    if sxx <= 1e-9:
+        return 0.0
+    return float(np.clip(-(gx[upright] * gy[upright]).sum() / sxx, -max_slant, max_slant))
+
+
+def page_of(x: Any, pconf: PreprocessConfig, cfg: ReadConfig = DEFAULT_READ_CONFIG) -> Page | None:
+    """The ink of a whole picture or drawing (None: no ink), as the reader segments it."""
+    return _strokes_page(x, cfg) if isinstance(x, Strokes) else _image_page(x, pconf, cfg)
+
+
+def _image_page(x: Any, pconf: PreprocessConfig, cfg: ReadConfig) -> Page | None:
+    gray, size, notes = read_gray(x, pconf)
+    # A number's first digit may touch the picture's edge, and its biggest digit holds a
+    # small share of its ink: `digitlab.ink`'s edge and noise rules are relaxed.
+    found = find_ink(gray, replace(pconf, edge_fraction=0.0, noise_fraction=cfg.noise_fraction))
+    if found.ink is None:
+        return None
+    how = {"paper_level": found.paper, "threshold": found.threshold, "notes": notes,
+           "flattened": found.flattened, "polarity_by": found.polarity_by}  # fmt: skip
+    fx, fy = size[0] / gray.shape[1], size[1] / gray.shape[0]
+    return Page(found.ink, size, (fx, fy, 0.0, 0.0), found.polarity, how)
+
+
+def _strokes_page(drawing: Strokes, cfg: ReadConfig) -> Page | None:
+    """The drawing rendered so the line is `line_height` pixels high, with MNIST's pen."""
+    pts = [p for s in drawing.strokes for p in s]
+    if not pts:
+        return None
+    xy = np.asarray(pts, np.float64)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    extent = np.maximum(hi - lo, 1e-6)
+    mnist_pen = cfg.line_height / 8  # MNIST's stroke: 2.5 px of a 20-px digit
+    scale = min((cfg.line_height - mnist_pen) / extent[1], (cfg.max_side - mnist_pen) / extent[0])
+    if extent.max() <= 1e-6:  # a dot
+        scale = 1.0
+    # The pen the writer saw (digits that did not touch on the canvas do not touch here),
+    # at most MNIST's; `preprocess` brings each digit's stroke into MNIST's range later.
+    pen = float(np.clip(drawing.pen * scale, 2.0, mnist_pen))
+    side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
+    off = pen / 2 + 1
+    placed = (xy - lo) * scale + off
+    ink = np.asarray(_draw(placed, [len(s) for s in drawing.strokes], side, pen), np.float32) / 255
+    k = 1 / scale
+    return Page(ink, (drawing.width or 0, drawing.height or 0),
+                 (k, k, lo[0] - off * k, lo[1] - off * k), "strokes")  # fmt: skip
+
+
+def _draw(xy: np.ndarray, lengths: list[int], side: np.ndarray, pen: float) -> Image.Image:
+    """`draw_strokes` for a page: the same lines and round caps, each cap drawn once however
+    many strokes meet there (a drawing of thousands of 2-point segments shares its points)."""
+    img = Image.new("L", (int(side[0]), int(side[1])), 0)
+    draw = ImageDraw.Draw(img)
+    r, width = pen / 2, round(pen)
+    flat = xy.tolist()
+    at = 0
+    for n in lengths:
+        if n > 1:
+            draw.line([(x, y) for x, y in flat[at : at + n]], fill=255, width=width)
+        at += n
+    for x, y in np.unique(np.round(xy * 4) / 4, axis=0).tolist():  # caps to a quarter pixel
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    return img
+
+
+# --------------------------------------------------------------------------- #
+# Primitives: pieces of ink, merged and cut, in reading order
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, eq=False)
+class _Primitives:
+    labels: np.ndarray  # int32 over the page: each pixel's primitive + 1 (0: paper or dust)
+    units: list[int]  # per primitive: the piece of ink (after merging) it is part of
+    boxes: np.ndarray  # per primitive: x0, y0, x1, y1 of its ink (page pixels)
+    height: float  # the line height H, page pixels
+
+    def plausible(self, i: int, j: int, cfg: ReadConfig) -> bool:
+        """Primitives i..j-1 might be one digit: not too wide, no wide gap inside."""
+        b = self.boxes[i:j]
+        if b[:, 2].max() - b[:, 0].min() > cfg.max_width * self.height:
+            return False
+        return self._gap(i, j) <= cfg.max_gap * self.height
+
+    def _gap(self, i: int, j: int) -> float:
+        b = self.boxes[i:j]
+        order = np.argsort(b[:, 0])
+        reach, gap = b[order[0], 2], 0.0
+        for k in order[1:]:
+            gap = max(gap, b[k, 0] - reach)
+            reach = max(reach, b[k, 2])
+        return float(gap)
+
+    def score(self, i: int, j: int, probs: np.ndarray, nd: float | None,
+              threshold: float | None, norm: Normalized, cfg: ReadConfig) -> float:  # fmt: skip
+        """How good a digit primitives i..j-1 make (a log probability, penalised)."""
+        b = self.boxes[i:j]
+        w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
+        s = math.log(max(float(probs.max()), 1e-9)) - cfg.digit_cost
+        if nd is not None and threshold is not None:
+            s -= cfg.not_digit_weight * max(0.0, nd - threshold)
+        s -= cfg.wide_weight * max(0.0, w / max(h, 1) - cfg.wide_from)
+        s -= cfg.short_weight * max(0.0, cfg.short_from - h / self.height)
+        s -= cfg.gap_weight * max(0.0, self._gap(i, j)) / self.height
+        n = len(self.units)
+        for a, b in ((i - 1, i), (j - 1, j)):  # each boundary cut through ink, half each side
+            if a >= 0 and b < n and self.units[a] == self.units[b]:
+                s -= cfg.cut_cost / 2
+        units = {self.units[k] for k in range(i, j)}
+        if len(units) > 1:  # separate pieces that were not merged: likely separate digits
+            s -= cfg.apart_weight * (1 - self._overlap(i, j))
+        return s
+
+    def _overlap(self, i: int, j: int) -> float:
+        """The least x-overlap of neighbouring units in primitives i..j-1, as a share of the
+        narrower (0: side by side)."""
+        spans: dict[int, list[float]] = {}
+        for k in range(i, j):
+            u = self.units[k]
+            b = self.boxes[k]
+            lo, hi = spans.get(u, [b[0], b[2]])
+            spans[u] = [min(lo, b[0]), max(hi, b[2])]
+        s = sorted(spans.values())
+        least = 1.0
+        for (a0, a1), (b0, b1) in itertools.pairwise(s):
+            least = min(least, max(0.0, min(a1, b1) - max(a0, b0)) / max(min(a1 - a0, b1 - b0), 1))
+        return least
+
+
+def _primitives(page: Page, cfg: ReadConfig) -> _Primitives | None:
+    """The page's primitive segments; None when it holds a single piece too small to cut."""
+    labels, n = label(page.ink > 0)
+    if n == 0:
+        return None
+    boxes, mass = _boxes(labels, n, page.ink)
+    keep = mass >= cfg.speck_fraction * mass.max()
+    if keep.sum() > 4 * cfg.max_pieces:  # before the quadratic merge: bounded work
+        raise TooManyDigits(f"{int(keep.sum())} separate pieces of ink: too many to read as "
+                            f"a number of at most {cfg.max_digits} digits")  # fmt: skip
+    units = _merge(boxes, keep, cfg.merge_overlap)  # piece -> unit (0: dust)
+    n_units = int(units.max())
+    if n_units > cfg.max_pieces:
+        raise TooManyDigits(f"{n_units} separate pieces of ink: too many to read as a number "
+                            f"of at most {cfg.max_digits} digits")  # fmt: skip
+    lut = np.concatenate([[0], units]).astype(np.int32)
+    labels = lut[labels]
+    ub = np.zeros((n_units + 1, 4))
+    for u in range(1, n_units + 1):
+        m = boxes[units == u]
+        ub[u] = m[:, 0].min(), m[:, 1].min(), m[:, 2].max(), m[:, 3].max()
+    ub = ub[1:]
+    heights = ub[:, 3] - ub[:, 1]
+    umass = np.bincount(units[keep], weights=mass[keep], minlength=n_units + 1)[1:]
+    big = umass >= 0.25 * umass.max()
+    height = float(np.median(heights[big]))
+    plabels = np.zeros_like(labels)
+    punits: list[int] = []
+    wide = (ub[:, 2] - ub[:, 0] > cfg.cut_width * height).any()
+    slant = estimate_slant(page.ink) if wide else 0.0  # the writing's: cut lines follow it
+    for u in np.argsort(ub[:, 0] + ub[:, 2]):
+        x0, y0, x1, y1 = (int(v) for v in ub[u])
+        ys, xs = np.nonzero(labels[y0:y1, x0:x1] == u + 1)
+        part = np.zeros(len(ys), np.int64)
+        if x1 - x0 > cfg.cut_width * height:
+            for c, k, ymid in _cuts(ys, xs, (x1 - x0, y1 - y0), height, slant, cfg):
+                part += xs - k * (ys - ymid) >= c  # right of the cut line
+        parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
+        plabels[ys + y0, xs + x0] = len(punits) + 1 + part
+        punits += [int(u) + 1] * len(parts)
+        if len(punits) > cfg.max_primitives:
+            raise TooManyDigits(f"too much ink to read as a number of at most "
+                                f"{cfg.max_digits} digits")  # fmt: skip
+    if len(punits) == 1:
+        return None
+    pboxes, _ = _boxes(plabels, len(punits), page.ink)
+    return _Primitives(plabels, punits, pboxes, height)
+
+
+def _boxes(labels: np.ndarray, n: int, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per piece 1..n: its box (x0, y0, x1, y1) and its ink mass."""
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs] - 1
+    boxes = np.empty((n, 4))
+    boxes[:, 0], boxes[:, 1] = np.inf, np.inf
+    boxes[:, 2], boxes[:, 3] = -np.inf, -np.inf
+    np.minimum.at(boxes[:, 0], lab, xs)
+    np.minimum.at(boxes[:, 1], lab, ys)
+    np.maximum.at(boxes[:, 2], lab, xs + 1)
+    np.maximum.at(boxes[:, 3], lab, ys + 1)
+    mass = np.bincount(lab, weights=ink[ys, xs], minlength=n)
+    return boxes, mass
+
+
+def _merge(boxes: np.ndarray, keep: np.ndarray, overlap: float) -> np.ndarray:
+    """Unit numbers 1.. per piece (0 for dust): pieces overlapping in x by ``overlap`` of the
+    narrower one's width are one unit (transitively)."""
+    idx = np.flatnonzero(keep)
+    b = boxes[idx]
+    w = b[:, 2] - b[:, 0]
+    inter = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    close = inter >= overlap * np.minimum(w[:, None], w[None, :])
+    parent = list(range(len(idx)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, c in zip(*np.nonzero(np.triu(close, 1)), strict=True):
+        parent[find(int(a))] = find(int(c))
+    roots = [find(i) for i in range(len(idx))]
+    ids = {r: k + 1 for k, r in enumerate(dict.fromkeys(roots))}
+    out = np.zeros(len(boxes), np.int64)
+    out[idx] = [ids[r] for r in roots]
+    return out
+
+
+def _cuts(ys: np.ndarray, xs: np.ndarray, size: tuple[int, int], height: float, slant: float,
+          cfg: ReadConfig) -> list[tuple[float, float, float]]:  # fmt: skip
+    """Straight lines to cut a wide piece along (its ink at ``ys, xs`` in a box of ``size``):
+    (c, k, ymid), the line x = c + k (y - ymid).
+
+    Each line crosses the least ink there is near it: for each slant in `cut_slants`,
+    the ink per column of the piece sheared by it (x - k (y - ymid)), smoothed; per
+    position the slant crossing the least; cuts at that profile's minima, fewest ink
+    first, no closer than `min_digit_width` H to either end of the sheared piece nor
+    `cut_spacing` H to each other, at most one per `cut_every` H. A slanted line parts
+    slanted digits that touch where no upright one can.
+    """
+    w, h = size
+    ymid = (h - 1) / 2
+    slants = np.unique(np.concatenate([[0.0], slant + np.asarray(cfg.cut_slants, np.float64)]))
+    slants = slants[np.argsort(np.abs(slants - slant), kind="stable")]  # ties: the writing's
+    pad = math.ceil(np.abs(slants).max() * h / 2) + 1
+    k = max(1, round(0.04 * height))
+    kernel = np.ones(2 * k + 1) / (2 * k + 1)
+    margin = max(1, round(cfg.min_digit_width * height))
+    cols = w + 2 * pad
+    profiles = np.full((len(slants), cols), np.inf)
+    least_side = cfg.min_cut_side * height * height  # pixels of ink either side of a line
+    for m, t in enumerate(slants):
+        xp = np.round(xs - t * (ys - ymid)).astype(np.int64) + pad
+        raw = np.bincount(xp, minlength=cols)[:cols].astype(np.float64)
+        prof = np.convolve(raw, kernel, mode="same")
+        lo, hi = int(xp.min()) + margin, int(xp.max()) + 1 - margin
+        left = np.concatenate([[0.0], np.cumsum(raw)[:-1]])  # ink left of each column
+        ok = (left >= least_side) & (len(xs) - left >= least_side)
+        ok[:lo] = ok[max(lo, hi) :] = False
+        profiles[m, ok] = prof[ok]
+    which = np.argmin(profiles, axis=0)  # ties: the first slant, the writing's own
+    least = profiles[which, np.arange(cols)]
+    win = max(1, round(cfg.cut_window * height))
+    spacing = max(1, round(cfg.cut_spacing * height))
+    finite = np.flatnonzero(np.isfinite(least))
+    minima = [int(c) for c in finite
+              if least[c] <= least[max(0, c - win) : c + win + 1].min() + 1e-9]  # fmt: skip
+    most = max(1, math.ceil(w / (cfg.cut_every * height)) - 1)
+    chosen: list[int] = []
+    ends = np.array([-ymid, h - 1 - ymid])
+
+    def apart(c: int, d: int) -> bool:  # the lines through c and d do not cross in the piece
+        at = (c - d) + (slants[which[c]] - slants[which[d]]) * ends
+        return abs(c - d) >= spacing and bool(np.all(at * np.sign(c - d) >= spacing / 2))
+
+    for c in sorted(minima, key=lambda c: least[c]):
+        if all(apart(c, d) for d in chosen):
+            chosen.append(c)
+        if len(chosen) == most:
+            break
+    return [(float(c - pad), float(slants[which[c]]), ymid) for c in sorted(chosen)]
+
+
+def _normalized(page: Page, prims: _Primitives, i: int, j: int,
+                pconf: PreprocessConfig) -> Normalized:  # fmt: skip
+    """Primitives i..j-1 as `preprocess` makes a digit of ink: crop, stroke, box, centre."""
+    b = prims.boxes[i:j]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    if x1 <= x0 or y1 <= y0:
+        return Normalized(None, page.size, "none")
+    lab = prims.labels[y0:y1, x0:x1]
+    crop = np.where((lab > i) & (lab <= j), page.ink[y0:y1, x0:x1], 0).astype(np.float32)
+    if not crop.any():
+        return Normalized(None, page.size, "none")
+    fx, fy, ox, oy = page.scale
+    box = (math.floor(x0 * fx + ox), math.floor(y0 * fy + oy),
+           math.ceil(x1 * fx + ox), math.ceil(y1 * fy + oy))  # fmt: skip
+    return _normalize(_to_work(crop, pconf), page.size, page.polarity, box, pconf, page.how)
+
+
+__all__ = ["MAX_DIGITS", "DigitReading", "ReadConfig", "Reader", "Reading", "TooManyDigits"]
