@@ -17,6 +17,10 @@ random: wide (0.15-0.5 H, 30 %), close (0.02-0.15 H, 30 %), overlapping in x wit
 its ink meets its neighbour's, then 0-2 px further (25 %; images only: a drawing's
 strokes are kept apart, as people's are, by the same 0-0.15 H).
 
+The ``single`` set guards single digits: 2.5 x limit (1,000 by default) MNIST test digits,
+each read alone as an image and redrawn as strokes (``draw``); the reader must give the
+Predictor's digit ("?" for its "not a digit") on at least 99.9 % of them.
+
 Per set: ``string`` accuracy (the whole number right), ``digit`` accuracy (1 - edit
 distance / length, at least 0), the ``ceiling`` a perfect segmenter would reach with
 this model (each digit read alone by the Predictor: mean over numbers of the product of
@@ -26,7 +30,7 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-                                 [--sets mnist,load_digits,drawn] [--gaps wide,...] [--json]
+                                 [--sets mnist,load_digits,drawn,single] [--gaps wide,...] [--json]
 """
 
 from __future__ import annotations
@@ -330,6 +334,23 @@ def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
     }
 
 
+def run_single(n: int, seed: int, predictor: Predictor, reader: Reader) -> dict[str, Any]:
+    """Single digits: does the reader give the Predictor's digit (as an image, as strokes)?"""
+    started = time.perf_counter()
+    images, _ = mnist_test()
+    rng = np.random.default_rng([seed, zlib.crc32(b"single")])
+    idx = rng.choice(len(images), n, replace=False)
+    out: dict[str, Any] = {}
+    for kind in ("image", "drawn"):
+        xs = [images[i] if kind == "image" else draw(images[i], rng).strokes for i in idx]
+        want = ["?" if p.digit is None else str(p.digit) for p in predictor.predict_many(xs)]
+        got = [reader.read(x).text for x in xs]
+        bad = [(int(i), w, g) for i, w, g in zip(idx, want, got, strict=True) if w != g]
+        out[kind] = {"n": n, "agree": n - len(bad), "disagree": bad[:8]}
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
@@ -345,6 +366,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for name, r in report["sets"].items():
+        if name == "single":
+            continue
         a, b = r["reader"], r["naive"]
         print(f"{name:<12}{pct(a['string']):>8}{pct(b['string']):>8}{pct(r['ceiling']):>9}"
               f"{pct(r['ceiling_textbook']):>8}{pct(a['digit']):>8}{pct(b['digit']):>7}"
@@ -352,6 +375,13 @@ def print_report(report: dict[str, Any]) -> None:
               f"{b['latency_ms']['p50']:>10.1f}")  # fmt: skip
     print()
     for name, r in report["sets"].items():
+        if name == "single":
+            for kind in ("image", "drawn"):
+                v = r[kind]
+                print(f"single ({kind}): the reader gives the Predictor's digit on "
+                      f"{v['agree']} / {v['n']} ({pct(v['agree'] / v['n'])} %); "
+                      f"(index, predictor, reader): {v['disagree']}")  # fmt: skip
+            continue
         gaps = ", ".join(f"{k} {pct(v)}" for k, v in r["string_with_gap"].items())
         lens = " ".join(f"{k}:{pct(v)}" for k, v in r["string_by_length"].items())
         four = r["latency_4_digits_ms"]
@@ -375,16 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sets", default="mnist,load_digits,drawn", help="comma-separated sets")
+    ap.add_argument("--sets", default="mnist,load_digits,drawn,single",
+                    help="comma-separated sets")  # fmt: skip
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
                          "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    unknown = set(sets) - {"mnist", "load_digits", "drawn"}
+    unknown = set(sets) - {"mnist", "load_digits", "drawn", "single"}
     if unknown:
-        ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; sets: mnist,load_digits,drawn")
+        ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; "
+                 "sets: mnist,load_digits,drawn,single")  # fmt: skip
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")
@@ -396,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in sets:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        rows[name] = run_set(name, limit, args.seed, predictor, reader, only)
+        if name == "single":
+            rows[name] = run_single(round(2.5 * limit), args.seed, predictor, reader)
+        else:
+            rows[name] = run_set(name, limit, args.seed, predictor, reader, only)
     report = {
         "model": str(getattr(predictor.model, "path", args.model or "bundled")),
         "seed": args.seed,

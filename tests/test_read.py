@@ -112,8 +112,7 @@ def same(reading: Reading, predictor: Predictor, x) -> None:
 
 def test_one_mnist_digit_reads_as_the_predictor_does(reader, predictor, mnist_test):
     images, _ = mnist_test
-    # The first 60 test digits (one of each class at least). Some wide or broken MNIST
-    # digits do read as two (0.7 % of the first 1,000: docs/numbers.md); none of these.
+    # The first 60 test digits (one of each class at least); see also ONCE_SPLIT below.
     for image in images[:60]:
         same(reader.read(image), predictor, image)
 
@@ -128,6 +127,32 @@ def test_one_drawn_digit_reads_as_the_predictor_does(reader, predictor):
     for name in list(writers.STYLES)[:8]:
         x = writers.style_strokes(name, rng)
         same(reader.read(x), predictor, x)
+
+
+# MNIST test digits the reader once split in two ("1" -> "11", "0" -> "10", "5" -> "65",
+# "4" -> "41", a 1 beside a sliver of its own ink): wide, broken, or with a spur.
+ONCE_SPLIT = (7325, 1131, 5331, 7451, 694, 5457, 7747, 4614, 7822, 1940, 6082, 8416)
+
+
+def test_a_single_digit_is_never_split(reader, predictor, mnist_test):
+    images, _ = mnist_test
+    for i in ONCE_SPLIT:
+        same(reader.read(images[i]), predictor, images[i])
+
+
+def test_redrawn_single_digits_read_as_the_predictor_does(reader, predictor, mnist_test):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from drawn_digits import draw
+
+    images, _ = mnist_test
+    rng = np.random.default_rng(5)
+    for i in rng.choice(len(images), 30, replace=False):
+        x = draw(images[i], rng).strokes
+        p = predictor.predict(x)
+        assert reader.read(x).text == ("?" if p.digit is None else str(p.digit)), i
 
 
 def test_a_five_whose_hat_was_lifted_is_one_digit(reader):

@@ -31,7 +31,10 @@ the digits first, by over-segmentation and a best path:
    digits, pieces too short for the line, gaps inside a group, and a cost per digit.
 
 A reading of one digit is exactly the Predictor's: when the best path is one digit,
-that digit is the Predictor's prediction on the whole input.
+that digit is the Predictor's prediction on the whole input. One digit is never split:
+a several-digit path must beat the Predictor's reading of the whole ink decisively
+(`Reader._one_digit`). A drawing whose pieces were cut is also segmented a second way,
+each cut following a drop-fall path where that crosses less ink; the better path wins.
 
 The number's ``confidence`` is the product of its digits' calibrated confidences:
 the probability that every digit is right, honest when their errors are independent
@@ -64,7 +67,9 @@ from digitlab.preprocess import (
     DigitInput,
     Normalized,
     PreprocessConfig,
-    _normalize,
+    _adjust_stroke,
+    _count_blobs,
+    _fit,
     _to_work,
     read_gray,
 )
@@ -138,6 +143,14 @@ class ReadConfig:
     cut_slants: tuple[float, ...] = (0.0, -0.1, 0.1)  # cut lines: the writing's slant + these
     cut_spacing: float = 0.15  # cuts at least this far apart
     min_cut_side: float = 0.1  # a cut leaves at least this much ink (H^2) either side
+    cut_band: float = 0.0  # a cut bends this far either side of its line, through least ink
+    # A second segmentation of drawings whose pieces were cut: each cut follows a drop-fall
+    # path (from the top or the bottom) where that crosses less ink and stays within
+    # `drop_band` H of the line; the better best path of the two is read. On images it
+    # doubles the time of touching digits for no gain (docs/numbers.md): off.
+    drop_fall: bool = True
+    drop_fall_images: bool = False
+    drop_band: float = 0.5
     max_width: float = 1.7  # a group wider than this is no digit (not even tried)
     max_gap: float = 0.35  # nor one with a gap wider than this between its parts
     speck_fraction: float = 0.02  # pieces under this share of the biggest are dust
@@ -155,6 +168,16 @@ class ReadConfig:
     cut_cost: float = 1.0  # per cut through a piece of ink used as a boundary between digits
     apart_weight: float = 3.0  # per share of the narrower not overlapped, for separate pieces
     unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
+    # Never split one digit: ink no wider than `one_aspect` x its height is one digit
+    # when the Predictor reads it with `one_confidence` or the path has a fragment; up to
+    # `one_max_aspect`, when besides the several-digit path scores under the one digit's
+    # (log confidence - `digit_cost`) by more than `one_margin` per extra digit.
+    one_narrow: float = 0.6  # ink no wider than this x its height is always one digit
+    one_aspect: float = 1.0
+    one_max_aspect: float = 2.5
+    one_fragment: float = 0.6  # a digit of the path shorter than this share of the ink's height
+    one_confidence: float = 0.9
+    one_margin: float = 0.9
 
 
 DEFAULT_READ_CONFIG = ReadConfig()
@@ -194,10 +217,22 @@ class Reader:
         page = page_of(x, pconf, self.config)
         if page is None:
             return self._one(x)
-        prims = _primitives(page, self.config)
+        cfg = self.config
+        prims = _primitives(page, replace(cfg, drop_fall=False))
         if prims is None:
             return self._one(x)
-        return self._best_path(x, page, prims)
+        cache: dict = {}
+        found = self._paths(page, prims, cache)
+        drop = cfg.drop_fall and (page.polarity == "strokes" or cfg.drop_fall_images)
+        if drop and len(set(prims.units)) < len(prims.units):  # a piece was cut
+            # the other segmentation: cuts that follow drop-fall paths where those cross
+            # less ink; the classifier chooses (the better best path)
+            other = _primitives(page, cfg)
+            if other is not None and not np.array_equal(other.labels, prims.labels):
+                alt = self._paths(page, other, cache)
+                if alt[0][0][0] > found[0][0][0]:
+                    prims, found = other, alt
+        return self._best_path(x, prims, *found)
 
     def read_many(self, inputs: Iterable[DigitInput]) -> list[Reading]:
         """`read` each input, in order."""
@@ -214,24 +249,39 @@ class Reader:
 
     # -- several: the best path ------------------------------------------------------------ #
 
-    def _best_path(self, x: DigitInput, page: Page, prims: _Primitives) -> Reading:
+    def _paths(self, page: Page, prims: _Primitives,
+               cache: dict | None = None) -> tuple[list, list, list]:  # fmt: skip
+        """The best paths (`_two_best`), the groups tried and their 28 x 28s."""
         cfg = self.config
         n = len(prims.units)
         groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
                   if j == i + 1 or prims.plausible(i, j, cfg)]  # fmt: skip
-        norms = [_normalized(page, prims, i, j, self.predictor.config) for i, j in groups]
-        inked = [k for k, nm in enumerate(norms) if nm.image is not None]
-        images = np.stack([norms[k].image for k in inked]) if inked else np.empty((0, 28, 28))
+        # A group's 28 x 28 and model scores depend only on its pixels: a second
+        # segmentation of the same page reuses those of the groups it shares.
+        cache = cache if cache is not None else {}
+        keys = [_group_key(prims, i, j) for i, j in groups]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        fresh = {k: _normalized(page, prims, *groups[keys.index(k)], self.predictor.config)
+                 for k in todo}  # fmt: skip
+        inked = [k for k in todo if fresh[k].image is not None]
+        images = np.stack([fresh[k].image for k in inked]) if inked else np.empty((0, 28, 28))
         probs, scores = model_scores(self.predictor.model, images.astype(np.float32))
+        for m, k in enumerate(inked):
+            cache[k] = (fresh[k], probs[m], None if scores is None else float(scores[m]))
+        for k in todo:
+            cache.setdefault(k, (fresh[k], None, None))
         threshold = self.predictor.rules.not_digit
         score: dict[tuple[int, int], float] = {}
-        for k, row in enumerate(inked):
-            i, j = groups[row]
-            nd = float(scores[k]) if scores is not None else None
-            score[(i, j)] = prims.score(i, j, probs[k], nd, threshold, norms[row], cfg)
-        for row, (i, j) in enumerate(groups):
-            score.setdefault((i, j), -1e9 if norms[row].image is None else score.get((i, j), -1e9))
-        paths = _two_best(n, score, cfg.max_group)
+        norms = []
+        for (i, j), k in zip(groups, keys, strict=True):
+            nm, pr, nd = cache[k]
+            norms.append(nm)
+            score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, nm, cfg)
+        return _two_best(n, score, cfg.max_group), groups, norms
+
+    def _best_path(self, x: DigitInput, prims: _Primitives, paths: list, groups: list,
+                   norms: list) -> Reading:  # fmt: skip
+        cfg = self.config
         best = paths[0][1]
         if len(best) > cfg.max_digits:
             raise TooManyDigits(
@@ -240,15 +290,46 @@ class Reader:
             )
         if len(best) == 1:
             return self._one(x)
+        one = self._one_digit(x, prims, paths[0][0], best)
+        if one is not None:
+            return one
         reasons: tuple[str, ...] = ()
         if len(paths) > 1 and paths[0][0] - paths[1][0] < cfg.unclear_margin:
             reasons = ("unclear split",)
         at = {g: k for k, g in enumerate(groups)}
-        kept = [norms[at[g]] for g in best]
+        pconf = self.predictor.config
+        kept = [replace(norms[at[g]], n_blobs=_count_blobs(norms[at[g]].image, pconf))
+                for g in best]  # fmt: skip
         predictions = self.predictor.predict_normalized(kept)
         digits = tuple(DigitReading(nm.ink_box or (0, 0, 0, 0), p)
                        for nm, p in zip(kept, predictions, strict=True))  # fmt: skip
         return _reading(digits, reasons)
+
+    def _one_digit(self, x: DigitInput, prims: _Primitives, total: float,
+                   path: list[tuple[int, int]]) -> Reading | None:  # fmt: skip
+        """The whole input as the Predictor's one digit, unless the best path of several
+        digits (``path``, scoring ``total``) is decisively better: not when the Predictor
+        reads the ink as one sure digit and it is digit-shaped, nor when the path's
+        digits are not all sure ones, nor when one of them is a fragment (short)."""
+        cfg = self.config
+        b = prims.boxes
+        w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
+        if w > cfg.one_max_aspect * h:
+            return None
+        tall = min(b[i:j, 3].max() - b[i:j, 1].min() for i, j in path)
+        fragment = tall < cfg.one_fragment * h
+        p = self.predictor.predict(x)
+        sure = p.confidence >= cfg.one_confidence
+        if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
+            if not (sure or fragment):
+                return None
+            wide = w > cfg.one_aspect * h
+            if wide or (p.digit is None and not fragment):  # wide, or surely no digit
+                one = math.log(max(p.confidence, 1e-9)) - cfg.digit_cost
+                if total >= one - cfg.one_margin * (len(path) - 1):
+                    return None
+        box = p.normalized.ink_box or (0, 0, 0, 0)
+        return _reading((DigitReading(box, p),), ())
 
 
 def _reading(digits: tuple[DigitReading, ...], reasons: tuple[str, ...]) -> Reading:
@@ -484,8 +565,9 @@ def _primitives(page: Page, cfg: ReadConfig) -> _Primitives | None:
         ys, xs = np.nonzero(labels[y0:y1, x0:x1] == u + 1)
         part = np.zeros(len(ys), np.int64)
         if x1 - x0 > cfg.cut_width * height:
-            for c, k, ymid in _cuts(ys, xs, (x1 - x0, y1 - y0), height, slant, cfg):
-                part += xs - k * (ys - ymid) >= c  # right of the cut line
+            lines = _cuts(ys, xs, (x1 - x0, y1 - y0), height, slant, cfg)
+            for path in _bend(ys, xs, (x1 - x0, y1 - y0), lines, height, cfg):
+                part += xs >= path[ys]  # right of the cut
         parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
         plabels[ys + y0, xs + x0] = len(punits) + 1 + part
         punits += [int(u) + 1] * len(parts)
@@ -593,6 +675,113 @@ def _cuts(ys: np.ndarray, xs: np.ndarray, size: tuple[int, int], height: float, 
     return [(float(c - pad), float(slants[which[c]]), ymid) for c in sorted(chosen)]
 
 
+def _bend(ys: np.ndarray, xs: np.ndarray, size: tuple[int, int],
+          lines: list[tuple[float, float, float]], height: float,
+          cfg: ReadConfig) -> list[np.ndarray]:  # fmt: skip
+    """Each straight cut line as a path x(y) per row, bent within `cut_band` H of the line
+    to cross the least ink (a contour valley: the stroke between two touching digits is
+    crossed where it is thinnest, around the other digit's curves), each path at least
+    a pixel right of the previous one."""
+    w, h = size
+    rows = np.arange(h)
+    straight = [c + k * (rows - ymid) for c, k, ymid in lines]
+    band = max(0, round(cfg.cut_band * height))
+    mask = np.zeros((h, w + 2), np.float64)
+    mask[ys, xs + 1] = 1.0
+    offs = np.arange(-band, band + 1)
+    out: list[np.ndarray] = []
+    for line in straight:
+        path = np.ceil(line).astype(np.int64)
+        if band >= 1:
+            path = _valley(mask, path, offs)
+        if cfg.drop_fall:
+            bound = cfg.drop_band * height
+            crossed = mask[rows, np.clip(path, -1, w) + 1].sum()
+            for fall in (
+                _drop_fall(mask[:, 1:-1], line),
+                _drop_fall(mask[::-1, 1:-1], line[::-1])[::-1],
+            ):
+                if np.abs(fall - line).max() > bound:
+                    continue
+                c = mask[rows, np.clip(fall, -1, w) + 1].sum()
+                if c < crossed:
+                    path, crossed = fall, c
+        if out:
+            path = np.maximum(path, out[-1] + 1)
+        out.append(path)
+    return out
+
+
+def _valley(mask: np.ndarray, base: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """The path within ``offs`` of ``base`` (a column per row) crossing the least ink."""
+    h, w = len(base), mask.shape[1] - 2
+    rows = np.arange(h)
+    cols = np.clip(base[:, None] + offs[None, :], -1, w) + 1  # h x (2 band + 1)
+    # crossing ink between column x-1 and x: the cut runs along x's left edge
+    cost = mask[rows[:, None], cols] + 0.02 * np.abs(offs)[None, :]
+    total = cost[0].copy()
+    back = np.zeros((h, len(offs)), np.int64)
+    for y in range(1, h):
+        shift = base[y] - base[y - 1]  # the band moves with the line
+        prev = np.full(len(offs) + 2, np.inf)
+        prev[1:-1] = total
+        best = np.full(len(offs), np.inf)
+        arg = np.zeros(len(offs), np.int64)
+        for d in (-1, 0, 1):  # from offset o + shift + d of the previous row
+            src = np.arange(len(offs)) + shift + d
+            ok = (src >= 0) & (src < len(offs))
+            cand = np.where(ok, prev[np.clip(src, -1, len(offs)) + 1], np.inf)
+            cand = cand + 0.1 * abs(d)
+            better = cand < best
+            best[better], arg[better] = cand[better], src[better]
+        total = best + cost[y]
+        back[y] = arg
+    o = int(np.argmin(total))
+    path = np.empty(h, np.int64)
+    for y in range(h - 1, -1, -1):
+        path[y] = base[y] + offs[o]
+        o = back[y, o]
+    return path
+
+
+def _drop_fall(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """A ball dropped from the top of the piece where the cut line starts, rolling down
+    through paper (down, down-left, down-right, then sideways), cutting through ink
+    only when it is stuck: per row, the column the cut runs along (its left edge)."""
+    h, w = mask.shape
+    x = int(np.clip(np.ceil(line[0]), 0, w - 1))
+    path = np.empty(h, np.int64)
+    free = mask < 0.5
+    for y in range(h):
+        path[y] = x
+        if y == h - 1:
+            break
+        below = free[y + 1]
+        if below[x]:
+            continue
+        if x > 0 and below[x - 1]:
+            x -= 1
+        elif x < w - 1 and below[x + 1]:
+            x += 1
+        else:  # sideways along this row's paper, at most a few pixels, then through
+            for d in range(2, 5):
+                if x - d >= 0 and below[x - d] and free[y, x - d : x].all():
+                    x -= d
+                    break
+                if x + d < w and below[x + d] and free[y, x + 1 : x + d + 1].all():
+                    x += d
+                    break
+    return path
+
+
+def _group_key(prims: _Primitives, i: int, j: int) -> tuple:
+    """Primitives i..j-1's pixels: their box and mask (equal keys: equal 28 x 28s)."""
+    b = prims.boxes[i:j]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    lab = prims.labels[y0:y1, x0:x1]
+    return (x0, y0, x1, y1, np.packbits((lab > i) & (lab <= j)).tobytes())
+
+
 def _normalized(page: Page, prims: _Primitives, i: int, j: int,
                 pconf: PreprocessConfig) -> Normalized:  # fmt: skip
     """Primitives i..j-1 as `preprocess` makes a digit of ink: crop, stroke, box, centre."""
@@ -607,7 +796,12 @@ def _normalized(page: Page, prims: _Primitives, i: int, j: int,
     fx, fy, ox, oy = page.scale
     box = (math.floor(x0 * fx + ox), math.floor(y0 * fy + oy),
            math.ceil(x1 * fx + ox), math.ceil(y1 * fy + oy))  # fmt: skip
-    return _normalize(_to_work(crop, pconf), page.size, page.polarity, box, pconf, page.how)
+    # `preprocess._normalize` but for the blob count, which only the kept digits need
+    # (`_best_path` counts them): it is a connected-component pass per candidate.
+    work, width = _adjust_stroke(_to_work(crop, pconf), pconf)
+    return Normalized(image=_fit(work, pconf), source_size=page.size, polarity=page.polarity,
+                      ink_box=box, n_blobs=0, aspect=(box[2] - box[0]) / max(box[3] - box[1], 1),
+                      stroke_width=width, **page.how)  # fmt: skip
 
 
 __all__ = ["MAX_DIGITS", "DigitReading", "ReadConfig", "Reader", "Reading", "TooManyDigits"]
