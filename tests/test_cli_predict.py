@@ -57,7 +57,8 @@ def test_json_on_a_mixed_folder(mixed_folder, model_path, mnist_test):
     assert blank["digit"] is None and blank["unsure"] and blank["confidence"] == 0
     for x in (inverted, tiny, photo):
         assert set(x) == {"path", "digit", "confidence", "unsure", "reasons", "probabilities",
-                          "preprocessing"}  # fmt: skip
+                          "preprocessing", "text", "digits"}  # fmt: skip
+        assert x["text"] == str(x["digit"]) and len(x["digits"]) == 1  # one digit, one number
         assert isinstance(x["digit"], int) and len(x["probabilities"]) == 10
         assert x["confidence"] == max(x["probabilities"])
     # How the ink was found, file by file.
@@ -188,3 +189,40 @@ def test_a_bad_json_file_is_one_error_line(tmp_path, model_path):
     err = result.stderr.splitlines()
     assert err == [f"error: {bad}: drawing: y must be a finite number, got '20'",
                    "error: 1 file(s) could not be read"]  # fmt: skip
+
+
+def number_image(mnist_test, digits: str, gap: int = 10) -> Image.Image:
+    """MNIST test digits side by side on white paper (dark ink), ``gap`` pixels apart."""
+    images, labels = mnist_test
+    tiles = [255 - images[int(np.flatnonzero(labels == int(c))[i])] for i, c in enumerate(digits)]
+    height, width = 48, sum(t.shape[1] for t in tiles) + gap * (len(tiles) + 1)
+    page = np.full((height, width), 255, np.uint8)
+    x = gap
+    for t in tiles:
+        page[10 : 10 + 28, x : x + 28] = np.minimum(page[10 : 10 + 28, x : x + 28], t)
+        x += 28 + gap
+    return Image.fromarray(page)
+
+
+def test_a_number_is_read_whole(tmp_path, mnist_test):
+    """"2026" written left to right reads 2026, in text and in JSON (the bundled model)."""
+    number_image(mnist_test, "2026").save(tmp_path / "year.png")
+    number_image(mnist_test, "7").save(tmp_path / "seven.png")
+    text = run(str(tmp_path / "year.png"))
+    assert text.exit_code == 0 and text.stdout.startswith(f"{tmp_path / 'year.png'}: 2026  ")
+    result = run(str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stderr
+    seven, year = (json.loads(line) for line in result.stdout.splitlines())
+    assert year["text"] == "2026" and [d["digit"] for d in year["digits"]] == [2, 0, 2, 6]
+    assert "digit" not in year and "probabilities" not in year  # no one digit to name
+    boxes = [d["box"] for d in year["digits"]]
+    assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:], strict=False))  # left to right
+    assert 0 < year["confidence"] <= min(d["confidence"] for d in year["digits"]) + 1e-6
+    assert seven["text"] == "7" and seven["digit"] == 7 and len(seven["probabilities"]) == 10
+
+
+def test_more_than_32_digits_is_one_error_line(tmp_path, mnist_test):
+    number_image(mnist_test, "1234567890" * 4, gap=8).save(tmp_path / "long.png")
+    result = run(str(tmp_path / "long.png"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "32" in result.stderr

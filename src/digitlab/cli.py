@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from digitlab.card import ModelCard
     from digitlab.predict import FileResult, Predictor
+    from digitlab.read import Reader, Reading
     from digitlab.select import ResultRow, Study
     from digitlab.train import TrainResult
 
@@ -498,11 +499,15 @@ def predict_cmd(
     ),
     model: Path | None = typer.Option(None, "--model", help="Model file [default: bundled model]."),
 ) -> None:
-    """Read the digit in each image (PNG, JPEG, BMP, GIF, WebP) or .json file (a drawing
-    {"strokes": ...} or a grid {"pixels": ...}, as the web API takes them), one line per file."""
+    """Read the digit or number in each image (PNG, JPEG, BMP, GIF, WebP) or .json file (a
+    drawing {"strokes": ...} or a grid {"pixels": ...}, as the web API takes them), one line
+    per file. --json adds "text" (the number), "digits" (each with its box), and the
+    number's "confidence", "unsure" and "reasons"; a one-digit answer keeps every field it
+    had ("digit", "probabilities", ...)."""
     import json
 
     from digitlab.predict import Predictor, confidence_text, expand_paths
+    from digitlab.read import Reader
 
     paths = expand_paths(files)
     if not paths:  # only folders, holding only sub-folders (or nothing): say so, not silence
@@ -512,18 +517,27 @@ def predict_cmd(
             "name them, e.g. DIR/*/)"
         )
     predictor = Predictor(model)
+    reader = Reader(predictor)
     failed = 0
     for r in _predict_files(predictor, paths, save_normalized):
         p = r.prediction
+        number, error = (None, r.error) if p is None else _read_number(reader, r.path)
+        if number is None:
+            p = None
         if as_json:  # with how the ink was found: polarity, paper level, threshold, flattening
-            fields = {"error": r.error} if p is None else {
-                **p.to_dict(), "preprocessing": p.normalized.diagnostics()}  # fmt: skip
+            fields = {"error": error} if p is None or number is None else {
+                **number.to_dict(), **(p.to_dict() if len(number.digits) <= 1 else {}),
+                "preprocessing": p.normalized.diagnostics()}  # fmt: skip
             typer.echo(json.dumps({"path": str(r.path), **fields}))
-        elif p is None:
-            typer.echo(f"error: {r.error}", err=True)
+        elif p is None or number is None:
+            typer.echo(f"error: {error}", err=True)
         else:
             notes = "".join(f"  ({note})" for note in p.normalized.notes)  # e.g. animated
-            if p.digit is None and "not a digit" in p.reasons:  # the detector's answer
+            if len(number.digits) > 1:  # a number: its digits, and how sure of all of them
+                unsure = f"  unsure: {', '.join(number.reasons)}" if number.unsure else ""
+                read = f"{number.text}  confidence {confidence_text(number.confidence)}"
+                typer.echo(f"{r.path}: {read}{unsure}{notes}")
+            elif p.digit is None and "not a digit" in p.reasons:  # the detector's answer
                 typer.echo(f"{r.path}: not a digit  (closest: {p.closest}, "
                            f"confidence {confidence_text(p.confidence)}){notes}")  # fmt: skip
             elif p.digit is None:
@@ -536,6 +550,21 @@ def predict_cmd(
     if failed:
         typer.echo(f"error: {failed} file(s) could not be read", err=True)
         raise typer.Exit(2)
+
+
+def _read_number(reader: Reader, path: Path) -> tuple[Reading | None, str | None]:
+    """The number in the file at ``path`` (a .json file as a drawing or grid), or why not
+    (more than `digitlab.read.MAX_DIGITS` digits, ...)."""
+    from digitlab.errors import InputError
+    from digitlab.inputs import digit_file
+
+    try:
+        source = (
+            digit_file(path, reader.predictor.config) if path.suffix.lower() == ".json" else path
+        )
+        return reader.read(source), None
+    except InputError as e:
+        return None, str(e)
 
 
 def _predict_files(

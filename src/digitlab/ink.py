@@ -395,9 +395,16 @@ def _pieces(mask: np.ndarray) -> int:
 # --------------------------------------------------------------------------- #
 
 
+# The estimates' copy keeps at least this many pixels across its shorter side: a line of 33
+# digits, 1,264 x 48, reduced to 96 pixels wide is 3 rows high, its strokes smeared into what
+# the noise rule takes for noise (and the whole line for no ink).
+ESTIMATE_MIN_SHORT = 24
+
+
 def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
-    """A copy at most ``side`` pixels a side (box-averaged), for estimates."""
-    factor = math.ceil(max(gray.shape) / side)
+    """A copy at most ``side`` pixels a side (box-averaged), for estimates; a long, narrow
+    picture is reduced less, to keep `ESTIMATE_MIN_SHORT` pixels across."""
+    factor = min(math.ceil(max(gray.shape) / side), min(gray.shape) // ESTIMATE_MIN_SHORT)
     return np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
 
 
