@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -205,7 +206,7 @@ def number_image(mnist_test, digits: str, gap: int = 10) -> Image.Image:
 
 
 def test_a_number_is_read_whole(tmp_path, mnist_test):
-    """"2026" written left to right reads 2026, in text and in JSON (the bundled model)."""
+    """A "2026" written left to right reads 2026, in text and in JSON (the bundled model)."""
     number_image(mnist_test, "2026").save(tmp_path / "year.png")
     number_image(mnist_test, "7").save(tmp_path / "seven.png")
     text = run(str(tmp_path / "year.png"))
@@ -216,7 +217,7 @@ def test_a_number_is_read_whole(tmp_path, mnist_test):
     assert year["text"] == "2026" and [d["digit"] for d in year["digits"]] == [2, 0, 2, 6]
     assert "digit" not in year and "probabilities" not in year  # no one digit to name
     boxes = [d["box"] for d in year["digits"]]
-    assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:], strict=False))  # left to right
+    assert all(a[2] <= b[0] + 2 for a, b in itertools.pairwise(boxes))  # left to right
     assert 0 < year["confidence"] <= min(d["confidence"] for d in year["digits"]) + 1e-6
     assert seven["text"] == "7" and seven["digit"] == 7 and len(seven["probabilities"]) == 10
 
