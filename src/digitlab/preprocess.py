@@ -481,8 +481,11 @@ def _to_work(crop: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 def _normalize(work: np.ndarray, size: tuple[int, int], polarity: str,
                ink_box: tuple[int, int, int, int], config: PreprocessConfig,
-               how: dict[str, Any] | None = None) -> Normalized:  # fmt: skip
-    """Adjust the stroke, fit the 20 x 20 box and centre by mass: the common last steps."""
+               how: dict[str, Any] | None = None,
+               count_blobs: bool = True) -> Normalized:  # fmt: skip
+    """Adjust the stroke, fit the 20 x 20 box and centre by mass: the common last steps.
+    ``count_blobs`` False leaves ``n_blobs`` 0 (`digitlab.read` counts only the digits it
+    keeps: a connected-component pass per candidate costs more than the rest)."""
     work, width = _adjust_stroke(work, config)
     image = _fit(work, config)
     left, top, right, bottom = ink_box
@@ -491,7 +494,7 @@ def _normalize(work: np.ndarray, size: tuple[int, int], polarity: str,
         source_size=size,
         polarity=polarity,
         ink_box=ink_box,
-        n_blobs=_count_blobs(image, config),
+        n_blobs=_count_blobs(image, config) if count_blobs else 0,
         aspect=(right - left) / max(bottom - top, 1),
         stroke_width=width,
         **(how or {}),

@@ -67,9 +67,8 @@ from digitlab.preprocess import (
     DigitInput,
     Normalized,
     PreprocessConfig,
-    _adjust_stroke,
     _count_blobs,
-    _fit,
+    _normalize,
     _to_work,
     read_gray,
 )
@@ -796,12 +795,9 @@ def _normalized(page: Page, prims: _Primitives, i: int, j: int,
     fx, fy, ox, oy = page.scale
     box = (math.floor(x0 * fx + ox), math.floor(y0 * fy + oy),
            math.ceil(x1 * fx + ox), math.ceil(y1 * fy + oy))  # fmt: skip
-    # `preprocess._normalize` but for the blob count, which only the kept digits need
-    # (`_best_path` counts them): it is a connected-component pass per candidate.
-    work, width = _adjust_stroke(_to_work(crop, pconf), pconf)
-    return Normalized(image=_fit(work, pconf), source_size=page.size, polarity=page.polarity,
-                      ink_box=box, n_blobs=0, aspect=(box[2] - box[0]) / max(box[3] - box[1], 1),
-                      stroke_width=width, **page.how)  # fmt: skip
+    # Blobs are counted for the kept digits only (`_best_path`).
+    return _normalize(_to_work(crop, pconf), page.size, page.polarity, box, pconf, page.how,
+                      count_blobs=False)  # fmt: skip
 
 
 __all__ = ["MAX_DIGITS", "DigitReading", "ReadConfig", "Reader", "Reading", "TooManyDigits"]
