@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from PIL import Image
@@ -70,28 +70,45 @@ def status_of(error: DigitlabError) -> int:
     return int(getattr(error, "status", 422))
 
 
-class RateLimit:
-    """At most ``per_minute`` a minute from one client, in bursts of up to ``burst`` (a token
-    bucket a client). Clients idle for ten minutes are forgotten, so memory stays bounded."""
+class TokenBuckets:
+    """A token bucket a client: ``capacity`` tokens, refilled at ``rate`` a second. `spend`
+    lets a client in while it holds at least ``need`` tokens, then takes ``cost`` (which may
+    leave it in debt), else raises `TooMany` with Retry-After: the seconds until it holds
+    ``need`` again. Past 10,000 clients, those back to a full bucket are forgotten, so
+    memory stays bounded."""
 
-    def __init__(self, per_minute: float = 30, burst: int = 10) -> None:
-        self.rate, self.burst = per_minute / 60, burst
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity, self.rate = capacity, rate
         self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
         self.lock = threading.Lock()
 
-    def take(self, client: str) -> None:
+    def spend(self, client: str, cost: float, need: float, why: Callable[[int], str]) -> None:
+        """Take ``cost`` from ``client``'s bucket; `TooMany` (``why(wait)``) when it holds
+        less than ``need``."""
         now = time.monotonic()
         with self.lock:
             if len(self.buckets) > 10_000:
-                self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 600}
-            tokens, when = self.buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - when) * self.rate)
-            if tokens < 1:
-                wait = math.ceil((1 - tokens) / self.rate)
-                error = TooMany(f"too many corrections from {client}; try again in {wait} s")
+                self.buckets = {k: v for k, v in self.buckets.items()
+                                if v[0] + (now - v[1]) * self.rate < self.capacity}  # fmt: skip
+            tokens, when = self.buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - when) * self.rate)
+            if tokens < need:
+                wait = max(1, math.ceil((need - tokens) / self.rate))
+                error = TooMany(why(wait))
                 error.retry_after = wait
                 raise error
-            self.buckets[client] = (tokens - 1, now)
+            self.buckets[client] = (tokens - cost, now)
+
+
+class RateLimit:
+    """At most ``per_minute`` a minute from one client, in bursts of up to ``burst``."""
+
+    def __init__(self, per_minute: float = 30, burst: int = 10) -> None:
+        self.buckets = TokenBuckets(burst, per_minute / 60)
+
+    def take(self, client: str) -> None:
+        self.buckets.spend(client, 1, 1, lambda wait: (
+            f"too many corrections from {client}; try again in {wait} s"))  # fmt: skip
 
 
 class DecodeBudget:
@@ -104,14 +121,11 @@ class DecodeBudget:
     (an image larger than what is left still goes through: one image is never refused for
     its size alone, which `PreprocessConfig.max_pixels` bounds; the wait after it is longer).
     A bucket in debt is a 429 with Retry-After: the seconds until it is out of debt.
-    Drawings and pixel grids are not images: they cost nothing. ``megapixels`` 0: no limit.
-    Clients whose bucket has refilled are forgotten, so memory stays bounded."""
+    Drawings and pixel grids are not images: they cost nothing. ``megapixels`` 0: no limit."""
 
     def __init__(self, megapixels: float = 0) -> None:
         self.capacity = megapixels * 1e6
-        self.rate = self.capacity / 60  # pixels a second
-        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (pixels left, when)
-        self.lock = threading.Lock()
+        self.buckets = TokenBuckets(self.capacity, self.capacity / 60)  # pixels a second
 
     def check(self, client: str) -> None:
         """`TooMany` when ``client`` has used up its budget."""
@@ -122,23 +136,10 @@ class DecodeBudget:
         left."""
         if self.capacity <= 0:
             return
-        now = time.monotonic()
-        with self.lock:
-            if len(self.buckets) > 10_000:  # forget the clients that are back to full
-                self.buckets = {k: v for k, v in self.buckets.items()
-                                if v[0] + (now - v[1]) * self.rate < self.capacity}  # fmt: skip
-            left, when = self.buckets.get(client, (self.capacity, now))
-            left = min(self.capacity, left + (now - when) * self.rate)
-            if left < 0:
-                wait = max(1, math.ceil(-left / self.rate))
-                error = TooMany(
-                    f"{client or 'this client'} has had {self.capacity / 1e6:g} megapixels of "
-                    f"images decoded in the last minute, this server's budget a client; try "
-                    f"again in {wait} s"
-                )
-                error.retry_after = wait
-                raise error
-            self.buckets[client] = (left - pixels, now)
+        self.buckets.spend(client, pixels, 0, lambda wait: (
+            f"{client or 'this client'} has had {self.capacity / 1e6:g} megapixels of images "
+            f"decoded in the last minute, this server's budget a client; try again in {wait} s"
+        ))  # fmt: skip
 
 
 def image_pixels(data: bytes, config: PreprocessConfig) -> int:
