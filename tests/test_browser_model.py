@@ -27,7 +27,16 @@ import pytest
 from PIL import Image
 
 from servers import background_server, local_client
-from test_web_browser import ARTIFACTS, ONE, THREE, TIMEOUT_MS, draw, expect_digit
+from test_web_browser import (
+    ARTIFACTS,
+    NUMBERS,
+    ONE,
+    THREE,
+    TIMEOUT_MS,
+    draw,
+    expect_digit,
+    read_numbers,
+)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PARITY_DRAWINGS = 200
@@ -352,6 +361,49 @@ def test_the_page_reads_drawings_in_the_browser(browser, server) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "web-browser.png", full_page=True)
     page.context.close()
+    assert not errors
+
+
+@browser_test
+def test_the_page_reads_numbers_in_the_browser(browser, server) -> None:
+    page, errors = open_page(browser, server)
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    assert page.evaluate("window.digitlab.where()") == "browser"
+    assert read_numbers(page) == {t: t for t in NUMBERS}
+    assert not posted, f"the page asked the server: {posted}"
+    page.context.close()
+    assert not errors
+
+
+@browser_test
+def test_numbers_read_in_the_browser_as_the_reader_reads_them(browser, server, predictor,
+                                                               mnist_test) -> None:  # fmt: skip
+    """read.js with onnxruntime-web against `digitlab.read.Reader`: drawn numbers of 1-6
+    digits, close, wide and overlapping (benchmarks/number_strings.py), the same text, boxes
+    and confidences (float32 runtimes: 1e-5)."""
+    from digitlab.read import Reader
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from number_strings import compose_drawn
+
+    images, _ = mnist_test
+    rng = np.random.default_rng(26)
+    numbers = [compose_drawn([images[i] for i in rng.integers(0, len(images), rng.integers(1, 7))],
+                             rng)[0] for _ in range(30)]  # fmt: skip
+    page, errors = open_page(browser, server)
+    js = page.evaluate(
+        "async (ds) => { const out = []; for (const d of ds) out.push(await "
+        "window.digitlab.read(d)); return out; }",
+        [n.to_json() for n in numbers],
+    )
+    page.context.close()
+    reader = Reader(predictor)
+    for number, got in zip(numbers, js, strict=True):
+        want = reader.read(number)
+        assert got["text"] == want.text
+        assert [d["box"] for d in got["digits"]] == [list(d.box) for d in want.digits]
+        assert abs(got["confidence"] - want.confidence) < 1e-5
     assert not errors
 
 

@@ -16,14 +16,15 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.desktop import CANVAS, PAD, UNSURE, DrawApp, console_line
+from digitlab.desktop import CANVAS_H, CANVAS_W, PAD, UNSURE, DrawApp, console_line
 from digitlab.predict import Predictor
-from xvfb import ONE, SEVEN, THREE, ZERO, DrawWindow
+from xvfb import DIGITS, ONE, SEVEN, THREE, ZERO, DrawWindow, number, screenshot
 
 SURE_LINE = r"prediction: {} \(confidence (>99\.9|\d+\.\d)%\)"
 NOTHING = "prediction: none (nothing drawn)"
@@ -65,7 +66,7 @@ def canvas_ink(window: DrawWindow) -> int:
     previous = -1
     for _ in range(100):
         shot = np.asarray(window.screenshot().convert("L"))
-        inner = shot[PAD + 2 : PAD + CANVAS - 2, PAD + 2 : PAD + CANVAS - 2]  # inside the frame
+        inner = shot[PAD + 2 : PAD + CANVAS_H - 2, PAD + 2 : PAD + CANVAS_W - 2]  # in the frame
         ink = int((inner < 100).sum())
         if ink == previous:
             return ink
@@ -164,7 +165,8 @@ def key(app: DrawApp, sequence: str) -> None:
 
 
 def shown(app: DrawApp) -> tuple[str, str]:
-    return app.digit_label.cget("text"), app.status_label.cget("text")
+    """The big answer and the status line under it."""
+    return app.answer_text(), app.status_label.cget("text")
 
 
 def bar_lengths(app: DrawApp) -> list[float]:
@@ -261,9 +263,9 @@ def test_app_save_png_reads_back(
     drag(draw_app, THREE)
     path = draw_app.save_png(tmp_path / "three.png")
     with Image.open(path) as img:
-        assert img.size == (CANVAS, CANVAS) and img.format == "PNG"
+        assert img.size == (CANVAS_W, CANVAS_H) and img.format == "PNG"
         assert np.asarray(img.convert("L")).min() == 0  # dark ink on white
-    assert predictor.predict(path).digit == draw_app.predict().digit == 3
+    assert predictor.predict(path).digit == 3 and draw_app.predict().text == "3"
 
 
 @pytest.mark.desktop
@@ -289,10 +291,176 @@ def test_the_correction_row_stores_the_drawing_in_the_web_s_store(
         (stored,) = store.recent()
         assert (stored.label, stored.predicted) == (1, 7)
         assert stored.model_sha256 == predictor.card.onnx_sha256
-        assert len(stored.drawing["strokes"]) == 3 and stored.drawing["width"] == CANVAS
+        assert len(stored.drawing["strokes"]) == 3 and stored.drawing["width"] == CANVAS_W
         with Image.open(io.BytesIO(stored.image_png)) as img:  # the 28 x 28 the model saw
             assert img.size == (28, 28)
         # What the web server stores from the same drawing reads back the same.
         assert predictor.predict(stored.drawing).digit == 7
+    finally:
+        root.destroy()
+
+
+# --------------------------------------------------------------------------- #
+# Numbers: digits side by side, read by `digitlab.read.Reader`
+# --------------------------------------------------------------------------- #
+
+
+def bars_winner(app: DrawApp) -> int:
+    lengths = bar_lengths(app)
+    return lengths.index(max(lengths))
+
+
+def click(widget: Any, x: int = 1, y: int = 1) -> None:
+    widget.event_generate("<ButtonPress-1>", x=x, y=y)
+    widget.event_generate("<ButtonRelease-1>", x=x, y=y)
+    widget.update()
+
+
+@pytest.mark.desktop
+def test_the_number_fixtures_read_alone(predictor: Predictor) -> None:
+    for digit, strokes in DIGITS.items():
+        drawing = {"strokes": strokes, "width": CANVAS_W, "height": CANVAS_H, "pen": 18}
+        assert predictor.predict(drawing).digit == int(digit)
+
+
+@pytest.mark.desktop
+@pytest.mark.parametrize("text", ["42", "305"])
+def test_app_reads_a_number_digit_by_digit(app: tuple[DrawApp, list[str]], text: str) -> None:
+    draw_app, printed = app
+    drag(draw_app, number(text)[:2])  # the first digit (a 4 or a 3: two strokes) ...
+    assert shown(draw_app)[0] == text[0]
+    drag(draw_app, number(text)[2:])  # ... then the others: read as they are drawn
+    digit, status = shown(draw_app)
+    assert digit == text
+    assert re.fullmatch(r"confidence (>99\.9|\d+\.\d)%", status)
+    for i, d in enumerate(draw_app.last.digits):  # in canvas units: each where it was drawn
+        assert 200 * i <= d.box[0] < d.box[2] <= 200 * (i + 1) + 20
+    # Each digit's box on the canvas, with a tab showing what it read; the first selected.
+    assert len(draw_app.canvas.find_withtag("box")) == 3 * len(text)
+    tabs = [draw_app.canvas.find_withtag(f"tab{i}") for i in range(len(text))]
+    assert [draw_app.canvas.itemcget(t[1], "text") for t in tabs] == list(text)
+    assert bars_winner(draw_app) == int(text[0]) and draw_app.selected == 0
+    assert draw_app.wrong_label.cget("text") == "Wrong? Digit 1 is a"
+
+    click(draw_app.answer_labels[1])  # the second digit of the answer
+    assert draw_app.selected == 1 and bars_winner(draw_app) == int(text[1])
+    assert draw_app.wrong_label.cget("text") == "Wrong? Digit 2 is a"
+    assert draw_app.answer_labels[1].cget("background") != draw_app.answer_labels[0].cget(
+        "background"
+    )
+    last = draw_app.canvas.find_withtag(f"tab{len(text) - 1}")[0]  # boxes redrawn: find again
+    x0, y0, x1, y1 = draw_app.canvas.coords(last)  # the last digit's tab
+    strokes = len(draw_app.strokes)
+    click(draw_app.canvas, round((x0 + x1) / 2), round((y0 + y1) / 2))
+    assert draw_app.selected == len(text) - 1 and bars_winner(draw_app) == int(text[-1])
+    assert len(draw_app.strokes) == strokes  # a click on a tab draws nothing
+
+    key(draw_app, "<Return>")
+    assert re.fullmatch(SURE_LINE.format(text), printed[-1])
+    assert draw_app.selected == 0  # read again: the first digit
+    key(draw_app, "<Control-z>")  # the last digit's last stroke: still a digit there
+    key(draw_app, "<Delete>")
+    assert shown(draw_app)[0] == "?" and not draw_app.canvas.find_withtag("box")
+    drag(draw_app, number(text[0]))  # one digit: as it always looked, no box
+    assert shown(draw_app)[0] == text[0] and not draw_app.canvas.find_withtag("box")
+    assert draw_app.wrong_label.cget("text") == "Wrong? This is a"
+
+    out = os.environ.get("DIGITLAB_DESKTOP_SHOT")
+    if out and text == "305":  # the app reading a number, for the docs and the review
+        key(draw_app, "<Delete>")
+        drag(draw_app, number(text))
+        click(draw_app.answer_labels[1])
+        save_window(draw_app, Path(out))
+
+
+def save_window(app: DrawApp, path: Path) -> None:
+    """A picture of the window as the X server shows it (pixels, not Tk's postscript)."""
+    root = app.root
+    root.update()
+    time.sleep(0.2)  # the X server has drawn everything by then
+    x, y = root.winfo_rootx(), root.winfo_rooty()
+    box = (x, y, x + root.winfo_width(), y + root.winfo_height())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    screenshot(root.winfo_screen().split(".")[0], box).save(path)
+
+
+@pytest.mark.desktop
+def test_wrong_corrects_one_digit_of_a_number(
+    display: str, predictor: Predictor, tmp_path: Path
+) -> None:
+    import tkinter as tk
+
+    from digitlab.corrections import CorrectionStore
+    from digitlab.preprocess import normalized_png
+
+    store = CorrectionStore(tmp_path / "c.sqlite3")
+    root = tk.Tk(screenName=display)
+    try:
+        draw_app = DrawApp(root, predictor, echo=lambda _: None, store=store)
+        root.update()
+        drag(draw_app, number("305"))
+        assert shown(draw_app)[0] == "305"
+        click(draw_app.answer_labels[1])  # the 0 ...
+        draw_app.correct_buttons[6].invoke()  # ... is a 6
+        message = draw_app.correction_label.cget("text")
+        assert message == "Digit 2 of 3: stored as a 6 (correction #1)."
+        (stored,) = store.recent()
+        assert (stored.label, stored.predicted) == (6, 0)
+        # The 0's strokes alone (the third drawn: the 3 has two), on the whole canvas.
+        assert stored.drawing["strokes"] == [[list(p) for p in draw_app.strokes[2]]]
+        assert (stored.drawing["width"], stored.drawing["height"]) == (CANVAS_W, CANVAS_H)
+        # Its image is that drawing's, as the web server would store it.
+        again = predictor.predict(stored.drawing)
+        assert again.digit == 0 and stored.image_png == normalized_png(again.image)
+
+        key(draw_app, "<Delete>")  # one digit: the whole drawing, as before
+        drag(draw_app, SEVEN)
+        draw_app.correct_buttons[1].invoke()
+        assert draw_app.correction_label.cget("text") == "Stored as a 1 (correction #2)."
+        stored = store.recent()[0]
+        assert (stored.label, stored.predicted, len(stored.drawing["strokes"])) == (1, 7, 3)
+    finally:
+        root.destroy()
+
+
+@pytest.mark.desktop
+def test_window_reads_a_number_drawn_with_the_mouse(display: str) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt install xdotool, or make system-deps)")
+    with DrawWindow(display) as window:
+        window.draw(number("42"), origin=(PAD, PAD))
+        assert re.fullmatch(SURE_LINE.format(42), press(window, "Return"))
+        assert re.fullmatch(SURE_LINE.format(4), press(window, "ctrl+z"))  # the 2 undone
+        assert press(window, "Delete") == NOTHING
+        assert window.interrupt() == 0
+
+
+@pytest.mark.desktop
+def test_a_corrected_digit_of_a_number_is_learnt(
+    display: str, tmp_path: Path, mnist_dir: Path
+) -> None:
+    import tkinter as tk
+
+    from digitlab.corrections import CorrectionStore
+    from digitlab.learning import Learning
+
+    learning = Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"))
+    learning.start(wait=True)
+    root = tk.Tk(screenName=display)
+    try:
+        app = DrawApp(root, learning.predictor, echo=lambda _: None, learning=learning)
+        root.update()
+        drag(app, number("305"))
+        click(app.answer_labels[2])
+        app.correct_buttons[6].invoke()  # "Wrong? Digit 3 is a 6"
+        assert app.correction_label.cget("text") == (
+            "Digit 3 of 3: stored as a 6 and learnt: draw it again."
+        )
+        assert "learnt from 1 correction" in app.learned_label.cget("text")
+        (stored,) = learning.store.recent()
+        assert stored.drawing["strokes"] == [[list(p) for p in s] for s in app.strokes[3:]]
+        app.clear()
+        drag(app, number("305"))
+        assert shown(app)[0] == "306"  # drawn again: read with what was learnt
     finally:
         root.destroy()

@@ -26,11 +26,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
 from digitlab.preprocess import PreprocessConfig
+from digitlab.read import Reader
 from digitlab.web.app import create_app
 from digitlab.web.bodies import MAX_UPLOAD
 from servers import background_server, local_client
+from xvfb import number
 
 
 def drawing(*strokes: list[tuple[float, float]]) -> dict:
@@ -84,8 +87,10 @@ def digits(mnist_test) -> dict[int, np.ndarray]:
 
 def assert_prediction(body: dict, digit: int | None) -> None:
     assert set(body) == {"digit", "confidence", "unsure", "reasons", "probabilities", "image",
-                         "notes"}  # fmt: skip
+                         "notes", "text", "digits"}  # fmt: skip
     assert body["digit"] == digit
+    assert body["text"] == ("" if digit is None else str(digit))
+    assert len(body["digits"]) == (digit is not None)
     assert len(body["probabilities"]) == 10
     if digit is None:
         assert body["image"] is None and body["reasons"] == ["no ink"]
@@ -117,6 +122,47 @@ def test_drawings_are_read_like_the_predictor_reads_them(client, predictor) -> N
         assert body["probabilities"] == [round(p, 6) for p in direct.probabilities]
         seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
         assert np.abs(seen / 255 - direct.image).max() <= 0.5 / 255 + 1e-6  # the same 28 x 28
+
+
+def test_a_number_is_read_digit_by_digit(client, predictor) -> None:
+    """A drawing of several digits answers the whole number, each digit with its box, and
+    the one-digit fields empty; the same as `digitlab.read.Reader` reads it."""
+    for text in ("42", "305", "2017"):
+        strokes = {"strokes": number(text), "width": 200 * len(text) + 120, "height": 320,
+                   "pen": 18}  # fmt: skip
+        body = client.post("/api/predict", json=strokes).json()
+        assert body["text"] == text, body["reasons"]
+        assert body["digit"] is None and body["image"] is None and body["probabilities"] == []
+        assert len(body["digits"]) == len(text)
+        lefts = [d["box"][0] for d in body["digits"]]
+        assert lefts == sorted(lefts)
+        for d, char in zip(body["digits"], text, strict=True):
+            assert d["digit"] == int(char) and len(d["probabilities"]) == 10
+            seen = Image.open(io.BytesIO(base64.b64decode(d["image"])))
+            assert seen.size == (28, 28)
+        direct = Reader(predictor).read(Strokes.from_json(strokes))
+        assert body["confidence"] == round(direct.confidence, 6)
+        assert 0 < body["confidence"] <= min(d["confidence"] for d in body["digits"])
+
+
+def test_an_image_of_a_number_and_a_batch_of_them(client, digits) -> None:
+    """MNIST digits side by side in one picture, dark on light: an upload reads the number."""
+    row = 255 - np.hstack([np.pad(digits[d], ((4, 4), (2, 2))) for d in (9, 0, 4)])
+    r = client.post("/api/predict", files={"file": ("n.png", png(row, scale=3), "image/png")})
+    assert r.json()["text"] == "904"
+    items = [{"pixels": row.tolist()}, ONE]
+    results = client.post("/api/predict/batch", json={"items": items}).json()["results"]
+    assert [r["text"] for r in results] == ["904", "1"]
+
+
+def test_more_digits_than_a_reading_allows_is_a_422(client) -> None:
+    many = [[[20 + 30 * i, 10], [20 + 30 * i, 60]] for i in range(40)]  # 40 ones
+    r = client.post("/api/predict", json={"strokes": many, "width": 1300, "height": 80})
+    assert_error(r, 422, "more than 32 digits")
+    ones = np.zeros((28, 28 * 40), np.uint8)
+    ones[4:24, 14::28] = 255  # 40 upright bars, white on black
+    r = client.post("/api/predict", content=png(ones), headers={"content-type": "image/png"})
+    assert_error(r, 422, "more than 32 digits")
 
 
 def test_pixel_grids_of_any_size_and_range(client, digits) -> None:

@@ -119,11 +119,13 @@ def page(open_page):
 
 def draw(page, strokes: list[list[Point]]) -> None:
     """Draw with the mouse: press, move through the points, release, for each stroke."""
+    page.locator("#canvas").scroll_into_view_if_needed()  # a click below may have scrolled
     box = page.locator("#canvas").bounding_box()
     assert box is not None
 
-    def at(p: Point) -> tuple[float, float]:
-        return box["x"] + p[0] * box["width"], box["y"] + p[1] * box["height"]
+    def at(p: Point) -> tuple[float, float]:  # fractions of a square: the canvas's middle
+        side, left = box["height"], box["x"] + (box["width"] - box["height"]) / 2
+        return left + p[0] * side, box["y"] + p[1] * side
 
     for stroke in strokes:
         page.mouse.move(*at(stroke[0]))
@@ -296,7 +298,8 @@ def test_a_correction_is_stored(page, server: str) -> None:
     assert listing["total"] == before + 1
     newest = listing["items"][0]
     assert (newest["label"], newest["predicted"]) == (7, 1)
-    assert len(newest["drawing"]["strokes"]) == 1 and newest["drawing"]["width"] == 280
+    assert len(newest["drawing"]["strokes"]) == 1 and newest["drawing"]["height"] == 280
+    assert newest["drawing"]["width"] > 2 * 280  # a wide canvas: room for a number
     stored = Image.open(io.BytesIO(base64.b64decode(newest["image_png"])))
     assert stored.size == (28, 28)
 
@@ -346,8 +349,73 @@ def test_phone_touch_drawing_does_not_scroll(open_page) -> None:
     assert page.evaluate("window.scrollY") == 0
 
 
+# The numbers people wrote with the mouse when the page could read only a digit.
+NUMBERS = ("42", "17", "305", "2026", "98", "61")
+
+
+def draw_number(page, text: str) -> None:
+    """Write ``text`` with the mouse: `xvfb.number`'s hand-drawn digits, fitted to the canvas."""
+    from xvfb import number
+
+    page.locator("#canvas").scroll_into_view_if_needed()
+    box = page.locator("#canvas").bounding_box()
+    span = 200 * len(text) + 80  # number()'s digits are 200 apart, within x 30..
+    k = min(box["height"] / 320, box["width"] / span)
+    left = box["x"] + (box["width"] - span * k) / 2 - 10 * k
+    for stroke in number(text):
+        page.mouse.move(left + stroke[0][0] * k, box["y"] + stroke[0][1] * k)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(left + x * k, box["y"] + y * k, steps=2)
+        page.mouse.up()
+
+
+def read_numbers(page) -> dict[str, str]:
+    """Write each of NUMBERS on a cleared canvas: what the page reads for each."""
+    read = {}
+    for text in NUMBERS:
+        page.locator("#clear").click()
+        draw_number(page, text)
+        expect_answered(page)
+        read[text] = page.locator("#digit").text_content()
+    return read
+
+
+def test_numbers_written_with_the_mouse_are_read_whole(page) -> None:
+    read = read_numbers(page)
+    assert read == {t: t for t in NUMBERS}
+    assert page.evaluate("window.digitlab.where()") == "server"
+
+
+def test_each_digit_of_a_number_shows_and_corrects_alone(page, server: str) -> None:
+    import httpx
+    from playwright.sync_api import expect
+
+    draw_number(page, "305")
+    expect_digit(page, "305")
+    chips = page.locator("#digits button")
+    expect(chips).to_have_text(["3", "0", "5"])
+    expect(page.locator("#bars li").nth(3)).to_have_class("top")  # the first digit's bars
+    chips.nth(2).hover()
+    expect(page.locator("#bars li").nth(5)).to_have_class("top")
+    expect(page.locator("#wrong")).to_have_text("Wrong? Digit 3 of 3 is a …")
+    chips.nth(1).click()
+    page.locator("#learn").uncheck()
+    page.get_by_role("button", name="It is a 6").click()
+    expect(page.locator("#saved")).to_contain_text("Digit 2: Saved as a 6")
+    expect(page.get_by_role("button", name="It is a 6")).to_be_disabled()  # once per digit
+    chips.nth(0).click()
+    expect(page.get_by_role("button", name="It is a 6")).to_be_enabled()  # the others still can
+
+    newest = httpx.get(server + "/api/corrections").json()["items"][0]
+    assert (newest["label"], newest["predicted"]) == (6, 0)
+    zero = page.evaluate("window.digitlab.drawing()")["strokes"][2:3]  # the 3 has two strokes
+    assert newest["drawing"]["strokes"] == zero
+
+
 def test_screenshot_for_the_readme(page) -> None:
-    """Draw a 3 and keep a picture of the page: test-artifacts/web.png (docs/web.png)."""
+    """Draw a 3, then write 2026, and keep pictures of the page: test-artifacts/web.png and
+    web-number.png (docs/web.png, docs/web-number.png)."""
     from playwright.sync_api import expect
 
     draw(page, THREE)
@@ -357,3 +425,8 @@ def test_screenshot_for_the_readme(page) -> None:
     page.wait_for_function("() => document.getAnimations().length === 0")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "web.png", full_page=True)
+    page.locator("#clear").click()
+    draw_number(page, "2026")
+    expect_digit(page, "2026")
+    page.wait_for_function("() => document.getAnimations().length === 0")
+    page.screenshot(path=ARTIFACTS / "web-number.png", full_page=True)

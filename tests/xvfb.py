@@ -231,3 +231,37 @@ THREE = [  # two bumps, the pen lifted between them
     _wobble(_arc(158, 100, 58, 48, -160, 90), seed=1),
     _wobble(_arc(162, 208, 68, 60, -95, 150), seed=2),
 ]
+
+
+def _line(a: tuple[float, float], b: tuple[float, float], n: int) -> list[tuple[float, float]]:
+    return [(a[0] + (b[0] - a[0]) * i / n, a[1] + (b[1] - a[1]) * i / n) for i in range(n + 1)]
+
+
+TWO = [_wobble(_arc(160, 115, 62, 55, -165, 20) + _line((212, 140), (98, 262), 16)[1:]
+               + _line((98, 262), (240, 258), 14)[1:], seed=6)]  # fmt: skip
+FOUR = [  # down-left and across in one stroke, then the upright
+    _wobble(_line((190, 62), (100, 190), 16) + _line((100, 190), (250, 188), 15)[1:], seed=7),
+    _wobble(_line((205, 110), (200, 272), 16), seed=8),
+]
+FIVE = [  # the upright and the belly, then the hat
+    _wobble(_line((112, 72), (106, 160), 9) + _arc(160, 205, 62, 58, -125, 150)[1:], seed=9),
+    _wobble(_line((112, 70), (232, 66), 12), seed=10),
+]
+SIX = [  # down the back, then the loop
+    _wobble(_arc(212, 205, 100, 140, -92, -178, 14) + _arc(160, 212, 56, 54, 175, -175)[1:],
+            seed=11),
+]  # fmt: skip
+EIGHT = [  # the top loop, then the bottom one, in one stroke
+    _wobble(_arc(160, 108, 46, 44, 90, 450) + _arc(160, 206, 60, 58, -90, -450)[1:], seed=12),
+]
+NINE = [  # the loop, then the stem
+    _wobble(_arc(162, 112, 52, 48, 10, -355) + _line((214, 118), (204, 270), 14)[1:], seed=13),
+]
+DIGITS = {"0": ZERO, "1": ONE, "2": TWO, "3": THREE, "4": FOUR, "5": FIVE, "6": SIX,
+          "7": SEVEN, "8": EIGHT, "9": NINE}  # fmt: skip
+
+
+def number(text: str) -> list[list[tuple[int, int]]]:
+    """The strokes of ``text``, its digits 200 pixels apart (gaps of some 40 pixels)."""
+    return [[(x - 60 + 200 * i, y) for x, y in stroke]
+            for i, char in enumerate(text) for stroke in DIGITS[char]]  # fmt: skip

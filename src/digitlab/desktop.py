@@ -1,9 +1,15 @@
-"""``digitlab draw``: a desktop window to draw a digit and see what the model reads.
+"""``digitlab draw``: a desktop window to draw a digit or a number and see what the model reads.
 
 The original project's app, kept for people who want a window rather than a
 browser: drag to draw, Enter predicts (and prints the prediction to the
 console, as the original did), Delete clears, Ctrl+Z undoes the last stroke;
 "Wrong? This is a ..." stores the drawing in the same corrections store as the web page.
+
+The canvas is wide enough for a number ("2026"): `digitlab.read.Reader` reads it, and
+this window only shows what it read. One digit looks as it always did. For a number,
+each digit's box is drawn faintly on the canvas; clicking a digit of the answer (or
+the tab above its box) shows that digit's probabilities and picks the digit the
+"Wrong?" row corrects, whose own strokes (`digitlab.read.digit_drawing`) are stored.
 
 The drawing is kept as strokes, the same representation the web page sends
 (`digitlab.inputs.Drawing`), so the model reads exactly what was drawn
@@ -21,7 +27,7 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +41,23 @@ if TYPE_CHECKING:  # tkinter is imported lazily: Python can be built without it
     import tkinter as tk
 
     from digitlab.corrections import CorrectionStore
+    from digitlab.inputs import Strokes
     from digitlab.learning import Learning
     from digitlab.predict import Prediction, Predictor
+    from digitlab.read import Reading
 
 TITLE = "digitlab draw"
-CANVAS = 320  # side of the drawing canvas, in pixels
+# The drawing canvas, in pixels: as high as it always was (one digit fills it), and 2.5
+# times as wide, room for a number of four or five digits.
+CANVAS_W, CANVAS_H = 800, 320
 PEN = 18  # pen diameter, in canvas pixels (the model redraws the digit with its own pen)
 PAD = 12  # margin around the canvas: it sits at (PAD, PAD) in the window
 ZOOM = 5  # the 28 x 28 image the model saw is shown 5 times larger
 BAR_W, BAR_ROW = 240, 20  # the probability chart: width, and height of one class's row
 
 INK, PAPER, UNSURE, ACCENT, MUTED = "#111111", "#ffffff", "#c25400", "#2f6fd6", "#888888"
+BOX, SELECTED = "#c8d3e6", "#e3ecfb"  # a digit's faint box; the selected digit's background
+ANSWER_FONT = ("Helvetica", 64, "bold")  # the big answer, up to four digits
 
 NO_DISPLAY_HINT = "use `digitlab serve` and draw in a browser instead"
 
@@ -78,14 +90,19 @@ class DrawApp:
     ) -> None:
         import tkinter as tk
 
+        from digitlab.read import Reader
+
         self.root = root
         self.predictor = predictor  # learning.predictor, when learning: it reads personally
+        self.reader = Reader(predictor)  # one digit: exactly the predictor's reading
         self.echo = echo
         self.learning = learning  # stores each correction, and learns it (`digitlab.learning`)
         # Where "Wrong? This is a ..." keeps the drawing (None: nowhere).
         self.store = learning.store if learning is not None else store
         self.strokes: list[list[tuple[float, float]]] = []
-        self.last: Prediction | None = None  # what the window shows (None: nothing yet)
+        self.pen_down = False  # a stroke is being drawn (a click on a box's tab draws none)
+        self.last: Reading | None = None  # what the window shows (None: nothing yet)
+        self.selected = 0  # the digit of ``last`` whose bars are shown and "Wrong?" corrects
         self.live = tk.BooleanVar(root, value=live)
         root.title(TITLE)
         root.configure(background=PAPER)
@@ -105,8 +122,8 @@ class DrawApp:
         # No border or highlight ring: the canvas's (0, 0) is the window's (PAD, PAD).
         self.canvas = tk.Canvas(
             self.root,
-            width=CANVAS,
-            height=CANVAS,
+            width=CANVAS_W,
+            height=CANVAS_H,
             background=PAPER,
             highlightthickness=0,
             borderwidth=0,
@@ -114,7 +131,9 @@ class DrawApp:
         )
         self.canvas.grid(row=0, column=0, padx=PAD, pady=PAD, sticky="nw")
         # A frame drawn inside the canvas shows where to draw without moving its origin.
-        self.canvas.create_rectangle(0, 0, CANVAS - 1, CANVAS - 1, outline="#bbbbbb", tags="frame")
+        self.canvas.create_rectangle(
+            0, 0, CANVAS_W - 1, CANVAS_H - 1, outline="#bbbbbb", tags="frame"
+        )
         self.canvas.bind("<ButtonPress-1>", self._on_press)
         self.canvas.bind("<B1-Motion>", self._on_drag)
         self.canvas.bind("<ButtonRelease-1>", self._on_release)
@@ -124,8 +143,7 @@ class DrawApp:
 
         panel = tk.Frame(self.root, background=PAPER)
         panel.grid(row=0, column=1, rowspan=2, padx=(0, PAD), pady=PAD, sticky="n")
-        self.digit_label = tk.Label(panel, font=("Helvetica", 64, "bold"), background=PAPER)
-        self.digit_label.grid(row=0, column=0)
+        self._build_answer(panel)
         # Two lines tall whatever it says, so that the panel never jumps.
         self.status_label = tk.Label(
             panel, font=("Helvetica", 11), background=PAPER, height=2, wraplength=BAR_W
@@ -145,6 +163,30 @@ class DrawApp:
         ).grid(row=3, column=0)
         self.seen_label = tk.Label(panel, background=PAPER)
         self.seen_label.grid(row=4, column=0)
+
+    def _build_answer(self, panel: tk.Frame) -> None:
+        import tkinter as tk
+        from tkinter import font
+
+        # The big answer: one label per character, so that a digit can be clicked. Its box
+        # is one big digit high whatever it holds, so that the panel never jumps.
+        height = font.Font(root=self.root, font=ANSWER_FONT).metrics("linespace")
+        box = tk.Frame(panel, width=BAR_W, height=height + 4, background=PAPER)
+        box.grid(row=0, column=0)
+        self.answer = tk.Frame(box, background=PAPER)
+        self.answer.place(relx=0.5, rely=0.5, anchor="center")
+        self.answer_labels: list[tk.Label] = []
+
+    def _answer_label(self, i: int) -> tk.Label:
+        """The label of the answer's ``i``-th character, made when first needed."""
+        import tkinter as tk
+
+        while len(self.answer_labels) <= i:
+            n = len(self.answer_labels)
+            label = tk.Label(self.answer, background=PAPER, borderwidth=0, padx=0, pady=0)
+            label.bind("<Button-1>", lambda _event, n=n: self.select(n))
+            self.answer_labels.append(label)
+        return self.answer_labels[i]
 
     def _make_bar(self, digit: int) -> tuple[int, int]:
         """One row of the chart: the class, its bar and its percentage (ids of bar and text)."""
@@ -184,7 +226,9 @@ class DrawApp:
         # As on the web page: ten buttons store the drawing with the digit it really is.
         row = tk.Frame(self.root, background=PAPER)
         row.grid(row=2, column=0, columnspan=2, padx=PAD, pady=(0, PAD), sticky="w")
-        tk.Label(row, text="Wrong? This is a", background=PAPER).grid(row=0, column=0)
+        # "Wrong? Digit 2 is a" when the answer is a number: the selected digit is corrected.
+        self.wrong_label = tk.Label(row, text="Wrong? This is a", background=PAPER)
+        self.wrong_label.grid(row=0, column=0)
         self.correct_buttons = []
         for d in range(10):
             button = tk.Button(row, text=str(d), width=2, takefocus=False,
@@ -223,13 +267,18 @@ class DrawApp:
     # -- drawing ------------------------------------------------------------ #
 
     def _on_press(self, event: tk.Event) -> None:
+        tab = self._tab_at(event.x, event.y)
+        self.pen_down = tab is None
+        if tab is not None:  # the tab of a digit's box: show that digit, draw nothing
+            self.select(tab)
+            return
         self.strokes.append([(float(event.x), float(event.y))])
         x, y, r = event.x, event.y, PEN / 2
         # A dot, so that a click leaves a mark; the stroke's line is added on the first drag.
         self.canvas.create_oval(x - r, y - r, x + r, y + r, fill=INK, outline="", tags=self._tag())
 
     def _on_drag(self, event: tk.Event) -> None:
-        if not self.strokes:  # the drawing was cleared (Delete) in the middle of a drag
+        if not self.pen_down or not self.strokes:  # a tab was clicked; or Delete mid-drag
             return
         stroke = self.strokes[-1]
         px, py = stroke[-1]
@@ -254,8 +303,17 @@ class DrawApp:
             )
 
     def _on_release(self, _event: tk.Event) -> None:
-        if self.strokes and self.live.get():
+        drew, self.pen_down = self.pen_down, False
+        if drew and self.strokes and self.live.get():
             self.predict()
+
+    def _tab_at(self, x: int, y: int) -> int | None:
+        """The digit whose box's tab is at canvas point (x, y), if any."""
+        for item in self.canvas.find_overlapping(x, y, x, y):
+            for tag in self.canvas.gettags(item):
+                if tag.startswith("tab") and tag[3:].isdigit():
+                    return int(tag[3:])
+        return None
 
     def _tag(self) -> str:
         """The canvas tag of the stroke being drawn (the last one)."""
@@ -267,37 +325,68 @@ class DrawApp:
         """The drawing in the stroke format `preprocess` reads (the web page's format too)."""
         return {
             "strokes": [[list(p) for p in s] for s in self.strokes],
-            "width": CANVAS,
-            "height": CANVAS,
+            "width": CANVAS_W,
+            "height": CANVAS_H,
             "pen": PEN,
         }
 
-    def predict(self) -> Prediction:
-        """Read the drawing and show the result in the window."""
-        prediction = self.predictor.predict(self.drawing())
-        self._show(prediction)
-        return prediction
+    def predict(self) -> Reading:
+        """Read the drawing, a digit or a number, and show the result in the window."""
+        from digitlab.read import Reading
+
+        try:
+            reading = self.reader.read(self.drawing())
+        except DigitlabError as e:  # over 32 digits, too many points: said, not a traceback
+            reading = Reading("", (), 0.0, True, (f"cannot read: {e}",))
+        self._show(reading)
+        return reading
 
     def correct(self, label: int) -> str:
-        """Store the drawing with the digit it really is; returns (and shows) what happened."""
-        from digitlab.inputs import DrawingCorrection, parse
-
-        p = self.last if self.last is not None else (self.predict() if self.strokes else None)
-        if p is None or p.image is None:
+        """Store the drawing (of a number: the selected digit's) with the digit it really is;
+        returns (and shows) what happened."""
+        r = self.last if self.last is not None else (self.predict() if self.strokes else None)
+        if r is None or not r.digits:
             message = "Draw the digit first, then say what it is."
         elif self.store is None:
             message = "No corrections store (start with --db PATH)."
         else:
             try:
-                # Checked as the web's POST /api/corrections checks it: the same model.
-                body = {**self.drawing(), "label": label, "learn": self.learn.get()}
-                asked = parse(DrawingCorrection, body, self.predictor.config)
-                message = self._store(p, asked.label, asked.learn, asked.digit().to_json())
+                message = self._correct(r, label)
             except DigitlabError as e:  # too many points; the store is full, read-only, ...
                 message = f"Not stored: {e}"
         self.correction_label.configure(text=message)
         self._show_learning()
         return message
+
+    def _correct(self, r: Reading, label: int) -> str:
+        from digitlab.inputs import DrawingCorrection, parse
+        from digitlab.read import digit_drawing
+
+        if len(r.digits) == 1:  # the whole drawing, and what the window showed for it
+            drawing, p = self.drawing(), r.digits[0].prediction
+        else:
+            part = digit_drawing(self._strokes(), r.digits[self.selected].box)
+            if not part.strokes:  # each of its strokes runs on into a neighbour
+                return "Not stored: this digit shares its strokes with a neighbour; write it apart."
+            drawing, p = part.to_json(), None
+        # Checked as the web's POST /api/corrections checks it: the same model.
+        body = {**drawing, "label": label, "learn": self.learn.get()}
+        asked = parse(DrawingCorrection, body, self.predictor.config)
+        digit = asked.digit()
+        if p is None:  # the image is redone from the digit's strokes, as the web server does:
+            p = self.predictor.predict(digit)  # the stored drawing reads as its stored image
+        message = self._store(p, asked.label, asked.learn, digit.to_json())
+        if len(r.digits) == 1:
+            return message
+        return f"Digit {self.selected + 1} of {len(r.digits)}: {message[0].lower()}{message[1:]}"
+
+    def _strokes(self) -> Strokes:
+        """The drawing as `digitlab.read` reads it (the reading's boxes are in these units)."""
+        from digitlab.inputs import Strokes, digit_from_json
+
+        strokes = digit_from_json(self.drawing(), self.predictor.config)
+        assert isinstance(strokes, Strokes)  # a drawing, never a pixel grid
+        return strokes
 
     def _store(self, p: Prediction, label: int, learn: bool | None, drawing: dict[str, Any]) -> str:
         if self.learning is None:
@@ -358,7 +447,8 @@ class DrawApp:
         path = Path(path)
         buf = io.BytesIO()
         # The renderer the model's input is drawn with, dark on white as on the canvas.
-        draw_strokes(self.strokes, (CANVAS, CANVAS), PEN, ink=0, paper=255).save(buf, format="PNG")
+        image = draw_strokes(self.strokes, (CANVAS_W, CANVAS_H), PEN, ink=0, paper=255)
+        image.save(buf, format="PNG")
         atomic_write_bytes(path, buf.getvalue())  # never a half-written file
         return path
 
@@ -379,38 +469,97 @@ class DrawApp:
 
     # -- showing a result ----------------------------------------------------- #
 
-    def _show(self, p: Prediction | None) -> None:
-        """Display a prediction; None (nothing predicted yet) shows the empty state."""
+    def _show(self, r: Reading | None) -> None:
+        """Display a reading; None (nothing read yet) shows the empty state."""
         from digitlab.predict import confidence_text
 
-        self.last = p
-        if p is not None and "not a digit" in p.reasons:  # the detector: a letter, a face ...
-            status = f"Not a digit\n(closest: {p.closest}, {confidence_text(p.confidence)})"
-            self._show_result("\u00d7", status, UNSURE, p.probabilities, (p.closest, UNSURE))
-        elif p is None or p.digit is None:
-            hint = "Draw a digit, then press Enter" if p is None else "Nothing drawn"
-            self._show_result("?", hint, MUTED, (0.0,) * 10, None)
-        else:
+        self.last = r
+        if r is None or not r.digits:
+            hint = "Draw a digit or a number, then press Enter"
+            if r is not None:  # no ink, or the drawing could not be read (and why)
+                hint = "Nothing drawn" if r.reasons == ("no ink",) else "; ".join(r.reasons)
+            self._show_answer(["?"], [MUTED], hint, MUTED)
+        elif len(r.digits) == 1:  # one digit: as the app always showed it
+            p = r.digits[0].prediction
             colour = UNSURE if p.unsure else INK
-            status = f"confidence {confidence_text(p.confidence)}"
-            if p.unsure:
-                status = f"Not sure: {', '.join(p.reasons)}\n{status}"
-            bar_colour = UNSURE if p.unsure else ACCENT
-            self._show_result(str(p.digit), status, colour, p.probabilities, (p.digit, bar_colour))
+            if "not a digit" in p.reasons:  # the detector: a letter, a face ...
+                status = f"Not a digit\n(closest: {p.closest}, {confidence_text(p.confidence)})"
+                self._show_answer(["\u00d7"], [UNSURE], status, UNSURE)
+            else:
+                self._show_answer([str(p.digit)], [colour], _status(p), colour)
+        else:  # a number: each digit coloured by its own doubt, the status the number's
+            colours = [UNSURE if d.prediction.unsure else INK for d in r.digits]
+            self._show_answer(list(r.text), colours, _status(r),
+                              UNSURE if r.unsure else INK)  # fmt: skip
+        self.select(0)
+
+    def _show_answer(self, chars: list[str], colours: list[str], status: str, tone: str) -> None:
+        """The big answer, one label per character, and the status line under it."""
+        # Up to four digits as big as one; a longer number smaller, and wrapped past 16.
+        n = len(chars)
+        size = 64 if n <= 4 else 44 if n <= 6 else 28 if n <= 10 else 18
+        several = n > 1
+        for i, (char, colour) in enumerate(zip(chars, colours, strict=True)):
+            label = self._answer_label(i)
+            label.configure(text=char, foreground=colour, font=("Helvetica", size, "bold"),
+                            cursor="hand2" if several else "")  # fmt: skip
+            label.grid(row=i // 16, column=i % 16)
+        for label in self.answer_labels[n:]:
+            label.grid_remove()
+        self.status_label.configure(text=status, foreground=tone)
+
+    def answer_text(self) -> str:
+        """The big answer as shown: "2026", "7", "\u00d7" (not a digit), "?" (nothing yet)."""
+        return "".join(label.cget("text") for label in self.answer_labels if label.winfo_manager())
+
+    def select(self, i: int) -> None:
+        """Show digit ``i`` of the answer: its bars, its 28 x 28, and "Wrong?" corrects it."""
+        digits = self.last.digits if self.last is not None else ()
+        if digits and not 0 <= i < len(digits):
+            return
+        self.selected = i
+        several = len(digits) > 1
+        for n, label in enumerate(self.answer_labels):
+            label.configure(background=SELECTED if several and n == i else PAPER)
+        self._show_boxes()
+        p = digits[i].prediction if digits else None
+        self._show_bars(p)
         self.seen = _photo(self.root, None if p is None else p.image)  # Tk needs a reference
         self.seen_label.configure(image=self.seen)
+        self.wrong_label.configure(
+            text=f"Wrong? Digit {i + 1} is a" if several else "Wrong? This is a"
+        )
 
-    def _show_result(
-        self,
-        digit: str,
-        status: str,
-        colour: str,
-        probabilities: Sequence[float],
-        winner: tuple[int, str] | None,
-    ) -> None:
-        """The big digit, the status line, and one bar per class (``winner``: class and colour)."""
-        self.digit_label.configure(text=digit, foreground=colour)
-        self.status_label.configure(text=status, foreground=colour)
+    def _show_boxes(self) -> None:
+        """A number's digits: a faint box each, the selected one marked; a tab above each,
+        showing the digit read, selects it. One digit needs none (it looks as it always did)."""
+        self.canvas.delete("box")
+        digits = self.last.digits if self.last is not None else ()
+        if len(digits) < 2:
+            return
+        for i, d in enumerate(digits):
+            x0, y0, x1, y1 = d.box
+            colour = ACCENT if i == self.selected else BOX
+            self.canvas.create_rectangle(x0, y0, x1, y1, outline=colour, dash=(4, 4), tags="box")
+            # The tab sits above the box; inside it when the digit touches the top.
+            top = y0 - 16 if y0 >= 16 else y0
+            tags = ("box", f"tab{i}")
+            fill = SELECTED if i == self.selected else PAPER
+            self.canvas.create_rectangle(x0, top, x0 + 16, top + 16, fill=fill, outline=colour,
+                                         tags=tags)  # fmt: skip
+            text = "?" if d.digit is None else str(d.digit)
+            self.canvas.create_text(x0 + 8, top + 8, text=text, fill=ACCENT,
+                                    font=("Helvetica", 9, "bold"), tags=tags)  # fmt: skip
+        self.canvas.tag_lower("box")  # under the ink: never hides a stroke
+
+    def _show_bars(self, p: Prediction | None) -> None:
+        """One bar per class for one digit (None: empty); the winner coloured."""
+        winner: tuple[int, str] | None = None
+        if p is not None and "not a digit" in p.reasons and p.closest is not None:
+            winner = (p.closest, UNSURE)
+        elif p is not None and p.digit is not None:
+            winner = (p.digit, UNSURE if p.unsure else ACCENT)
+        probabilities = p.probabilities if winner and p is not None else (0.0,) * 10
         for d, (bar, text) in enumerate(self.bar_items):
             x0, y0, _, y1 = self.bars.coords(bar)
             full = BAR_W - 60 - x0  # leave room for the percentage
@@ -425,16 +574,26 @@ class DrawApp:
 # --------------------------------------------------------------------------- #
 
 
-def console_line(p: Prediction) -> str:
-    """The line printed on Enter, e.g. ``prediction: 7 (confidence 98.2%)``."""
+def console_line(r: Reading) -> str:
+    """The line printed on Enter, e.g. ``prediction: 7 (confidence 98.2%)`` or ``2026``."""
     from digitlab.predict import confidence_text
 
-    if "not a digit" in p.reasons:
+    if not r.digits:
+        why = "nothing drawn" if r.reasons == ("no ink",) else "; ".join(r.reasons)
+        return f"prediction: none ({why})"
+    p = r.digits[0].prediction
+    if len(r.digits) == 1 and "not a digit" in p.reasons:
         return f"prediction: not a digit (closest: {p.closest}, {confidence_text(p.confidence)})"
-    if p.digit is None:
-        return "prediction: none (nothing drawn)"
-    unsure = f"; not sure: {', '.join(p.reasons)}" if p.unsure else ""
-    return f"prediction: {p.digit} (confidence {confidence_text(p.confidence)}{unsure})"
+    unsure = f"; not sure: {', '.join(r.reasons)}" if r.unsure else ""
+    return f"prediction: {r.text} (confidence {confidence_text(r.confidence)}{unsure})"
+
+
+def _status(r: Reading | Prediction) -> str:
+    """The status line of a digit or a number: its confidence, and why it is unsure."""
+    from digitlab.predict import confidence_text
+
+    status = f"confidence {confidence_text(r.confidence)}"
+    return f"Not sure: {', '.join(r.reasons)}\n{status}" if r.unsure else status
 
 
 def _photo(root: tk.Tk, image: np.ndarray | None) -> tk.PhotoImage:

@@ -109,6 +109,7 @@ class Reading:
     confidence: float  # the product of the digits' confidences (0 when nothing is read)
     unsure: bool
     reasons: tuple[str, ...]  # the digits' reasons and the number's own, each once
+    notes: tuple[str, ...] = ()  # how the input was read (`Normalized.notes`)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready. A one-digit reading also carries `Prediction.to_dict`'s fields (digit,
@@ -242,7 +243,7 @@ class Reader:
     def _one(self, x: DigitInput, reasons: tuple[str, ...] = ()) -> Reading:
         p = self.predictor.predict(x)
         if not p.normalized.has_ink:
-            return Reading("", (), 0.0, True, p.reasons)
+            return Reading("", (), 0.0, True, p.reasons, p.normalized.notes)
         box = p.normalized.ink_box or (0, 0, 0, 0)
         return _reading((DigitReading(box, p),), reasons)
 
@@ -331,12 +332,31 @@ class Reader:
         return _reading((DigitReading(box, p),), ())
 
 
+def digit_drawing(drawing: Strokes, box: tuple[int, int, int, int]) -> Strokes:
+    """The strokes of a drawing that make up the digit read in ``box`` (a `DigitReading`'s):
+    what "Wrong?" stores for one digit of a number.
+
+    A stroke belongs to the digit when at least half of its points lie in the box (grown by
+    the pen's radius); the digit's neighbours stay out even where they overlap it. A stroke
+    that runs on into the next digit (touching digits, cut apart) goes whole to the digit
+    holding most of it. Empty when no stroke qualifies.
+    """
+    r = drawing.pen / 2
+    x0, y0, x1, y1 = box[0] - r, box[1] - r, box[2] + r, box[3] + r
+    kept = tuple(
+        s for s in drawing.strokes
+        if 2 * sum(x0 <= x <= x1 and y0 <= y <= y1 for x, y in s) >= len(s)
+    )  # fmt: skip
+    return replace(drawing, strokes=kept)
+
+
 def _reading(digits: tuple[DigitReading, ...], reasons: tuple[str, ...]) -> Reading:
     text = "".join("?" if d.digit is None else str(d.digit) for d in digits)
     confidence = float(np.prod([d.prediction.confidence for d in digits])) if digits else 0.0
     why = list(dict.fromkeys([r for d in digits for r in d.prediction.reasons] + list(reasons)))
     unsure = any(d.prediction.unsure for d in digits) or bool(reasons) or not digits
-    return Reading(text, digits, confidence, unsure, tuple(why))
+    notes = tuple(dict.fromkeys(n for d in digits for n in d.prediction.normalized.notes))
+    return Reading(text, digits, confidence, unsure, tuple(why), notes)
 
 
 def _two_best(n: int, score: dict[tuple[int, int], float],

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from digitlab.predict import Prediction
 from digitlab.preprocess import SUPPORTED, normalized_png
+from digitlab.read import DigitReading, Reading
 from digitlab.web.bodies import MAX_BATCH_ITEMS, MAX_UPLOAD
 
 # --------------------------------------------------------------------------- #
@@ -42,19 +42,62 @@ class FilesUpload(BaseModel):
 # --------------------------------------------------------------------------- #
 
 
-class PredictResult(BaseModel):
-    digit: int | None = Field(
-        description='The digit read; null when there is no ink, or it is "not a digit".'
-    )
-    confidence: float = Field(description="Probability of that digit (0 when no ink).")
-    unsure: bool = Field(description="True when the prediction should not be trusted.")
-    reasons: list[str] = Field(
-        description='Why unsure: "not a digit", "low confidence", "several blobs", ...'
-    )
+class DigitResult(BaseModel):
+    """One digit of what was read (a one-digit answer has one)."""
+
+    box: list[int] = Field(
+        min_length=4, max_length=4,
+        description="Where it is: [x0, y0, x1, y1] in the source's pixels (a drawing: its "
+        "canvas coordinates).",
+    )  # fmt: skip
+    digit: int | None = Field(description='The digit; null when it is "not a digit".')
+    confidence: float = Field(description="Probability of that digit.")
+    unsure: bool = Field(description="True when this digit should not be trusted.")
+    reasons: list[str] = Field(description='Why unsure: "not a digit", "low confidence", ...')
     probabilities: list[float] = Field(description="One probability per class 0..9.")
     image: str | None = Field(
-        description="The 28 x 28 image the model saw: base64 PNG, 8-bit grey, ink white. "
-        "Null when there is no ink."
+        description="The 28 x 28 image the model saw: base64 PNG, 8-bit grey, ink white."
+    )
+
+    @classmethod
+    def of(cls, d: DigitReading) -> DigitResult:
+        return cls(**d.to_dict(), image=_png(d.prediction.image))
+
+
+class PredictResult(BaseModel):
+    """What was read: a digit, or a number of up to 32 digits, left to right.
+
+    ``text``, ``digits``, ``confidence``, ``unsure`` and ``reasons`` describe the whole
+    answer. The one-digit fields (``digit``, ``probabilities``, ``image``) are those of its
+    digit when the answer is one digit, as clients of the one-digit API read them; for a
+    number of several digits ``digit`` and ``image`` are null and ``probabilities`` empty:
+    read ``text`` and ``digits``."""
+
+    text: str = Field(
+        description='The digits read, left to right ("2026"); "?" for a part that is "not a '
+        'digit"; "" when there is no ink.'
+    )
+    digits: list[DigitResult] = Field(description="Each digit: where it is and what was read.")
+    confidence: float = Field(
+        description="Probability that every digit is right (the product of the digits' "
+        "calibrated confidences; 0 when no ink)."
+    )
+    unsure: bool = Field(description="True when the answer should not be trusted.")
+    reasons: list[str] = Field(
+        description='Why unsure: "not a digit", "low confidence", "several blobs", "unclear '
+        'split" (another number of digits was nearly as likely), ...'
+    )
+    digit: int | None = Field(
+        description="A one-digit answer's digit; null when there is no ink, when it is \"not "
+        'a digit", and for a number of several digits.'
+    )
+    probabilities: list[float] = Field(
+        description="A one-digit answer's probability per class 0..9 (no ink: zeros; empty for "
+        "several digits)."
+    )
+    image: str | None = Field(
+        description="A one-digit answer's 28 x 28 image the model saw (base64 PNG, 8-bit grey, "
+        "ink white); null when there is no ink and for several digits."
     )
     notes: list[str] = Field(
         default=[], description='How the input was read, e.g. "an animated image: only its '
@@ -62,9 +105,26 @@ class PredictResult(BaseModel):
     )  # fmt: skip
 
     @classmethod
-    def of(cls, p: Prediction) -> PredictResult:
-        image = None if p.image is None else base64.b64encode(normalized_png(p.image)).decode()
-        return cls(**p.to_dict(), image=image, notes=list(p.normalized.notes))
+    def of(cls, r: Reading) -> PredictResult:
+        one = r.digits[0].prediction if len(r.digits) == 1 else None
+        return cls(
+            text=r.text,
+            digits=[DigitResult.of(d) for d in r.digits],
+            confidence=round(r.confidence, 6),
+            unsure=r.unsure,
+            reasons=list(r.reasons),
+            digit=one.digit if one else None,
+            # no ink: ten zeros, as the one-digit API always answered
+            probabilities=[round(p, 6) for p in one.probabilities]
+            if one
+            else [0.0] * 10 * (not r.digits),
+            image=_png(one.image) if one else None,
+            notes=list(r.notes),
+        )
+
+
+def _png(image: Any) -> str | None:
+    return None if image is None else base64.b64encode(normalized_png(image)).decode()
 
 
 class ItemError(BaseModel):

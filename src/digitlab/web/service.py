@@ -35,11 +35,11 @@ from digitlab.learning import Learning
 from digitlab.preprocess import (
     IMAGE_FORMATS,
     PIXEL_BYTES,
-    Normalized,
     PreprocessConfig,
     normalized_png,
     preprocess,
 )
+from digitlab.read import Reader, Reading, TooManyDigits
 from digitlab.web.models import BatchResult, ItemError, LearningState, PredictResult, Stored
 
 log = logging.getLogger("digitlab.web")
@@ -176,37 +176,43 @@ class DigitService:
                  decode_budget: float = DECODE_BUDGET_MP) -> None:  # fmt: skip
         self.learning = learning
         self.predictor = learning.predictor
+        self.reader = Reader(self.predictor)
         self.store = learning.store
         self.decoding = threading.BoundedSemaphore(decode_slots)
         self.correcting = RateLimit()
         self.decode_budget = DecodeBudget(decode_budget)
 
-    def read(self, item: bytes | Drawing | PixelGrid | Any, client: str = "") -> Normalized:
-        """Preprocess image bytes (within ``client``'s decode budget), a drawing or grid
-        already checked (a batch's item), or the one in a parsed JSON body (checked here,
-        by `digitlab.inputs`)."""
-        config = self.predictor.config
+    def read(self, item: bytes | Drawing | PixelGrid | Any, client: str = "") -> Reading:
+        """Read the digit or number in image bytes (within ``client``'s decode budget), a
+        drawing or grid already checked (a batch's item), or the one in a parsed JSON body
+        (checked here, by `digitlab.inputs`)."""
         if isinstance(item, bytes):
-            self.decode_budget.take(client, image_pixels(item, config))
+            self.decode_budget.take(client, image_pixels(item, self.predictor.config))
             if not self.decoding.acquire(timeout=DECODE_WAIT):
                 raise Busy("the server is decoding as many images as it can; try again shortly")
             try:
-                return preprocess(item, config)
-            except InputError as e:
+                return self.reader.read(item)
+            except TooManyDigits:
+                raise
+            except InputError as e:  # undecodable: 415, where a bad drawing gets 422
                 raise NotAnImage(str(e)) from None
             finally:
                 self.decoding.release()
-        # Any other value is JSON, checked by the models: handed to preprocess as it is,
+        # Any other value is JSON, checked by the models: handed to the reader as it is,
         # a string would be taken for a file path.
-        digit = item if isinstance(item, Drawing | PixelGrid) else parse(Digit, item, config)
-        return preprocess(digit.digit(), config)
+        digit = item if isinstance(item, Drawing | PixelGrid) else parse(Digit, item, self.config)
+        return self.reader.read(digit.digit())
+
+    @property
+    def config(self) -> PreprocessConfig:
+        return self.predictor.config
 
     def predict(self, item: bytes | Any, client: str = "") -> PredictResult:
-        return PredictResult.of(self.predictor.predict_normalized([self.read(item, client)])[0])
+        return PredictResult.of(self.read(item, client))
 
     def predict_json_batch(self, body: Any) -> BatchResult:
         """A JSON batch, ``{"items": [...]}``: refused whole only when that envelope is wrong."""
-        return self.predict_batch(parse(BatchRequest, body, self.predictor.config).items)
+        return self.predict_batch(parse(BatchRequest, body, self.config).items)
 
     def predict_batch(self, items: Sequence[bytes | Digit | InputError],
                       client: str = "") -> BatchResult:  # fmt: skip
@@ -215,25 +221,15 @@ class DigitService:
         gets a 429 for each image left."""
         if any(isinstance(item, bytes) for item in items):
             self.decode_budget.check(client)
-        read: list[Normalized | DigitlabError] = []
+        results: list[PredictResult | ItemError] = []
         for item in items:
-            if isinstance(item, DigitlabError):  # a JSON item that is no drawing or grid
-                read.append(item)
-                continue
             try:
-                read.append(self.read(item, client))
+                if isinstance(item, DigitlabError):  # a JSON item that is no drawing or grid
+                    raise item
+                results.append(PredictResult.of(self.read(item, client)))
             except DigitlabError as e:
-                read.append(e)
-        good = [n for n in read if isinstance(n, Normalized)]
-        predictions = iter(self.predictor.predict_normalized(good))  # one model run
-        return BatchResult(
-            results=[
-                ItemError(error=str(n), status=status_of(n))
-                if isinstance(n, DigitlabError)
-                else PredictResult.of(next(predictions))
-                for n in read
-            ]
-        )
+                results.append(ItemError(error=str(e), status=status_of(e)))
+        return BatchResult(results=results)
 
     def correct(self, body: Any, client: str = "", request_key: str | None = None) -> Stored:
         """Store a drawing (or grid) with its correct label; the image is redone here.

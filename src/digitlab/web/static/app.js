@@ -1,20 +1,22 @@
 // digitlab drawing page. Plain JavaScript modules, no build step, no network beyond the
 // server (or the static site) the page came from.
 //
-// The drawing is kept as strokes in a fixed 280 x 280 coordinate space, whatever size the
-// canvas has on screen ({"strokes", "width", "height", "pen"}, as the API takes it). Where
-// it is read:
+// The drawing is kept as strokes in coordinates 280 high, and as wide as the canvas is
+// ({"strokes", "width", "height", "pen"}, as the API takes it), whatever size the canvas
+// has on screen. What is read is a digit or a number ("2026"), digit by digit. Where:
 //   - in the browser, when the settings (api/browser, or settings.json on a static site)
-//     name a runtime and the model loads: preprocess.js (the port of the stroke path) and
-//     onnxruntime-web (model.js), with the card's constants and the server's trust rules;
+//     name a runtime and the model loads: read.js (the port of digitlab.read, over
+//     preprocess.js, the port of the stroke path) and onnxruntime-web (model.js), with the
+//     card's constants and the server's trust rules;
 //   - on the server otherwise (POST api/predict), and always for uploaded images.
 // The result panel says which, and how long it took.
 import { judge, preprocessStrokes, verdictOf } from "./preprocess.js";
+import { digitDrawing, readDrawing, scoreBatchOf } from "./read.js";
 import { loadModel } from "./model.js";
 import { normalizedPng } from "./png.js";
 import { addCorrection, allCorrections, toNdjson } from "./local-corrections.js";
 
-const SIZE = 280; // drawing coordinates sent to the API (width = height = SIZE)
+const SIZE = 280; // the drawing's height in the coordinates sent to the API
 const PEN = 18; // pen diameter in those coordinates: a felt-tip on a 280 px canvas
 const LIVE_MS = 150; // while drawing, at most one server prediction per LIVE_MS (browser: 30)
 const LIVE_MS_HERE = 30;
@@ -27,6 +29,7 @@ const bars = [...$("bars").children];
 const labelButtons = [...$("labels").querySelectorAll("button")];
 const SETTINGS_URL = document.querySelector('meta[name="digitlab-settings"]').content;
 
+let width = SIZE; // the drawing's width: SIZE x the canvas's aspect (wide: room for a number)
 let strokes = []; // [[[x, y], ...], ...] in drawing coordinates
 let current = null; // the stroke being drawn
 let pointerId = null; // the pointer drawing it (a second finger is ignored)
@@ -34,6 +37,9 @@ let picture = null; // an uploaded image shown on the canvas instead of strokes
 let seq = 0; // prediction counter: a result for anything but the latest is dropped
 let liveTimer = null;
 let frame = null;
+let reading = null; // the reading shown ({text, digits, ...}; digit images as base64 PNGs)
+let selected = 0; // the digit of it whose probabilities show, and that "Wrong?" corrects
+let corrected = new Set(); // the digits of the reading shown already corrected
 
 // Where predictions run: `model` once it has loaded in this browser, else the server.
 let settings = null; // the page's settings; null until read (or when unreadable)
@@ -44,7 +50,7 @@ let busyHere = false; // a prediction is running in the browser ...
 let pendingHere = null; // ... and this one comes next (only the latest counts)
 
 const hasServer = () => settings === null || settings.server;
-const drawing = () => ({ strokes, width: SIZE, height: SIZE, pen: PEN });
+const drawing = () => ({ strokes, width, height: SIZE, pen: PEN });
 
 // ---------------------------------------------------------------- drawing
 
@@ -53,6 +59,7 @@ function resize() {
   const dpr = window.devicePixelRatio || 1;
   canvas.width = Math.max(1, Math.round(box.width * dpr));
   canvas.height = Math.max(1, Math.round(box.height * dpr));
+  width = Math.max(SIZE, Math.round((SIZE * box.width) / Math.max(box.height, 1)));
   render();
 }
 
@@ -61,14 +68,28 @@ function render() {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  const k = canvas.width / SIZE;
+  const k = canvas.height / SIZE;
   ctx.setTransform(k, 0, 0, k, 0, 0);
   if (picture) drawPicture(picture);
   ctx.strokeStyle = ctx.fillStyle = "#111";
   ctx.lineWidth = PEN;
   ctx.lineCap = ctx.lineJoin = "round";
   strokes.forEach(drawStroke);
+  drawBoxes();
   $("hint").hidden = strokes.length > 0 || picture !== null;
+}
+
+/** A number's digits, boxed faintly where the reader found them; the selected one bolder. */
+function drawBoxes() {
+  if (!reading || reading.digits.length < 2 || result.dataset.source !== "drawing") return;
+  ctx.lineWidth = 1.5;
+  ctx.setLineDash([5, 4]);
+  reading.digits.forEach((d, i) => {
+    const [x0, y0, x1, y1] = d.box;
+    ctx.strokeStyle = i === selected ? "#2358c4" : "#9fb3d9";
+    ctx.strokeRect(x0 - 3, y0 - 3, x1 - x0 + 6, y1 - y0 + 6);
+  });
+  ctx.setLineDash([]);
 }
 
 function renderSoon() {
@@ -96,16 +117,17 @@ function drawStroke(s) {
 }
 
 function drawPicture(img) {
-  const k = Math.min(SIZE / img.width, SIZE / img.height);
+  const k = Math.min(width / img.width, SIZE / img.height);
   const w = img.width * k;
   const h = img.height * k;
-  ctx.drawImage(img, (SIZE - w) / 2, (SIZE - h) / 2, w, h);
+  ctx.drawImage(img, (width - w) / 2, (SIZE - h) / 2, w, h);
 }
 
 function toDrawing(e) {
   const box = canvas.getBoundingClientRect();
-  const x = ((e.clientX - box.left) * SIZE) / box.width;
-  const y = ((e.clientY - box.top) * SIZE) / box.height;
+  const k = SIZE / box.height; // one scale for x and y: the drawing is not stretched
+  const x = (e.clientX - box.left) * k;
+  const y = (e.clientY - box.top) * k;
   return [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
 }
 
@@ -121,7 +143,11 @@ canvas.addEventListener("pointerdown", (e) => {
 });
 
 canvas.addEventListener("pointermove", (e) => {
-  if (current === null || e.pointerId !== pointerId) return;
+  if (current === null) {
+    pointAt(toDrawing(e)); // a mouse over a digit of a number shows that digit
+    return;
+  }
+  if (e.pointerId !== pointerId) return;
   // Coalesced events: the points the browser saw between two frames (smoother lines).
   const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
   for (const ev of events.length ? events : [e]) {
@@ -160,7 +186,17 @@ function predict(final) {
   }
 }
 
-/** Preprocess and run the model in this page: what the server's Predictor does. */
+/** Read the digit or number in this page: what the server's Reader does. */
+async function readHere(d) {
+  const t0 = performance.now();
+  const r = await readDrawing(d, scoreBatchOf(model), settings);
+  const ms = performance.now() - t0;
+  const side = settings.preprocessing.canvas;
+  const digits = r.digits.map((x) => ({ ...x, image: x.image && normalizedPng(x.image, side) }));
+  return { ...r, digits, ms };
+}
+
+/** Preprocess one digit and run the model in this page: what the server's Predictor does. */
 async function infer(d) {
   const t0 = performance.now();
   const norm = preprocessStrokes(d, settings.preprocessing);
@@ -179,19 +215,15 @@ async function predictHere(final) {
   result.setAttribute("aria-busy", "true");
   let answer;
   try {
-    answer = await infer(drawing());
+    answer = await readHere(drawing());
   } catch (err) {
     answer = { error: String(err.message || err) };
   }
   busyHere = false;
   if (mine === seq) {
     result.removeAttribute("aria-busy");
-    if (answer.error) {
-      showError(answer.error);
-    } else {
-      const image = answer.norm.image && normalizedPng(answer.norm.image, settings.preprocessing.canvas);
-      show({ ...answer, image }, "drawing", final, { where: "browser", ms: answer.ms });
-    }
+    if (answer.error) showError(answer.error);
+    else show(answer, "drawing", final, { where: "browser", ms: answer.ms });
   }
   if (pendingHere) {
     const next = pendingHere;
@@ -243,41 +275,97 @@ const aDigit = (d) => (d === 8 ? "an 8" : `a ${d}`); // "a 7", "an 8"
 // claim a certainty it does not have.
 const percent = (p) => (p >= 0.9995 ? ">99.9 %" : `${(100 * p).toFixed(p < 0.005 ? 0 : 1)} %`);
 
+/** "no ink", "not a digit" (one digit that is none), "unsure" or "read", for a reading. */
+function verdictOfReading(r) {
+  if (r.digits.length === 0) return "no ink";
+  if (r.digits.length === 1) return verdictOf(r.digits[0]);
+  return r.unsure ? "unsure" : "read";
+}
+
 function show(r, source, final, ran) {
-  const verdict = verdictOf(r);
-  const notDigit = verdict === "not a digit";
+  reading = r;
+  corrected = new Set();
+  const verdict = verdictOfReading(r);
   const inked = verdict !== "no ink";
-  const closest = r.probabilities.indexOf(r.confidence); // the class the model would read
+  const one = r.digits.length === 1;
   result.dataset.state = !inked ? "empty" : r.unsure ? "unsure" : "sure";
   result.dataset.source = source;
-  $("digit").textContent = notDigit ? "×" : inked ? String(r.digit) : "–";
+  const digit = $("digit");
+  digit.textContent = inked ? r.text.replaceAll("?", "×") : "–";
+  digit.dataset.length = String(Math.min(r.digits.length, 9));
   $("verdict").textContent = !inked
     ? "No ink found"
-    : notDigit
+    : verdict === "not a digit"
       ? "Not a digit"
       : r.unsure
         ? `Not sure: ${r.reasons.join(", ")}`
         : "Sure";
-  $("confidence").textContent = notDigit
-    ? `Closest: ${aDigit(closest)}, ${percent(r.confidence)}`
-    : inked ? `${percent(r.confidence)} confident` : "";
-  setBars(r.probabilities, notDigit ? closest : r.digit);
-  const eye = $("eye");
-  eye.hidden = !r.image;
-  if (r.image) eye.src = `data:image/png;base64,${r.image}`;
-  showWhere(ran);
-  // Corrections are for drawings: an upload has no strokes to learn from.
-  setLabelsEnabled(source === "drawing" && inked);
-  $("saved").textContent = "";
-  if (final) {
-    $("announce").textContent = !inked
-      ? "No digit found."
-      : notDigit
-        ? "Not a digit."
-        : r.unsure
-          ? `Not sure. Perhaps ${aDigit(r.digit)}.`
-          : `The model reads ${aDigit(r.digit)}, ${percent(r.confidence)} confident.`;
+  if (one && verdict === "not a digit") {
+    const d = r.digits[0];
+    const closest = d.probabilities.indexOf(d.confidence); // the class the model would read
+    $("confidence").textContent = `Closest: ${aDigit(closest)}, ${percent(d.confidence)}`;
+  } else {
+    const every = one ? "" : ` that all ${r.digits.length} digits are right`;
+    $("confidence").textContent = inked ? `${percent(r.confidence)} confident${every}` : "";
   }
+  showChips(r);
+  select(0);
+  showWhere(ran);
+  $("saved").textContent = "";
+  renderSoon(); // the digits' boxes
+  if (final) $("announce").textContent = announcement(r, verdict);
+}
+
+function announcement(r, verdict) {
+  if (verdict === "no ink") return "No digit found.";
+  if (verdict === "not a digit") return "Not a digit.";
+  if (r.digits.length > 1) {
+    const spoken = r.text.split("").join(" ");
+    return r.unsure ? `Not sure. Perhaps ${spoken}.` : `The model reads ${spoken}, ${percent(r.confidence)} confident.`;
+  }
+  const d = r.digits[0].digit;
+  return r.unsure ? `Not sure. Perhaps ${aDigit(d)}.` : `The model reads ${aDigit(d)}, ${percent(r.confidence)} confident.`;
+}
+
+/** A button a digit of a number (none for one digit): hover, focus or tap shows that digit. */
+function showChips(r) {
+  const chips = $("digits");
+  chips.replaceChildren();
+  chips.hidden = r.digits.length < 2;
+  if (chips.hidden) return;
+  r.digits.forEach((d, i) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = d.digit === null ? "×" : String(d.digit);
+    b.className = d.unsure ? "unsure" : "";
+    b.setAttribute("aria-label", `Digit ${i + 1}: ${d.digit === null ? "not a digit" : d.digit}, ${percent(d.confidence)}`);
+    for (const event of ["click", "mouseenter", "focus"]) b.addEventListener(event, () => select(i));
+    chips.append(b);
+  });
+}
+
+/** Show digit ``i`` of the reading: its probabilities, what the model saw, "Wrong?" for it. */
+function select(i) {
+  selected = i;
+  const d = reading && reading.digits[i];
+  [...$("digits").children].forEach((b, k) => b.setAttribute("aria-pressed", String(k === i)));
+  const notDigit = d && d.reasons.includes("not a digit");
+  setBars(d ? d.probabilities : null, d ? (notDigit ? d.probabilities.indexOf(d.confidence) : d.digit) : null);
+  const eye = $("eye");
+  eye.hidden = !(d && d.image);
+  if (d && d.image) eye.src = `data:image/png;base64,${d.image}`;
+  const several = reading && reading.digits.length > 1;
+  $("wrong").textContent = several ? `Wrong? Digit ${i + 1} of ${reading.digits.length} is a …` : "Wrong? This is a …";
+  // Corrections are for drawings: an upload has no strokes to learn from.
+  setLabelsEnabled(Boolean(d) && result.dataset.source === "drawing" && !corrected.has(i));
+  renderSoon();
+}
+
+/** The mouse over a digit's box selects it (no button pressed: not drawing). */
+function pointAt([x, y]) {
+  if (!reading || reading.digits.length < 2 || result.dataset.source !== "drawing") return;
+  const i = reading.digits.findIndex(({ box }) => box[0] <= x && x <= box[2] && box[1] <= y && y <= box[3]);
+  if (i >= 0 && i !== selected) select(i);
 }
 
 function showWhere(ran) {
@@ -295,16 +383,22 @@ function showError(message) {
   $("announce").textContent = `Error: ${message}`;
 }
 
-function reset(state = "empty", verdict = "Draw a digit") {
+function reset(state = "empty", verdict = "Draw a digit or a number") {
+  reading = null;
   result.dataset.state = state;
   delete result.dataset.source;
   $("digit").textContent = "–";
+  delete $("digit").dataset.length;
+  $("digits").replaceChildren();
+  $("digits").hidden = true;
+  $("wrong").textContent = "Wrong? This is a …";
   $("verdict").textContent = verdict;
   $("confidence").textContent = "";
   $("where").textContent = "";
   $("eye").hidden = true;
   setBars(null, null);
   setLabelsEnabled(false);
+  renderSoon();
 }
 
 function setBars(probabilities, top) {
@@ -349,21 +443,32 @@ function undo() {
   }
 }
 
+/** Store the selected digit's drawing with its true ``label`` (and learn it). A digit of a
+ * number stores its own strokes (read.js's `digitDrawing`): what the model should learn. */
 async function correct(label) {
-  if (strokes.length === 0) return;
-  setLabelsEnabled(false); // one correction per drawing
+  if (strokes.length === 0 || !reading || !reading.digits[selected]) return;
+  const i = selected;
+  const several = reading.digits.length > 1;
+  const d = several ? digitDrawing(drawing(), reading.digits[i].box) : drawing();
+  setLabelsEnabled(false); // one correction per digit
   let message;
-  try {
-    message = hasServer() ? await correctOnServer(label) : await correctHere(label);
-  } catch (err) {
-    message = `Not saved: ${err.message || err}`;
+  if (d.strokes.length === 0) {
+    message = "Not saved: this digit's strokes run on into its neighbours; draw it alone to correct it.";
+  } else {
+    try {
+      message = hasServer() ? await correctOnServer(label, d) : await correctHere(label, d);
+      corrected.add(i);
+    } catch (err) {
+      message = `Not saved: ${err.message || err}`;
+    }
+    if (several) message = `Digit ${i + 1}: ${message}`;
   }
   $("saved").textContent = message;
   $("announce").textContent = message;
 }
 
-async function correctOnServer(label) {
-  const body = JSON.stringify({ label, learn: $("learn").checked, ...drawing() });
+async function correctOnServer(label, d) {
+  const body = JSON.stringify({ label, learn: $("learn").checked, ...d });
   let response;
   try {
     response = await fetch("api/corrections", {
@@ -372,10 +477,10 @@ async function correctOnServer(label) {
       body,
     });
   } catch (err) {
-    return "Not saved: the server cannot be reached.";
+    throw new Error("the server cannot be reached.");
   }
   const data = await response.json();
-  if (!response.ok) return `Not saved: ${data.error}`;
+  if (!response.ok) throw new Error(data.error);
   showLearning(data.learning);
   // The server now reads with a personal model that learnt this correction: load it here
   // before saying so, so that the next drawing is read with it.
@@ -430,9 +535,8 @@ async function forget() {
 }
 
 /** A static site: the correction is kept in this browser, to download as NDJSON. */
-async function correctHere(label) {
+async function correctHere(label, d) {
   if (!model) throw new Error(notHere);
-  const d = drawing();
   const r = await infer(d);
   if (!r.norm.image) throw new Error("nothing to store: the drawing has no ink");
   await addCorrection({
@@ -617,9 +721,11 @@ new ResizeObserver(resize).observe(canvas);
 resize();
 
 // For the tests and the benchmark (tests/test_browser_model.py, benchmarks/browser.py):
-// `ready` says where predictions run once that is settled; `infer` reads a drawing here.
+// `ready` says where predictions run once that is settled; `infer` reads a drawing here as
+// one digit, `read` as a digit or a number.
 window.digitlab = {
   ready: start(),
+  read: (d) => readHere(d),
   infer: async (d) => {
     const r = await infer(d);
     const { norm, ...answer } = r;

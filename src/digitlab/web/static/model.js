@@ -4,13 +4,15 @@
 //   const model = await loadModel(settings, document.baseURI);
 //   const probabilities = await model.predict(image);   // Float32Array(28 * 28) -> per class
 //   const { probabilities, notDigit } = await model.scores(image);  // and the detector's score
+//   const each = await model.scoresMany(images);  // a number's candidate digits: one run
 //
 // The runtime is loaded from the files the settings name (served from this server or this
 // site, never from a CDN). The graph is checked against the SHA-256 the settings give, as
 // `digitlab.modelfile` checks it against the card, before it runs.
 
-// The graph's input shape for each layout a card may name (`digitlab.card.LAYOUTS`).
-const LAYOUTS = { N1HW: [1, 1, 28, 28], NHW: [1, 28, 28], N784: [1, 784] };
+// The graph's input shape, less the batch, for each layout a card may name
+// (`digitlab.card.LAYOUTS`).
+const LAYOUTS = { N1HW: [1, 28, 28], NHW: [28, 28], N784: [784] };
 
 export async function loadModel(settings, base) {
   const { runtime, card } = settings;
@@ -67,22 +69,50 @@ export class BrowserModel {
   }
 
   /** {probabilities, notDigit}: notDigit is the detector's score, null without a detector. */
-  scores(image) {
-    const run = this.queue.then(() => this.run(image));
-    this.queue = run.catch(() => {});
+  async scores(image) {
+    return (await this.scoresMany([image]))[0];
+  }
+
+  /** `scores` of each image, in one run of the graph when it takes a batch (the bundled
+   * one does), else one run an image. */
+  scoresMany(images) {
+    const run = this.queue.then(() => this.runMany(images));
+    this.queue = run.catch(() => {}); // a session runs one request at a time
     return run;
   }
 
-  async run(image) {
+  async runMany(images) {
+    if (images.length > 1 && this.batched !== false) {
+      try {
+        const out = await this.run(images);
+        this.batched = true;
+        return out;
+      } catch (err) {
+        if (this.batched) throw err; // it took a batch before: a real failure
+        this.batched = false; // a graph with a batch of one: one image a run from now on
+      }
+    }
+    const out = [];
+    for (const image of images) out.push(...(await this.run([image])));
+    return out;
+  }
+
+  async run(images) {
     const { mean = 0, std = 1, layout } = this.input;
-    let x = Float32Array.from(image);
+    const size = images.length ? images[0].length : 0;
+    const x = new Float32Array(images.length * size);
+    images.forEach((image, n) => x.set(image, n * size));
     if (mean || std !== 1) { // as `InputSpec.prepare`, in float32
       const [m, s] = [Math.fround(mean), Math.fround(std)];
-      x = x.map((v) => Math.fround(v - m) / s);
+      for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] - m) / s;
     }
-    const feeds = { [this.session.inputNames[0]]: new this.ort.Tensor("float32", x, LAYOUTS[layout]) };
-    const out = await this.session.run(feeds);
-    const notDigit = this.notDigitName ? out[this.notDigitName].data[0] : null;
-    return { probabilities: out[this.outputName].data, notDigit };
+    const shape = [images.length, ...LAYOUTS[layout]];
+    const out = await this.session.run({ [this.session.inputNames[0]]: new this.ort.Tensor("float32", x, shape) });
+    const probs = out[this.outputName].data;
+    const k = probs.length / images.length;
+    const nd = this.notDigitName ? out[this.notDigitName].data : null;
+    return images.map((_, n) => ({
+      probabilities: probs.slice(n * k, (n + 1) * k), notDigit: nd ? nd[n] : null,
+    }));
   }
 }

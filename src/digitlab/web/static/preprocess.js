@@ -174,7 +174,7 @@ export function strokeWidths(img, quantiles) {
  * Thicken or thin strokes outside MNIST's range (`_adjust_stroke`); [image, width as drawn],
  * the width in output pixels.
  */
-function adjustStroke(work, c) {
+export function adjustStroke(work, c) {
   const side = Math.max(work.w, work.h);
   const [typical, thin] = strokeWidths(work, [0.5, 0.1]);
   const width = (typical * c.box) / side;
@@ -222,7 +222,7 @@ function morph(img, radius, grow) {
  * Scale the longer side to ``box`` and put the centre of mass at ``center`` (`_fit`): one
  * box-filter resample of the padded image, as Pillow's resize with a source box.
  */
-function fit(work, c) {
+export function fit(work, c) {
   const { data, w, h } = work;
   const scale = c.box / Math.max(h, w);
   let mass = 0;
@@ -380,7 +380,7 @@ export function drawStrokes(strokes, w, h, pen) {
   return img;
 }
 
-function point(img, w, h, x, y) {
+export function point(img, w, h, x, y) {
   if (x >= 0 && x < w && y >= 0 && y < h) img[y * w + x] = 255;
 }
 
@@ -398,7 +398,7 @@ const roundDownD = (f) => (f >= 0 ? Math.ceil(f - 0.5) : -Math.ceil(Math.abs(f) 
 const roundf = (f) => Math.sign(f) * Math.floor(Math.abs(f) + 0.5); // C roundf: half away from 0
 
 /** Draw.c's line8: Bresenham, without the last point (for pens of one pixel). */
-function thinLine(img, w, h, x0, y0, x1, y1) {
+export function thinLine(img, w, h, x0, y0, x1, y1) {
   let dx = Math.abs(x1 - x0);
   let dy = Math.abs(y1 - y0);
   const xs = x1 >= x0 ? 1 : -1;
@@ -434,7 +434,7 @@ function thinLine(img, w, h, x0, y0, x1, y1) {
 }
 
 /** Draw.c's ImagingDrawWideLine: the segment as a filled quadrilateral. */
-function wideLine(img, w, h, x0, y0, x1, y1, width) {
+export function wideLine(img, w, h, x0, y0, x1, y1, width) {
   const dx = x1 - x0;
   const dy = y1 - y0;
   if (dx === 0 && dy === 0) {
@@ -512,7 +512,7 @@ function fillPolygon(img, w, h, edges) {
 }
 
 /** Draw.c's ellipseNew, filled: spans from a Bresenham walk of the quarter ellipse. */
-function filledEllipse(img, w, h, x0, y0, x1, y1) {
+export function filledEllipse(img, w, h, x0, y0, x1, y1) {
   const a = x1 - x0;
   const b = y1 - y0;
   if (a < 0 || b < 0) return;

@@ -1,0 +1,967 @@
+// The number reader of `digitlab.read`, for drawings, in the browser: "7" and "2026" with one
+// call, with the same result as `Reader().read(strokes)` in Python.
+//
+//   const reading = await readDrawing(drawing, scoreBatchOf(model), settings);
+//   reading.text        // "2026"; "" when there is no ink; "?" for a part that is not a digit
+//   reading.digits      // [{box, digit, confidence, unsure, reasons, probabilities, image}]
+//   reading.confidence, reading.unsure, reading.reasons
+//   digitDrawing(drawing, reading.digits[1].box)   // the strokes of one digit ("Wrong?")
+//
+// `settings` is what the page already has (GET api/browser, settings.json): the card's
+// preprocessing constants, its classes and the trust rules. The segmentation's own constants
+// are READ_CONFIG below, `ReadConfig`'s defaults (tests/test_js_read_parity.py checks them
+// against Python's). The model is the caller's: `scoreBatch(images)` gets the 28 x 28 images
+// (Float32Array each) and answers [{probabilities, notDigit}] in order. The reader asks once
+// per segmentation for all its candidate digits, and once for the whole drawing read as one
+// digit (the Predictor's reading), when it needs that.
+//
+// The steps are read.py's (its docstring and docs/numbers.md say why each is so):
+//   1. the drawing rendered so the line is 64 px high (`_strokes_page`);
+//   2. pieces of ink, dust dropped, pieces overlapping in x merged (`_primitives`);
+//   3. wide pieces cut along straight lines at the writing's slant (`_cuts`), and, in a second
+//      segmentation, along drop-fall paths where those cross less ink (`_bend`);
+//   4. each plausible group of primitives made a 28 x 28 as `preprocess` makes one from ink;
+//   5. the best path by dynamic programming (`_two_best`), never splitting one digit
+//      (`_one_digit`).
+// Floating-point work follows numpy's order of operations where a tie could turn on the last
+// bit (pairwise sums, float32 percentiles, Pillow's resampling), so the cuts fall on the same
+// pixels as in Python.
+import {
+  adjustStroke, checkConfig, countBlobs, filledEllipse, fit, judge, preprocessStrokes, pyRound,
+  wideLine, thinLine, point,
+} from "./preprocess.js";
+
+const f32 = Math.fround;
+
+/** `ReadConfig`'s defaults (lengths in line heights H); read.py says what each one does. */
+export const READ_CONFIG = Object.freeze({
+  max_digits: 32,
+  max_pieces: 128,
+  max_primitives: 128,
+  max_group: 4,
+  merge_overlap: 0.5,
+  cut_width: 1.0,
+  min_digit_width: 0.15,
+  cut_every: 0.3,
+  cut_window: 0.08,
+  cut_slants: Object.freeze([0.0, -0.1, 0.1]),
+  cut_spacing: 0.15,
+  min_cut_side: 0.1,
+  cut_band: 0.0,
+  drop_fall: true,
+  drop_fall_images: false,
+  drop_band: 0.5,
+  max_width: 1.7,
+  max_gap: 0.35,
+  speck_fraction: 0.02,
+  noise_fraction: 0.005,
+  line_height: 64,
+  max_side: 4096,
+  digit_cost: 0.5,
+  not_digit_weight: 8.0,
+  wide_weight: 4.0,
+  wide_from: 1.1,
+  short_weight: 6.0,
+  short_from: 0.6,
+  gap_weight: 6.0,
+  cut_cost: 1.0,
+  apart_weight: 3.0,
+  unclear_margin: 1.0,
+  one_narrow: 0.6,
+  one_aspect: 1.0,
+  one_max_aspect: 2.5,
+  one_fragment: 0.6,
+  one_confidence: 0.9,
+  one_margin: 0.9,
+});
+
+/** A drawing holding more digits (or pieces of ink) than a reading allows. */
+export class TooManyDigits extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "TooManyDigits";
+  }
+}
+
+// ------------------------------------------------------------------ the entry points
+
+/**
+ * Read the digit or number in a drawing {strokes, width, height, pen} (canvas pixels).
+ * ``scoreBatch(images)`` runs the model; ``settings`` holds `preprocessing`, `trust` and
+ * `card.classes` (the page's settings). Resolves to the shape of `Reading.to_dict()` (values
+ * not rounded), each digit with the 28 x 28 `image` the model saw. Throws `TooManyDigits`
+ * beyond `max_digits` digits, an Error for more points than the preprocessing allows.
+ */
+export async function readDrawing(drawing, scoreBatch, settings, config = READ_CONFIG) {
+  const pconf = checkConfig(settings.preprocessing);
+  const d = asStrokes(drawing, pconf);
+  const reader = new Reader(d, scoreBatch, settings, config);
+  const page = strokesPage(d, config);
+  if (page === null) return reader.one();
+  const prims = primitives(page, { ...config, drop_fall: false });
+  if (prims === null) return reader.one();
+  const cache = new Map();
+  let found = await reader.paths(page, prims, cache);
+  let best = prims;
+  if (config.drop_fall && new Set(prims.units).size < prims.units.length) { // a piece was cut
+    // The other segmentation: cuts that follow drop-fall paths where those cross less ink;
+    // the classifier chooses (the better best path).
+    const other = primitives(page, config);
+    if (other !== null && !sameLabels(other.labels, prims.labels)) {
+      const alt = await reader.paths(page, other, cache);
+      if (alt.paths[0][0] > found.paths[0][0]) [best, found] = [other, alt];
+    }
+  }
+  return reader.bestPath(best, found);
+}
+
+/**
+ * The strokes of a drawing that make up the digit read in ``box`` (`read.digit_drawing`):
+ * those with at least half their points in the box grown by the pen's radius.
+ */
+export function digitDrawing(drawing, box) {
+  const d = asStrokes(drawing);
+  const r = d.pen / 2;
+  const [x0, y0, x1, y1] = [box[0] - r, box[1] - r, box[2] + r, box[3] + r];
+  const inside = ([x, y]) => x0 <= x && x <= x1 && y0 <= y && y <= y1;
+  const strokes = d.strokes.filter((s) => 2 * s.filter(inside).length >= s.length);
+  return { ...drawing, strokes, pen: d.pen };
+}
+
+/** A ``scoreBatch`` for `BrowserModel` (model.js): the whole list in one run. */
+export function scoreBatchOf(model) {
+  return (images) => (images.length ? model.scoresMany(images) : Promise.resolve([]));
+}
+
+/** A drawing as `Drawing.digit()` makes it: empty strokes dropped, points [x, y], pen 1. */
+function asStrokes(drawing, pconf) {
+  const strokes = (drawing.strokes ?? []).filter((s) => s.length > 0)
+    .map((s) => s.map((p) => [p[0], p[1]]));
+  let count = 0;
+  for (const s of strokes) count += s.length;
+  if (pconf && count > pconf.max_points) {
+    throw new Error(`drawing: more than ${pconf.max_points} points`);
+  }
+  return { strokes, width: drawing.width, height: drawing.height, pen: drawing.pen ?? 1 };
+}
+
+function sameLabels(a, b) {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// ------------------------------------------------------------------ the reader
+
+/** One reading: the drawing, the model, the settings; `Reader` in read.py. */
+class Reader {
+  constructor(drawing, scoreBatch, settings, config) {
+    this.drawing = drawing;
+    this.scoreBatch = scoreBatch;
+    this.pconf = settings.preprocessing;
+    this.classes = settings.card.classes;
+    this.trust = settings.trust;
+    this.config = config;
+    this.whole = null; // the Predictor's reading of the whole drawing, made once
+  }
+
+  /** The Predictor's one digit for the whole drawing (`Predictor.predict`). */
+  async predictWhole() {
+    if (this.whole === null) {
+      const norm = preprocessStrokes(this.drawing, this.pconf);
+      const scores = norm.image === null ? null : (await this.scoreBatch([norm.image]))[0];
+      this.whole = { norm, answer: judge(norm, scores, this.classes, this.trust) };
+    }
+    return this.whole;
+  }
+
+  /** The whole drawing as one digit (`Reader._one`): exactly the Predictor's reading. */
+  async one() {
+    const { norm, answer } = await this.predictWhole();
+    if (norm.image === null) {
+      return { text: "", digits: [], confidence: 0, unsure: true, reasons: answer.reasons };
+    }
+    return reading([digitOf(norm.inkBox ?? [0, 0, 0, 0], answer, norm.image)], []);
+  }
+
+  /** The best paths (`twoBest`), the groups tried and their 28 x 28s (`Reader._paths`). */
+  async paths(page, prims, cache) {
+    const cfg = this.config;
+    const n = prims.units.length;
+    const groups = [];
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j <= Math.min(n, i + cfg.max_group); j++) {
+        if (j === i + 1 || plausible(prims, i, j, cfg)) groups.push([i, j]);
+      }
+    }
+    // A group's 28 x 28 and scores depend only on its pixels: a second segmentation of the
+    // same page reuses those of the groups it shares.
+    const keys = groups.map(([i, j]) => groupKey(prims, i, j));
+    const todo = [...new Set(keys.filter((k) => !cache.has(k)))];
+    const fresh = new Map(todo.map((k) => {
+      const [i, j] = groups[keys.indexOf(k)];
+      return [k, normalizedGroup(page, prims, i, j, this.pconf)];
+    }));
+    const inked = todo.filter((k) => fresh.get(k).image !== null);
+    const scores = inked.length ? await this.scoreBatch(inked.map((k) => fresh.get(k).image)) : [];
+    inked.forEach((k, m) => cache.set(k, { norm: fresh.get(k), scores: scores[m] }));
+    for (const k of todo) if (!cache.has(k)) cache.set(k, { norm: fresh.get(k), scores: null });
+    const threshold = this.trust.not_digit ?? null;
+    const score = new Map();
+    const norms = [];
+    groups.forEach(([i, j], g) => {
+      const { norm, scores: s } = cache.get(keys[g]);
+      norms.push(norm);
+      score.set(i * (n + 1) + j, s === null ? -1e9 : groupScore(prims, i, j, s, threshold, cfg));
+    });
+    return { paths: twoBest(n, score, cfg.max_group), groups, norms, scores: cache, keys };
+  }
+
+  /** The reading of the best path (`Reader._best_path`). */
+  async bestPath(prims, found) {
+    const cfg = this.config;
+    const [total, best] = found.paths[0];
+    if (best.length > cfg.max_digits) {
+      throw new TooManyDigits(
+        `more than ${cfg.max_digits} digits in the picture (${best.length} found); ` +
+        `read at most ${cfg.max_digits} at a time`);
+    }
+    if (best.length === 1) return this.one();
+    const one = await this.oneDigit(prims, total, best);
+    if (one !== null) return one;
+    const reasons = [];
+    if (found.paths.length > 1 && total - found.paths[1][0] < cfg.unclear_margin) {
+      reasons.push("unclear split");
+    }
+    const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
+    const digits = best.map(([i, j]) => {
+      const g = at.get(`${i},${j}`);
+      const norm = { ...found.norms[g] };
+      norm.nBlobs = countBlobs(norm.image, this.pconf); // counted for the kept digits only
+      // The scores the group got in its batch: the Predictor runs the same image again.
+      const { scores } = found.scores.get(found.keys[g]);
+      return digitOf(norm.inkBox, judge(norm, scores, this.classes, this.trust), norm.image);
+    });
+    return reading(digits, reasons);
+  }
+
+  /**
+   * The whole drawing as the Predictor's one digit, unless the best path of several digits
+   * (``path``, scoring ``total``) is decisively better (`Reader._one_digit`).
+   */
+  async oneDigit(prims, total, path) {
+    const cfg = this.config;
+    const [x0, y0, x1, y1] = spanOf(prims.boxes, 0, prims.boxes.length);
+    const [w, h] = [x1 - x0, y1 - y0];
+    if (w > cfg.one_max_aspect * h) return null;
+    let tall = Infinity;
+    for (const [i, j] of path) {
+      const b = spanOf(prims.boxes, i, j);
+      tall = Math.min(tall, b[3] - b[1]);
+    }
+    const fragment = tall < cfg.one_fragment * h;
+    const { answer } = await this.predictWhole();
+    const sure = answer.confidence >= cfg.one_confidence;
+    if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
+      if (!(sure || fragment)) return null;
+      const wide = w > cfg.one_aspect * h;
+      if (wide || (answer.digit === null && !fragment)) { // wide, or surely no digit
+        const one = Math.log(Math.max(answer.confidence, 1e-9)) - cfg.digit_cost;
+        if (total >= one - cfg.one_margin * (path.length - 1)) return null;
+      }
+    }
+    return this.one();
+  }
+}
+
+/** One digit of a reading: `DigitReading.to_dict()`, with the image the model saw. */
+function digitOf(box, answer, image) {
+  return { box: [...box], ...answer, image };
+}
+
+/** `_reading` and `Reading.to_dict()`: a one-digit reading carries the digit's fields too. */
+function reading(digits, reasons) {
+  const text = digits.map((d) => (d.digit === null ? "?" : String(d.digit))).join("");
+  const confidence = digits.length ? digits.reduce((p, d) => p * d.confidence, 1) : 0;
+  const why = [...new Set([...digits.flatMap((d) => d.reasons), ...reasons])];
+  const unsure = digits.some((d) => d.unsure) || reasons.length > 0 || digits.length === 0;
+  const out = {};
+  if (digits.length === 1) {
+    const { box, ...fields } = digits[0];
+    Object.assign(out, fields);
+  }
+  return Object.assign(out, { text, digits, confidence, unsure, reasons: why });
+}
+
+/**
+ * The best path through primitives 0..n, and the best one with another number of digits
+ * when there is one (`_two_best`): [[total, [[i, j], ...]], ...]. ``score`` maps
+ * i * (n + 1) + j to group i..j-1's score.
+ */
+function twoBest(n, score, maxGroup) {
+  // best[j]: digits -> [total, back pointer], in the order found (Python's dict order)
+  const best = [new Map([[0, [0.0, -1]]])];
+  for (let j = 1; j <= n; j++) {
+    const here = new Map();
+    for (let i = Math.max(0, j - maxGroup); i < j; i++) {
+      const s = score.get(i * (n + 1) + j);
+      if (s === undefined || s <= -1e8) continue;
+      for (const [length, [total]] of best[i]) {
+        const t = total + s;
+        const old = here.get(length + 1);
+        if (old === undefined || t > old[0]) here.set(length + 1, [t, i]);
+      }
+    }
+    best.push(here);
+  }
+  if (best[n].size === 0) { // nothing could be read: one primitive at a time, however bad
+    return [[-1e9, Array.from({ length: n }, (_, i) => [i, i + 1])]];
+  }
+  const ranked = [...best[n]].sort((a, b) => b[1][0] - a[1][0]).slice(0, 2);
+  return ranked.map(([length, [total]]) => {
+    const path = [];
+    for (let j = n, k = length; j > 0; k--) {
+      const i = best[j].get(k)[1];
+      path.push([i, j]);
+      j = i;
+    }
+    return [total, path.reverse()];
+  });
+}
+
+// ------------------------------------------------------------------ the page
+
+/**
+ * The drawing rendered so the line is `line_height` pixels high (`_strokes_page`), with the
+ * writer's pen, at most MNIST's: {ink (Float32Array, 0 = paper), w, h, scale}, where a page
+ * pixel x is x * scale[0] + scale[2] on the canvas. Null when there are no points.
+ */
+function strokesPage(drawing, cfg) {
+  const pts = drawing.strokes.flat();
+  if (pts.length === 0) return null;
+  let [lox, loy, hix, hiy] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const [x, y] of pts) {
+    lox = Math.min(lox, x); loy = Math.min(loy, y);
+    hix = Math.max(hix, x); hiy = Math.max(hiy, y);
+  }
+  const [ex, ey] = [Math.max(hix - lox, 1e-6), Math.max(hiy - loy, 1e-6)];
+  const mnistPen = cfg.line_height / 8; // MNIST's stroke: 2.5 px of a 20-px digit
+  let scale = Math.min((cfg.line_height - mnistPen) / ey, (cfg.max_side - mnistPen) / ex);
+  if (Math.max(ex, ey) <= 1e-6) scale = 1.0; // a dot
+  // The pen the writer saw (digits that did not touch on the canvas do not touch here).
+  const pen = Math.min(Math.max(drawing.pen * scale, 2.0), mnistPen);
+  const w = Math.ceil((hix - lox) * scale + pen) + 2;
+  const h = Math.ceil((hiy - loy) * scale + pen) + 2;
+  const off = pen / 2 + 1;
+  const placed = drawing.strokes.map((s) =>
+    s.map(([x, y]) => [(x - lox) * scale + off, (y - loy) * scale + off]));
+  const img = drawPage(placed, w, h, pen);
+  const ink = new Float32Array(w * h);
+  for (let i = 0; i < img.length; i++) ink[i] = img[i] / 255;
+  const k = 1 / scale;
+  return { ink, w, h, scale: [k, k, lox - off * k, loy - off * k] };
+}
+
+/**
+ * `_draw`: every stroke's lines, then a round cap once per distinct point (to a quarter
+ * pixel), however many strokes meet there. Pillow's pen, from preprocess.js.
+ */
+function drawPage(strokes, w, h, pen) {
+  const img = new Uint8Array(w * h);
+  const r = pen / 2;
+  const width = pyRound(pen);
+  for (const s of strokes) {
+    if (s.length < 2 || width === 0) continue;
+    for (let i = 0; i + 1 < s.length; i++) {
+      const line = width <= 1 ? thinLine : wideLine;
+      line(img, w, h, Math.trunc(s[i][0]), Math.trunc(s[i][1]),
+        Math.trunc(s[i + 1][0]), Math.trunc(s[i + 1][1]), width);
+    }
+    const last = s[s.length - 1];
+    if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]));
+  }
+  const caps = new Set();
+  for (const s of strokes) {
+    for (const [x, y] of s) caps.add(`${pyRound(x * 4) / 4},${pyRound(y * 4) / 4}`);
+  }
+  for (const cap of caps) {
+    const [x, y] = cap.split(",").map(Number);
+    filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
+      Math.trunc(x + r), Math.trunc(y + r));
+  }
+  return img;
+}
+
+/**
+ * The writing's slant k (`estimate_slant`): upright strokes run x = x0 + k (y - y0), from the
+ * gradients of the lightly blurred ink where strokes run within 45 degrees of upright.
+ */
+function estimateSlant(ink, w, h, maxSlant = 0.5) {
+  const pw = w + 2;
+  const padded = new Float64Array(pw * (h + 2));
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) padded[(y + 1) * pw + x + 1] = ink[y * w + x];
+  const f = new Float64Array(w * h); // the 3 x 3 sums, added in numpy's order
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let s = 0;
+      for (let dy = 0; dy < 3; dy++) for (let dx = 0; dx < 3; dx++) s += padded[(y + dy) * pw + x + dx];
+      f[y * w + x] = s;
+    }
+  }
+  const xx = [];
+  const xy = [];
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const gx = x > 0 && x < w - 1 ? f[y * w + x + 1] - f[y * w + x - 1] : 0;
+      const gy = y > 0 && y < h - 1 ? f[(y + 1) * w + x] - f[(y - 1) * w + x] : 0;
+      if (Math.abs(gy) < Math.abs(gx)) { xx.push(gx * gx); xy.push(gx * gy); }
+    }
+  }
+  const sxx = pairwiseSum(xx, 0, xx.length);
+  if (sxx <= 1e-9) return 0.0;
+  return Math.min(Math.max(-pairwiseSum(xy, 0, xy.length) / sxx, -maxSlant), maxSlant);
+}
+
+/** numpy's sum of float64 values a[at..at+n): pairwise, eight running sums per block. */
+function pairwiseSum(a, at, n) {
+  if (n < 8) {
+    let res = -0.0;
+    for (let i = 0; i < n; i++) res += a[at + i];
+    return res;
+  }
+  if (n <= 128) {
+    const r = a.slice(at, at + 8);
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[at + i + j];
+    let res = (r[0] + r[1] + (r[2] + r[3])) + (r[4] + r[5] + (r[6] + r[7]));
+    for (; i < n; i++) res += a[at + i];
+    return res;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return pairwiseSum(a, at, n2) + pairwiseSum(a, at + n2, n - n2);
+}
+
+// ------------------------------------------------------------------ pieces
+
+/**
+ * Connected components (8-neighbour) of the pixels where ``on(i)``: labels 1..n numbered in
+ * the order of their first pixel, row by row (as `digitlab.ink.label`), 0 elsewhere.
+ */
+function label(on, w, h) {
+  const labels = new Int32Array(w * h);
+  let n = 0;
+  const stack = [];
+  for (let start = 0; start < w * h; start++) {
+    if (!on(start) || labels[start]) continue;
+    labels[start] = ++n;
+    stack.push(start);
+    while (stack.length) {
+      const i = stack.pop();
+      const y = Math.floor(i / w);
+      const x = i - y * w;
+      for (let ny = Math.max(y - 1, 0); ny <= Math.min(y + 1, h - 1); ny++) {
+        for (let nx = Math.max(x - 1, 0); nx <= Math.min(x + 1, w - 1); nx++) {
+          const j = ny * w + nx;
+          if (!labels[j] && on(j)) { labels[j] = n; stack.push(j); }
+        }
+      }
+    }
+  }
+  return { labels, n };
+}
+
+/** Per label 1..n: its box [x0, y0, x1, y1] and its ink mass, summed row by row (`_boxes`). */
+function boxesOf(labels, n, ink, w, h) {
+  const boxes = Array.from({ length: n }, () => [Infinity, Infinity, -Infinity, -Infinity]);
+  const mass = new Float64Array(n);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const l = labels[y * w + x];
+      if (!l) continue;
+      const b = boxes[l - 1];
+      b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y);
+      b[2] = Math.max(b[2], x + 1); b[3] = Math.max(b[3], y + 1);
+      mass[l - 1] += ink[y * w + x];
+    }
+  }
+  return { boxes, mass };
+}
+
+/**
+ * Unit numbers 1.. per piece (0 for dust): pieces overlapping in x by ``overlap`` of the
+ * narrower one's width are one unit, transitively (`_merge`); units numbered in piece order.
+ */
+function merge(boxes, keep, overlap) {
+  const idx = [];
+  keep.forEach((k, i) => { if (k) idx.push(i); });
+  const parent = idx.map((_, i) => i);
+  const find = (i) => {
+    while (parent[i] !== i) { parent[i] = parent[parent[i]]; i = parent[i]; }
+    return i;
+  };
+  for (let a = 0; a < idx.length; a++) {
+    const [ba, wa] = [boxes[idx[a]], boxes[idx[a]][2] - boxes[idx[a]][0]];
+    for (let c = a + 1; c < idx.length; c++) {
+      const bc = boxes[idx[c]];
+      const inter = Math.min(ba[2], bc[2]) - Math.max(ba[0], bc[0]);
+      if (inter >= overlap * Math.min(wa, bc[2] - bc[0])) parent[find(a)] = find(c);
+    }
+  }
+  const ids = new Map();
+  const out = new Int32Array(boxes.length);
+  idx.forEach((piece, i) => {
+    const root = find(i);
+    if (!ids.has(root)) ids.set(root, ids.size + 1);
+    out[piece] = ids.get(root);
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------ primitives
+
+/**
+ * The page's primitive segments in reading order (`_primitives`): {labels (each pixel's
+ * primitive + 1, 0: paper or dust), units (per primitive, its piece of ink), boxes, height};
+ * null when the page holds a single piece too small to cut.
+ */
+function primitives(page, cfg) {
+  const { ink, w, h } = page;
+  const found = label((i) => ink[i] > 0, w, h);
+  if (found.n === 0) return null;
+  const { boxes, mass } = boxesOf(found.labels, found.n, ink, w, h);
+  const heaviest = Math.max(...mass);
+  const keep = Array.from(mass, (m) => m >= cfg.speck_fraction * heaviest);
+  const kept = keep.filter(Boolean).length;
+  if (kept > 4 * cfg.max_pieces) { // before the quadratic merge: bounded work
+    throw new TooManyDigits(`${kept} separate pieces of ink: too many to read as a number of ` +
+      `at most ${cfg.max_digits} digits`);
+  }
+  const units = merge(boxes, keep, cfg.merge_overlap); // piece -> unit (0: dust)
+  const nUnits = Math.max(0, ...units);
+  if (nUnits > cfg.max_pieces) {
+    throw new TooManyDigits(`${nUnits} separate pieces of ink: too many to read as a number ` +
+      `of at most ${cfg.max_digits} digits`);
+  }
+  const labels = found.labels.map((l) => (l ? units[l - 1] : 0));
+  const ub = Array.from({ length: nUnits }, () => [Infinity, Infinity, -Infinity, -Infinity]);
+  const umass = new Float64Array(nUnits);
+  units.forEach((u, p) => {
+    if (!u) return;
+    const [b, m] = [ub[u - 1], boxes[p]];
+    [b[0], b[1], b[2], b[3]] = [Math.min(b[0], m[0]), Math.min(b[1], m[1]),
+      Math.max(b[2], m[2]), Math.max(b[3], m[3])];
+    umass[u - 1] += mass[p];
+  });
+  const most = Math.max(...umass);
+  const height = median(ub.filter((_, u) => umass[u] >= 0.25 * most).map((b) => b[3] - b[1]));
+  const wide = ub.some((b) => b[2] - b[0] > cfg.cut_width * height);
+  const slant = wide ? estimateSlant(ink, w, h) : 0.0; // the writing's: cut lines follow it
+  const plabels = new Int32Array(w * h);
+  const punits = [];
+  const order = ub.map((b, u) => u).sort((a, b) => (ub[a][0] + ub[a][2]) - (ub[b][0] + ub[b][2]));
+  for (const u of order) {
+    const parts = cutUnit(labels, w, ub[u], u + 1, height, slant, cfg);
+    for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
+    for (let k = 0; k < parts.count; k++) punits.push(u + 1);
+    if (punits.length > cfg.max_primitives) {
+      throw new TooManyDigits(`too much ink to read as a number of at most ${cfg.max_digits} digits`);
+    }
+  }
+  if (punits.length === 1) return null;
+  return { labels: plabels, w, units: punits,
+    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height };
+}
+
+/**
+ * One unit's pixels split by its cuts: {pixels: [[page index, part]], count}, parts numbered
+ * left to right, empty ones dropped. Units no wider than `cut_width` H are one part.
+ */
+function cutUnit(labels, w, box, unit, height, slant, cfg) {
+  const [x0, y0, x1, y1] = box;
+  const ys = [];
+  const xs = [];
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) if (labels[y * w + x] === unit) { ys.push(y - y0); xs.push(x - x0); }
+  }
+  const part = new Int32Array(ys.length);
+  if (x1 - x0 > cfg.cut_width * height) {
+    const size = [x1 - x0, y1 - y0];
+    const lines = cuts(ys, xs, size, height, slant, cfg);
+    for (const path of bend(ys, xs, size, lines, height, cfg)) {
+      for (let p = 0; p < ys.length; p++) part[p] += xs[p] >= path[ys[p]] ? 1 : 0; // right of it
+    }
+  }
+  const used = [...new Set(part)].sort((a, b) => a - b);
+  const index = new Map(used.map((v, k) => [v, k]));
+  const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, index.get(part[p])]);
+  return { pixels, count: used.length };
+}
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Straight lines to cut a wide piece along (`_cuts`): [c, k, ymid], the line
+ * x = c + k (y - ymid), each where it crosses the least ink near it, at the writing's slant
+ * or `cut_slants` either side, never crossing another in the piece nor leaving a sliver.
+ */
+function cuts(ys, xs, [w, h], height, slant, cfg) {
+  const ymid = (h - 1) / 2;
+  const slants = [...new Set([0.0, ...cfg.cut_slants.map((s) => slant + s)])]
+    .sort((a, b) => a - b)
+    .sort((a, b) => Math.abs(a - slant) - Math.abs(b - slant)); // ties: the writing's
+  const pad = Math.ceil((Math.max(...slants.map(Math.abs)) * h) / 2) + 1;
+  const k = Math.max(1, pyRound(0.04 * height));
+  const margin = Math.max(1, pyRound(cfg.min_digit_width * height));
+  const cols = w + 2 * pad;
+  const leastSide = cfg.min_cut_side * height * height; // pixels of ink either side of a line
+  const profiles = slants.map((t) => sheared(ys, xs, t, ymid, pad, cols, k, margin, leastSide));
+  const which = new Int32Array(cols); // per column the slant crossing the least: ties, the first
+  const least = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) {
+    for (let m = 1; m < slants.length; m++) if (profiles[m][c] < profiles[which[c]][c]) which[c] = m;
+    least[c] = profiles[which[c]][c];
+  }
+  const win = Math.max(1, pyRound(cfg.cut_window * height));
+  const spacing = Math.max(1, pyRound(cfg.cut_spacing * height));
+  const minima = [];
+  for (let c = 0; c < cols; c++) {
+    if (!Number.isFinite(least[c])) continue;
+    let low = Infinity;
+    for (let d = Math.max(0, c - win); d < Math.min(cols, c + win + 1); d++) low = Math.min(low, least[d]);
+    if (least[c] <= low + 1e-9) minima.push(c);
+  }
+  const most = Math.max(1, Math.ceil(w / (cfg.cut_every * height)) - 1);
+  const ends = [-ymid, h - 1 - ymid];
+  const apart = (c, d) => { // the lines through c and d do not cross in the piece
+    const sign = Math.sign(c - d);
+    return Math.abs(c - d) >= spacing && ends.every((e) =>
+      ((c - d) + (slants[which[c]] - slants[which[d]]) * e) * sign >= spacing / 2);
+  };
+  const chosen = [];
+  for (const c of minima.sort((a, b) => least[a] - least[b])) {
+    if (chosen.every((d) => apart(c, d))) chosen.push(c);
+    if (chosen.length === most) break;
+  }
+  return chosen.sort((a, b) => a - b).map((c) => [c - pad, slants[which[c]], ymid]);
+}
+
+/**
+ * The ink per column of the piece sheared by slant ``t``, smoothed over 2k + 1 columns, where
+ * a cut may go (Infinity elsewhere): not within ``margin`` of the ends, not leaving less than
+ * ``leastSide`` of ink on either side.
+ */
+function sheared(ys, xs, t, ymid, pad, cols, k, margin, leastSide) {
+  const raw = new Float64Array(cols);
+  let [lo, hi] = [Infinity, -Infinity];
+  for (let p = 0; p < ys.length; p++) {
+    const x = pyRound(xs[p] - t * (ys[p] - ymid)) + pad;
+    if (x < cols) raw[x] += 1;
+    lo = Math.min(lo, x); hi = Math.max(hi, x);
+  }
+  [lo, hi] = [lo + margin, hi + 1 - margin];
+  // numpy's convolve: inside, the products summed left to right (its small-kernel loop);
+  // the first and last k columns are never a cut (within `margin` of the ends).
+  const kernel = 1 / (2 * k + 1);
+  const profile = new Float64Array(cols).fill(Infinity);
+  let left = 0; // ink left of the column
+  for (let c = 0; c < cols; c++) {
+    if (c >= lo && c < Math.max(lo, hi) && left >= leastSide && ys.length - left >= leastSide) {
+      let s = 0;
+      for (let d = Math.max(0, c - k); d <= Math.min(cols - 1, c + k); d++) s += raw[d] * kernel;
+      profile[c] = s;
+    }
+    left += raw[c];
+  }
+  return profile;
+}
+
+/**
+ * Each straight cut line as a path, the column it runs along per row (`_bend`): the line
+ * itself, or, with `drop_fall`, a drop-fall path from the top or the bottom where that
+ * crosses less ink and stays within `drop_band` H of the line; each path at least a pixel
+ * right of the previous one.
+ */
+function bend(ys, xs, [w, h], lines, height, cfg) {
+  if (cfg.cut_band > 0) throw new Error("read.js: cut_band (contour-valley cuts) is not ported");
+  const ink = new Uint8Array(h * w);
+  for (let p = 0; p < ys.length; p++) ink[ys[p] * w + xs[p]] = 1;
+  const crossing = (path) => { // ink pixels the path runs along; off the piece, none
+    let n = 0;
+    for (let y = 0; y < h; y++) if (path[y] >= 0 && path[y] < w) n += ink[y * w + path[y]];
+    return n;
+  };
+  const out = [];
+  for (const [c, k, ymid] of lines) {
+    const line = Float64Array.from({ length: h }, (_, y) => c + k * (y - ymid));
+    let path = Int32Array.from(line, Math.ceil);
+    if (cfg.drop_fall) {
+      const bound = cfg.drop_band * height;
+      let crossed = crossing(path);
+      const up = line.slice().reverse();
+      const falls = [dropFall((x, y) => ink[y * w + x], w, h, line),
+        dropFall((x, y) => ink[(h - 1 - y) * w + x], w, h, up).reverse()];
+      for (const fall of falls) {
+        let far = 0;
+        for (let y = 0; y < h; y++) far = Math.max(far, Math.abs(fall[y] - line[y]));
+        if (far > bound) continue;
+        const n = crossing(fall);
+        if (n < crossed) [path, crossed] = [fall, n];
+      }
+    }
+    if (out.length) {
+      const prev = out[out.length - 1];
+      path = path.map((x, y) => Math.max(x, prev[y] + 1));
+    }
+    out.push(path);
+  }
+  return out;
+}
+
+/**
+ * A ball dropped from the top of the piece where the cut line starts, rolling down through
+ * paper (down, down-left, down-right, then up to 4 px sideways), cutting through ink only when
+ * stuck (`_drop_fall`): per row, the column the cut runs along. ``inked(x, y)``: the piece.
+ */
+function dropFall(inked, w, h, line) {
+  let x = Math.min(Math.max(Math.ceil(line[0]), 0), w - 1);
+  const path = new Int32Array(h);
+  const free = (xx, y) => !inked(xx, y);
+  for (let y = 0; y < h; y++) {
+    path[y] = x;
+    if (y === h - 1) break;
+    const below = (xx) => free(xx, y + 1);
+    if (below(x)) continue;
+    if (x > 0 && below(x - 1)) {
+      x -= 1;
+    } else if (x < w - 1 && below(x + 1)) {
+      x += 1;
+    } else { // sideways along this row's paper, at most a few pixels, then through
+      for (let d = 2; d < 5; d++) {
+        if (x - d >= 0 && below(x - d) && clear(free, x - d, x, y)) { x -= d; break; }
+        if (x + d < w && below(x + d) && clear(free, x + 1, x + d + 1, y)) { x += d; break; }
+      }
+    }
+  }
+  return path;
+}
+
+/** Paper all along row y from column a up to (not including) b. */
+function clear(free, a, b, y) {
+  for (let x = a; x < b; x++) if (!free(x, y)) return false;
+  return true;
+}
+
+// ------------------------------------------------------------------ groups of primitives
+
+/** The box [x0, y0, x1, y1] of primitives i..j-1's boxes. */
+function spanOf(boxes, i, j) {
+  const out = [Infinity, Infinity, -Infinity, -Infinity];
+  for (let k = i; k < j; k++) {
+    const b = boxes[k];
+    out[0] = Math.min(out[0], b[0]); out[1] = Math.min(out[1], b[1]);
+    out[2] = Math.max(out[2], b[2]); out[3] = Math.max(out[3], b[3]);
+  }
+  return out;
+}
+
+/** Primitives i..j-1 might be one digit: not too wide, no wide gap inside (`plausible`). */
+function plausible(prims, i, j, cfg) {
+  const [x0, , x1] = spanOf(prims.boxes, i, j);
+  if (x1 - x0 > cfg.max_width * prims.height) return false;
+  return gapOf(prims, i, j) <= cfg.max_gap * prims.height;
+}
+
+/** The widest gap in x between primitives i..j-1 (`_gap`). */
+function gapOf(prims, i, j) {
+  const b = prims.boxes.slice(i, j).sort((p, q) => p[0] - q[0]); // stable: numpy's argsort here
+  let [reach, gap] = [b[0][2], 0.0];
+  for (const box of b.slice(1)) {
+    gap = Math.max(gap, box[0] - reach);
+    reach = Math.max(reach, box[2]);
+  }
+  return gap;
+}
+
+/** How good a digit primitives i..j-1 make: a log probability, penalised (`score`). */
+function groupScore(prims, i, j, scores, threshold, cfg) {
+  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+  const [w, h] = [x1 - x0, y1 - y0];
+  let s = Math.log(Math.max(Math.max(...scores.probabilities), 1e-9)) - cfg.digit_cost;
+  const nd = scores.notDigit;
+  if (nd != null && threshold != null) s -= cfg.not_digit_weight * Math.max(0.0, nd - threshold);
+  s -= cfg.wide_weight * Math.max(0.0, w / Math.max(h, 1) - cfg.wide_from);
+  s -= cfg.short_weight * Math.max(0.0, cfg.short_from - h / prims.height);
+  s -= (cfg.gap_weight * Math.max(0.0, gapOf(prims, i, j))) / prims.height;
+  const { units } = prims;
+  for (const [a, b] of [[i - 1, i], [j - 1, j]]) { // each cut through ink, half each side
+    if (a >= 0 && b < units.length && units[a] === units[b]) s -= cfg.cut_cost / 2;
+  }
+  if (new Set(units.slice(i, j)).size > 1) { // separate pieces: likely separate digits
+    s -= cfg.apart_weight * (1 - overlapOf(prims, i, j));
+  }
+  return s;
+}
+
+/**
+ * The least x-overlap of neighbouring units in primitives i..j-1, as a share of the
+ * narrower (0: side by side) (`_overlap`).
+ */
+function overlapOf(prims, i, j) {
+  const spans = new Map();
+  for (let k = i; k < j; k++) {
+    const b = prims.boxes[k];
+    const [lo, hi] = spans.get(prims.units[k]) ?? [b[0], b[2]];
+    spans.set(prims.units[k], [Math.min(lo, b[0]), Math.max(hi, b[2])]);
+  }
+  const s = [...spans.values()].sort((p, q) => p[0] - q[0] || p[1] - q[1]);
+  let least = 1.0;
+  for (let m = 1; m < s.length; m++) {
+    const [[a0, a1], [b0, b1]] = [s[m - 1], s[m]];
+    const shared = Math.max(0.0, Math.min(a1, b1) - Math.max(a0, b0));
+    least = Math.min(least, shared / Math.max(Math.min(a1 - a0, b1 - b0), 1));
+  }
+  return least;
+}
+
+/** Primitives i..j-1's pixels, as a string: their box and mask (`_group_key`). */
+function groupKey(prims, i, j) {
+  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+  const { w } = prims;
+  const bits = [];
+  for (let y = y0; y < y1; y++) {
+    let word = "";
+    for (let x = x0; x < x1; x++) {
+      const l = prims.labels[y * w + x];
+      word += l > i && l <= j ? "1" : "0";
+    }
+    bits.push(word);
+  }
+  return `${x0},${y0},${x1},${y1}:${bits.join("")}`;
+}
+
+/**
+ * Primitives i..j-1 as `preprocess` makes a digit of ink (`_normalized`): crop, stroke, box,
+ * centre; with the diagnostics the trust rules read (blobs counted later, if kept).
+ */
+function normalizedGroup(page, prims, i, j, pconf) {
+  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+  const none = { image: null, inkBox: null, nBlobs: 0, aspect: 0, strokeWidth: 0, inkSize: 0 };
+  if (x1 <= x0 || y1 <= y0) return none;
+  const [cw, ch] = [x1 - x0, y1 - y0];
+  const crop = new Float32Array(cw * ch);
+  let any = false;
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      const at = (y + y0) * page.w + x + x0;
+      const l = prims.labels[at];
+      if (l > i && l <= j) { crop[y * cw + x] = page.ink[at]; any ||= page.ink[at] !== 0; }
+    }
+  }
+  if (!any) return none;
+  const [fx, fy, ox, oy] = page.scale;
+  const inkBox = [Math.floor(x0 * fx + ox), Math.floor(y0 * fy + oy),
+    Math.ceil(x1 * fx + ox), Math.ceil(y1 * fy + oy)];
+  const [work, strokeWidth] = adjustStroke(toWork({ data: crop, w: cw, h: ch }, pconf), pconf);
+  const [left, top, right, bottom] = inkBox;
+  return {
+    image: fit(work, pconf),
+    inkBox,
+    nBlobs: 0,
+    aspect: (right - left) / Math.max(bottom - top, 1),
+    strokeWidth,
+    inkSize: Math.max(right - left, bottom - top),
+  };
+}
+
+/**
+ * The crop resampled so its longer side is `work_side` (`_to_work`): Pillow's box filter
+ * down, bilinear up, then the contrast stretched so the strongest ink (99th percentile) is 1.
+ */
+function toWork(crop, pconf) {
+  const k = pconf.work_side / Math.max(crop.h, crop.w);
+  const [w, h] = [Math.max(1, pyRound(crop.w * k)), Math.max(1, pyRound(crop.h * k))];
+  const work = resize(crop, w, h, k < 1 ? boxFilter : bilinearFilter);
+  const inked = work.data.filter((v) => v > 0).sort();
+  const peak = inked.length ? percentile99(inked) : 1.0;
+  if (!(peak > 0 && peak < 1)) return work;
+  const data = work.data.map((v) => Math.min(Math.max(f32(v / peak), 0), 1));
+  return { data, w, h };
+}
+
+/** numpy's percentile(v, 99) of sorted float32 values: a float32 linear interpolation. */
+function percentile99(sorted) {
+  const n = sorted.length;
+  const at = (n - 1) * 0.99;
+  if (at >= n - 1) return sorted[n - 1];
+  const i = Math.floor(at);
+  const gamma = at - i;
+  const [a, b] = [sorted[i], sorted[i + 1]];
+  const d = f32(b - a);
+  return gamma >= 0.5 ? f32(b - f32(d * f32(1 - gamma))) : f32(a + f32(d * f32(gamma)));
+}
+
+const boxFilter = { support: 0.5, at: (x) => (x > -0.5 && x <= 0.5 ? 1.0 : 0.0) };
+const bilinearFilter = { support: 1.0, at: (x) => Math.max(0, 1.0 - Math.abs(x)) };
+
+/**
+ * Pillow's resize of a float image to w x h (Resample.c): a horizontal then a vertical pass,
+ * each skipped when that side keeps its size, sums in double, stored as float32.
+ */
+function resize(img, w, h, filter) {
+  if (w === img.w && h === img.h) return img; // Pillow copies the image
+  let cur = img;
+  if (w !== img.w) {
+    const cx = weights(img.w, w, filter);
+    const out = new Float32Array(w * img.h);
+    for (let y = 0; y < img.h; y++) {
+      for (let xx = 0; xx < w; xx++) {
+        const [start, k] = cx[xx];
+        let ss = 0;
+        for (let i = 0; i < k.length; i++) ss += img.data[y * img.w + start + i] * k[i];
+        out[y * w + xx] = ss;
+      }
+    }
+    cur = { data: out, w, h: img.h };
+  }
+  if (h !== img.h) {
+    const cy = weights(img.h, h, filter);
+    const out = new Float32Array(w * h);
+    for (let yy = 0; yy < h; yy++) {
+      const [start, k] = cy[yy];
+      for (let x = 0; x < w; x++) {
+        let ss = 0;
+        for (let i = 0; i < k.length; i++) ss += cur.data[(start + i) * w + x] * k[i];
+        out[yy * w + x] = ss;
+      }
+    }
+    cur = { data: out, w, h };
+  }
+  return cur;
+}
+
+/** Pillow's precompute_coeffs over the whole input: per output pixel [first input, weights]. */
+function weights(inSize, outSize, filter) {
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = filter.support * filterscale;
+  const ss = 1.0 / filterscale;
+  const out = [];
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
+    const k = [];
+    let ww = 0;
+    for (let x = 0; x < xmax - xmin; x++) {
+      const v = filter.at((x + xmin - center + 0.5) * ss);
+      k.push(v);
+      ww += v;
+    }
+    out.push([xmin, ww !== 0 ? k.map((v) => v / ww) : k]);
+  }
+  return out;
+}

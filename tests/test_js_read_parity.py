@@ -1,0 +1,270 @@
+"""The page's number reader (static/read.js) against `digitlab.read.Reader`, in Node.
+
+read.js ports the reader's drawing path: the page, its pieces and cuts, the drop-fall second
+segmentation, the best path and the "never split one digit" guard, and `digit_drawing`. The
+model is the caller's (`scoreBatch`), so no onnxruntime is needed here: the Python reader runs
+the bundled model through a recording wrapper, and the fixtures carry every 28 x 28 it scored
+with the scores. tests/js/read.test.mjs answers read.js's `scoreBatch` from those (the
+recorded image nearest to the one asked about, which must agree to float32 rounding) and
+checks that the reading is Python's: text, boxes, digits, confidences, reasons, and the strokes
+`digit_drawing` gives each digit. Without `node` on PATH the Node test is skipped.
+
+    python tests/test_js_read_parity.py FOLDER    # the fixtures, to run tests/js/ by hand
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from test_js_parity import arc, page_modules, scaled, segment, settings_of
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_TEST = REPO / "tests" / "js" / "read.test.mjs"
+BENCHMARKS = REPO / "benchmarks"
+COMPOSED = 30  # drawn numbers of 1-6 digits, as benchmarks/number_strings.py composes them
+OVERLAPPING = 12  # ... and of 2-4 digits overlapping in x: some read best along drop-fall cuts
+
+PAGE = {"width": 560, "height": 280, "pen": 18}
+
+
+# --------------------------------------------------------------------------- #
+# Drawings
+# --------------------------------------------------------------------------- #
+
+
+def one(dx: float = 0) -> list:
+    return [segment((60 + dx, 40), (66 + dx, 240))]
+
+
+def seven(dx: float = 0) -> list:
+    return [segment((20 + dx, 50), (130 + dx, 50)), segment((130 + dx, 50), (60 + dx, 240))]
+
+
+def four(dx: float = 0) -> list:  # two strokes: a pen lift
+    return [segment((100 + dx, 40), (20 + dx, 170)) + segment((20 + dx, 170), (150 + dx, 170)),
+            segment((110 + dx, 110), (110 + dx, 250))]  # fmt: skip
+
+
+def zero(dx: float = 0) -> list:
+    return [arc(80 + dx, 140, 50, 95)]
+
+
+def two(dx: float = 0) -> list:
+    return [arc(80 + dx, 95, 50, 50, 180, 200) + segment((125 + dx, 115), (30 + dx, 240))
+            + segment((30 + dx, 240), (140 + dx, 240))]  # fmt: skip
+
+
+def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
+    """Separate digits, a 4 in two strokes, overlapping strokes, a wide "1 1", dots, far-apart
+    marks, an empty drawing."""
+    return [
+        ("no strokes", {"strokes": [], **PAGE}),
+        ("only empty strokes", {"strokes": [[], []], **PAGE}),
+        ("one dot", {"strokes": [[[140, 140]]], **PAGE}),
+        ("a 1", {"strokes": one(), **PAGE}),
+        ("a 4 in two strokes", {"strokes": four(), **PAGE}),
+        ("17, apart", {"strokes": one() + seven(120), **PAGE}),
+        ("204, apart", {"strokes": two() + zero(170) + four(330), **PAGE}),
+        ("70, overlapping in x", {"strokes": seven() + zero(115), **PAGE}),
+        ("41, overlapping in x", {"strokes": four() + one(90), **PAGE}),
+        ("a wide 1 1", {"strokes": one() + one(400), **{**PAGE, "width": 800}}),
+        ("two dots far apart", {"strokes": [[[10, 10]], [[540, 270]]], **PAGE}),
+        ("a 7 and a far dot", {"strokes": [*seven(), [[520, 250]]], **PAGE}),
+        ("a dash", {"strokes": [segment((20, 140), (540, 141))], **PAGE}),
+        ("20, touching", {"strokes": two() + zero(140), **PAGE}),
+        ("1 1 1 1, small", {"strokes": scaled(one() + one(60) + one(120) + one(180), 0.3), **PAGE}),
+        ("no canvas size or pen", {"strokes": one() + seven(120)}),
+        (
+            "33 ones: too many digits",
+            {"strokes": [s for k in range(33) for s in one(60 * k)], **{**PAGE, "width": 2100}},
+        ),
+    ]
+
+
+def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
+    """MNIST test digits redrawn as strokes and placed side by side, with wide, close and
+    overlapping gaps (benchmarks/number_strings.py's `compose_drawn`)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from number_strings import compose_drawn
+
+    images, labels = mnist_test
+    out = []
+    for seed, count, lengths, only in ((11, COMPOSED, (1, 6), None),
+                                       (12, OVERLAPPING, (2, 4), ("overlap",))):  # fmt: skip
+        rng = np.random.default_rng(seed)
+        for n in range(count):
+            idx = rng.integers(0, len(labels), lengths[0] + n % (lengths[1] - lengths[0] + 1))
+            drawing, _, gaps = compose_drawn([images[i] for i in idx], rng, only)
+            text = "".join(str(int(labels[i])) for i in idx)
+            out.append((f"drawn {text} ({', '.join(gaps) or 'one digit'})", drawing.to_json()))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# What the Python reader makes of them
+# --------------------------------------------------------------------------- #
+
+
+class Recording:
+    """The bundled model, keeping every image it scored with its scores."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.seen: list[tuple[np.ndarray, np.ndarray, float | None]] = []
+
+    @property
+    def card(self):
+        return self.model.card
+
+    @property
+    def classes(self) -> list[int]:
+        return self.model.classes
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_scores(images)[0]
+
+    def predict_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        from digitlab.predict import model_scores
+
+        probs, scores = model_scores(self.model, images)
+        for k in range(len(images)):
+            self.seen.append((images[k], probs[k], None if scores is None else scores[k]))
+        return probs, scores
+
+
+def tracing_reader(predictor):
+    """A `Reader` that notes whether it read along the drop-fall segmentation (its second)."""
+    from digitlab.read import Reader
+
+    class Tracing(Reader):
+        def _paths(self, page, prims, cache=None):
+            self.segmentations.append(prims)
+            return super()._paths(page, prims, cache)
+
+        def _best_path(self, x, prims, *found):
+            self.drop_fall = len(self.segmentations) > 1 and prims is self.segmentations[1]
+            return super()._best_path(x, prims, *found)
+
+        def read(self, x):
+            self.segmentations, self.drop_fall = [], False
+            return super().read(x)
+
+    return Tracing(predictor)
+
+
+def floats(a: np.ndarray) -> str:
+    """float32 values as base64 (little-endian): exact, and a sixth of their JSON size."""
+    return base64.b64encode(np.asarray(a, "<f4").tobytes()).decode("ascii")
+
+
+def reading_of(r) -> dict[str, Any]:
+    """A `Reading`, unrounded: what read.js resolves to."""
+    digits = [{"box": list(d.box), "digit": d.digit, "confidence": d.prediction.confidence,
+               "unsure": d.prediction.unsure, "reasons": list(d.prediction.reasons),
+               "probabilities": list(d.prediction.probabilities)}
+              for d in r.digits]  # fmt: skip
+    return {"text": r.text, "digits": digits, "confidence": r.confidence, "unsure": r.unsure,
+            "reasons": list(r.reasons)}  # fmt: skip
+
+
+def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) -> dict[str, Any]:
+    """A drawing, the Python reading of it, the strokes of each digit, the model's scores."""
+    from digitlab.errors import InputError
+    from digitlab.inputs import Strokes
+    from digitlab.read import digit_drawing
+
+    recording.seen.clear()
+    case: dict[str, Any] = {"name": name, "drawing": drawing}
+    try:
+        r = reader.read(drawing)
+    except InputError as e:
+        case["expected"] = {"error": str(e), "kind": type(e).__name__}
+    else:
+        case["expected"] = reading_of(r)
+        case["drop_fall"] = reader.drop_fall  # read along the second segmentation's cuts
+        strokes = Strokes.from_json(drawing)
+        case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]
+                           for d in r.digits]  # fmt: skip
+    case["scored"] = [{"image": floats(im), "probabilities": floats(p),
+                       "notDigit": None if nd is None else float(nd)}
+                      for im, p, nd in recording.seen]  # fmt: skip
+    return case
+
+
+def make_fixtures(mnist_test) -> dict[str, Any]:
+    """Everything tests/js/read.test.mjs checks, as the Python code computes it."""
+    from digitlab.predict import Predictor
+    from digitlab.read import ReadConfig
+
+    bundled = Predictor()
+    recording = Recording(bundled.model)
+    reader = tracing_reader(Predictor(recording))
+    settings = settings_of(bundled)
+    drawings = hand_drawings() + composed_drawings(mnist_test)
+    return {
+        "settings": {
+            "preprocessing": settings["preprocessing"],
+            "trust": settings["trust"],
+            "card": {"classes": settings["card"]["classes"]},
+        },
+        "read_config": dataclasses.asdict(ReadConfig()),
+        "cases": [read_case(name, d, reader, recording) for name, d in drawings],
+    }
+
+
+@pytest.fixture(scope="module")
+def fixtures(mnist_test) -> dict[str, Any]:
+    return make_fixtures(mnist_test)
+
+
+def write_fixtures(fixtures: dict[str, Any], folder: Path) -> Path:
+    path = folder / "read-fixtures.json"
+    path.write_text(json.dumps(fixtures, allow_nan=False), encoding="utf-8")
+    return path
+
+
+def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
+    """Readings of several digits, of one, of none; read along drop-fall cuts; refusals."""
+    cases = fixtures["cases"]
+    texts = [c["expected"].get("text") for c in cases]
+    assert "" in texts
+    assert {len(t) for t in texts if t is not None} >= {0, 1, 2, 3, 4, 5, 6}
+    assert any("?" in t for t in texts if t)
+    assert sum(c.get("drop_fall", False) for c in cases) >= 2
+    refused = {c["expected"]["error"].split(" ")[0] for c in cases if "error" in c["expected"]}
+    assert refused >= {"more", "too"}  # too many digits; too many pieces
+
+
+def test_the_page_reads_numbers_as_the_reader(fixtures, tmp_path: Path) -> None:
+    """tests/js/read.test.mjs, under ``node --test``, on fixtures written just now."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH: the page's reader is not checked")
+    env = {
+        **os.environ,
+        "DIGITLAB_READ_FIXTURES": str(write_fixtures(fixtures, tmp_path)),
+        "DIGITLAB_STATIC": str(page_modules(tmp_path)),
+    }
+    cmd = [node, "--test", "--test-reporter=spec", str(NODE_TEST)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
+
+
+if __name__ == "__main__":  # the fixtures alone, for running the Node test by hand
+    from digitlab.data import load_mnist
+
+    folder = Path(sys.argv[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    written = write_fixtures(make_fixtures(load_mnist("test")), folder)
+    print(f"DIGITLAB_READ_FIXTURES={written} node --test {NODE_TEST.relative_to(REPO)}")
