@@ -92,6 +92,54 @@ def draw(digit: np.ndarray, rng: np.random.Generator) -> Drawing:
     return Drawing(canvas, Strokes(tuple(strokes), CANVAS, CANVAS, pen))
 
 
+def pen_strokes(drawing: Strokes) -> Strokes:
+    """``draw``'s drawing as a person's pen draws it: its centre line's 2-point segments
+    chained into a few long strokes (a walk from an end, on through the straightest
+    continuation at each fork, until it runs out). Its dots (solid areas, lone pixels of
+    the centre line) go: a pen draws lines."""
+    segments = [s for s in drawing.strokes if len(s) == 2 and s[0] != s[1]]
+
+    def key(p: tuple[float, float]) -> tuple[float, float]:
+        return round(p[0], 3), round(p[1], 3)
+
+    links: dict[tuple, list[tuple]] = {}
+    for a, b in segments:
+        links.setdefault(key(a), []).append(key(b))
+        links.setdefault(key(b), []).append(key(a))
+    seen: set[tuple] = set()
+
+    def walk(start: tuple) -> list[tuple]:
+        path = [start]
+        seen.add(start)
+        while True:
+            here = path[-1]
+            free = [q for q in links[here] if q not in seen]
+            if not free:
+                return path
+            if len(path) > 1:  # the straightest way on
+                d = np.subtract(here, path[-2])
+                free.sort(key=lambda q: -float(np.dot(np.subtract(q, here), d)))
+            seen.add(free[0])
+            path.append(free[0])
+
+    strokes = []
+    ends = sorted((p for p, q in links.items() if len(q) == 1), key=lambda p: (p[1], p[0]))
+    for p in ends + sorted(links, key=lambda p: (p[1], p[0])):
+        if p in seen:
+            continue
+        path = walk(p)
+        # a branch left over: start it from where it leaves the drawn line
+        joint = [q for q in links[path[0]] if q in seen and q not in path]
+        if joint and len(path) < 10:  # a spur of the thinning, under the pen
+            continue
+        path = joint[:1] + path
+        if len(path) > 1:
+            strokes.append(tuple(path))
+    if not strokes:  # a digit of dots only (a tiny one): as it was
+        return drawing
+    return Strokes(tuple(strokes), drawing.width, drawing.height, drawing.pen)
+
+
 def _centre_line(skel: np.ndarray) -> np.ndarray:
     """The one-pixel centre line as segments between neighbouring pixels (K x 2 x 2, x/y)."""
     ys, xs = np.nonzero(skel)

@@ -7,15 +7,20 @@ Each number is composed from single digits of one set, placed left to right:
                (bilinear) as benchmarks/people.py reads them, then composed the same way;
   drawn        MNIST test digits redrawn as pen strokes (benchmarks/drawn_digits.py's
                ``draw``: random pen), the strokes of each scaled and placed side by side
-               on one wide canvas: what the web page and the desktop app send.
+               on one wide canvas: what the web page and the desktop app send. ``draw``
+               makes a digit of its centre line's 2-point segments: hundreds of strokes;
+  pen          the same digits as a pen draws them: those segments chained into a few long
+               strokes (``pen_strokes``), and digits may touch: a person who writes a
+               number draws each digit apart, but its strokes may cross its neighbour's.
 
 Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
 each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
 number is slanted (shear -0.25..0.25; images only). Between two digits the gap is, at
 random: wide (0.15-0.5 H, 30 %), close (0.02-0.15 H, 30 %), overlapping in x without
 (necessarily) touching (-0.15..0 H, 15 %), or touching: the next digit slid left until
-its ink meets its neighbour's, then 0-2 px further (25 %; images only: a drawing's
-strokes are kept apart, as people's are, by the same 0-0.15 H).
+its ink meets its neighbour's, then 0-2 px further (25 %; images only: a ``drawn``
+drawing's strokes are kept apart by the same 0-0.15 H; a ``pen`` drawing's digit is slid
+left until its strokes overlap its neighbour's by 0-0.15 H, 25 %).
 
 The ``single`` set guards single digits: 2.5 x limit (1,000 by default) MNIST test digits,
 each read alone as an image and redrawn as strokes (``draw``); the reader must give the
@@ -30,7 +35,7 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-                                 [--sets mnist,load_digits,drawn,single] [--gaps wide,...] [--json]
+        [--sets mnist,load_digits,drawn,pen,single] [--gaps wide,...] [--json]
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from digitlab.ink import label
 from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
 from digitlab.read import Reader, page_of
-from drawn_digits import draw
+from drawn_digits import draw, pen_strokes
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
 QUICK_LIMIT = 40  # --quick: a smoke run
@@ -163,26 +168,36 @@ def place(page: np.ndarray, p: np.ndarray, top: int, right: int, kind: str,
     return right - w + 1
 
 
+DRAWN_GAPS = (("wide", 0.35), ("close", 0.40), ("overlap", 0.25))
+PEN_GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
+DRAWN_GAP_H = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15),
+               "touch": (-0.15, 0.0)}  # fmt: skip
+
+
 def compose_drawn(digits: list[np.ndarray], rng: np.random.Generator,
-                  only: tuple[str, ...] | None = None) -> tuple[Strokes, list, list]:  # fmt: skip
-    """MNIST digits redrawn as strokes, placed side by side on one canvas."""
+                  only: tuple[str, ...] | None = None, pen: bool = False,
+                  ) -> tuple[Strokes, list, list]:  # fmt: skip
+    """MNIST digits redrawn as strokes (``pen``: chained, and they may touch), placed side
+    by side on one canvas."""
     strokes: list = []
     singles, kinds, pens = [], [], []
     x = float(H_DRAWN)
     for k, d in enumerate(digits):
         drawing = draw(d, rng).strokes
+        if pen:
+            drawing = pen_strokes(drawing)
         singles.append(drawing)
         pts = np.asarray([p for s in drawing.strokes for p in s])
         lo, hi = pts.min(0), pts.max(0)
         h = H_DRAWN * rng.uniform(0.75, 1.15)
         s = h / max(hi[1] - lo[1], 1e-6)
-        pen = drawing.pen * s
-        pens.append(pen)
+        ink = drawing.pen * s
+        pens.append(ink)
         if k:
-            kind = gap_kind(rng, (("wide", 0.35), ("close", 0.40), ("overlap", 0.25)), only)
+            kind = gap_kind(rng, PEN_GAPS if pen else DRAWN_GAPS, only)
             kinds.append(kind)
-            gap = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15)}[kind]
-            x += rng.uniform(*gap) * H_DRAWN + pen
+            # the gap between the inks: the pen's width beyond that between the strokes
+            x += rng.uniform(*DRAWN_GAP_H[kind]) * H_DRAWN + (0 if kind == "touch" else ink)
         top = 1.5 * H_DRAWN + H_DRAWN / 2 - h + rng.uniform(-0.12, 0.12) * H_DRAWN
         shift = np.array([x - lo[0] * s, top - lo[1] * s])
         strokes += [
@@ -201,8 +216,8 @@ def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -
         length = int(rng.integers(1, MAX_LEN + 1))
         idx = rng.integers(0, len(labels), length)
         text = "".join(str(int(labels[i])) for i in idx)
-        if name == "drawn":
-            x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only)
+        if name in ("drawn", "pen"):
+            x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only, name == "pen")
         else:
             x, kinds = compose_image([images[i] for i in idx], rng, only)
             singles = [images[i] for i in idx]
@@ -405,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sets", default="mnist,load_digits,drawn,single",
+    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,single",
                     help="comma-separated sets")  # fmt: skip
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
@@ -413,10 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    unknown = set(sets) - {"mnist", "load_digits", "drawn", "single"}
+    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "single"}
     if unknown:
         ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; "
-                 "sets: mnist,load_digits,drawn,single")  # fmt: skip
+                 "sets: mnist,load_digits,drawn,pen,single")  # fmt: skip
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")

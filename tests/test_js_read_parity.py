@@ -1,7 +1,8 @@
 """The page's number reader (static/read.js) against `digitlab.read.Reader`, in Node.
 
 read.js ports the reader's drawing path: the page, its pieces and cuts, the drop-fall second
-segmentation, the best path and the "never split one digit" guard, and `digit_drawing`. The
+segmentation, the third that splits pieces between their strokes (the numbered strokes drawn as
+Pillow draws them), the best path and the "never split one digit" guard, and `digit_drawing`. The
 model is the caller's (`scoreBatch`), so no onnxruntime is needed here: the Python reader runs
 the bundled model through a recording wrapper, and the fixtures carry every 28 x 28 it scored
 with the scores. tests/js/read.test.mjs answers read.js's `scoreBatch` from those (the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -34,6 +36,8 @@ NODE_TEST = REPO / "tests" / "js" / "read.test.mjs"
 BENCHMARKS = REPO / "benchmarks"
 COMPOSED = 30  # drawn numbers of 1-6 digits, as benchmarks/number_strings.py composes them
 OVERLAPPING = 12  # ... and of 2-4 digits overlapping in x: some read best along drop-fall cuts
+PEN = 10  # drawn numbers of 2-5 digits in chained strokes (``compose_drawn(pen=True)``)
+TOUCHING = 8  # ... and of 2-3 digits whose strokes touch: some read best split by stroke
 
 PAGE = {"width": 560, "height": 280, "pen": 18}
 
@@ -85,11 +89,40 @@ def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
         ("20, touching", {"strokes": two() + zero(140), **PAGE}),
         ("1 1 1 1, small", {"strokes": scaled(one() + one(60) + one(120) + one(180), 0.3), **PAGE}),
         ("no canvas size or pen", {"strokes": one() + seven(120)}),
+        *stroke_drawings(),
         (
             "33 ones: too many digits",
             {"strokes": [s for k in range(33) for s in one(60 * k)], **{**PAGE, "width": 2100}},
         ),
     ]
+
+
+def pieces(strokes: list) -> list:
+    """Each stroke as its 2-point segments: a drawing of many tiny strokes."""
+    return [[p, q] for s in strokes for p, q in itertools.pairwise(s)]
+
+
+def stroke_drawings() -> list[tuple[str, dict[str, Any]]]:
+    """Digits whose strokes touch, read split between their strokes (`_stroke_parts`), and
+    pieces that are not: too many strokes, a stroke too wide (joined-up writing)."""
+    wide_seven = segment((20, 50), (330, 50)) + segment((330, 50), (200, 240))
+    joined_11 = (segment((60, 40), (60, 240)) + segment((60, 240), (460, 40))
+                 + segment((460, 40), (460, 240)))  # fmt: skip
+    thin_one = pieces([segment((60, 40), (66, 240), 600)])  # 600 strokes: none numbered
+    drawings = {
+        "11, touching at the foot": [*one(), segment((130, 40), (70, 236))],
+        "11, crossing": [segment((60, 40), (110, 240)), segment((120, 40), (70, 240))],
+        "74, touching": seven() + four(70),
+        "41, touching": four() + one(95),
+        "14, touching": one() + four(50),
+        "704, touching": seven() + zero(110) + four(235),
+        "a wide 7 in one stroke": [wide_seven],
+        "741 in tiny strokes, touching": pieces(seven() + four(70) + one(175)),
+        "4 1 in tiny strokes, touching": pieces(four()) + one(95),
+        "11 joined up: one stroke 2 H wide": [joined_11],
+        "a 1 in 600 tiny strokes, a 7": thin_one + seven(120),
+    }
+    return [(name, {"strokes": strokes, **PAGE}) for name, strokes in drawings.items()]
 
 
 def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
@@ -100,14 +133,17 @@ def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
 
     images, labels = mnist_test
     out = []
-    for seed, count, lengths, only in ((11, COMPOSED, (1, 6), None),
-                                       (12, OVERLAPPING, (2, 4), ("overlap",))):  # fmt: skip
+    for seed, count, lengths, only, pen in ((11, COMPOSED, (1, 6), None, False),
+                                            (12, OVERLAPPING, (2, 4), ("overlap",), False),
+                                            (13, PEN, (2, 5), None, True),
+                                            (14, TOUCHING, (2, 3), ("touch",), True)):  # fmt: skip
         rng = np.random.default_rng(seed)
         for n in range(count):
             idx = rng.integers(0, len(labels), lengths[0] + n % (lengths[1] - lengths[0] + 1))
-            drawing, _, gaps = compose_drawn([images[i] for i in idx], rng, only)
+            drawing, _, gaps = compose_drawn([images[i] for i in idx], rng, only, pen=pen)
             text = "".join(str(int(labels[i])) for i in idx)
-            out.append((f"drawn {text} ({', '.join(gaps) or 'one digit'})", drawing.to_json()))
+            how = "pen" if pen else "drawn"
+            out.append((f"{how} {text} ({', '.join(gaps) or 'one digit'})", drawing.to_json()))
     return out
 
 
@@ -144,8 +180,20 @@ class Recording:
 
 
 def tracing_reader(predictor):
-    """A `Reader` that notes whether it read along the drop-fall segmentation (its second)."""
+    """A `Reader` that notes the segmentations it tried and the one it read along: "raster"
+    (the ink, cut straight), "drop_fall" (cut along drop-fall paths) or "strokes" (pieces
+    split between their strokes); None when it read the whole drawing as one digit."""
+    from digitlab import read as read_module
     from digitlab.read import Reader
+
+    made = read_module._primitives
+
+    def primitives(page, cfg, by_strokes=False):  # which segmentation each call makes
+        prims = made(page, cfg, by_strokes)
+        if prims is not None:
+            kind = "strokes" if by_strokes else "drop_fall" if cfg.drop_fall else "raster"
+            reader.kinds.append((prims, kind))
+        return prims
 
     class Tracing(Reader):
         def _paths(self, page, prims, cache=None):
@@ -153,14 +201,19 @@ def tracing_reader(predictor):
             return super()._paths(page, prims, cache)
 
         def _best_path(self, x, prims, *found):
-            self.drop_fall = len(self.segmentations) > 1 and prims is self.segmentations[1]
+            self.read_along = next(k for p, k in self.kinds if p is prims)
             return super()._best_path(x, prims, *found)
 
         def read(self, x):
-            self.segmentations, self.drop_fall = [], False
-            return super().read(x)
+            self.segmentations, self.kinds, self.read_along = [], [], None
+            read_module._primitives = primitives
+            try:
+                return super().read(x)
+            finally:
+                read_module._primitives = made
 
-    return Tracing(predictor)
+    reader = Tracing(predictor)
+    return reader
 
 
 def floats(a: np.ndarray) -> str:
@@ -192,7 +245,8 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
         case["expected"] = {"error": str(e), "kind": type(e).__name__}
     else:
         case["expected"] = reading_of(r)
-        case["drop_fall"] = reader.drop_fall  # read along the second segmentation's cuts
+        case["read_along"] = reader.read_along  # the segmentation whose best path was read
+        case["segmentations"] = len(reader.segmentations)  # each one batch for the model
         strokes = Strokes.from_json(drawing)
         case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]
                            for d in r.digits]  # fmt: skip
@@ -235,13 +289,17 @@ def write_fixtures(fixtures: dict[str, Any], folder: Path) -> Path:
 
 
 def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
-    """Readings of several digits, of one, of none; read along drop-fall cuts; refusals."""
+    """Readings of several digits, of one, of none; read along drop-fall cuts and split
+    between strokes; refusals."""
     cases = fixtures["cases"]
     texts = [c["expected"].get("text") for c in cases]
     assert "" in texts
     assert {len(t) for t in texts if t is not None} >= {0, 1, 2, 3, 4, 5, 6}
     assert any("?" in t for t in texts if t)
-    assert sum(c.get("drop_fall", False) for c in cases) >= 2
+    along = [c.get("read_along") for c in cases]
+    assert along.count("drop_fall") >= 2
+    assert along.count("strokes") >= 4
+    assert {c["segmentations"] for c in cases if "segmentations" in c} >= {0, 1, 2, 3}
     refused = {c["expected"]["error"].split(" ")[0] for c in cases if "error" in c["expected"]}
     assert refused >= {"more", "too"}  # too many digits; too many pieces
 

@@ -26,7 +26,15 @@ import pytest
 from PIL import Image
 
 import chromium
-from test_web_browser import ONE, THREE, TIMEOUT_MS, draw, expect_digit
+from test_web_browser import (
+    NUMBERS,
+    ONE,
+    THREE,
+    TIMEOUT_MS,
+    draw,
+    expect_digit,
+    read_numbers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +80,7 @@ def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
         "model/digit-cnn.onnx", "model/digit-cnn.card.json",
         *(f"runtime/{name}" for name in RUNTIME_FILES),
         *(f"static/{name}" for name in ("app.js", "local-corrections.js", "model.js", "png.js",
-                                        "preprocess.js", "style.css")),
+                                        "preprocess.js", "read.js", "style.css")),
     ])  # fmt: skip
     bundled = Predictor()
     settings = json.loads((site / "settings.json").read_text())
@@ -132,7 +140,7 @@ def test_a_new_export_keeps_what_else_the_folder_holds(site: Path, tmp_path: Pat
     (out / ".digitlab-site.json").write_text(json.dumps(manifest))
     done = export_site(out)
     assert done.returncode == 0, done.stderr
-    assert "(13 files" in done.stdout  # its own files, not the folder's
+    assert "(14 files" in done.stdout  # its own files, not the folder's
     assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert (out / "CNAME").read_text() == "digits.example\n"
     assert (out / "static" / "extra.css").read_text() == "/* mine */"
@@ -254,6 +262,8 @@ def test_the_site_reads_a_3_with_no_python_server(offline_page) -> None:
     expect(page.locator("#where")).to_contain_text("In your browser: ")
     expect(page.locator("#announce")).to_contain_text("reads a 3")
     assert not [u for u in requests if "/api/" in u]
+    assert read_numbers(page) == {t: t for t in NUMBERS}  # numbers too
+    assert not [u for u in requests if "/api/" in u]
 
 
 @pytest.mark.browser
@@ -289,7 +299,7 @@ def test_corrections_stay_in_the_browser_and_download_as_the_servers_ndjson(
     assert (row["label"], row["predicted"], row["id"]) == (7, 1, 1)
     assert row["model_sha256"] == bundled.card.onnx_sha256
     assert row["created"].endswith("+00:00")
-    assert row["drawing"]["width"] == 280 and len(row["drawing"]["strokes"]) == 1
+    assert row["drawing"]["height"] == 280 and len(row["drawing"]["strokes"]) == 1
     # The 28 x 28 image is the PNG the server would store for this drawing.
     theirs = bundled.predict(row["drawing"])
     assert row["confidence"] == pytest.approx(theirs.confidence, abs=0.01)

@@ -213,13 +213,15 @@ class Predictor:
         """Run the model on already preprocessed inputs (those with ink, in one batch)."""
         inked = [n.image for n in items if n.image is not None]
         if not inked:
-            return [self._judge(n, None, None) for n in items]
+            return [self.judge(n, None, None) for n in items]
         probs, scores = model_scores(self.model, np.stack(inked))
         found = iter(zip(probs, scores if scores is not None else [None] * len(probs), strict=True))
-        return [self._judge(n, *(next(found) if n.image is not None else (None, None)))
+        return [self.judge(n, *(next(found) if n.image is not None else (None, None)))
                 for n in items]  # fmt: skip
 
-    def _judge(self, norm: Normalized, probs: np.ndarray | None, score: float | None) -> Prediction:
+    def judge(self, norm: Normalized, probs: np.ndarray | None, score: float | None) -> Prediction:
+        """The prediction the model's ``probs`` and detector ``score`` on ``norm`` make, by
+        the trust rules (``probs`` None: no ink)."""
         if probs is None:
             return Prediction(None, (0.0,) * len(self.model.classes), 0.0, True, ("no ink",), norm)
         best = int(np.argmax(probs))

@@ -380,13 +380,16 @@ export function drawStrokes(strokes, w, h, pen) {
   return img;
 }
 
-export function point(img, w, h, x, y) {
-  if (x >= 0 && x < w && y >= 0 && y < h) img[y * w + x] = 255;
+// The pen's primitives below draw 255 by default; ``fill`` draws another value (on an
+// Int32Array: a Pillow "I" image, as read.js numbers a drawing's strokes).
+
+export function point(img, w, h, x, y, fill = 255) {
+  if (x >= 0 && x < w && y >= 0 && y < h) img[y * w + x] = fill;
 }
 
-function hline(img, w, h, x0, y, x1) {
+function hline(img, w, h, x0, y, x1, fill = 255) {
   if (y < 0 || y >= h || x0 >= w || x1 < 0 || x1 < x0) return;
-  img.fill(255, y * w + Math.max(x0, 0), y * w + Math.min(x1, w - 1) + 1);
+  img.fill(fill, y * w + Math.max(x0, 0), y * w + Math.min(x1, w - 1) + 1);
 }
 
 // Draw.c's rounding macros: ROUND_UP(f) on a C float adds 0.5F in float arithmetic.
@@ -397,15 +400,18 @@ const roundUpD = (f) => (f >= 0 ? Math.floor(f + 0.5) : -Math.floor(Math.abs(f) 
 const roundDownD = (f) => (f >= 0 ? Math.ceil(f - 0.5) : -Math.ceil(Math.abs(f) - 0.5));
 const roundf = (f) => Math.sign(f) * Math.floor(Math.abs(f) + 0.5); // C roundf: half away from 0
 
-/** Draw.c's line8: Bresenham, without the last point (for pens of one pixel). */
-export function thinLine(img, w, h, x0, y0, x1, y1) {
+/**
+ * Draw.c's line8: Bresenham, without the last point (for pens of one pixel). ``width`` is
+ * not read: the signature is `wideLine`'s, so either draws a segment.
+ */
+export function thinLine(img, w, h, x0, y0, x1, y1, width = 1, fill = 255) {
   let dx = Math.abs(x1 - x0);
   let dy = Math.abs(y1 - y0);
   const xs = x1 >= x0 ? 1 : -1;
   const ys = y1 >= y0 ? 1 : -1;
   if (dx === 0 || dy === 0) {
     for (let i = 0; i < Math.max(dx, dy); i++) {
-      point(img, w, h, x0, y0);
+      point(img, w, h, x0, y0, fill);
       if (dx === 0) y0 += ys; else x0 += xs;
     }
   } else if (dx > dy) {
@@ -414,7 +420,7 @@ export function thinLine(img, w, h, x0, y0, x1, y1) {
     let e = dy - dx;
     dx += dx;
     for (let i = 0; i < n; i++) {
-      point(img, w, h, x0, y0);
+      point(img, w, h, x0, y0, fill);
       if (e >= 0) { y0 += ys; e -= dx; }
       e += dy;
       x0 += xs;
@@ -425,7 +431,7 @@ export function thinLine(img, w, h, x0, y0, x1, y1) {
     let e = dx - dy;
     dy += dy;
     for (let i = 0; i < n; i++) {
-      point(img, w, h, x0, y0);
+      point(img, w, h, x0, y0, fill);
       if (e >= 0) { x0 += xs; e -= dy; }
       e += dx;
       y0 += ys;
@@ -434,11 +440,11 @@ export function thinLine(img, w, h, x0, y0, x1, y1) {
 }
 
 /** Draw.c's ImagingDrawWideLine: the segment as a filled quadrilateral. */
-export function wideLine(img, w, h, x0, y0, x1, y1, width) {
+export function wideLine(img, w, h, x0, y0, x1, y1, width, fill = 255) {
   const dx = x1 - x0;
   const dy = y1 - y0;
   if (dx === 0 && dy === 0) {
-    point(img, w, h, x0, y0);
+    point(img, w, h, x0, y0, fill);
     return;
   }
   const big = Math.sqrt(dx * dx + dy * dy);
@@ -452,7 +458,7 @@ export function wideLine(img, w, h, x0, y0, x1, y1, width) {
   const v = [[x0 - dxmin, y0 + dymax], [x1 - dxmin, y1 + dymax],
     [x1 + dxmax, y1 - dymin], [x0 + dxmax, y0 - dymin]];
   const edges = v.map((p, i) => edge(p, v[(i + 1) % 4]));
-  fillPolygon(img, w, h, edges);
+  fillPolygon(img, w, h, edges, fill);
 }
 
 function edge([x0, y0], [x1, y1]) {
@@ -465,14 +471,14 @@ function edge([x0, y0], [x1, y1]) {
 }
 
 /** Draw.c's polygon_generic (no alpha): a scan-line fill in float32 arithmetic. */
-function fillPolygon(img, w, h, edges) {
+function fillPolygon(img, w, h, edges, fill = 255) {
   let ymin = h - 1;
   let ymax = 0;
   const table = [];
   for (const e of edges) {
     ymin = Math.min(ymin, e.ymin);
     ymax = Math.max(ymax, e.ymax);
-    if (e.ymin === e.ymax) hline(img, w, h, e.xmin, e.ymin, e.xmax);
+    if (e.ymin === e.ymax) hline(img, w, h, e.xmin, e.ymin, e.xmax, fill);
     else table.push(e);
   }
   ymin = Math.max(ymin, 0);
@@ -507,16 +513,20 @@ function fillPolygon(img, w, h, edges) {
       }
     }
     xx.sort((a, b) => a - b);
-    for (let i = 1; i < xx.length; i += 2) hline(img, w, h, roundUp(xx[i - 1]), y, roundDown(xx[i]));
+    for (let i = 1; i < xx.length; i += 2) {
+      hline(img, w, h, roundUp(xx[i - 1]), y, roundDown(xx[i]), fill);
+    }
   }
 }
 
 /** Draw.c's ellipseNew, filled: spans from a Bresenham walk of the quarter ellipse. */
-export function filledEllipse(img, w, h, x0, y0, x1, y1) {
+export function filledEllipse(img, w, h, x0, y0, x1, y1, fill = 255) {
   const a = x1 - x0;
   const b = y1 - y0;
   if (a < 0 || b < 0) return;
-  for (const [left, dy, right] of ellipseOffsets(a, b)) hline(img, w, h, x0 + left, y0 + dy, x0 + right);
+  for (const [left, dy, right] of ellipseOffsets(a, b)) {
+    hline(img, w, h, x0 + left, y0 + dy, x0 + right, fill);
+  }
 }
 
 // A drawing's dots are all the same size: their spans are worked out once.
@@ -594,7 +604,7 @@ function* ellipseSpans(a, b, w) {
 }
 
 // ------------------------------------------------------------------ the Predictor's verdict
-// The page's only copy of the Predictor's trust rules (`Predictor._judge` in predict.py):
+// The page's only copy of the Predictor's trust rules (`Predictor.judge` in predict.py):
 // app.js reads with `judge` and shows what `verdictOf` says. tests/test_js_parity.py runs
 // both, in Node, against what the Python Predictor says on the same drawings and scores.
 

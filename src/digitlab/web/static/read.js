@@ -19,7 +19,9 @@
 //   1. the drawing rendered so the line is 64 px high (`_strokes_page`);
 //   2. pieces of ink, dust dropped, pieces overlapping in x merged (`_primitives`);
 //   3. wide pieces cut along straight lines at the writing's slant (`_cuts`), and, in a second
-//      segmentation, along drop-fall paths where those cross less ink (`_bend`);
+//      segmentation, along drop-fall paths where those cross less ink (`_bend`); in a third,
+//      each piece split between its strokes, in the order drawn (`_stroke_parts`), where it
+//      holds few enough and none too wide (else cut as in the first);
 //   4. each plausible group of primitives made a 28 x 28 as `preprocess` makes one from ink;
 //   5. the best path by dynamic programming (`_two_best`), never splitting one digit
 //      (`_one_digit`).
@@ -52,6 +54,9 @@ export const READ_CONFIG = Object.freeze({
   drop_fall_images: false,
   drop_band: 0.5,
   max_width: 1.7,
+  stroke_pieces: true,
+  max_piece_strokes: 12,
+  stroke_cut_width: 1.7,
   max_gap: 0.35,
   speck_fraction: 0.02,
   noise_fraction: 0.005,
@@ -98,20 +103,24 @@ export async function readDrawing(drawing, scoreBatch, settings, config = READ_C
   const reader = new Reader(d, scoreBatch, settings, config);
   const page = strokesPage(d, config);
   if (page === null) return reader.one();
-  const prims = primitives(page, { ...config, drop_fall: false });
-  if (prims === null) return reader.one();
+  let best = primitives(page, { ...config, drop_fall: false });
   const cache = new Map();
-  let found = await reader.paths(page, prims, cache);
-  let best = prims;
-  if (config.drop_fall && new Set(prims.units).size < prims.units.length) { // a piece was cut
-    // The other segmentation: cuts that follow drop-fall paths where those cross less ink;
-    // the classifier chooses (the better best path).
-    const other = primitives(page, config);
-    if (other !== null && !sameLabels(other.labels, prims.labels)) {
-      const alt = await reader.paths(page, other, cache);
-      if (alt.paths[0][0] > found.paths[0][0]) [best, found] = [other, alt];
-    }
+  let found = best === null ? null : await reader.paths(page, best, cache);
+  const others = [];
+  if (config.drop_fall && best !== null && new Set(best.units).size < best.units.length) {
+    // a piece was cut: cuts that follow drop-fall paths where those cross less ink
+    others.push(primitives(page, config));
   }
+  if (page.penPaths !== null && reader.doubt(best, found)) {
+    // a drawing read with doubt: its pieces split between their strokes
+    others.push(primitives(page, { ...config, drop_fall: false }, true));
+  }
+  for (const other of others) { // the classifier chooses: the better best path
+    if (other === null || (best !== null && sameLabels(other.labels, best.labels))) continue;
+    const alt = await reader.paths(page, other, cache);
+    if (found === null || alt.paths[0][0] > found.paths[0][0]) [best, found] = [other, alt];
+  }
+  if (best === null || found === null) return reader.one();
   return reader.bestPath(best, found);
 }
 
@@ -213,7 +222,24 @@ class Reader {
       norms.push(norm);
       score.set(i * (n + 1) + j, s === null ? -1e9 : groupScore(prims, i, j, s, threshold, cfg));
     });
-    return { paths: twoBest(n, score, cfg.max_group), groups, norms, scores: cache, keys };
+    return { paths: twoBest(n, score, cfg.max_group), groups, norms, scores: cache, keys, score };
+  }
+
+  /**
+   * The ink's segmentation leaves doubt (`Reader._doubt`): a single piece, a piece cut, or a
+   * digit of the best path read with under `one_confidence` (or penalised as much).
+   */
+  doubt(prims, found) {
+    if (prims === null || found === null || new Set(prims.units).size < prims.units.length) {
+      return true;
+    }
+    const cfg = this.config;
+    const n = prims.units.length;
+    let weakest = Infinity;
+    for (const [i, j] of found.paths[0][1]) {
+      weakest = Math.min(weakest, found.score.get(i * (n + 1) + j));
+    }
+    return weakest < Math.log(cfg.one_confidence) - cfg.digit_cost;
   }
 
   /** The reading of the best path (`Reader._best_path`). */
@@ -332,8 +358,10 @@ function twoBest(n, score, maxGroup) {
 
 /**
  * The drawing rendered so the line is `line_height` pixels high (`_strokes_page`), with the
- * writer's pen, at most MNIST's: {ink (Float32Array, 0 = paper), w, h, scale}, where a page
- * pixel x is x * scale[0] + scale[2] on the canvas. Null when there are no points.
+ * writer's pen, at most MNIST's: {ink (Float32Array, 0 = paper), w, h, scale, penPaths},
+ * where a page pixel x is x * scale[0] + scale[2] on the canvas; penPaths: the strokes as
+ * placed on the page and the pen, to number them by (`strokesOf`), null for a drawing of too
+ * many strokes. Null when there are no points.
  */
 function strokesPage(drawing, cfg) {
   const pts = drawing.strokes.flat();
@@ -357,8 +385,21 @@ function strokesPage(drawing, cfg) {
   const img = drawPage(placed, w, h, pen);
   const ink = new Float32Array(w * h);
   for (let i = 0; i < img.length; i++) ink[i] = img[i] / 255;
+  const split = cfg.stroke_pieces && placed.length <= 4 * cfg.max_pieces;
   const k = 1 / scale;
-  return { ink, w, h, scale: [k, k, lox - off * k, loy - off * k] };
+  return { ink, w, h, scale: [k, k, lox - off * k, loy - off * k],
+    penPaths: split ? { strokes: placed, pen } : null, pieces: null, strokes: null };
+}
+
+/**
+ * The drawing's strokes over the page (`Page.strokes`): Int32Array, a stroke's number (1..)
+ * where it inks, one drawn later covering one drawn before; null without `penPaths`. Drawn
+ * when first asked for: only a number read with doubt needs them.
+ */
+function strokesOf(page) {
+  if (page.penPaths === null) return null;
+  page.strokes ??= numberStrokes(page.penPaths.strokes, page.w, page.h, page.penPaths.pen);
+  return page.strokes;
 }
 
 /**
@@ -388,6 +429,36 @@ function drawPage(strokes, w, h, pen) {
     filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
       Math.trunc(x + r), Math.trunc(y + r));
   }
+  return img;
+}
+
+/**
+ * `_number_strokes`: `drawPage`'s strokes, each in its own number (1, 2, ...) on an Int32Array
+ * (Pillow's "I" image): its lines, then its caps (to a quarter pixel, each once), stroke after
+ * stroke, so a stroke drawn later covers those before it.
+ */
+function numberStrokes(strokes, w, h, pen) {
+  const img = new Int32Array(w * h);
+  const r = pen / 2;
+  const width = pyRound(pen);
+  strokes.forEach((s, n) => {
+    const fill = n + 1;
+    if (s.length > 1 && width !== 0) {
+      const line = width <= 1 ? thinLine : wideLine;
+      for (let i = 0; i + 1 < s.length; i++) {
+        line(img, w, h, Math.trunc(s[i][0]), Math.trunc(s[i][1]),
+          Math.trunc(s[i + 1][0]), Math.trunc(s[i + 1][1]), width, fill);
+      }
+      const last = s[s.length - 1];
+      if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]), fill);
+    }
+    const caps = new Set(s.map(([x, y]) => `${pyRound(x * 4) / 4},${pyRound(y * 4) / 4}`));
+    for (const cap of caps) {
+      const [x, y] = cap.split(",").map(Number);
+      filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
+        Math.trunc(x + r), Math.trunc(y + r), fill);
+    }
+  });
   return img;
 }
 
@@ -522,11 +593,13 @@ function merge(boxes, keep, overlap) {
 /**
  * The page's primitive segments in reading order (`_primitives`): {labels (each pixel's
  * primitive + 1, 0: paper or dust), units (per primitive, its piece of ink), boxes, height};
- * null when the page holds a single piece too small to cut.
+ * null when the page holds a single piece too small to cut. ``byStrokes``: a drawing's pieces
+ * split between their strokes where they can be (`strokeParts`).
  */
-function primitives(page, cfg) {
+function primitives(page, cfg, byStrokes = false) {
   const { ink, w, h } = page;
-  const found = label((i) => ink[i] > 0, w, h);
+  page.pieces ??= label((i) => ink[i] > 0, w, h); // the ink's pieces, found once per page
+  const found = page.pieces;
   if (found.n === 0) return null;
   const { boxes, mass } = boxesOf(found.labels, found.n, ink, w, h);
   const heaviest = Math.max(...mass);
@@ -560,7 +633,7 @@ function primitives(page, cfg) {
   const punits = [];
   const order = ub.map((b, u) => u).sort((a, b) => (ub[a][0] + ub[a][2]) - (ub[b][0] + ub[b][2]));
   for (const u of order) {
-    const parts = cutUnit(labels, w, ub[u], u + 1, height, slant, cfg);
+    const parts = cutUnit(page, labels, ub[u], u + 1, height, slant, cfg, byStrokes);
     for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
     for (let k = 0; k < parts.count; k++) punits.push(u + 1);
     if (punits.length > cfg.max_primitives) {
@@ -573,18 +646,23 @@ function primitives(page, cfg) {
 }
 
 /**
- * One unit's pixels split by its cuts: {pixels: [[page index, part]], count}, parts numbered
- * left to right, empty ones dropped. Units no wider than `cut_width` H are one part.
+ * One unit's pixels split between its strokes (`strokeParts`) or by its cuts: {pixels:
+ * [[page index, part]], count}, parts numbered in the order drawn or left to right, empty
+ * ones dropped. Units no wider than `cut_width` H, not split by stroke, are one part.
  */
-function cutUnit(labels, w, box, unit, height, slant, cfg) {
+function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
+  const { w } = page;
   const [x0, y0, x1, y1] = box;
   const ys = [];
   const xs = [];
   for (let y = y0; y < y1; y++) {
     for (let x = x0; x < x1; x++) if (labels[y * w + x] === unit) { ys.push(y - y0); xs.push(x - x0); }
   }
-  const part = new Int32Array(ys.length);
-  if (x1 - x0 > cfg.cut_width * height) {
+  let part = new Int32Array(ys.length);
+  const byStroke = byStrokes ? strokeParts(page, ys, xs, box, height, cfg) : null;
+  if (byStroke !== null) {
+    part = byStroke;
+  } else if (x1 - x0 > cfg.cut_width * height) {
     const size = [x1 - x0, y1 - y0];
     const lines = cuts(ys, xs, size, height, slant, cfg);
     for (const path of bend(ys, xs, size, lines, height, cfg)) {
@@ -595,6 +673,33 @@ function cutUnit(labels, w, box, unit, height, slant, cfg) {
   const index = new Map(used.map((v, k) => [v, k]));
   const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, index.get(part[p])]);
   return { pixels, count: used.length };
+}
+
+/**
+ * A piece of a drawing split between its strokes, in the order they were drawn
+ * (`_stroke_parts`): the part (0, 1, ...) of each of its pixels (``ys``, ``xs`` within
+ * ``box``), the rank of its stroke's number. Null (cut the ink, if wide) for a page without
+ * strokes, a piece of more than `max_piece_strokes` strokes, or one holding a stroke wider
+ * than `stroke_cut_width` H.
+ */
+function strokeParts(page, ys, xs, [x0, y0], height, cfg) {
+  const strokes = strokesOf(page);
+  if (strokes === null) return null;
+  const which = ys.map((y, p) => strokes[(y + y0) * page.w + xs[p] + x0]);
+  const ids = [...new Set(which)].sort((a, b) => a - b); // stroke numbers are drawing order
+  if (ids.length > cfg.max_piece_strokes) return null;
+  const rank = new Map(ids.map((v, k) => [v, k]));
+  const order = Int32Array.from(which, (v) => rank.get(v));
+  const lo = new Float64Array(ids.length).fill(Infinity);
+  const hi = new Float64Array(ids.length).fill(-Infinity);
+  order.forEach((k, p) => {
+    lo[k] = Math.min(lo[k], xs[p]);
+    hi[k] = Math.max(hi[k], xs[p] + 1);
+  });
+  for (let k = 0; k < ids.length; k++) {
+    if (hi[k] - lo[k] > cfg.stroke_cut_width * height) return null;
+  }
+  return order;
 }
 
 function median(values) {
