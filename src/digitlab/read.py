@@ -170,14 +170,14 @@ class ReadConfig:
     max_side: int = 4096  # ... and at most this wide
     # The path's scores (log probabilities and penalties)
     digit_cost: float = 0.5  # per digit: fewer digits unless the evidence says more
-    not_digit_weight: float = 8.0  # per unit of "not a digit" score over the threshold
-    wide_weight: float = 4.0  # per unit of aspect (width / height) over `wide_from`
+    not_digit_weight: float = 16.0  # per unit of "not a digit" score over the threshold
+    wide_weight: float = 6.7  # per unit of aspect (width / height) over `wide_from`
     wide_from: float = 1.1
     short_weight: float = 6.0  # per H of height under `short_from`
     short_from: float = 0.6
-    gap_weight: float = 6.0  # per H of gap inside a group
+    gap_weight: float = 8.4  # per H of gap inside a group
     cut_cost: float = 1.0  # per cut through a piece of ink used as a boundary between digits
-    apart_weight: float = 3.0  # per share of the narrower not overlapped, for separate pieces
+    apart_weight: float = 1.8  # per share of the narrower not overlapped, for separate pieces
     unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
     # Never split one digit: ink no wider than `one_aspect` x its height is one digit
     # when the Predictor reads it with `one_confidence` or the path has a fragment; up to
