@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +330,14 @@ def test_a_cut_never_leaves_a_sliver(reader, mnist_test):
     for image in images[labels == 7][:40]:
         r = reader.read(image)
         assert len(r.digits) == 1
+
+
+@pytest.mark.slow
+def test_the_weight_search_runs_end_to_end(mnist_dir) -> None:
+    """scripts/tune_read.py --quick: composes, segments, re-scores and prints the weights."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "tune_read.py"
+    env = {**os.environ, "DIGITLAB_DATA": str(mnist_dir)}
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "image:touch" in done.stdout and "found: {'digit_cost'" in done.stdout

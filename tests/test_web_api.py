@@ -155,6 +155,15 @@ def test_an_image_of_a_number_and_a_batch_of_them(client, digits) -> None:
     assert [r["text"] for r in results] == ["904", "1"]
 
 
+def test_a_batch_that_reads_too_long_answers_the_rest_503(client, monkeypatch) -> None:
+    import digitlab.web.service as service
+
+    monkeypatch.setattr(service, "BATCH_SECONDS", 0.0)  # every item is past the deadline
+    results = client.post("/api/predict/batch", json={"items": [ONE, ZERO]}).json()["results"]
+    assert [r["status"] for r in results] == [503, 503]
+    assert "send them again" in results[0]["error"]
+
+
 def test_more_digits_than_a_reading_allows_is_a_422(client) -> None:
     many = [[[20 + 30 * i, 10], [20 + 30 * i, 60]] for i in range(40)]  # 40 ones
     r = client.post("/api/predict", json={"strokes": many, "width": 1300, "height": 80})

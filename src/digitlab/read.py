@@ -47,7 +47,9 @@ cover the segmentation itself; a close runner-up with another number of digits i
 reported as the reason "unclear split".
 
 Work is bounded whatever the picture: at most `max_digits` digits (`TooManyDigits`
-beyond), `max_pieces` pieces of ink and `max_primitives` primitives; a page of
+beyond), `max_pieces` pieces of ink, `max_primitives` primitives and `max_candidates`
+candidate digits (28 x 28s made); ink longer than a line of 32 digits (a rule, a dash), or
+cut into more primitives, is read whole, as the Predictor reads it; a page of
 specks reads as no ink (the `digitlab.ink` noise rule) or raises `TooManyDigits`.
 """
 
@@ -139,6 +141,7 @@ class ReadConfig:
     max_digits: int = MAX_DIGITS
     max_pieces: int = 4 * MAX_DIGITS  # pieces of ink after dust and merging
     max_primitives: int = 4 * MAX_DIGITS  # segments after cutting
+    max_candidates: int = 12 * MAX_DIGITS  # groups made into 28 x 28s, all segmentations
     max_group: int = 4  # primitives one digit may be made of
     merge_overlap: float = 0.5  # pieces overlapping by this share of the narrower: one digit
     cut_width: float = 1.0  # a piece wider than this may hold touching digits
@@ -286,11 +289,16 @@ class Reader:
         cache = cache if cache is not None else {}
         keys = [_group_key(prims, i, j) for i, j in groups]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if len(cache) + len(todo) > cfg.max_candidates:  # bounded work, whatever the ink
+            raise TooManyDigits(f"too many ways to split this ink into digits: read at most "
+                                f"{cfg.max_digits} digits at a time")  # fmt: skip
         fresh = {k: _normalized(page, prims, *groups[keys.index(k)], self.predictor.config)
                  for k in todo}  # fmt: skip
         inked = [k for k in todo if fresh[k].image is not None]
-        images = np.stack([fresh[k].image for k in inked]) if inked else np.empty((0, 28, 28))
-        probs, scores = model_scores(self.predictor.model, images.astype(np.float32))
+        probs, scores = np.empty((0, 10)), None  # nothing inked: no model run (none takes 0)
+        if inked:
+            images = np.stack([fresh[k].image for k in inked]).astype(np.float32)
+            probs, scores = model_scores(self.predictor.model, images)
         for m, k in enumerate(inked):
             cache[k] = (fresh[k], probs[m], None if scores is None else float(scores[m]))
         for k in todo:
@@ -298,8 +306,8 @@ class Reader:
         threshold = self.predictor.rules.not_digit
         score: dict[tuple[int, int], float] = {}
         for (i, j), k in zip(groups, keys, strict=True):
-            nm, pr, nd = cache[k]
-            score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, nm, cfg)
+            _, pr, nd = cache[k]
+            score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         return _Found(_two_best(n, score, cfg.max_group), score, read)
 
@@ -585,7 +593,7 @@ class _Primitives:
         return float(gap)
 
     def score(self, i: int, j: int, probs: np.ndarray, nd: float | None,
-              threshold: float | None, norm: Normalized, cfg: ReadConfig) -> float:  # fmt: skip
+              threshold: float | None, cfg: ReadConfig) -> float:  # fmt: skip
         """How good a digit primitives i..j-1 make (a log probability, penalised)."""
         b = self.boxes[i:j]
         w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
@@ -622,7 +630,9 @@ class _Primitives:
 
 def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primitives | None:
     """The page's primitive segments (``by_strokes``: a drawing's pieces split between their
-    strokes where they can be); None when it holds a single piece too small to cut."""
+    strokes where they can be); None when it holds a single piece too small to cut, a piece
+    longer than a line of `max_digits` digits (a rule, a dash), or cuts past
+    `max_primitives`: read whole, as the Predictor reads it."""
     labels, n = page.pieces
     if n == 0:
         return None
@@ -647,6 +657,9 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     umass = np.bincount(units[keep], weights=mass[keep], minlength=n_units + 1)[1:]
     big = umass >= 0.25 * umass.max()
     height = float(np.median(heights[big]))
+    longest = float((ub[:, 2] - ub[:, 0]).max()) / max(height, 1.0)
+    if longest > cfg.max_digits * cfg.max_width:  # a rule or a dash, not a row of digits:
+        return None  # read whole, as the Predictor reads it (cutting it would take long)
     plabels = np.zeros_like(labels)
     punits: list[int] = []
     wide = (ub[:, 2] - ub[:, 0] > cfg.cut_width * height).any()
@@ -665,9 +678,8 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
         parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
         plabels[ys + y0, xs + x0] = len(punits) + 1 + part
         punits += [int(u) + 1] * len(parts)
-        if len(punits) > cfg.max_primitives:
-            raise TooManyDigits(f"too much ink to read as a number of at most "
-                                f"{cfg.max_digits} digits")  # fmt: skip
+        if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
+            return None  # of digits (separate digits are pieces, counted above): read whole
     if len(punits) == 1:
         return None
     pboxes, _ = _boxes(plabels, len(punits), page.ink)
@@ -787,13 +799,15 @@ def _cuts(ys: np.ndarray, xs: np.ndarray, size: tuple[int, int], height: float, 
     finite = np.flatnonzero(np.isfinite(least))
     minima = [int(c) for c in finite
               if least[c] <= least[max(0, c - win) : c + win + 1].min() + 1e-9]  # fmt: skip
-    most = max(1, math.ceil(w / (cfg.cut_every * height)) - 1)
+    most = min(max(1, math.ceil(w / (cfg.cut_every * height)) - 1), cfg.max_primitives)
     chosen: list[int] = []
-    ends = np.array([-ymid, h - 1 - ymid])
+    slant_at = slants[which].tolist()
 
     def apart(c: int, d: int) -> bool:  # the lines through c and d do not cross in the piece
-        at = (c - d) + (slants[which[c]] - slants[which[d]]) * ends
-        return abs(c - d) >= spacing and bool(np.all(at * np.sign(c - d) >= spacing / 2))
+        if abs(c - d) < spacing:
+            return False
+        side, dk = (1 if c > d else -1), slant_at[c] - slant_at[d]
+        return all(side * ((c - d) + dk * e) >= spacing / 2 for e in (-ymid, h - 1 - ymid))
 
     for c in sorted(minima, key=lambda c: least[c]):
         if all(apart(c, d) for d in chosen):

@@ -160,8 +160,9 @@ async def predict(body: OneDigit, service: Service, request: Request) -> Predict
 )
 async def predict_batch(body: ManyDigits, service: Service, request: Request) -> BatchResult:
     """Multipart with several files, or JSON ``{"items": [drawing or grid, ...]}``; each
-    result is a prediction or that item's own error (429 for the images past the client's
-    decode budget; past it already, the whole request is 429)."""
+    result is a reading (a digit or a number, as ``/api/predict`` answers) or that item's own
+    error (429 for the images past the client's decode budget, past it already the whole
+    request is 429; 503 for the items left once the batch has taken 10 s to read)."""
     if isinstance(body, Json):  # checked in the worker thread too: 8 MB take a while
         return await run_in_threadpool(service.predict_json_batch, body.value)
     return await run_in_threadpool(service.predict_batch, body.files, client_of(request))

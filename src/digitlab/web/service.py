@@ -165,6 +165,10 @@ DECODE_BUDGET_MP = 200.0
 # Decoding an uploaded image is what takes memory (up to `max_decoded_bytes` each): at most
 # this many at once, one a core; the others wait up to DECODE_WAIT seconds, then get a 503.
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
+# A batch is read item after item in one worker thread: past this many seconds, the items
+# left are answered 503 (each its own), so that one request cannot hold a worker for long
+# (64 numbers of hostile scribble take up to a second each).
+BATCH_SECONDS = 10.0
 DECODE_WAIT = 10.0
 
 
@@ -222,10 +226,14 @@ class DigitService:
         if any(isinstance(item, bytes) for item in items):
             self.decode_budget.check(client)
         results: list[PredictResult | ItemError] = []
+        deadline = time.monotonic() + BATCH_SECONDS
         for item in items:
             try:
                 if isinstance(item, DigitlabError):  # a JSON item that is no drawing or grid
                     raise item
+                if time.monotonic() > deadline:  # one request may not hold a worker for long
+                    raise Busy(f"this batch took over {BATCH_SECONDS:g} s to read: the items "
+                               "from this one on were not read; send them again")  # fmt: skip
                 results.append(PredictResult.of(self.read(item, client)))
             except DigitlabError as e:
                 results.append(ItemError(error=str(e), status=status_of(e)))
