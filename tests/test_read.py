@@ -16,7 +16,7 @@ import pytest
 from digitlab.errors import DigitlabError, InputError
 from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
-from digitlab.read import MAX_DIGITS, Reader, Reading, TooManyDigits
+from digitlab.read import MAX_DIGITS, ReadConfig, Reader, Reading, TooManyDigits
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +274,40 @@ def test_a_page_of_scribble_finishes(reader):
     except TooManyDigits:
         pass
     assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.parametrize(
+    "strokes",
+    [
+        [[(51546.0, 1e6), (-1.2e-7, 1e6)]],  # 131,071 px long, no height: once 50 s
+        [[(7, 1), (-131071, -2641), (11696, 6)], [(3, 7)]],  # long and thin: cut past 128
+        [[(0, 0), (3000, 0)]],  # a rule
+    ],
+)
+def test_a_rule_or_a_dash_is_read_whole_as_the_predictor_reads_it(reader, predictor, strokes):
+    drawing = Strokes(tuple(tuple(map(tuple, s)) for s in strokes), None, None, 1.0)
+    got = reader.read(drawing)
+    assert len(got.digits) == 1
+    assert got.digits[0].prediction.probabilities == predictor.predict(drawing).probabilities
+
+
+def test_too_many_candidate_digits_is_a_clear_error(predictor):
+    tight = Reader(predictor, config=ReadConfig(max_candidates=5))
+    ones = Strokes(tuple(((20.0 + 30 * i, 10.0), (20.0 + 30 * i, 60.0)) for i in range(8)))
+    with pytest.raises(TooManyDigits, match="too many ways to split"):
+        tight.read(ones)
+    assert Reader(predictor).read(ones).text == "11111111"
+
+
+def test_touching_drawn_digits_are_split_between_their_strokes(reader, predictor):
+    """A 7, then a 4 whose bar runs into the 7's stem: one piece of ink. Cut, it reads
+    "77"; its strokes, in the order drawn, say where one digit ends."""
+    seven = [[(10, 10), (70, 10), (35, 100)]]
+    four = [[(85, 10), (50, 65), (110, 65)], [(95, 30), (95, 100)]]
+    drawing = Strokes(tuple(tuple(map(tuple, s)) for s in seven + four), pen=6.0)
+    assert reader.read(drawing).text == "74"
+    ink_only = Reader(predictor, config=ReadConfig(stroke_pieces=False))
+    assert ink_only.read(drawing).text != "74"
 
 
 def test_input_that_is_not_a_picture_is_an_input_error(reader):

@@ -190,7 +190,12 @@ export function adjustStroke(work, c) {
   return [cropped ?? work, width];
 }
 
-/** Grey dilation (grow) or erosion with a disc of ``radius``, on a zero border of that width. */
+/**
+ * Grey dilation (grow) or erosion with a disc of ``radius``, on a zero border of that width.
+ * The disc row by row: per row offset dy, the max (min) over the run |dx| <= a(dy) of the
+ * disc, from running maxima (minima) of the rows. Max and min are exact in any order, so
+ * this is the max (min) over the disc's shifted copies, as `_morph`, in O(radius) per pixel.
+ */
 function morph(img, radius, grow) {
   const w = img.w + 2 * radius;
   const h = img.h + 2 * radius;
@@ -198,18 +203,34 @@ function morph(img, radius, grow) {
   for (let y = 0; y < img.h; y++) {
     src.set(img.data.subarray(y * img.w, (y + 1) * img.w), (y + radius) * w + radius);
   }
-  const out = src.slice();
   const op = grow ? Math.max : Math.min;
+  const reach = []; // per dy + radius: the disc's half-width on that row
   for (let dy = -radius; dy <= radius; dy++) {
-    for (let dx = -radius; dx <= radius; dx++) {
-      if ((!dy && !dx) || dy * dy + dx * dx > (radius + 0.5) ** 2) continue;
-      for (let y = 0; y < h; y++) {
-        for (let x = 0; x < w; x++) {
-          const sy = y - dy;
-          const sx = x - dx;
-          const v = sy >= 0 && sy < h && sx >= 0 && sx < w ? src[sy * w + sx] : 0;
-          out[y * w + x] = op(out[y * w + x], v);
-        }
+    let a = 0;
+    while (a < radius && dy * dy + (a + 1) * (a + 1) <= (radius + 0.5) ** 2) a++;
+    reach.push(a);
+  }
+  const runs = [src]; // runs[a]: op over columns x - a .. x + a of a row (0 off the image)
+  for (let a = 1; a <= radius; a++) {
+    const prev = runs[a - 1];
+    const next = new Float32Array(w * h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const left = x - a >= 0 ? src[y * w + x - a] : 0;
+        const right = x + a < w ? src[y * w + x + a] : 0;
+        next[y * w + x] = op(op(prev[y * w + x], left), right);
+      }
+    }
+    runs.push(next);
+  }
+  const out = src.slice();
+  for (let dy = -radius; dy <= radius; dy++) {
+    const run = runs[reach[dy + radius]];
+    for (let y = 0; y < h; y++) {
+      const sy = y - dy;
+      for (let x = 0; x < w; x++) {
+        const v = sy >= 0 && sy < h ? run[sy * w + x] : 0;
+        out[y * w + x] = op(out[y * w + x], v);
       }
     }
   }

@@ -40,6 +40,7 @@ export const READ_CONFIG = Object.freeze({
   max_digits: 32,
   max_pieces: 128,
   max_primitives: 128,
+  max_candidates: 384,
   max_group: 4,
   merge_overlap: 0.5,
   cut_width: 1.0,
@@ -95,7 +96,10 @@ export class TooManyDigits extends Error {
  * ``scoreBatch(images)`` runs the model; ``settings`` holds `preprocessing`, `trust` and
  * `card.classes` (the page's settings). Resolves to the shape of `Reading.to_dict()` (values
  * not rounded), each digit with the 28 x 28 `image` the model saw. Throws `TooManyDigits`
- * beyond `max_digits` digits, an Error for more points than the preprocessing allows.
+ * beyond `max_digits` digits (or `max_pieces` pieces, or `max_candidates` candidate digits
+ * over all segmentations), an Error for more points than the preprocessing allows. Ink longer
+ * than a line of `max_digits` digits (a rule, a dash), or cut into more than `max_primitives`
+ * primitives, is read whole, as the Predictor reads it.
  */
 export async function readDrawing(drawing, scoreBatch, settings, config = READ_CONFIG) {
   const pconf = checkConfig(settings.preprocessing);
@@ -206,6 +210,10 @@ class Reader {
     // same page reuses those of the groups it shares.
     const keys = groups.map(([i, j]) => groupKey(prims, i, j));
     const todo = [...new Set(keys.filter((k) => !cache.has(k)))];
+    if (cache.size + todo.length > cfg.max_candidates) { // bounded work, whatever the ink
+      throw new TooManyDigits("too many ways to split this ink into digits: read at most " +
+        `${cfg.max_digits} digits at a time`);
+    }
     const fresh = new Map(todo.map((k) => {
       const [i, j] = groups[keys.indexOf(k)];
       return [k, normalizedGroup(page, prims, i, j, this.pconf)];
@@ -593,8 +601,10 @@ function merge(boxes, keep, overlap) {
 /**
  * The page's primitive segments in reading order (`_primitives`): {labels (each pixel's
  * primitive + 1, 0: paper or dust), units (per primitive, its piece of ink), boxes, height};
- * null when the page holds a single piece too small to cut. ``byStrokes``: a drawing's pieces
- * split between their strokes where they can be (`strokeParts`).
+ * null when the page holds a single piece too small to cut, a piece longer than a line of
+ * `max_digits` digits (a rule, a dash), or cuts past `max_primitives` (read whole, as the
+ * Predictor reads it). ``byStrokes``: a drawing's pieces split between their strokes where
+ * they can be (`strokeParts`).
  */
 function primitives(page, cfg, byStrokes = false) {
   const { ink, w, h } = page;
@@ -627,6 +637,10 @@ function primitives(page, cfg, byStrokes = false) {
   });
   const most = Math.max(...umass);
   const height = median(ub.filter((_, u) => umass[u] >= 0.25 * most).map((b) => b[3] - b[1]));
+  const longest = Math.max(...ub.map((b) => b[2] - b[0])) / Math.max(height, 1.0);
+  if (longest > cfg.max_digits * cfg.max_width) { // a rule or a dash, not a row of digits:
+    return null; // read whole, as the Predictor reads it (cutting it would take long)
+  }
   const wide = ub.some((b) => b[2] - b[0] > cfg.cut_width * height);
   const slant = wide ? estimateSlant(ink, w, h) : 0.0; // the writing's: cut lines follow it
   const plabels = new Int32Array(w * h);
@@ -636,8 +650,8 @@ function primitives(page, cfg, byStrokes = false) {
     const parts = cutUnit(page, labels, ub[u], u + 1, height, slant, cfg, byStrokes);
     for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
     for (let k = 0; k < parts.count; k++) punits.push(u + 1);
-    if (punits.length > cfg.max_primitives) {
-      throw new TooManyDigits(`too much ink to read as a number of at most ${cfg.max_digits} digits`);
+    if (punits.length > cfg.max_primitives) { // cut past the bound: long strokes, no row
+      return null; // of digits (separate digits are pieces, counted above): read whole
     }
   }
   if (punits.length === 1) return null;
@@ -739,12 +753,12 @@ function cuts(ys, xs, [w, h], height, slant, cfg) {
     for (let d = Math.max(0, c - win); d < Math.min(cols, c + win + 1); d++) low = Math.min(low, least[d]);
     if (least[c] <= low + 1e-9) minima.push(c);
   }
-  const most = Math.max(1, Math.ceil(w / (cfg.cut_every * height)) - 1);
-  const ends = [-ymid, h - 1 - ymid];
+  const most = Math.min(Math.max(1, Math.ceil(w / (cfg.cut_every * height)) - 1),
+    cfg.max_primitives);
   const apart = (c, d) => { // the lines through c and d do not cross in the piece
-    const sign = Math.sign(c - d);
-    return Math.abs(c - d) >= spacing && ends.every((e) =>
-      ((c - d) + (slants[which[c]] - slants[which[d]]) * e) * sign >= spacing / 2);
+    if (Math.abs(c - d) < spacing) return false;
+    const [side, dk] = [c > d ? 1 : -1, slants[which[c]] - slants[which[d]]];
+    return [-ymid, h - 1 - ymid].every((e) => side * ((c - d) + dk * e) >= spacing / 2);
   };
   const chosen = [];
   for (const c of minima.sort((a, b) => least[a] - least[b])) {
