@@ -47,9 +47,9 @@ cover the segmentation itself; a close runner-up with another number of digits i
 reported as the reason "unclear split".
 
 Work is bounded whatever the picture: at most `max_digits` digits (`TooManyDigits`
-beyond), `max_pieces` pieces of ink, `max_primitives` primitives and `max_candidates`
-candidate digits (28 x 28s made); ink longer than a line of 32 digits (a rule, a dash), or
-cut into more primitives, is read whole, as the Predictor reads it; a page of
+beyond) and `max_pieces` pieces of ink; ink longer than a line of 32 digits (a rule, a
+dash), cut into more than `max_primitives` primitives, or segmented more than
+`max_candidates` ways in all, is read whole, as the Predictor reads it; a page of
 specks reads as no ink (the `digitlab.ink` noise rule) or raises `TooManyDigits`.
 """
 
@@ -141,7 +141,7 @@ class ReadConfig:
     max_digits: int = MAX_DIGITS
     max_pieces: int = 4 * MAX_DIGITS  # pieces of ink after dust and merging
     max_primitives: int = 4 * MAX_DIGITS  # segments after cutting
-    max_candidates: int = 12 * MAX_DIGITS  # groups made into 28 x 28s, all segmentations
+    max_candidates: int = 8 * MAX_DIGITS  # groups made into 28 x 28s, all segmentations
     max_group: int = 4  # primitives one digit may be made of
     merge_overlap: float = 0.5  # pieces overlapping by this share of the narrower: one digit
     cut_width: float = 1.0  # a piece wider than this may hold touching digits
@@ -235,6 +235,8 @@ class Reader:
         prims = _primitives(page, replace(cfg, drop_fall=False))
         cache: dict = {}
         found = None if prims is None else self._paths(page, prims, cache)
+        if found is None:
+            prims = None
         others = []
         drop = cfg.drop_fall and (page.polarity == "strokes" or cfg.drop_fall_images)
         if drop and prims is not None and len(set(prims.units)) < len(prims.units):
@@ -247,7 +249,7 @@ class Reader:
             if other is None or (prims is not None and np.array_equal(other.labels, prims.labels)):
                 continue
             alt = self._paths(page, other, cache)
-            if found is None or alt.paths[0][0] > found.paths[0][0]:
+            if alt is not None and (found is None or alt.paths[0][0] > found.paths[0][0]):
                 prims, found = other, alt
         if prims is None or found is None:
             return self._one(x)
@@ -278,8 +280,9 @@ class Reader:
 
     # -- several: the best path ------------------------------------------------------------ #
 
-    def _paths(self, page: Page, prims: _Primitives, cache: dict | None = None) -> _Found:
-        """The best paths through ``prims`` (`_two_best`), and the groups they chose from."""
+    def _paths(self, page: Page, prims: _Primitives, cache: dict | None = None) -> _Found | None:
+        """The best paths through ``prims`` (`_two_best`), and the groups they chose from;
+        None when that would make more than `max_candidates` candidate digits in all."""
         cfg = self.config
         n = len(prims.units)
         groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
@@ -289,9 +292,8 @@ class Reader:
         cache = cache if cache is not None else {}
         keys = [_group_key(prims, i, j) for i, j in groups]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
-        if len(cache) + len(todo) > cfg.max_candidates:  # bounded work, whatever the ink
-            raise TooManyDigits(f"too many ways to split this ink into digits: read at most "
-                                f"{cfg.max_digits} digits at a time")  # fmt: skip
+        if len(cache) + len(todo) > cfg.max_candidates:  # bounded work, whatever the ink:
+            return None  # a long dash cut a hundred ways is read whole, at once
         fresh = {k: _normalized(page, prims, *groups[keys.index(k)], self.predictor.config)
                  for k in todo}  # fmt: skip
         inked = [k for k in todo if fresh[k].image is not None]

@@ -40,7 +40,7 @@ export const READ_CONFIG = Object.freeze({
   max_digits: 32,
   max_pieces: 128,
   max_primitives: 128,
-  max_candidates: 384,
+  max_candidates: 256,
   max_group: 4,
   merge_overlap: 0.5,
   cut_width: 1.0,
@@ -96,10 +96,10 @@ export class TooManyDigits extends Error {
  * ``scoreBatch(images)`` runs the model; ``settings`` holds `preprocessing`, `trust` and
  * `card.classes` (the page's settings). Resolves to the shape of `Reading.to_dict()` (values
  * not rounded), each digit with the 28 x 28 `image` the model saw. Throws `TooManyDigits`
- * beyond `max_digits` digits (or `max_pieces` pieces, or `max_candidates` candidate digits
- * over all segmentations), an Error for more points than the preprocessing allows. Ink longer
- * than a line of `max_digits` digits (a rule, a dash), or cut into more than `max_primitives`
- * primitives, is read whole, as the Predictor reads it.
+ * beyond `max_digits` digits (or `max_pieces` pieces), an Error for more points than the
+ * preprocessing allows. Ink longer than a line of `max_digits` digits (a rule, a dash), cut
+ * into more than `max_primitives` primitives, or segmented into more than `max_candidates`
+ * candidate digits over all segmentations, is read whole, as the Predictor reads it.
  */
 export async function readDrawing(drawing, scoreBatch, settings, config = READ_CONFIG) {
   const pconf = checkConfig(settings.preprocessing);
@@ -110,6 +110,7 @@ export async function readDrawing(drawing, scoreBatch, settings, config = READ_C
   let best = primitives(page, { ...config, drop_fall: false });
   const cache = new Map();
   let found = best === null ? null : await reader.paths(page, best, cache);
+  if (found === null) best = null;
   const others = [];
   if (config.drop_fall && best !== null && new Set(best.units).size < best.units.length) {
     // a piece was cut: cuts that follow drop-fall paths where those cross less ink
@@ -122,7 +123,9 @@ export async function readDrawing(drawing, scoreBatch, settings, config = READ_C
   for (const other of others) { // the classifier chooses: the better best path
     if (other === null || (best !== null && sameLabels(other.labels, best.labels))) continue;
     const alt = await reader.paths(page, other, cache);
-    if (found === null || alt.paths[0][0] > found.paths[0][0]) [best, found] = [other, alt];
+    if (alt !== null && (found === null || alt.paths[0][0] > found.paths[0][0])) {
+      [best, found] = [other, alt];
+    }
   }
   if (best === null || found === null) return reader.one();
   return reader.bestPath(best, found);
@@ -210,9 +213,8 @@ class Reader {
     // same page reuses those of the groups it shares.
     const keys = groups.map(([i, j]) => groupKey(prims, i, j));
     const todo = [...new Set(keys.filter((k) => !cache.has(k)))];
-    if (cache.size + todo.length > cfg.max_candidates) { // bounded work, whatever the ink
-      throw new TooManyDigits("too many ways to split this ink into digits: read at most " +
-        `${cfg.max_digits} digits at a time`);
+    if (cache.size + todo.length > cfg.max_candidates) { // bounded work, whatever the ink:
+      return null; // a long dash cut a hundred ways is read whole, at once
     }
     const fresh = new Map(todo.map((k) => {
       const [i, j] = groups[keys.indexOf(k)];
