@@ -26,7 +26,9 @@ The ``single`` set guards single digits: 2.5 x limit (1,000 by default) MNIST te
 each read alone as an image and redrawn as strokes (``draw``); the reader must give the
 Predictor's digit ("?" for its "not a digit") on at least 99.9 % of them.
 
-Per set: ``string`` accuracy (the whole number right), ``digit`` accuracy (1 - edit
+Per set: ``string`` accuracy (the whole number right), how honest the number's
+``confidence`` is (expected calibration error over 10 bins; the share read at least 90 %
+sure, and how many of those are right), ``digit`` accuracy (1 - edit
 distance / length, at least 0), the ``ceiling`` a perfect segmenter would reach with
 this model (each digit read alone by the Predictor: mean over numbers of the product of
 right/wrong; and single-digit accuracy ^ length, as the textbook estimate), latency per
@@ -279,6 +281,18 @@ def timed(read: Callable[[Any], str], xs: list[Any]) -> tuple[list[str], list[fl
     return texts, ms
 
 
+def calibration(confidences: list[float], right: list[bool]) -> dict[str, float]:
+    """How honest the number's confidence is: the expected calibration error (10 bins), and
+    the share right of the numbers read with at least 90 % confidence."""
+    c, ok = np.asarray(confidences), np.asarray(right, float)
+    bins = np.clip((c * 10).astype(int), 0, 9)
+    ece = sum(abs(c[bins == b].mean() - ok[bins == b].mean()) * (bins == b).mean()
+              for b in range(10) if (bins == b).any())  # fmt: skip
+    sure = c >= 0.9
+    return {"ece": float(ece), "sure_share": float(sure.mean()),
+            "right_when_sure": float(ok[sure].mean()) if sure.any() else float("nan")}  # fmt: skip
+
+
 def summary(texts: list[str], truth: list[str], ms: list[float]) -> dict[str, Any]:
     return {
         "string": float(np.mean([t == w for t, w in zip(texts, truth, strict=True)])),
@@ -306,7 +320,14 @@ def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
     single_acc = float(np.mean([p.digit == int(c) for p, c in pairs]))
     for it in items[:5]:  # warm up
         reader.read(it.x)
-    got, ms = timed(lambda x: reader.read(x).text, [it.x for it in items])
+    confidences: list[float] = []
+
+    def read(x: Any) -> str:
+        r = reader.read(x)
+        confidences.append(r.confidence)
+        return r.text
+
+    got, ms = timed(read, [it.x for it in items])
     naive, naive_ms = timed(lambda x: naive_read(predictor, x), [it.x for it in items])
     four = [m for m, it in zip(ms, items, strict=True) if len(it.text) == 4]
     lengths = np.array([len(t) for t in truth])
@@ -333,6 +354,7 @@ def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
         "reader": summary(got, truth, ms),
         "naive": summary(naive, truth, naive_ms),
         "ceiling": float(np.mean(alone)),
+        "confidence": calibration(confidences, [g == t for g, t in zip(got, truth, strict=True)]),
         "ceiling_textbook": float(np.mean(single_acc**lengths)),
         "single_digit": single_acc,
         "string_by_length": by_len,
@@ -407,6 +429,9 @@ def print_report(report: dict[str, Any]) -> None:
             for k, v in r["string_by_hardest_gap"].items()
         )
         print(f"{' ' * len(name)}  by hardest gap, reader/naive/ceiling: {hard}")
+        cal = r["confidence"]
+        print(f"{' ' * len(name)}  confidence: ECE {cal['ece']:.3f}; {pct(cal['sure_share'])} % "
+              f"read >= 90 % sure, of which {pct(cal['right_when_sure'])} % right")  # fmt: skip
         if four:
             print(
                 f"{' ' * len(name)}  4 digits: p50 {four['p50']:.1f} ms, p99 {four['p99']:.1f} ms"

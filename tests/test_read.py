@@ -186,7 +186,8 @@ def test_numbers_of_mnist_digits_read(reader, mnist_test, text, gap):
     assert len(r.digits) == len(text)
     boxes = [d.box for d in r.digits]
     assert all(a[2] <= b[0] + 2 for a, b in itertools.pairwise(boxes))  # in order
-    assert r.confidence == pytest.approx(np.prod([d.prediction.confidence for d in r.digits]))
+    every = np.prod([d.prediction.confidence for d in r.digits])
+    assert 0.5 * every < r.confidence <= every  # times how sure the split is (a margin of 1+ nat)
 
 
 def test_the_predictor_alone_reads_twelve_as_one_digit(predictor, reader, mnist_test):

@@ -79,8 +79,9 @@ class PredictResult(BaseModel):
     )
     digits: list[DigitResult] = Field(description="Each digit: where it is and what was read.")
     confidence: float = Field(
-        description="Probability that every digit is right (the product of the digits' "
-        "calibrated confidences; 0 when no ink)."
+        description="Probability that every digit is right: the product of the digits' "
+        "calibrated confidences, times how sure the split into digits is (1 for one digit); "
+        "0 when no ink."
     )
     unsure: bool = Field(description="True when the answer should not be trusted.")
     reasons: list[str] = Field(

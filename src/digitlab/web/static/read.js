@@ -265,9 +265,10 @@ class Reader {
     const one = await this.oneDigit(prims, total, best);
     if (one !== null) return one;
     const reasons = [];
-    if (found.paths.length > 1 && total - found.paths[1][0] < cfg.unclear_margin) {
-      reasons.push("unclear split");
-    }
+    // How sure the split is: the best path against the best with another number of digits,
+    // their scores taken as log odds (`Reader._best_path`).
+    const margin = found.paths.length > 1 ? total - found.paths[1][0] : Infinity;
+    if (margin < cfg.unclear_margin) reasons.push("unclear split");
     const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
     const digits = best.map(([i, j]) => {
       const g = at.get(`${i},${j}`);
@@ -277,7 +278,7 @@ class Reader {
       const { scores } = found.scores.get(found.keys[g]);
       return digitOf(norm.inkBox, judge(norm, scores, this.classes, this.trust), norm.image);
     });
-    return reading(digits, reasons);
+    return reading(digits, reasons, 1 / (1 + Math.exp(-Math.min(margin, 700))));
   }
 
   /**
@@ -314,10 +315,13 @@ function digitOf(box, answer, image) {
   return { box: [...box], ...answer, image };
 }
 
-/** `_reading` and `Reading.to_dict()`: a one-digit reading carries the digit's fields too. */
-function reading(digits, reasons) {
+/**
+ * `_reading` and `Reading.to_dict()`: a one-digit reading carries the digit's fields too.
+ * The confidence is the digits' times ``split``, how sure the segmentation is.
+ */
+function reading(digits, reasons, split = 1) {
   const text = digits.map((d) => (d.digit === null ? "?" : String(d.digit))).join("");
-  const confidence = digits.length ? digits.reduce((p, d) => p * d.confidence, 1) : 0;
+  const confidence = (digits.length ? digits.reduce((p, d) => p * d.confidence, 1) : 0) * split;
   const why = [...new Set([...digits.flatMap((d) => d.reasons), ...reasons])];
   const unsure = digits.some((d) => d.unsure) || reasons.length > 0 || digits.length === 0;
   const out = {};
