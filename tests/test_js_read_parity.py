@@ -69,6 +69,13 @@ def two(dx: float = 0) -> list:
             + segment((30 + dx, 240), (140 + dx, 240))]  # fmt: skip
 
 
+def letter_a() -> list:
+    """An A in three strokes (tests/test_not_a_digit.py's): its legs read "1" and "4" when
+    split between its strokes; the detector sees it whole as no digit."""
+    legs = [((84, 238), (140, 42)), ((140, 42), (196, 238)), ((106, 168), (174, 168))]
+    return [segment(a, b) for a, b in legs]
+
+
 def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
     """Separate digits, a 4 in two strokes, overlapping strokes, a wide "1 1", dots, far-apart
     marks, an empty drawing."""
@@ -78,6 +85,7 @@ def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
         ("one dot", {"strokes": [[[140, 140]]], **PAGE}),
         ("a 1", {"strokes": one(), **PAGE}),
         ("a 4 in two strokes", {"strokes": four(), **PAGE}),
+        ("a letter A: not a digit, read whole", {"strokes": letter_a(), **PAGE}),
         ("17, apart", {"strokes": one() + seven(120), **PAGE}),
         ("204, apart", {"strokes": two() + zero(170) + four(330), **PAGE}),
         ("70, overlapping in x", {"strokes": seven() + zero(115), **PAGE}),
@@ -319,6 +327,8 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
     assert "more" in refused  # more than 32 digits
     bounds = {c["name"]: c for c in cases if c["name"] in dict(bound_drawings())}
     assert len(bounds["a flat dash: cut into many"]["expected"]["digits"]) > 1
+    letter = next(c for c in cases if c["name"].startswith("a letter A"))
+    assert letter["expected"]["text"] == "?" and letter.get("read_along") is not None
     read_whole = [c for name, c in bounds.items() if name.endswith("read whole")]
     assert len(read_whole) == 3
     assert all(len(c["expected"]["digits"]) == 1 for c in read_whole)

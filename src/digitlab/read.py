@@ -326,7 +326,7 @@ class Reader:
             )
         if len(best) == 1:
             return self._one(x)
-        one = self._one_digit(x, prims, paths[0][0], best)
+        one = self._one_digit(x, prims, found)
         if one is not None:
             return one
         reasons: tuple[str, ...] = ()
@@ -344,13 +344,14 @@ class Reader:
             digits.append(DigitReading(norm.ink_box or (0, 0, 0, 0), p))
         return _reading(tuple(digits), reasons, 1 / (1 + math.exp(-min(margin, 700.0))))
 
-    def _one_digit(self, x: DigitInput, prims: _Primitives, total: float,
-                   path: list[tuple[int, int]]) -> Reading | None:  # fmt: skip
+    def _one_digit(self, x: DigitInput, prims: _Primitives, found: _Found) -> Reading | None:
         """The whole input as the Predictor's one digit, unless the best path of several
-        digits (``path``, scoring ``total``) is decisively better: not when the Predictor
-        reads the ink as one sure digit and it is digit-shaped, nor when the path's
-        digits are not all sure ones, nor when one of them is a fragment (short)."""
+        digits is decisively better: not when the Predictor reads the ink as one sure digit
+        and it is digit-shaped, nor when it reads a digit-shaped ink as "not a digit" (a
+        letter A, a cross) and the path's digits are not all sure ones, nor when one of them
+        is a fragment (short)."""
         cfg = self.config
+        total, path = found.paths[0]
         b = prims.boxes
         w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
         if w > cfg.one_max_aspect * h:
@@ -359,6 +360,13 @@ class Reader:
         fragment = tall < cfg.one_fragment * h
         p = self.predictor.predict(x)
         sure = p.confidence >= cfg.one_confidence
+        threshold = self.predictor.rules.not_digit
+        if p.digit is None and w <= cfg.one_aspect * h:  # a shape the detector saw whole:
+            for g in path:  # its strokes or parts read as digits only if each surely is one
+                _, probs, nd = found.read[g]
+                bad = nd is not None and threshold is not None and nd > threshold
+                if probs is None or bad or float(probs.max()) < cfg.one_confidence:
+                    return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
             if not (sure or fragment):
                 return None

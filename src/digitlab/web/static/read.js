@@ -262,7 +262,7 @@ class Reader {
         `read at most ${cfg.max_digits} at a time`);
     }
     if (best.length === 1) return this.one();
-    const one = await this.oneDigit(prims, total, best);
+    const one = await this.oneDigit(prims, found);
     if (one !== null) return one;
     const reasons = [];
     // How sure the split is: the best path against the best with another number of digits,
@@ -283,10 +283,11 @@ class Reader {
 
   /**
    * The whole drawing as the Predictor's one digit, unless the best path of several digits
-   * (``path``, scoring ``total``) is decisively better (`Reader._one_digit`).
+   * is decisively better (`Reader._one_digit`).
    */
-  async oneDigit(prims, total, path) {
+  async oneDigit(prims, found) {
     const cfg = this.config;
+    const [total, path] = found.paths[0];
     const [x0, y0, x1, y1] = spanOf(prims.boxes, 0, prims.boxes.length);
     const [w, h] = [x1 - x0, y1 - y0];
     if (w > cfg.one_max_aspect * h) return null;
@@ -298,6 +299,19 @@ class Reader {
     const fragment = tall < cfg.one_fragment * h;
     const { answer } = await this.predictWhole();
     const sure = answer.confidence >= cfg.one_confidence;
+    if (answer.digit === null && w <= cfg.one_aspect * h) { // a shape the detector saw whole:
+      // its strokes or parts read as digits only if each surely is one
+      const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
+      const threshold = this.trust.not_digit ?? null;
+      for (const [i, j] of path) {
+        const { scores } = found.scores.get(found.keys[at.get(`${i},${j}`)]);
+        if (scores === null) return this.one();
+        const bad = scores.notDigit != null && threshold !== null && scores.notDigit > threshold;
+        let most = -Infinity;
+        for (const p of scores.probabilities) most = Math.max(most, p);
+        if (bad || most < cfg.one_confidence) return this.one();
+      }
+    }
     if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
       if (!(sure || fragment)) return null;
       const wide = w > cfg.one_aspect * h;
