@@ -43,10 +43,9 @@ each cut following a drop-fall path where that crosses less ink; the best path w
 The number's ``confidence`` is the product of its digits' calibrated confidences (the
 probability that every digit is right, honest when their errors are independent) times
 how sure the split is: 1 / (1 + e^-m), m the best path's score less that of the best path
-with another number of digits. Without that factor a touching pair read as one sure
-digit kept its confidence (number ECE 0.18-0.29 on the benchmark's sets; with it
-0.09-0.15: docs/numbers.md). A runner-up within `unclear_margin` is reported as the
-reason "unclear split".
+with another number of digits: without it a touching pair read as one sure digit kept
+its confidence (docs/numbers.md measures both). A runner-up within `unclear_margin` is
+reported as the reason "unclear split".
 
 Work is bounded whatever the picture: at most `max_digits` digits (`TooManyDigits`
 beyond) and `max_pieces` pieces of ink; ink longer than a line of 32 digits (a rule, a
