@@ -426,19 +426,22 @@ def test_the_fixtures_reach_every_verdict_and_reason(fixtures) -> None:
     assert any("error" in c["expected"] for c in fixtures["drawings"])
 
 
-def test_the_page_reads_drawings_as_the_predictor(fixtures, tmp_path: Path) -> None:
-    """tests/js/parity.test.mjs, under ``node --test``, on fixtures written just now."""
+def run_node_test(test: Path, fixtures_var: str, fixtures: Path, tmp_path: Path) -> None:
+    """``node --test TEST`` on the page's modules, its fixtures' path in ``fixtures_var``;
+    skipped, saying so, without `node` on PATH."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not on PATH: the page's JavaScript is checked in Chromium only")
-    env = {
-        **os.environ,
-        "DIGITLAB_FIXTURES": str(write_fixtures(fixtures, tmp_path)),
-        "DIGITLAB_STATIC": str(page_modules(tmp_path)),
-    }
-    cmd = [node, "--test", "--test-reporter=spec", str(NODE_TEST)]
+    static = str(page_modules(tmp_path))
+    env = {**os.environ, fixtures_var: str(fixtures), "DIGITLAB_STATIC": static}
+    cmd = [node, "--test", "--test-reporter=spec", str(test)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
+
+
+def test_the_page_reads_drawings_as_the_predictor(fixtures, tmp_path: Path) -> None:
+    """tests/js/parity.test.mjs, under ``node --test``, on fixtures written just now."""
+    run_node_test(NODE_TEST, "DIGITLAB_FIXTURES", write_fixtures(fixtures, tmp_path), tmp_path)
 
 
 if __name__ == "__main__":  # the fixtures alone, for running the Node tests by hand

@@ -19,9 +19,6 @@ import base64
 import dataclasses
 import itertools
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_js_parity import arc, page_modules, scaled, segment, settings_of
+from test_js_parity import arc, run_node_test, scaled, segment, settings_of
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_TEST = REPO / "tests" / "js" / "read.test.mjs"
@@ -336,17 +333,8 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
 
 def test_the_page_reads_numbers_as_the_reader(fixtures, tmp_path: Path) -> None:
     """tests/js/read.test.mjs, under ``node --test``, on fixtures written just now."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not on PATH: the page's reader is not checked")
-    env = {
-        **os.environ,
-        "DIGITLAB_READ_FIXTURES": str(write_fixtures(fixtures, tmp_path)),
-        "DIGITLAB_STATIC": str(page_modules(tmp_path)),
-    }
-    cmd = [node, "--test", "--test-reporter=spec", str(NODE_TEST)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, f"node --test failed:\n{done.stdout}\n{done.stderr}"
+    written = write_fixtures(fixtures, tmp_path)
+    run_node_test(NODE_TEST, "DIGITLAB_READ_FIXTURES", written, tmp_path)
 
 
 if __name__ == "__main__":  # the fixtures alone, for running the Node test by hand
