@@ -32,14 +32,34 @@ class. So a prototype claims only the room MNIST leaves empty: a 1 with a long
 flag, which MNIST reads as a 7, claims the flagged 1s near it but not the 7s; a
 clearly drawn 3 mislabelled 7 sits among MNIST's 3s, gets a tiny width, and
 flips nothing but itself. Each example also makes 8 prototypes of itself
-slightly distorted (`VARIANTS`): a writer never draws a digit twice alike.
+slightly distorted (`VARIANTS`): a writer never draws a digit twice alike. The boost is
+modest (20 nats) because the width is measured on a sample: digits of the other class lie
+nearer than its nearest replay digit, and a digit read with margin m flips within
+s * sqrt(2 ln(boost / m)): the surely read digits a mislabelled example lands among
+(m ~ 9) flip far less at 20 than at 60, the misread ones a user corrects (m ~ 2-6) hardly
+less (docs/learning.md, "Poisoning": 200 flipped labels, MNIST test 0.51 -> 0.03 points).
 
-Guard rails, measured every time a personal model is fitted:
+Guard rails, measured every time a personal model is fitted, on MNIST digits that ship
+with the model (`digitlab.reference`: 4,000 replay digits, and 2,000 calibration and 3,000
+guard digits held out from the base's training), so learning needs no MNIST files:
 
-- MNIST test accuracy (10,000 digits) before and after; if it drops by more than
-  ``max_mnist_drop`` (0.05 percentage points, i.e. 5 digits), every width is
-  narrowed (x 0.8) and the fit measured again, up to ``max_narrowings`` times;
-  then the examples are refused (`AdaptError`: some are probably mislabelled).
+- The guard digits (used for nothing else) before and after, against the base: overall
+  accuracy may drop by at most ``max_mnist_drop`` (0.05 points), each class's by at most
+  ``max_class_drop`` of its digits, and no class's digits may newly be read as any one
+  other class more than that (`guard_reason`); nor may more than ``max_confident_flips``
+  replay and calibration digits the base reads right with p >= 0.99 be misread. Each new
+  example that fails is narrowed on its own (x 0.8, up to ``max_narrowings`` times), one
+  after the other; the examples learned before keep their widths, so a bad example cannot
+  narrow the user's good ones. One still refused is held back (`AdaptError`, "held back:
+  ...", a reason a front end can show) and the model kept.
+- Two examples drawn alike (whitened embeddings nearer than ``same_drawing`` x MNIST's
+  median nearest-neighbour spacing) with different labels are not both kept: the newer
+  wins (a user correcting their own mistake must be able to; the guard bounds what either
+  does). A class past ``max_per_class`` forgets its oldest. `Fit.forgotten` lists both.
+- A refit is incremental: what the examples learned before give the digits a fit
+  measures (`Fit.boosts`, `Fit.check_nearest`) is kept (`Kept`), so a correction measures
+  only its own prototypes, and forgetting one measures again only where it gave the most
+  (`refresh_max`): 0.02 s a correction at 50 examples, 0.05 s at 1,000.
 - Calibration stays honest: the personal logits (the base's log-probabilities
   plus the boosts) get a temperature fitted on the MNIST validation split the
   base card records, and the "unsure" threshold is derived again from them
@@ -49,11 +69,10 @@ Guard rails, measured every time a personal model is fitted:
   set of non-digits the personal model stops flagging is at most ``max_not_digit_drop``
   (0.5 point), else the not-digit widths are narrowed (`not_digit_guard`).
 
-The MNIST embeddings those checks need (replay, validation, test: 25,000 digits)
-take the base model seconds to compute; they are computed once per base model and
-machine and cached (``$XDG_CACHE_HOME/digitlab/embeddings``), as are the 1,200
-non-digits' (seconds). After that, a folder of image files to a personal model file
-takes seconds.
+The embeddings of the reference's 9,000 digits take the base model seconds to compute;
+they are computed once per base model and machine and cached
+(``$XDG_CACHE_HOME/digitlab/embeddings``), as are the 1,200 non-digits' (seconds).
+After that, a folder of image files to a personal model file takes seconds.
 
 A base with a "not a digit" detector (`digitlab.notdigit`) keeps it: the personal graph
 computes the base's score, times 1 minus the largest *not-digit kernel* of any prototype,
@@ -113,7 +132,7 @@ from digitlab.calibrate import (
     split_from_card,
 )
 from digitlab.card import Adaptation, Calibration, ModelCard
-from digitlab.data import default_cache_dir, load_mnist, mnist_file, split_indices
+from digitlab.data import default_cache_dir
 from digitlab.derive import output_path, write
 from digitlab.errors import DigitlabError
 from digitlab.evaluate import class_indices, metrics_of, score
@@ -157,13 +176,22 @@ class AdaptError(DigitlabError):
 class AdaptConfig:
     """The method's settings (the card records them); the defaults were measured (module doc)."""
 
-    boost: float = 60.0  # logit boost at a prototype (nats); a sure MNIST digit's margin is ~8
-    reach: float = 0.4  # width = reach x distance to the nearest MNIST digit of another class
+    # The boost and the reach set together how far a prototype changes readings (docs:
+    # "Poisoning"): a digit read with margin m flips within s * sqrt(2 ln(boost / m)) of a
+    # prototype of width s. A surely read MNIST digit has m ~ 9 nats, a misread one the user
+    # corrects ~ 2-6: a lower boost shrinks the first reach far more than the second, and a
+    # longer reach gives the second back. 60 / 0.4 let 200 flipped labels cost 0.51 points of
+    # MNIST test; 20 / 0.5, 0.03, and a writer's style is read better, not worse.
+    boost: float = 20.0  # logit boost at a prototype (nats)
+    reach: float = 0.5  # width = reach x distance to the nearest MNIST digit of another class
     min_width: float = 0.1  # floor for that width (whitened units; MNIST's spacing is ~5)
     shrink: float = 0.1  # whitening: covariance + shrink x its mean eigenvalue x identity
-    replay_size: int = 10_000  # MNIST training digits (not validation) the widths are measured on
-    replay_seed: int = 0  # picks them
-    max_mnist_drop: float = 0.0005  # 0.05 percentage points of MNIST test accuracy
+    # The guard (`guard_reason`), on the reference's guard digits (held out, used for nothing
+    # else), against the base: overall, per class, and per confused pair.
+    max_mnist_drop: float = 0.0005  # 0.05 percentage points of the guard digits, overall
+    max_class_drop: float = 0.0005  # of a class's guard digits: its accuracy, and each pair
+    max_confident_flips: int = 0  # replay/calibration digits the base reads right, p >= 0.99
+    same_drawing: float = 0.25  # x MNIST's median nearest-neighbour spacing: "the same drawing"
     narrowing: float = 0.8  # the guard multiplies every width by this ...
     max_narrowings: int = 8  # ... at most this often (to 0.17), then refuses the examples
     variants: bool = True  # each example also stands for 8 slightly distorted copies (VARIANTS)
@@ -192,8 +220,10 @@ class AdaptConfig:
             "reach": self.reach > 0,
             "min_width": self.min_width > 0,
             "shrink": self.shrink > 0,
-            "replay_size": 100 <= self.replay_size <= 55_000,
             "max_mnist_drop": 0 <= self.max_mnist_drop < 1,
+            "max_class_drop": 0 <= self.max_class_drop < 1,
+            "max_confident_flips": self.max_confident_flips >= 0,
+            "same_drawing": self.same_drawing >= 0,
             "narrowing": 0 < self.narrowing < 1,
             "max_narrowings": self.max_narrowings >= 0,
             "max_per_class": self.max_per_class >= 1,
@@ -217,11 +247,13 @@ DIGIT_FOLDERS = {str(d) for d in range(10)}
 
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """A base model's embeddings (and probabilities) of MNIST digits: the replay set the
-    widths are measured on, the validation split calibration fits on, the test set the
-    guard checks; and, for a base with a "not a digit" detector, of the reference
-    non-digits the not-digit widths are measured on (None: no detector, or none asked
-    for). Labels are class columns (`digitlab.evaluate.class_indices`)."""
+    """A base model's embeddings (and probabilities) of the reference's MNIST digits
+    (`digitlab.reference`): the replay digits the widths are measured on, the calibration
+    digits (``val``: held out from the base's training) the temperature is fitted on, and the
+    guard digits (``test``: held out too, used for nothing else) the guard checks; and,
+    for a base with a "not a digit" detector, of the reference non-digits the not-digit
+    widths are measured on (None: no detector, or none asked for). Labels are class
+    columns (`digitlab.evaluate.class_indices`)."""
 
     replay: np.ndarray
     replay_labels: np.ndarray
@@ -238,6 +270,8 @@ class Reference:
     check_scores: np.ndarray | None = None  # the base's "not a digit" scores of those
     not_digit_threshold: float | None = None  # the base card's threshold
     negatives_key: str | None = None  # SHA-256 of what those depend on (their cache file)
+    replay_probs: np.ndarray | None = None  # the base's probabilities of the replay digits
+    source: str = "shipped"  # where the digits came from: the shipped file, or "mnist"
 
 
 def load_reference(
@@ -257,25 +291,22 @@ def load_reference(
             f"model {card.name!r}: its card records no validation split held out from "
             "training, which calibrating a personal model needs"
         ) from None
-    fit_part, val_part = split_indices(split.n, split.val_size, split.seed)
-    rng = np.random.default_rng(config.replay_seed)
-    replay = np.sort(rng.choice(fit_part, min(config.replay_size, len(fit_part)), replace=False))
-    picks = {"replay": ("train", replay), "val": ("train", val_part), "test": ("test", None)}
-    # The key comes from the files as stored, so that a cache hit decodes no MNIST image:
-    # decoding the training images would cost the server 100 MB at its peak for nothing.
-    key = _reference_key(embedder.model, split, config, _files_sha256(data_dir))
+    from digitlab.reference import ReferenceError, for_split
+
+    try:  # one source: the shipped digits for the bundled model's split (module doc)
+        digits = for_split(split.n, split.val_size, split.seed, data_dir)
+    except ReferenceError as e:
+        raise AdaptError(str(e)) from None
+    picks = {"replay": "replay", "val": "calibration", "test": "guard"}
+    key = _reference_key(embedder.model, split, digits.sha256)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "embeddings"
-    n_test = mnist_file("test", "images").count
-    sizes = {name: len(idx) if idx is not None else n_test for name, (_, idx) in picks.items()}
+    sizes = {name: digits.size(part) for name, part in picks.items()}
     cached = _read_cache(folder / f"{key[:32]}.npz", sizes)
     if cached is None:
-        loaded = {split_: load_mnist(split_, data_dir) for split_ in ("train", "test")}
-        sets = {name: (loaded[sp][0][idx], loaded[sp][1][idx]) if idx is not None else loaded[sp]
-                for name, (sp, idx) in picks.items()}  # fmt: skip
+        sets = {name: (digits.images[part], digits.labels[part]) for name, part in picks.items()}
         cached = _compute_reference(embedder, sets, progress)
         cached.update({f"{name}_labels": labels for name, (_, labels) in sets.items()})
         _write_cache(folder / f"{key[:32]}.npz", cached)
-        del loaded, sets
     sets = {name: (None, cached[f"{name}_labels"]) for name in picks}
     cols = {
         name: class_indices(embedder.model.classes, labels) for name, (_, labels) in sets.items()
@@ -297,6 +328,8 @@ def load_reference(
         test_labels=cols["test"],
         split=split,
         key=key,
+        replay_probs=cached["replay_probs"],
+        source=digits.source,
         **non_digits,
     )
 
@@ -377,12 +410,10 @@ def _non_digits(
     return out
 
 
-def _reference_key(
-    model: OnnxModel, split: ValidationSplit, config: AdaptConfig, files: dict[str, str]
-) -> str:
-    """What the embeddings depend on: the graph, the MNIST files and which of their images
-    (split, replay draw), and the runtime that ran them (int8 kernels differ between
-    onnxruntime versions and CPUs)."""
+def _reference_key(model: OnnxModel, split: ValidationSplit, digits_sha256: str) -> str:
+    """What the embeddings depend on: the graph, the reference digits (`digitlab.reference`:
+    the shipped file's SHA-256, or the recipe's and the MNIST files'), the split, and the
+    runtime that ran them (int8 kernels differ between onnxruntime versions and CPUs)."""
     import onnxruntime
 
     meta = {
@@ -390,25 +421,10 @@ def _reference_key(
         "onnxruntime": onnxruntime.__version__,
         "machine": platform.machine(),
         "split": asdict(split),
-        "replay": [config.replay_size, config.replay_seed],
-        "files": files,
-        "format": 2,
+        "digits": digits_sha256,
+        "format": 3,
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-
-def _files_sha256(data_dir: str | os.PathLike[str] | None) -> dict[str, str]:
-    """SHA-256 of each MNIST file as stored (compressed or not), read in chunks."""
-    from digitlab.data import MNIST_FILES, find_file, resolve_data_dir
-
-    root, out = resolve_data_dir(data_dir), {}
-    for spec in MNIST_FILES:
-        h = hashlib.sha256()
-        with open(find_file(root, spec), "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(chunk)
-        out[spec.name] = h.hexdigest()
-    return out
 
 
 def _compute_reference(embedder: Embedder, sets: dict, progress: Progress | None) -> dict:
@@ -483,14 +499,32 @@ class Space:
     test: np.ndarray
     negatives: np.ndarray | None = None  # the reference non-digits, whitened
     check: np.ndarray | None = None  # the check non-digits, whitened
+    spacing: float = 5.0  # MNIST's median nearest-neighbour distance (replay, whitened)
+    # The replay and calibration digits the base reads right with p >= 0.99: a correction
+    # may not flip them (`AdaptConfig.max_confident_flips`); with their base log-probabilities.
+    confident: np.ndarray | None = None
+    confident_logp: np.ndarray | None = None
+    confident_labels: np.ndarray | None = None
 
     @classmethod
     def of(cls, reference: Reference, shrink: float) -> Space:
         w = Whitening.fit(reference.replay, shrink)
         negatives, check = (None if x is None else w(x) for x in (reference.negatives,
                                                                   reference.check))  # fmt: skip
-        return cls(reference, w, w(reference.replay), w(reference.val), w(reference.test),
-                   negatives, check)  # fmt: skip
+        replay, val = w(reference.replay), w(reference.val)
+        sample = replay[:: max(1, len(replay) // 1000)]
+        d2 = squared_distances(sample, replay)
+        d2[d2 <= 1e-9] = np.inf  # itself
+        spacing = float(np.median(np.sqrt(d2.min(axis=1))))
+        sets = [(val, reference.val_probs, reference.val_labels)]
+        if reference.replay_probs is not None:
+            sets.append((replay, reference.replay_probs, reference.replay_labels))
+        points = np.concatenate([x for x, _, _ in sets])
+        probs = np.concatenate([p for _, p, _ in sets])
+        labels = np.concatenate([y for _, _, y in sets])
+        sure = (probs.argmax(1) == labels) & (probs.max(1) >= 0.99)
+        return cls(reference, w, replay, val, w(reference.test), negatives, check, spacing,
+                   points[sure], np.log(np.maximum(probs[sure], TINY)), labels[sure])  # fmt: skip
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -667,11 +701,26 @@ class Learned:
     point_columns: np.ndarray
     rooms: np.ndarray  # each point's `room`: kept, it is the costly part of a refit
     negative_rooms: np.ndarray  # each point's `negative_room`
+    whitened: np.ndarray  # the points in the whitened embedding (the prototypes' centres)
+    owners: np.ndarray  # each point's example (its row in images, columns, ...)
+
+    PER_EXAMPLE = ("images", "columns", "probs", "embeddings")
+    PER_POINT = ("points", "point_columns", "rooms", "negative_rooms", "whitened")
 
     def __add__(self, other: Learned) -> Learned:
-        fields = ("images", "columns", "probs", "embeddings", "points", "point_columns", "rooms",
-                  "negative_rooms")  # fmt: skip
-        return Learned(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in fields))
+        fields = (*self.PER_EXAMPLE, *self.PER_POINT)
+        joined = {f: np.concatenate([getattr(self, f), getattr(other, f)]) for f in fields}
+        owners = np.concatenate([self.owners, other.owners + len(self.columns)])
+        return Learned(**joined, owners=owners)
+
+    def subset(self, keep: np.ndarray) -> tuple[Learned, np.ndarray]:
+        """The examples ``keep`` (sorted row numbers), and which points they keep (a mask)."""
+        renumber = np.full(len(self.columns), -1)
+        renumber[keep] = np.arange(len(keep))
+        mask = renumber[self.owners] >= 0
+        fields = {f: getattr(self, f)[keep] for f in self.PER_EXAMPLE}
+        fields.update({f: getattr(self, f)[mask] for f in self.PER_POINT})
+        return Learned(**fields, owners=renumber[self.owners[mask]]), mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -680,11 +729,18 @@ class Fit:
 
     prototypes: Prototypes
     temperature: float  # the personal logits are divided by this before the softmax
-    strength: float  # 1, or less when the guard had to narrow the prototypes
+    strength: float  # 1, or less when the guard had to narrow the prototypes (the narrowest)
     calibration: Calibration
-    test_probs: np.ndarray  # calibrated personal probabilities of the MNIST test digits
-    figures: dict[str, float]  # mnist_test_before/after, examples_accuracy_before/after
+    test_probs: np.ndarray  # calibrated personal probabilities of the guard digits
+    figures: dict[str, float]  # mnist_test_before/after (the guard digits), examples_accuracy_*
     not_digit_figures: dict[str, Any] = field(default_factory=dict)  # `not_digit_guard`
+    point_strengths: np.ndarray | None = None  # each prototype's narrowing by the guard
+    # Each class's largest boost on the reference's digits (`SLICES`) and on the examples
+    # themselves ("examples"), and the largest not-digit kernel on each check non-digit:
+    # kept, so that the next refit measures only its own prototypes (`Kept`).
+    boosts: dict[str, np.ndarray] = field(default_factory=dict)
+    check_nearest: np.ndarray | None = None
+    forgotten: tuple[Example, ...] = ()  # examples this fit let go (`PersonalModel.add_many`)
 
     def probabilities(self, embeddings: np.ndarray, base_probs: np.ndarray) -> np.ndarray:
         logits = self.prototypes.logits(embeddings, base_probs) / self.temperature
@@ -706,85 +762,318 @@ def _accuracy(scores: np.ndarray, columns: np.ndarray) -> float:
     return float((scores.argmax(axis=1) == columns).mean()) if len(columns) else float("nan")
 
 
-def fit(learned: Learned, space: Space, config: AdaptConfig) -> Fit:
-    """Prototypes for ``learned``, narrowed until MNIST test accuracy holds, then calibrated."""
+def kernel_max(
+    targets: np.ndarray, points: np.ndarray, widths: np.ndarray, height: float = 1.0
+) -> np.ndarray:
+    """N: the largest ``height * exp(-d^2 / (2 w^2))`` of the whitened ``points`` (``widths``)
+    on each whitened target (0 with no points)."""
+    out = np.zeros(len(targets), np.float32)
+    if not len(points) or not len(targets):
+        return out
+    a = 1 / (2 * widths.astype(np.float32) ** 2)
+    for start in range(0, len(targets), 4096):
+        d2 = squared_distances(targets[start : start + 4096], points)
+        out[start : start + 4096] = height * np.exp(-(d2 * a)).max(axis=1)
+    return out
+
+
+def class_boosts(
+    targets: np.ndarray,
+    points: np.ndarray,
+    widths: np.ndarray,
+    columns: np.ndarray,
+    n_classes: int,
+    boost: float,
+    only: Iterable[int] | None = None,
+) -> np.ndarray:
+    """N x classes: each class's largest boost of the prototypes at whitened ``points``
+    (``widths``, classes ``columns``) on whitened ``targets`` (what `Prototypes.boosts`
+    computes, for a subset of prototypes or of classes ``only``: the others are 0)."""
+    out = np.zeros((len(targets), n_classes), np.float32)
+    classes = sorted(set(columns.tolist()) if only is None else set(only) & set(columns.tolist()))
+    for c in classes:
+        members = columns == c
+        out[:, c] = kernel_max(targets, points[members], widths[members], boost)
+    return out
+
+
+def refresh_max(
+    stored: np.ndarray,
+    targets: np.ndarray,
+    gone: tuple[np.ndarray, np.ndarray],
+    left: tuple[np.ndarray, np.ndarray],
+    height: float = 1.0,
+) -> np.ndarray:
+    """``stored`` (N: the largest kernel of some points on each target) once the points
+    ``gone`` (whitened points, widths) are dropped and ``left`` remain: only the targets
+    whose largest kernel was one of those gone are measured again, so forgetting one example
+    costs its own prototypes, not all of them."""
+    lost = kernel_max(targets, *gone, height)
+    rows = np.flatnonzero((lost > 0) & (lost >= stored * (1 - 1e-5)))
+    out = stored.copy()
+    out[rows] = kernel_max(targets[rows], *left, height)
+    return out
+
+
+def guard_reason(
+    logits: np.ndarray, base: np.ndarray, labels: np.ndarray, config: AdaptConfig
+) -> str | None:
+    """Why a personal model's reading of the guard digits (``logits``, against the base's
+    ``base``) is refused, or None: their accuracy may drop by at most ``max_mnist_drop``
+    overall, and by at most ``max_class_drop`` of a class's digits in each class, which is
+    also the most a class's digits may newly be read as any one other class (in whole
+    digits, rounded down)."""
+    after, before = logits.argmax(1), base.argmax(1)
+    n = len(labels)
+    lost = int((before == labels).sum() - (after == labels).sum())
+    allowed = int(np.floor(config.max_mnist_drop * n + 1e-9))
+    if lost > allowed:
+        return f"{lost} of {n} held-out MNIST digits would be misread (allowed: {allowed})"
+    for c in np.unique(labels):
+        mine = labels == c
+        allowed_c = int(np.floor(config.max_class_drop * mine.sum() + 1e-9))
+        lost_c = int((before[mine] == c).sum() - (after[mine] == c).sum())
+        if lost_c > allowed_c:
+            return f"{lost_c} held-out MNIST {c}s would be misread (allowed: {allowed_c})"
+        new = np.bincount(after[mine], minlength=logits.shape[1])
+        old = np.bincount(before[mine], minlength=logits.shape[1])
+        worse = new - old
+        worse[c] = 0
+        if worse.max() > allowed_c:
+            b = int(worse.argmax())
+            return (f"{int(worse.max())} more held-out MNIST {c}s would be read as {b} "
+                    f"(allowed: {allowed_c})")  # fmt: skip
+    return None
+
+
+def _confident_flips(space: Space, boosts: np.ndarray) -> tuple[int, str]:
+    """How many reference digits the base reads right with p >= 0.99 the boosts misread,
+    and the commonest misreading, said for a person."""
+    if space.confident is None or not len(space.confident):
+        return 0, ""
+    after = (space.confident_logp + boosts).argmax(1)
+    wrong = after != space.confident_labels
+    if not wrong.any():
+        return 0, ""
+    wrong_pairs = zip(space.confident_labels[wrong].tolist(), after[wrong].tolist(), strict=True)
+    pairs = Counter(wrong_pairs)
+    (a, b), _ = pairs.most_common(1)[0]
+    return int(wrong.sum()), f"MNIST {a}s read as {b}"
+
+
+SLICES = ("test", "val", "confident")  # the reference's digits a fit keeps boosts of
+
+
+def _targets(space: Space, learned: Learned) -> dict[str, np.ndarray]:
+    """The whitened digits a fit keeps each class's largest boost on: the reference's
+    (`SLICES`) and the examples themselves (their accuracy after, a card figure)."""
+    confident = space.confident
+    if confident is None:
+        confident = np.zeros((0, space.test.shape[1]), np.float32)
+    examples = space.whitening(learned.embeddings)
+    return {"test": space.test, "val": space.val, "confident": confident, "examples": examples}
+
+
+@dataclass(frozen=True, eq=False)
+class Kept:
+    """What the examples learned before keep across a refit: their prototypes' narrowing
+    (`Fit.point_strengths`) and not-digit widths, and what they give the digits a fit
+    measures (`Fit.boosts`, `Fit.check_nearest`). A refit adds the new prototypes' share
+    to these, so its cost does not grow with what was learned."""
+
+    strengths: np.ndarray
+    not_digit_widths: np.ndarray
+    boosts: dict[str, np.ndarray]
+    check_nearest: np.ndarray | None
+
+    @classmethod
+    def of(cls, head: Fit) -> Kept:
+        assert head.point_strengths is not None
+        return cls(head.point_strengths, head.prototypes.not_digit_widths.astype(np.float64),
+                   head.boosts, head.check_nearest)  # fmt: skip
+
+    def without(
+        self, mask: np.ndarray, rows: np.ndarray, before: Learned, space: Space, config: AdaptConfig
+    ) -> Kept:
+        """These figures once the prototypes ``mask`` drops (of ``before``, the examples
+        learned before) are forgotten, and of the examples only ``rows`` stay: what the
+        forgotten prototypes gave is measured again from those that stay (`refresh_max`)."""
+        widths = np.maximum(self.strengths * config.reach * before.rooms, config.min_width)
+        targets = _targets(space, before)
+        targets["examples"] = targets["examples"][rows]
+        boosts = {k: v.copy() for k, v in self.boosts.items()}
+        boosts["examples"] = boosts["examples"][rows]
+        for c in set(before.point_columns[~mask].tolist()):
+            mine = before.point_columns == c
+            gone, left = mine & ~mask, mine & mask
+            gone_points = (before.whitened[gone], widths[gone])
+            left_points = (before.whitened[left], widths[left])
+            for k, b in boosts.items():
+                b[:, c] = refresh_max(b[:, c], targets[k], gone_points, left_points, config.boost)
+        nearest = self.check_nearest
+        if nearest is not None and space.check is not None:
+            nd = self.not_digit_widths
+            nearest = refresh_max(nearest, space.check, (before.whitened[~mask], nd[~mask]),
+                                  (before.whitened[mask], nd[mask]))  # fmt: skip
+        return Kept(self.strengths[mask], self.not_digit_widths[mask], boosts, nearest)
+
+
+def _start(kept: Kept | None, learned: Learned, targets: dict, config: AdaptConfig,
+           n_classes: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """The strengths and boosts a fit starts from: the kept ones (the new examples' rows
+    boosted by the prototypes learned before), or none."""
+    strengths = np.ones(len(learned.whitened))
+    if kept is None:
+        return strengths, {k: np.zeros((len(t), n_classes), np.float32) for k, t in targets.items()}
+    n = len(kept.strengths)
+    strengths[:n] = kept.strengths
+    boosts = {k: v.copy() for k, v in kept.boosts.items()}
+    widths = np.maximum(kept.strengths * config.reach * learned.rooms[:n], config.min_width)
+    new_rows = targets["examples"][len(boosts["examples"]) :]
+    more = class_boosts(new_rows, learned.whitened[:n], widths, learned.point_columns[:n],
+                        n_classes, config.boost)  # fmt: skip
+    boosts["examples"] = np.concatenate([boosts["examples"], more])
+    return strengths, boosts
+
+
+def _narrowed(
+    group: np.ndarray,
+    learned: Learned,
+    space: Space,
+    config: AdaptConfig,
+    boosts: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+) -> tuple[float, dict[str, np.ndarray]]:
+    """One example's prototypes (``group``): the strength the guard leaves them and the
+    boosts with them; narrowed (x ``narrowing``) until the guard digits pass `guard_reason`
+    and at most ``max_confident_flips`` surely read reference digits are misread, else
+    `AdaptError` ("held back: ...")."""
     reference = space.reference
-    n_test = len(reference.test_labels)
-    before = _accuracy(reference.test_probs, reference.test_labels)
-    allowed = int(np.floor(config.max_mnist_drop * n_test + 1e-9))  # digits, not a float
-    points, n_classes = space.whitening(learned.points), reference.test_probs.shape[1]
-    strength = 1.0
+    base_test_logp = np.log(np.maximum(reference.test_probs, TINY))
+    n_classes = reference.test_probs.shape[1]
+    strength, reason = 1.0, None
     for _ in range(config.max_narrowings + 1):
-        widths = np.maximum(strength * config.reach * learned.rooms, config.min_width)
-        protos = Prototypes.build(points, widths, learned.point_columns, n_classes,
-                                  space.whitening, config.boost)  # fmt: skip
-        test_logits = protos.logits(space.test, reference.test_probs, whitened=True)
-        after = _accuracy(test_logits, reference.test_labels)
-        if round((before - after) * n_test) <= allowed:
-            break
+        widths = np.maximum(strength * config.reach * learned.rooms[group], config.min_width)
+        trial = {k: np.maximum(boosts[k], class_boosts(t, learned.whitened[group], widths,
+                 learned.point_columns[group], n_classes, config.boost))
+                 for k, t in targets.items()}  # fmt: skip
+        reason = guard_reason(base_test_logp + trial["test"], reference.test_probs,
+                              reference.test_labels, config)  # fmt: skip
+        if reason is None:
+            flips, what = _confident_flips(space, trial["confident"])
+            if flips > config.max_confident_flips:
+                reason = (f"it would change the reading of {flips} MNIST digits the model "
+                          f"reads surely ({what})")  # fmt: skip
+        if reason is None:
+            return strength, trial
         strength *= config.narrowing  # narrower prototypes reach fewer MNIST digits
-    else:
-        raise AdaptError(
-            f"these {len(learned.columns)} examples would lower MNIST test accuracy from "
-            f"{before:.2%} to {after:.2%} even with the prototypes narrowed to "
-            f"{strength / config.narrowing:.0%} (allowed: {allowed} digits of {n_test}); "
-            "some are probably mislabelled"
-        )
+    raise AdaptError(
+        f"held back: {reason}, even with the prototypes narrowed to "
+        f"{strength / config.narrowing:.0%}; some examples are probably mislabelled"
+    )
+
+
+def fit(learned: Learned, space: Space, config: AdaptConfig, kept: Kept | None = None) -> Fit:
+    """Prototypes for ``learned``, narrowed until the guard holds, then calibrated.
+
+    ``kept``: what the examples learned before (the first prototypes) keep: their widths and
+    what they give the measured digits, so that a refit measures only the new prototypes
+    (incremental: its cost hardly grows with what was learned). Each new example is
+    narrowed on its own (`_narrowed`), one after the other, so one mislabelled example
+    narrows none of the others; one the guard still refuses is held back (`AdaptError`)."""
+    reference = space.reference
+    n_classes = reference.test_probs.shape[1]
+    targets = _targets(space, learned)
+    strengths, boosts = _start(kept, learned, targets, config, n_classes)
+    fresh = np.arange(0 if kept is None else len(kept.strengths), len(strengths))
+    for owner in np.unique(learned.owners[fresh]):
+        group = fresh[learned.owners[fresh] == owner]
+        strengths[group], boosts = _narrowed(group, learned, space, config, boosts, targets)
+    widths = np.maximum(strengths * config.reach * learned.rooms, config.min_width)
+    protos = Prototypes.build(learned.whitened, widths, learned.point_columns, n_classes,
+                              space.whitening, config.boost)  # fmt: skip
     # The not-digit widths change no probability: they have their own guard, after the MNIST one.
-    protos, not_digit_figures = not_digit_guard(protos, learned, space, config)
-    temperature, calibration = calibrate(protos, space)
+    protos, not_digit_figures, nearest = not_digit_guard(protos, learned, space, config, kept)
+    temperature, calibration = calibrate(
+        np.log(np.maximum(reference.val_probs, TINY)) + boosts["val"], space
+    )
+    test_logits = np.log(np.maximum(reference.test_probs, TINY)) + boosts["test"]
+    examples_logits = np.log(np.maximum(learned.probs, TINY)) + boosts["examples"]
     figures = {
-        "mnist_test_before": before,
-        "mnist_test_after": after,
+        "mnist_test_before": _accuracy(reference.test_probs, reference.test_labels),
+        "mnist_test_after": _accuracy(test_logits, reference.test_labels),
         "examples_accuracy_before": _accuracy(learned.probs, learned.columns),
-        "examples_accuracy_after": _accuracy(
-            protos.logits(learned.embeddings, learned.probs), learned.columns
-        ),
+        "examples_accuracy_after": _accuracy(examples_logits, learned.columns),
     }
     test_probs = _softmax(test_logits / temperature)
-    return Fit(protos, temperature, strength, calibration, test_probs, figures, not_digit_figures)
+    return Fit(protos, temperature, float(strengths.min()), calibration, test_probs, figures,
+               not_digit_figures, strengths, boosts, nearest)  # fmt: skip
 
 
 def not_digit_guard(
-    protos: Prototypes, learned: Learned, space: Space, config: AdaptConfig
-) -> tuple[Prototypes, dict[str, Any]]:
-    """``protos`` with not-digit widths max(boost width, r x `negative_room`): r is
-    ``not_digit_reach``, narrowed until the check non-digits the base flags and the personal
-    model would not are at most ``max_not_digit_drop`` of them, else 0 (the boost widths).
-    Figures: r, and the shares of the check non-digits flagged by the base and by the
-    personal model."""
+    protos: Prototypes,
+    learned: Learned,
+    space: Space,
+    config: AdaptConfig,
+    kept: Kept | None = None,
+) -> tuple[Prototypes, dict[str, Any], np.ndarray | None]:
+    """``protos`` with the new prototypes' not-digit widths max(boost width, r x
+    `negative_room`): r is ``not_digit_reach``, narrowed until the check non-digits the base
+    flags and the personal model would not are at most ``max_not_digit_drop`` of them, else
+    0 (the boost widths), then those narrowed too (x ``not_digit_narrowing``, at most
+    ``max_narrowings`` times; the example itself stays a digit); the prototypes ``kept``
+    from before keep theirs. Figures: r, and
+    the shares of the check non-digits flagged by the base and by the personal model; and
+    the largest not-digit kernel on each check non-digit (`Fit.check_nearest`)."""
     reference = space.reference
     if space.check is None or reference.check_scores is None or not config.not_digit_reach:
-        return protos, {}
+        return protos, {}, None
     threshold, scores = reference.not_digit_threshold, reference.check_scores
     flagged = scores > threshold
-    d2 = np.concatenate(list(protos.scaled_distances(space.check, whitened=True)))
-    reach, widths = config.not_digit_reach, protos.widths.astype(np.float64)
-    for step in range(config.max_narrowings + 2):
+    n_old = 0 if kept is None else len(kept.strengths)
+    before = np.zeros(len(scores), np.float32)
+    if kept is not None and kept.check_nearest is not None:
+        before = kept.check_nearest
+    old_widths = np.zeros(0) if kept is None else kept.not_digit_widths
+    d2 = squared_distances(space.check, learned.whitened[n_old:])
+    reach, widths = config.not_digit_reach, protos.widths[n_old:].astype(np.float64)
+    below = 1.0  # past reach 0, the boost widths themselves narrowed (a non-digit taught)
+    for step in range(2 * config.max_narrowings + 2):
         if step == config.max_narrowings + 1:
             reach = 0.0  # the boost widths: what the user labelled is a digit, no more
-        wide = np.maximum(reach * learned.negative_rooms, widths)
-        scale = np.append((widths / wide) ** 2, 1.0).astype(np.float32)
-        kept = scores * (1 - np.exp(-(d2 * scale)).max(axis=1)) > threshold
-        drop = float((flagged & ~kept).mean())
-        if drop <= config.max_not_digit_drop or reach == 0:
+        if step > config.max_narrowings + 1:
+            # Still too many non-digits unflagged: an example far from every MNIST digit
+            # (a shape taught as a 4) has a wide boost, but its neighbours are non-digits.
+            below *= config.not_digit_narrowing
+        wide = np.maximum(reach * learned.negative_rooms[n_old:], below * widths)
+        nearest = before
+        if len(wide):
+            nearest = np.maximum(before, np.exp(-d2 / (2 * wide**2)).max(axis=1))
+        kept_flags = scores * (1 - nearest) > threshold
+        drop = float((flagged & ~kept_flags).mean())
+        if drop <= config.max_not_digit_drop:
             break
-        reach *= config.not_digit_narrowing
+        if step < config.max_narrowings + 1:
+            reach *= config.not_digit_narrowing
     figures = {
         "not_digit_reach_used": reach,
+        "not_digit_below_boost": below,
         "check_n": len(scores),
         "check_flagged_base": float(flagged.mean()),
-        "check_flagged_personal": float(kept.mean()),
+        "check_flagged_personal": float(kept_flags.mean()),
     }
-    return replace(protos, not_digit_scale=scale, not_digit_widths=wide.astype(np.float32)), figures
+    every = np.concatenate([old_widths, wide])
+    scale = np.append((protos.widths.astype(np.float64) / every) ** 2, 1.0).astype(np.float32)
+    narrowed = replace(protos, not_digit_scale=scale, not_digit_widths=every.astype(np.float32))
+    return narrowed, figures, nearest.astype(np.float32)
 
 
-def calibrate(protos: Prototypes, space: Space) -> tuple[float, Calibration]:
-    """The temperature of the personal logits, fitted on the validation split, and the
-    card's calibration block (with the "unsure" threshold derived again)."""
+def calibrate(logits: np.ndarray, space: Space) -> tuple[float, Calibration]:
+    """The temperature of the personal ``logits`` of the calibration digits, and the card's
+    calibration block (with the "unsure" threshold derived again)."""
     reference = space.reference
     base, labels = reference.val_probs, reference.val_labels
-    before = _softmax(protos.logits(space.val, base, whitened=True))
+    before = _softmax(logits)
     temperature = fit_temperature(before, labels)
     after = apply_temperature(before, temperature)
     # val_base: the base model's own (calibrated) probabilities
@@ -1110,9 +1399,23 @@ class PersonalModel:
             raise AdaptError(f"labels {unknown} are not classes of the model {self.classes}")
         with self._lock:
             space = self._ensure_reference(progress)
-            everything = (*self._state.examples, *examples)
-            learned = self._learned(everything, space)
-            head = fit(learned, space, self.config)
+            state = self._state
+            before = state.learned
+            added = self._learned(list(examples), space, offset=0)
+            learned = added if before is None else before + added
+            everything = (*state.examples, *examples)
+            kept = None if state.fit is None or before is None else Kept.of(state.fit)
+            keep = self._kept(learned, everything, space)
+            staying = set(keep.tolist())
+            forgotten = tuple(e for i, e in enumerate(everything) if i not in staying)
+            if forgotten:
+                learned, mask = learned.subset(keep)
+                everything = tuple(everything[i] for i in keep)
+                if kept is not None and before is not None:  # what they gave, measured again
+                    old = mask[: len(kept.strengths)]
+                    rows = keep[keep < len(state.examples)]
+                    kept = kept.without(old, rows, before, space, self.config)
+            head = replace(fit(learned, space, self.config, kept), forgotten=forgotten)
             card = personal_card(self.base.card, head, everything, self.config, space.reference)
             self._state = _State(everything, head, card, learned)
             return head
@@ -1157,10 +1460,25 @@ class PersonalModel:
             self._space = Space.of(reference, self.config.shrink)
         return self._space
 
-    def _learned(self, examples: Sequence[Example], space: Space) -> Learned:
-        """The examples as the base sees them: the new ones embedded, the known ones kept."""
-        known = self._state.learned
-        new = examples[len(known.columns) if known is not None else 0 :]
+    def _kept(self, learned: Learned, examples: Sequence[Example], space: Space) -> np.ndarray:
+        """Which examples stay (sorted rows): of two labelled differently and drawn alike (in
+        the whitened embedding, nearer than ``same_drawing`` x MNIST's spacing), the newer;
+        and of each class, the newest ``max_per_class``."""
+        w = space.whitening(learned.embeddings)
+        alive = np.ones(len(examples), bool)
+        radius2 = (self.config.same_drawing * space.spacing) ** 2
+        n_old = len(self._state.examples)
+        for i in range(n_old, len(examples)):  # each new one against all before it
+            d2 = squared_distances(w[i : i + 1], w[:i])[0]
+            clash = (d2 < radius2) & (learned.columns[:i] != learned.columns[i])
+            alive[:i] &= ~clash
+        for c in np.unique(learned.columns):
+            rows = np.flatnonzero(alive & (learned.columns == c))
+            alive[rows[: max(0, len(rows) - self.config.max_per_class)]] = False
+        return np.flatnonzero(alive)
+
+    def _learned(self, new: Sequence[Example], space: Space, offset: int = 0) -> Learned:
+        """The new examples as the base sees them: embedded, with their prototypes' rooms."""
         images = np.stack([e.image for e in new])
         probs, embeddings = self.embedder.run(images)
         columns = class_indices(self.classes, np.array([e.label for e in new]))
@@ -1171,9 +1489,11 @@ class PersonalModel:
             point_columns = np.concatenate([columns, np.repeat(columns, len(VARIANTS))])
         whitened = space.whitening(points)
         rooms, negative_rooms = room(whitened, point_columns, space), negative_room(whitened, space)
-        added = Learned(images, columns, probs, embeddings, points, point_columns, rooms,
-                        negative_rooms)  # fmt: skip
-        return added if known is None else known + added
+        owners = np.arange(len(new)) + offset
+        if self.config.variants:
+            owners = np.concatenate([owners, np.repeat(owners, len(VARIANTS))])
+        return Learned(images, columns, probs, embeddings, points, point_columns, rooms,
+                       negative_rooms, whitened, owners)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -1201,6 +1521,7 @@ def _not_digit_record(head: Fit, config: AdaptConfig, reference: Reference) -> d
         }
     figures = head.not_digit_figures
     out["not_digit_reach_used"] = round(float(figures.get("not_digit_reach_used", 0.0)), 6)
+    out["not_digit_below_boost"] = round(float(figures.get("not_digit_below_boost", 1.0)), 6)
     if "check_n" in figures:
         out["not_digit_check"] = {
             "n": int(figures["check_n"]),
@@ -1241,6 +1562,12 @@ def personal_card(
             "median": float(np.median(head.prototypes.widths)),
         },
         created=_now(),
+        guard={
+            "digits": "mnist_test_before/after and metrics: the guard digits of "
+            "digitlab.reference (MNIST training images held out from the base's training)",
+            "n": len(reference.test_labels),
+            "source": reference.source,
+        },
         **(_not_digit_record(head, config, reference) if base.not_digit is not None else {}),
     )
     name = base.name if base.name.endswith("-personal") else f"{base.name}-personal"

@@ -13,17 +13,22 @@ change together, under one lock (`Learning._changing`): a correction learned whi
 reset runs is learned before it (and forgotten) or after it (and kept), never marked
 learned in a store whose model forgot it, so a restart learns exactly what the model held.
 
-Learning needs the MNIST files for its guard rails (the personal model may not lower
-MNIST test accuracy by more than 0.05 points; `digitlab.adapt`). Without them, or while
-the MNIST reference is still being computed at start-up, corrections are stored and the
-status says why nothing is learned.
+Learning needs no MNIST files: its guard rails measure on the MNIST digits shipped with
+the model (`digitlab.reference`; `digitlab.adapt`). While their embeddings are still being
+computed at start-up (seconds, once per base model), or when they cannot be, corrections
+are stored and the status says why nothing is learned. A correction the guard holds back
+is stored, not learned, and its answer says why; a full digit forgets its oldest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +38,12 @@ from digitlab.modelfile import OnnxModel
 from digitlab.predict import Prediction, Predictor
 
 if TYPE_CHECKING:
-    from digitlab.adapt import PersonalModel
+    from digitlab.adapt import Example, PersonalModel
 
 log = logging.getLogger("digitlab.learning")
+SWITCH_INTERVAL = 0.001  # s: see `Learning.__init__`
+LEARNER_NICE = 10  # how much lower the learner thread's CPU priority is than the server's
+STORE_SOURCE = "store#"  # an example's source: this, then the correction's id in the store
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,13 @@ class LearningStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "counts": {str(k): v for k, v in self.counts.items()}}
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority (nice +10; Linux names a thread by its id, so
+    only this thread), best effort: elsewhere, or when refused, it runs as it was."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
 
 
 class Learning:
@@ -78,11 +93,19 @@ class Learning:
         # The personal model and the store's ``learned`` marks change together, under this
         # lock: learning one correction, learning the store's again at start-up, a reset.
         self._changing = threading.Lock()
+        # Refits run one at a time on their own thread, at a lower CPU priority, so that the
+        # readings other clients wait for come first (`lower_priority`): measured by
+        # benchmarks/learning.py (p99 of /api/predict while one client streams corrections).
+        self._learner = ThreadPoolExecutor(1, "digitlab-learner", initializer=lower_priority)
         self._problem: str | None = None
         if not self.enabled:
             self._problem = "learning is off here" if not enabled else "needs an ONNX model file"
             return
         from digitlab.adapt import PersonalModel  # onnx and the adaptation maths: when used
+
+        # A reading waiting for the interpreter lock while a refit holds it waits out the
+        # switch interval (5 ms by default) at each step: 1 ms keeps its tail short.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
         self.personal = PersonalModel(self.base, data_dir=data_dir, cache_dir=cache_dir)
         self.predictor = predictor.using(self.personal)
@@ -111,12 +134,14 @@ class Learning:
         from digitlab.adapt import example_of
 
         assert self.personal is not None
+        lower_priority()  # this thread's own: the readings come first here too
         try:
             self.personal.prepare()  # seconds the first time: outside the lock
             with self._changing:  # a reset now waits, then forgets these too
                 rows = self.store.learned(self.personal.config.max_per_class)
                 if rows:
-                    self.personal.add_many([example_of(r, f"store#{r.id}") for r in rows])
+                    examples = [example_of(r, f"{STORE_SOURCE}{r.id}") for r in rows]
+                    self._unmark(self.personal.add_many(examples).forgotten)
         except DigitlabError as e:  # no MNIST files, a refused guard, a broken store, ...
             self._problem = f"cannot learn: {e}"
             log.warning("personal model: %s", self._problem)
@@ -157,25 +182,40 @@ class Learning:
         return stored, self.learn(stored, prediction)
 
     def learn(self, stored: Correction, prediction: Prediction) -> str | None:
-        """Learn one stored correction; None when learned, else why not."""
+        """Learn one stored correction; None when learned, else why not (held back by the
+        guard, ...). A full digit forgets its oldest correction rather than refusing the
+        new one, so whoever filled it cannot lock the user out; what the model lets go is
+        unmarked in the store, so a restart learns exactly what it holds."""
         why = self._not_ready()
         if why is not None or self.personal is None:
             return why
+        # On the learner thread (`_learner`), which the readings never wait for; the answer
+        # waits, since it says whether the correction was learned or held back.
+        return self._learner.submit(self._learn_now, stored, prediction).result()
+
+    def _learn_now(self, stored: Correction, prediction: Prediction) -> str | None:
+        assert self.personal is not None
         with self._changing:
-            label, most = stored.label, self._per_class
-            if self.personal.counts.get(label, 0) >= most:
-                return f"already learned {most} corrections of {label}: reset first"
             try:
                 # Marked first: a store that cannot be written leaves the model as it was.
                 self.store.set_learned([stored.id])
                 try:
-                    self.personal.add(prediction.normalized, stored.label, f"store#{stored.id}")
+                    head = self.personal.add(prediction.normalized, stored.label,
+                                             f"{STORE_SOURCE}{stored.id}")  # fmt: skip
                 except Exception:  # refused (or a bug): the mark goes with the example
                     self.store.set_learned([stored.id], learned=False)
                     raise
-            except DigitlabError as e:  # the MNIST guard refused it: stored, not learned
+                self._unmark(head.forgotten)
+            except DigitlabError as e:  # the guard held it back: stored, not learned
                 return str(e)
         return None
+
+    def _unmark(self, forgotten: Sequence[Example]) -> None:
+        """Take back the store's marks of the corrections a refit let go."""
+        ids = [int(e.source.removeprefix(STORE_SOURCE)) for e in forgotten
+               if e.source.startswith(STORE_SOURCE)]  # fmt: skip
+        if ids:
+            self.store.set_learned(ids, learned=False)
 
     def reset(self) -> int:
         """Back to the base model; returns how many corrections were forgotten."""
@@ -193,10 +233,6 @@ class Learning:
         ready = self._problem is None and (self._ready.is_set() or self._thread is None)
         n, counts = self.personal.n_examples, self.personal.counts
         return LearningStatus(True, ready, n, counts, self._problem)
-
-    @property
-    def _per_class(self) -> int:
-        return self.personal.config.max_per_class if self.personal else 0
 
     def _not_ready(self) -> str | None:
         if not self.enabled:

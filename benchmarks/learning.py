@@ -1,0 +1,243 @@
+"""Live learning's cost: one correction's refit as the personal model grows, and what
+learning does to the readings other clients wait for.
+
+  refit    a `PersonalModel` of the bundled model learns MNIST training digits outside the
+           shipped reference, one correction at a time (``AdaptConfig(max_per_class=100)``,
+           so that it can hold 1,000); the seconds of each `PersonalModel.add` (embedding
+           the drawing and its 8 variants, the guard, the calibration, the card) over the
+           ``--window`` corrections before it holds 50, 200 and 1,000 examples.
+  serve    a real HTTP server (uvicorn, the app of `digitlab serve`, learning on, the
+           corrections rate limit lifted so that one client can stream) in a child
+           process: ``--requests`` sequential ``POST /api/predict`` of a drawing, first
+           idle, then while another client streams ``POST /api/corrections`` (MNIST
+           digits as pixel grids) back to back; p50 and p99 of each, measured by this
+           process against the same server in the same run; and, as a control, while the
+           same client streams corrections the server only stores (``"learn": false``).
+
+Goals (issue 27): a refit <= 0.2 s at 1,000 learnt examples; ``/api/predict`` p99 while
+learning <= 2 x idle. Needs the MNIST files ($DIGITLAB_DATA) for the digits it learns.
+
+    python benchmarks/learning.py [--window 20] [--requests 1000] [--skip-refit] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HOST = "127.0.0.1"
+SIZES = (50, 200, 1000)
+DRAWING = {"strokes": [[[90, 50], [200, 50], [120, 240]]], "width": 280, "height": 280, "pen": 18}
+
+
+def corrections(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` MNIST training digits (uint8) outside the shipped reference, with their labels."""
+    from digitlab.data import load_mnist
+    from digitlab.reference import load_shipped, reference_indices
+
+    images, labels = load_mnist("train")
+    used = np.concatenate(list(reference_indices(*load_shipped().split).values()))
+    pool = np.setdiff1d(np.arange(len(labels)), used)
+    picks = np.random.default_rng(seed).choice(pool, n, replace=False)
+    return images[picks], labels[picks].astype(int)
+
+
+# --------------------------------------------------------------------------- #
+# The refit
+# --------------------------------------------------------------------------- #
+
+
+def refit_costs(window: int, cache: Path) -> dict[int, dict[str, float]]:
+    """Seconds a correction over the ``window`` corrections before each of `SIZES`."""
+    from digitlab.adapt import AdaptConfig, AdaptError, PersonalModel
+
+    personal = PersonalModel(config=AdaptConfig(max_per_class=100), cache_dir=cache)
+    personal.prepare()  # the reference, once: not a correction's cost
+    images, labels = corrections(2 * max(SIZES))
+    seconds, held, out = [], 0, {}
+    for x, y in zip(images, labels, strict=True):
+        start = time.perf_counter()
+        try:
+            personal.add(x.astype(np.float32) / 255, int(y), "benchmark")
+        except AdaptError:
+            held += 1
+        seconds.append(time.perf_counter() - start)
+        n = personal.n_examples
+        if n in SIZES and n not in out:
+            last = np.array(seconds[-window:])
+            out[n] = {"mean_s": float(last.mean()), "p90_s": float(np.quantile(last, 0.9)),
+                      "max_s": float(last.max()), "corrections": len(seconds),
+                      "held": held}  # fmt: skip
+        if len(out) == len(SIZES):
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The server
+# --------------------------------------------------------------------------- #
+
+
+def serve(port: int, db: str) -> None:
+    """The child: the app of `digitlab serve`, learning on, the corrections limit lifted."""
+    import uvicorn
+
+    from digitlab.web.app import create_app
+    from digitlab.web.service import RateLimit
+
+    app = create_app(db_path=db)
+    app.state.service.correcting = RateLimit(per_minute=1e9, burst=10**9)
+    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, dict]:
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, json.loads(r.read() or b"{}")
+
+
+def latencies(port: int, n: int) -> np.ndarray:
+    """Seconds of ``n`` sequential predictions on one keep-alive connection."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        status, _ = post(conn, "/api/predict", DRAWING)
+        out.append(time.perf_counter() - start)
+        assert status == 200, status
+    conn.close()
+    return np.array(out)
+
+
+class Streamer(threading.Thread):
+    """Another client sending corrections back to back until stopped (``learn`` False: the
+    server stores them only, the control that tells learning from request load)."""
+
+    def __init__(self, port: int, images: np.ndarray, labels: np.ndarray, learn: bool) -> None:
+        super().__init__(daemon=True)
+        self.port, self.images, self.labels, self.learn = port, images, labels, learn
+        self.stop, self.sent, self.learned, self.held = threading.Event(), 0, 0, 0
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
+        while not self.stop.is_set():
+            i = self.sent % len(self.labels)
+            grid = {"pixels": self.images[i].tolist(), "label": int(self.labels[i])}
+            if not self.learn:
+                grid["learn"] = False
+            status, body = post(conn, "/api/corrections", grid)
+            assert status == 201, (status, body)
+            self.sent += 1
+            self.learned += bool(body["learned"])
+            self.held += str(body.get("not_learned_because") or "").startswith("held back")
+        conn.close()
+
+
+def wait_ready(port: int, child: subprocess.Popen) -> None:
+    for _ in range(600):
+        if child.poll() is not None:
+            raise SystemExit("the server exited")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+def server_latencies(requests: int) -> dict[str, float]:
+    """p50/p99 of /api/predict idle and while another client streams corrections."""
+    port = free_port()
+    images, labels = corrections(600, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+        child = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
+                                  str(Path(tmp) / "c.sqlite3")], env=env)  # fmt: skip
+        try:
+            wait_ready(port, child)
+            conn = http.client.HTTPConnection(HOST, port, timeout=120)
+            grid = {"pixels": images[-1].tolist(), "label": int(labels[-1])}
+            post(conn, "/api/corrections", grid)  # loads the reference: not timed
+            conn.close()
+            latencies(port, 50)  # warm the connection and the runtime
+            idle = latencies(port, requests)
+            phases, streamers = {"idle": idle}, {}
+            for name, learn in (("storing", False), ("learning", True)):
+                streamer = streamers[name] = Streamer(port, images, labels, learn)
+                streamer.start()
+                time.sleep(1.0)  # under way
+                phases[name] = latencies(port, requests)
+                streamer.stop.set()
+                streamer.join()
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
+    ms = {f"{name}_{q}_ms": 1000 * float(np.quantile(x, p))
+          for name, x in phases.items() for q, p in (("p50", 0.5), ("p99", 0.99))}  # fmt: skip
+    learning = streamers["learning"]
+    return {**ms, "p99_ratio": ms["learning_p99_ms"] / ms["idle_p99_ms"],
+            "storing_p99_ratio": ms["storing_p99_ms"] / ms["idle_p99_ms"],
+            "corrections_stored_only": streamers["storing"].sent,
+            "corrections_sent": learning.sent, "corrections_learned": learning.learned,
+            "corrections_held_back": learning.held}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--window", type=int, default=20,
+                    help="corrections timed before each size")  # fmt: skip
+    ap.add_argument("--requests", type=int, default=1000, help="predictions timed, each phase")
+    ap.add_argument("--skip-refit", action="store_true", help="only the server part")
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument("--serve", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve(int(args.serve[0]), args.serve[1])
+        return 0
+    results: dict = {}
+    if not args.skip_refit:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["refit"] = refit_costs(args.window, Path(tmp))
+        for n, r in results["refit"].items():
+            print(f"refit at {n:>5} learnt examples: {r['mean_s']:.3f} s a correction "
+                  f"(p90 {r['p90_s']:.3f}, max {r['max_s']:.3f}; "
+                  f"the last {args.window})")  # fmt: skip
+    s = results["serve"] = server_latencies(args.requests)
+    print(f"/api/predict idle: p50 {s['idle_p50_ms']:.1f} ms, p99 {s['idle_p99_ms']:.1f} ms; "
+          f"while another client streams corrections: p50 {s['learning_p50_ms']:.1f} ms, "
+          f"p99 {s['learning_p99_ms']:.1f} ms (x {s['p99_ratio']:.2f}); "
+          f"{s['corrections_sent']} corrections sent, "
+          f"{s['corrections_learned']} learnt; control, the same client storing only "
+          f"(learn: false): p50 {s['storing_p50_ms']:.1f} ms, p99 {s['storing_p99_ms']:.1f} ms "
+          f"(x {s['storing_p99_ratio']:.2f}), {s['corrections_stored_only']} stored")  # fmt: skip
+    at_1000 = results.get("refit", {}).get(1000, {}).get("mean_s", 0.0)
+    goals = [("refit <= 0.2 s at 1,000 learnt examples", at_1000 <= 0.2),
+             ("/api/predict p99 while learning <= 2 x idle", s["p99_ratio"] <= 2)]  # fmt: skip
+    for goal, ok in goals:
+        print(f"goal: {goal}: {'met' if ok else 'MISSED'}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
