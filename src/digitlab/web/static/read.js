@@ -64,7 +64,7 @@ export const READ_CONFIG = Object.freeze({
   line_height: 64,
   max_side: 4096,
   digit_cost: 0.5,
-  not_digit_weight: 16.0,
+  not_digit_weight: 2.0,
   wide_weight: 6.7,
   wide_from: 1.1,
   short_weight: 6.0,
@@ -299,18 +299,15 @@ class Reader {
     const fragment = tall < cfg.one_fragment * h;
     const { answer } = await this.predictWhole();
     const sure = answer.confidence >= cfg.one_confidence;
-    if (answer.digit === null && w <= cfg.one_aspect * h) { // a shape the detector saw whole:
-      // its strokes or parts read as digits only if each surely is one
-      const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
-      const threshold = this.trust.not_digit ?? null;
-      for (const [i, j] of path) {
-        const { scores } = found.scores.get(found.keys[at.get(`${i},${j}`)]);
-        if (scores === null) return this.one();
-        const bad = scores.notDigit != null && threshold !== null && scores.notDigit > threshold;
-        let most = -Infinity;
-        for (const p of scores.probabilities) most = Math.max(most, p);
-        if (bad || most < cfg.one_confidence) return this.one();
-      }
+    const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
+    const threshold = this.trust.not_digit ?? null;
+    const parts = path.map(([i, j]) => found.scores.get(found.keys[at.get(`${i},${j}`)]).scores);
+    const partsSure = parts.every((scores) => sureDigit(scores, threshold, cfg));
+    const flaggedPart = parts.some((scores) => flagged(scores, threshold));
+    if (answer.digit === null && (flaggedPart || (w <= cfg.one_aspect * h && !partsSure))) {
+      // a shape the detector saw whole: not a number with "not a digit" in it, and when no
+      // wider than high, its parts read as digits only if each surely is one
+      return this.one();
     }
     if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
       if (!(sure || fragment)) return null;
@@ -930,8 +927,7 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
   const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
   const [w, h] = [x1 - x0, y1 - y0];
   let s = Math.log(Math.max(Math.max(...scores.probabilities), 1e-9)) - cfg.digit_cost;
-  const nd = scores.notDigit;
-  if (nd != null && threshold != null) s -= cfg.not_digit_weight * Math.max(0.0, nd - threshold);
+  s -= notDigitPenalty(scores.notDigit, threshold, cfg);
   s -= cfg.wide_weight * Math.max(0.0, w / Math.max(h, 1) - cfg.wide_from);
   s -= cfg.short_weight * Math.max(0.0, cfg.short_from - h / prims.height);
   s -= (cfg.gap_weight * Math.max(0.0, gapOf(prims, i, j))) / prims.height;
@@ -943,6 +939,30 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
     s -= cfg.apart_weight * (1 - overlapOf(prims, i, j));
   }
   return s;
+}
+
+/** A group read as a digit with at least `one_confidence` and not flagged (`_sure_digit`). */
+function sureDigit(scores, threshold, cfg) {
+  if (scores === null) return false;
+  let most = -Infinity;
+  for (const p of scores.probabilities) most = Math.max(most, p);
+  return !flagged(scores, threshold) && most >= cfg.one_confidence;
+}
+
+/** The group's "not a digit" score is over the threshold (`_flagged`). */
+function flagged(scores, threshold) {
+  return scores !== null && scores.notDigit != null && threshold !== null && scores.notDigit > threshold;
+}
+
+/** A "not a digit" score over the threshold as a penalty, in log odds (`not_digit_penalty`). */
+function notDigitPenalty(nd, threshold, cfg) {
+  if (nd == null || threshold == null) return 0.0;
+  return cfg.not_digit_weight * Math.max(0.0, logit(nd) - logit(threshold));
+}
+
+function logit(p) {
+  const q = Math.min(Math.max(p, 1e-6), 1 - 1e-6);
+  return Math.log(q / (1 - q));
 }
 
 /**
