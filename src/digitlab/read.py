@@ -39,8 +39,8 @@ the digits first, by over-segmentation and a best path:
 A reading of one digit is exactly the Predictor's: when the best path is one digit,
 that digit is the Predictor's prediction on the whole input. One digit is never split:
 a several-digit path must beat the Predictor's reading of the whole ink decisively
-(`Reader._one_digit`); ink the Predictor calls "not a digit" is not a number with a
-"not a digit" in it. The Predictor reads the whole input at most once a reading. A
+(`Reader._one_digit`); ink the Predictor calls "not a digit" is not a number of
+"not a digit"s and unsure digits. The Predictor reads the whole input once a reading. A
 drawing whose pieces were cut is also segmented a third way, each cut following a
 drop-fall path where that crosses less ink; the best path wins.
 
@@ -368,11 +368,13 @@ class Reader:
         p = whole()
         sure = p.confidence >= cfg.one_confidence
         threshold = self.predictor.rules.not_digit
-        parts_sure = all(_sure_digit(*found.read[g][1:], threshold, cfg) for g in path)
+        parts_sure = [_sure_digit(*found.read[g][1:], threshold, cfg) for g in path]
         flagged_part = any(_flagged(found.read[g][2], threshold) for g in path)
-        if p.digit is None and (flagged_part or (w <= cfg.one_aspect * h and not parts_sure)):
-            # a shape the detector saw whole: not a number with "not a digit" in it, and
-            # when no wider than high, its parts read as digits only if each surely is one
+        if p.digit is None and (
+            (flagged_part and 2 * sum(parts_sure) <= len(path))  # mostly unsure: "?6"
+            or (w <= cfg.one_aspect * h and not all(parts_sure))
+        ):  # a shape the detector saw whole: not a number of "not a digit"s and unsure
+            # digits; no wider than high, its parts are digits only if each surely is one
             return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
             if not (sure or fragment):

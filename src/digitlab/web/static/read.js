@@ -302,11 +302,12 @@ class Reader {
     const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
     const threshold = this.trust.not_digit ?? null;
     const parts = path.map(([i, j]) => found.scores.get(found.keys[at.get(`${i},${j}`)]).scores);
-    const partsSure = parts.every((scores) => sureDigit(scores, threshold, cfg));
+    const partsSure = parts.filter((scores) => sureDigit(scores, threshold, cfg)).length;
     const flaggedPart = parts.some((scores) => flagged(scores, threshold));
-    if (answer.digit === null && (flaggedPart || (w <= cfg.one_aspect * h && !partsSure))) {
-      // a shape the detector saw whole: not a number with "not a digit" in it, and when no
-      // wider than high, its parts read as digits only if each surely is one
+    if (answer.digit === null && ((flaggedPart && 2 * partsSure <= path.length) // "?6"
+        || (w <= cfg.one_aspect * h && partsSure < path.length))) {
+      // a shape the detector saw whole: not a number of "not a digit"s and unsure digits,
+      // and when no wider than high, its parts read as digits only if each surely is one
       return this.one();
     }
     if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
