@@ -59,7 +59,7 @@ from digitlab.data import load_mnist
 from digitlab.ink import label
 from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
-from digitlab.read import Reader, page_of
+from digitlab.read import ReadConfig, Reader, page_of
 from drawn_digits import draw, pen_strokes
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
@@ -395,7 +395,8 @@ def pct(v: float) -> str:
 def print_report(report: dict[str, Any]) -> None:
     print(f"model: {report['model']}")
     print(f"seed {report['seed']} (set streams [seed, crc32(name)]); {report['limit']} numbers "
-          f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; "
+          f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; pair model: "
+          f"{'on' if report['pairs'] else 'off'}; "
           f"{report['seconds']:.0f} s")  # fmt: skip
     head = (f"{'set':<12}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
             f"{'naive':>7}{'p50 ms':>8}{'p99 ms':>8}{'naive p50':>10}")  # fmt: skip
@@ -450,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
                          "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
+    ap.add_argument("--no-pairs", action="store_true",
+                    help="read touching digits by cutting them only")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
@@ -464,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     predictor = Predictor(args.model)
-    reader = Reader(predictor)
+    reader = Reader(predictor, config=ReadConfig(pairs=not args.no_pairs))
     rows = {}
     for name in sets:
         print(f"{name} ...", file=sys.stderr, flush=True)
@@ -476,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(getattr(predictor.model, "path", args.model or "bundled")),
         "seed": args.seed,
         "gaps": args.gaps or "all",
+        "pairs": reader.pairs is not None,
         "limit": limit,
         "sets": rows,
         "seconds": round(time.perf_counter() - started, 1),

@@ -109,7 +109,7 @@ def text_of(number: Number, cfg: ReadConfig, predictor: Predictor) -> str:
     best: tuple[float, str] | None = None
     for seg in number.segmentations:
         score = {g: seg.prims.score(*g, p, nd, threshold, cfg) for g, (p, nd) in seg.read.items()}
-        total, path = _two_best(len(seg.prims.units), score, cfg.max_group)[0]
+        total, path = _two_best(len(seg.prims.units), score)[0]
         if best is None or total > best[0]:
             digits = []
             for g in path:

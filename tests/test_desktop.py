@@ -372,6 +372,22 @@ def test_app_reads_a_number_digit_by_digit(app: tuple[DrawApp, list[str]], text:
         save_window(draw_app, Path(out))
 
 
+@pytest.mark.desktop
+def test_app_reads_a_decimal_point(app: tuple[DrawApp, list[str]]) -> None:
+    draw_app, printed = app
+    drag(draw_app, number("4.2"))
+    assert shown(draw_app)[0] == "4.2" and len(draw_app.last.digits) == 2
+    click(draw_app.answer_labels[1])  # the point: no digit to show
+    assert draw_app.selected == 0
+    click(draw_app.answer_labels[2])  # the 2, the second digit
+    assert draw_app.selected == 1 and bars_winner(draw_app) == 2
+    assert draw_app.answer_labels[2].cget("background") != draw_app.answer_labels[1].cget(
+        "background"
+    )
+    key(draw_app, "<Return>")
+    assert re.fullmatch(SURE_LINE.format(re.escape("4.2")), printed[-1])
+
+
 def save_window(app: DrawApp, path: Path) -> None:
     """A picture of the window as the X server shows it (pixels, not Tk's postscript)."""
     root = app.root

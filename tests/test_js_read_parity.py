@@ -92,6 +92,26 @@ def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
         ("a 7 and a far dot", {"strokes": [*seven(), [[520, 250]]], **PAGE}),
         ("a dash", {"strokes": [segment((20, 140), (540, 141))], **PAGE}),
         ("20, touching", {"strokes": two() + zero(140), **PAGE}),
+        ("1.7: a decimal point", {"strokes": [*one(), [[120, 236]], *seven(150)], **PAGE}),
+        (
+            "4,0: a comma",
+            {"strokes": [*four(), segment((190, 225), (183, 262)), *zero(220)], **PAGE},
+        ),
+        (
+            "0.0: a thin pen's tap, under the speck rule",
+            {"strokes": [*zero(), [[160, 236]], *zero(180)], **{**PAGE, "pen": 6}},
+        ),
+        (
+            "2.0.4: two points",
+            {
+                "strokes": [*two(), [[185, 238]], *zero(215), [[390, 238]], *four(425)],
+                **{**PAGE, "width": 640},
+            },
+        ),
+        (
+            "0 0: a tap close to a digit is no point",
+            {"strokes": [*zero(), [[132, 236]], *zero(150)], **PAGE},
+        ),
         ("1 1 1 1, small", {"strokes": scaled(one() + one(60) + one(120) + one(180), 0.3), **PAGE}),
         ("no canvas size or pen", {"strokes": one() + seven(120)}),
         *stroke_drawings(),
@@ -220,9 +240,9 @@ def tracing_reader(predictor):
             self.segmentations.append(prims)
             return super()._paths(page, prims, cache)
 
-        def _best_path(self, x, prims, *found):
+        def _best_path(self, x, page, prims, *found):
             self.read_along = next(k for p, k in self.kinds if p is prims)
-            return super()._best_path(x, prims, *found)
+            return super()._best_path(x, page, prims, *found)
 
         def read(self, x):
             self.segmentations, self.kinds, self.read_along = [], [], None

@@ -217,6 +217,56 @@ def test_touching_pairs_read(reader, mnist_test, text, overlap):
     assert reader.read(x).text == text
 
 
+# --------------------------------------------------------------------------- #
+# A decimal point or comma between digits reads "." (issue 26, item 5)
+# --------------------------------------------------------------------------- #
+
+
+def with_marks(text: str, pen: float = 6.0) -> Strokes:
+    """``text`` drawn with `strokes_of`'s digits: "." a tap low in the line, "," a short
+    stroke down from the baseline."""
+    strokes, x = [], 10.0
+    for c in text:
+        if c in ".,":
+            strokes += [((x + 5, 88),)] if c == "." else [((x + 6, 84), (x + 4, 98))]
+            x += 20
+        else:
+            strokes += strokes_of(int(c), x)
+            x += 60
+    return Strokes(tuple(strokes), int(x + 20), 110, pen)
+
+
+@pytest.mark.parametrize(("text", "pen"), [("1.5", 6), ("10.5", 6), ("4,7", 6), ("0.07", 6),
+                                           ("1.5", 12)])  # fmt: skip
+def test_a_drawn_decimal_point_reads(reader, text, pen):
+    read = text.replace(",", ".")
+    r = reader.read(with_marks(text, pen))
+    assert r.text == read
+    assert len(r.digits) == len(read.replace(".", ""))  # a point is no digit
+    assert not r.unsure
+
+
+def test_a_decimal_point_in_a_picture_reads(reader, mnist_test):
+    for text in ("37", "95", "10"):
+        a, b = first_of(mnist_test, int(text[0])), first_of(mnist_test, int(text[1]))
+        x = compose([a, b], 9)
+        at = 8 + tight(a).shape[1] + 3
+        low, middle = x.copy(), x.copy()
+        low[21:24, at : at + 3] = 255
+        middle[12:15, at : at + 3] = 255  # a speck in the middle of the line: no point
+        assert reader.read(low).text == f"{text[0]}.{text[1]}"
+        assert reader.read(middle).text == text
+        assert reader.read(x).text == text
+
+
+def test_a_point_needs_a_digit_on_either_side(reader, predictor):
+    x = with_marks("7.")
+    assert "." not in reader.read(x).text
+    tail = with_marks("17")
+    dot_after = Strokes((*tail.strokes, ((150.0, 88.0),)), tail.width + 40, 110, 6.0)
+    assert "." not in reader.read(dot_after).text
+
+
 def test_a_drawn_number_reads(reader):
     r = reader.read(drawing("14705"))
     assert r.text == "14705"

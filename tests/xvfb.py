@@ -262,6 +262,14 @@ DIGITS = {"0": ZERO, "1": ONE, "2": TWO, "3": THREE, "4": FOUR, "5": FIVE, "6": 
 
 
 def number(text: str) -> list[list[tuple[int, int]]]:
-    """The strokes of ``text``, its digits 200 pixels apart (gaps of some 40 pixels)."""
-    return [[(x - 60 + 200 * i, y) for x, y in stroke]
-            for i, char in enumerate(text) for stroke in DIGITS[char]]  # fmt: skip
+    """The strokes of ``text``, its digits 200 pixels apart (gaps of some 40 pixels); a "."
+    is a tap low in the line, in a gap of its own."""
+    strokes, x0 = [], -60
+    for char in text:
+        if char == ".":
+            strokes.append([(x0 + 75, 262), (x0 + 77, 264)])
+            x0 += 80
+            continue
+        strokes += [[(x0 + x, y) for x, y in stroke] for stroke in DIGITS[char]]
+        x0 += 200
+    return strokes

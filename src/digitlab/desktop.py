@@ -184,7 +184,7 @@ class DrawApp:
         while len(self.answer_labels) <= i:
             n = len(self.answer_labels)
             label = tk.Label(self.answer, background=PAPER, borderwidth=0, padx=0, pady=0)
-            label.bind("<Button-1>", lambda _event, n=n: self.select(n))
+            label.bind("<Button-1>", lambda _event, n=n: self._select_char(n))
             self.answer_labels.append(label)
         return self.answer_labels[i]
 
@@ -488,7 +488,8 @@ class DrawApp:
             else:
                 self._show_answer([str(p.digit)], [colour], _status(p), colour)
         else:  # a number: each digit coloured by its own doubt, the status the number's
-            colours = [UNSURE if d.prediction.unsure else INK for d in r.digits]
+            doubt = iter([UNSURE if d.prediction.unsure else INK for d in r.digits])
+            colours = [INK if c == "." else next(doubt) for c in r.text]  # "3.14": a point
             self._show_answer(list(r.text), colours, _status(r),
                               UNSURE if r.unsure else INK)  # fmt: skip
         self.select(0)
@@ -512,6 +513,17 @@ class DrawApp:
         """The big answer as shown: "2026", "7", "\u00d7" (not a digit), "?" (nothing yet)."""
         return "".join(label.cget("text") for label in self.answer_labels if label.winfo_manager())
 
+    def _digit_labels(self) -> list[int]:
+        """The answer labels that show digits, in order (a decimal point shows none)."""
+        shown = [n for n, label in enumerate(self.answer_labels) if label.winfo_manager()]
+        return [n for n in shown if self.answer_labels[n].cget("text") != "."]
+
+    def _select_char(self, n: int) -> None:
+        """A click on the answer's ``n``-th character selects the digit it shows."""
+        labels = self._digit_labels()
+        if n in labels:
+            self.select(labels.index(n))
+
     def select(self, i: int) -> None:
         """Show digit ``i`` of the answer: its bars, its 28 x 28, and "Wrong?" corrects it."""
         digits = self.last.digits if self.last is not None else ()
@@ -519,8 +531,10 @@ class DrawApp:
             return
         self.selected = i
         several = len(digits) > 1
+        labels = self._digit_labels()
         for n, label in enumerate(self.answer_labels):
-            label.configure(background=SELECTED if several and n == i else PAPER)
+            chosen = several and i < len(labels) and n == labels[i]
+            label.configure(background=SELECTED if chosen else PAPER)
         self._show_boxes()
         p = digits[i].prediction if digits else None
         self._show_bars(p)

@@ -75,6 +75,7 @@ from PIL import Image, ImageDraw
 from digitlab.errors import InputError
 from digitlab.ink import find_ink, label
 from digitlab.inputs import Strokes, digit_from_json
+from digitlab.pairs import NOT_A_PAIR, PairModel, bundled_pairs_path, pair_image, split
 from digitlab.predict import Prediction, Predictor, ProbabilityModel, model_scores
 from digitlab.preprocess import (
     DigitInput,
@@ -117,7 +118,7 @@ class DigitReading:
 class Reading:
     """A number read left to right ("" when there is no ink), digit by digit."""
 
-    text: str  # the digits left to right; "?" for a part that is not a digit
+    text: str  # the digits left to right; "?" for a part that is not a digit; "." a point
     digits: tuple[DigitReading, ...]
     confidence: float  # the product of the digits' confidences (0 when nothing is read)
     unsure: bool
@@ -173,6 +174,25 @@ class ReadConfig:
     max_piece_strokes: int = 12
     stroke_cut_width: float = 1.7
     max_gap: float = 0.35  # nor one with a gap wider than this between its parts
+    # Two touching digits read whole (`digitlab.pairs`, images only: a drawing's strokes
+    # split touching digits): consecutive primitives of one piece, at least `pair_aspect`
+    # as wide as high and at most `pair_max_width` H, are offered to the pair model too;
+    # a pair scores the log of its probability, two digits' cost and `pair_cost`.
+    pairs: bool = True
+    pair_aspect: float = 0.75
+    pair_max_width: float = 2.6
+    pair_max_group: int = 8
+    pair_cost: float = 1.0
+    # A decimal point or comma between two digits reads as "." (`_points`): a piece of ink
+    # of its own, no bigger than `point_size` H either way, whose middle lies below
+    # `point_low` of the way from the digits' tops to their bottoms, between two pieces at
+    # least half the line high, apart from both (a digit's own broken-off bit is not).
+    points: bool = True
+    point_size: float = 0.4
+    point_low: float = 0.6
+    point_mass: float = 0.005  # a piece under `speck_fraction` kept as a point: this much
+    point_gap: float = 0.06  # ... and at least this far from the ink either side of it
+    point_aspect: float = 3.0  # a dot or a short comma: its sides at most this ratio apart
     speck_fraction: float = 0.02  # pieces under this share of the biggest are dust
     noise_fraction: float = 0.005  # `digitlab.ink`'s noise rule, for a line of many digits
     line_height: int = 64  # strokes are rendered so the line is this many pixels high
@@ -220,10 +240,15 @@ class Reader:
         | None = None,
         *,
         config: ReadConfig = DEFAULT_READ_CONFIG,
+        pair_model: PairModel | None = None,
     ) -> None:
         p = predictor_or_model_path
         self.predictor = p if isinstance(p, Predictor) else Predictor(p)
         self.config = config
+        # The bundled pair model (`digitlab.pairs`), whatever digit model reads the digits.
+        if pair_model is None and config.pairs and bundled_pairs_path() is not None:
+            pair_model = PairModel()
+        self.pairs = pair_model if config.pairs else None
 
     def read(self, x: DigitInput) -> Reading:
         """Read the digit or number in ``x`` (anything `Predictor.predict` accepts).
@@ -260,7 +285,7 @@ class Reader:
                 prims, found = other, alt
         if prims is None or found is None:
             return self._one(whole)
-        return self._best_path(whole, prims, found)
+        return self._best_path(whole, page, prims, found)
 
     def _doubt(self, prims: _Primitives | None, found: _Found | None) -> bool:
         """The ink's segmentation leaves doubt: a single piece (two touching digits?), a
@@ -292,8 +317,10 @@ class Reader:
         None when that would make more than `max_candidates` candidate digits in all."""
         cfg = self.config
         n = len(prims.units)
+        points = _points(prims, cfg)
         groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
-                  if j == i + 1 or prims.plausible(i, j, cfg)]  # fmt: skip
+                  if (j == i + 1 or prims.plausible(i, j, cfg))
+                  and not points.intersection(range(i, j))]  # fmt: skip
         # A group's 28 x 28 and model scores depend only on its pixels: a second
         # segmentation of the same page reuses those of the groups it shares.
         cache = cache if cache is not None else {}
@@ -318,21 +345,50 @@ class Reader:
             _, pr, nd = cache[k]
             score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
-        return _Found(_two_best(n, score, cfg.max_group), score, read)
+        pairs = self._pairs(page, prims, points, cache)
+        for (i, j), probs in pairs.items():
+            score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
+        for k in points:  # a decimal point: read as "." and no digit, at no cost
+            score[(k, k + 1, 0)] = 0.0
+        return _Found(_two_best(n, score), score, read, pairs)
 
-    def _best_path(self, whole: Callable[[], Prediction], prims: _Primitives,
+    def _pairs(self, page: Page, prims: _Primitives, points: frozenset[int],
+               cache: dict) -> dict[tuple[int, int], Any]:  # fmt: skip
+        """The pair model's probabilities for each group that may be two touching digits
+        (`_pair_groups`; none for a drawing, or past `max_candidates` in all)."""
+        cfg = self.config
+        if self.pairs is None or page.polarity == "strokes":
+            return {}
+        groups = [
+            (i, j) for i, j in _pair_groups(prims, cfg) if not points.intersection(range(i, j))
+        ]
+        keys = [("pair", *_group_key(prims, i, j)) for i, j in groups]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if len(cache) + len(todo) > cfg.max_candidates:
+            return {}
+        if todo:
+            crops = [_group_ink(page, prims, *groups[keys.index(k)])[0] for k in todo]
+            probs = self.pairs.probabilities(np.stack([pair_image(c) for c in crops]))
+            cache.update(zip(todo, probs, strict=True))
+        return {g: cache[k] for g, k in zip(groups, keys, strict=True)}
+
+    def _best_path(self, whole: Callable[[], Prediction], page: Page, prims: _Primitives,
                    found: _Found) -> Reading:  # fmt: skip
         cfg = self.config
         paths = found.paths
         best = paths[0][1]
-        if len(best) > cfg.max_digits:
+        n_digits = _n_digits(best)
+        if n_digits > cfg.max_digits:
             raise TooManyDigits(
-                f"more than {cfg.max_digits} digits in the picture ({len(best)} found); "
+                f"more than {cfg.max_digits} digits in the picture ({n_digits} found); "
                 f"read at most {cfg.max_digits} at a time"
             )
-        if len(best) == 1:
+        if n_digits == 1:
             return self._one(whole)
-        one = self._one_digit(whole, prims, found)
+        points = [
+            sum(_n_digits([h]) for h in best[:k]) for k, g in enumerate(best) if g[2:] == (0,)
+        ]
+        one = None if points else self._one_digit(whole, prims, found)  # "1.5" is no 5
         if one is not None:
             return one
         reasons: tuple[str, ...] = ()
@@ -342,13 +398,24 @@ class Reader:
         margin = paths[0][0] - paths[1][0] if len(paths) > 1 else math.inf
         if margin < cfg.unclear_margin:
             reasons = ("unclear split",)
-        digits = []
+        digits: list[DigitReading] = []
+        pconf = self.predictor.config
         for g in best:  # judged on the scores the path was found with: no second model run
+            if g[2:] == (0,):  # a decimal point
+                continue
+            if len(g) == 3:  # a touching pair read whole: each half shows its own 28 x 28
+                _, left, right = split(found.pairs[g[:2]])
+                for norm, probs in zip(_pair_halves(page, prims, *g[:2], pconf), (left, right),
+                                       strict=True):  # fmt: skip
+                    p = self.predictor.judge(norm, probs.astype(np.float32), None)
+                    digits.append(DigitReading(norm.ink_box or (0, 0, 0, 0), p))
+                continue
             norm, probs, nd = found.read[g]
-            norm = replace(norm, n_blobs=_count_blobs(norm.image, self.predictor.config))
+            norm = replace(norm, n_blobs=_count_blobs(norm.image, pconf))
             p = self.predictor.judge(norm, probs, nd)
             digits.append(DigitReading(norm.ink_box or (0, 0, 0, 0), p))
-        return _reading(tuple(digits), reasons, 1 / (1 + math.exp(-min(margin, 700.0))))
+        split_sure = 1 / (1 + math.exp(-min(margin, 700.0)))
+        return _reading(tuple(digits), reasons, split_sure, tuple(points))
 
     def _one_digit(self, whole: Callable[[], Prediction], prims: _Primitives,
                    found: _Found) -> Reading | None:  # fmt: skip
@@ -363,15 +430,16 @@ class Reader:
         w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
         if w > cfg.one_max_aspect * h:
             return None
-        tall = min(b[i:j, 3].max() - b[i:j, 1].min() for i, j in path)
+        tall = min(b[g[0] : g[1], 3].max() - b[g[0] : g[1], 1].min() for g in path)
         fragment = tall < cfg.one_fragment * h
         p = whole()
         sure = p.confidence >= cfg.one_confidence
         threshold = self.predictor.rules.not_digit
-        parts_sure = [_sure_digit(*found.read[g][1:], threshold, cfg) for g in path]
-        flagged_part = any(_flagged(found.read[g][2], threshold) for g in path)
+        parts_sure = [_sure_part(found, g, threshold, cfg)
+                      for g in path for _ in range(_n_digits([g]))]  # fmt: skip
+        flagged_part = any(_flagged(found.read[g][2], threshold) for g in path if len(g) == 2)
         if p.digit is None and (
-            (flagged_part and 2 * sum(parts_sure) <= len(path))  # mostly unsure: "?6"
+            (flagged_part and 2 * sum(parts_sure) <= len(parts_sure))  # mostly unsure: "?6"
             or (w <= cfg.one_aspect * h and not all(parts_sure))
         ):  # a shape the detector saw whole: not a number of "not a digit"s and unsure
             # digits; no wider than high, its parts are digits only if each surely is one
@@ -382,7 +450,7 @@ class Reader:
             wide = w > cfg.one_aspect * h
             if wide or (p.digit is None and not fragment):  # wide, or surely no digit
                 one = math.log(max(p.confidence, 1e-9)) - cfg.digit_cost
-                if total >= one - cfg.one_margin * (len(path) - 1):
+                if total >= one - cfg.one_margin * (_n_digits(path) - 1):
                     return None
         box = p.normalized.ink_box or (0, 0, 0, 0)
         return _reading((DigitReading(box, p),), ())
@@ -411,16 +479,36 @@ class _Found:
     """A segmentation's best paths: [(total, groups)] (`_two_best`), each group's score, and
     what was read of each group: (its 28 x 28, probabilities, "not a digit" score)."""
 
-    paths: list[tuple[float, list[tuple[int, int]]]]
-    score: dict[tuple[int, int], float]
+    paths: list[tuple[float, list[tuple[int, ...]]]]
+    score: dict[tuple[int, ...], float]  # (i, j): one digit; (i, j, 2): a touching pair
     read: dict[tuple[int, int], tuple[Normalized, np.ndarray | None, float | None]]
+    pairs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # pair model's
+
+
+def _n_digits(path: list[tuple[int, ...]]) -> int:
+    """How many digits a path reads: a group (i, j) one, a pair (i, j, 2) two, a decimal
+    point (i, j, 0) none."""
+    return sum(g[2] if len(g) == 3 else 1 for g in path)
+
+
+def _sure_part(found: _Found, g: tuple[int, ...], threshold: float | None,
+               cfg: ReadConfig) -> bool:  # fmt: skip
+    """A group of the path surely read: a digit (`_sure_digit`), or a pair read with at
+    least `one_confidence`."""
+    if len(g) == 3:
+        return float(found.pairs[g[:2]][:NOT_A_PAIR].max()) >= cfg.one_confidence
+    return _sure_digit(*found.read[g][1:], threshold, cfg)
 
 
 def _reading(digits: tuple[DigitReading, ...], reasons: tuple[str, ...],
-             split: float = 1.0) -> Reading:  # fmt: skip
+             split: float = 1.0, points: tuple[int, ...] = ()) -> Reading:  # fmt: skip
     """A reading of ``digits``; its confidence is theirs times ``split``, how sure the
-    segmentation is (1 for one digit: the Predictor's own reading)."""
-    text = "".join("?" if d.digit is None else str(d.digit) for d in digits)
+    segmentation is (1 for one digit: the Predictor's own reading); a "." after the first
+    ``points[k]`` digits."""
+    chars = ["?" if d.digit is None else str(d.digit) for d in digits]
+    for at in sorted(points, reverse=True):
+        chars.insert(at, ".")
+    text = "".join(chars)
     confidence = float(np.prod([d.prediction.confidence for d in digits])) if digits else 0.0
     confidence *= split
     why = list(dict.fromkeys([r for d in digits for r in d.prediction.reasons] + list(reasons)))
@@ -429,21 +517,23 @@ def _reading(digits: tuple[DigitReading, ...], reasons: tuple[str, ...],
     return Reading(text, digits, confidence, unsure, tuple(why), notes)
 
 
-def _two_best(n: int, score: dict[tuple[int, int], float],
-              max_group: int) -> list[tuple[float, list[tuple[int, int]]]]:  # fmt: skip
+def _two_best(n: int, score: dict[tuple[int, ...], float]) -> list[tuple[float, list[tuple]]]:
     """The best path through primitives 0..n, and the best one with another number of
-    digits (when there is one): [(total, groups)]."""
-    # best[j][length] = (total, back pointer): the best path to j with that many digits
-    best: list[dict[int, tuple[float, int]]] = [{0: (0.0, -1)}] + [{} for _ in range(n)]
+    digits (when there is one): [(total, groups)]. ``score`` holds each group's: (i, j) reads
+    primitives i..j-1 as one digit, (i, j, 2) as a pair."""
+    ending: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in range(n + 1)]
+    for g, s in score.items():
+        if s > -1e8:
+            ending[g[1]].append((g, s))
+    # best[j][length] = (total, group): the best path to j with that many digits
+    best: list[dict[int, tuple[float, tuple[int, ...]]]] = [{0: (0.0, ())}] + [{} for _ in range(n)]
     for j in range(1, n + 1):
-        for i in range(max(0, j - max_group), j):
-            s = score.get((i, j))
-            if s is None or s <= -1e8:
-                continue
-            for length, (total, _) in best[i].items():
+        for g, s in sorted(ending[j]):  # sorted: ties go the same way whatever the dict order
+            k = g[2] if len(g) == 3 else 1
+            for length, (total, _) in best[g[0]].items():
                 t = total + s
-                if length + 1 not in best[j] or t > best[j][length + 1][0]:
-                    best[j][length + 1] = (t, i)
+                if length + k not in best[j] or t > best[j][length + k][0]:
+                    best[j][length + k] = (t, g)
     if not best[n]:  # nothing could be read: one primitive at a time, however bad
         return [(-1e9, [(i, i + 1) for i in range(n)])]
     ranked = sorted(best[n].items(), key=lambda kv: -kv[1][0])[:2]
@@ -451,9 +541,9 @@ def _two_best(n: int, score: dict[tuple[int, int], float],
     for length, (total, _) in ranked:
         path, j, k = [], n, length
         while j > 0:
-            i = best[j][k][1]
-            path.append((i, j))
-            j, k = i, k - 1
+            g = best[j][k][1]
+            path.append(g)
+            j, k = g[0], k - (g[2] if len(g) == 3 else 1)
         out.append((total, path[::-1]))
     return out
 
@@ -695,6 +785,7 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
         return None
     boxes, mass = _boxes(labels, n, page.ink)
     keep = mass >= cfg.speck_fraction * mass.max()
+    keep |= _point_specks(boxes, mass, keep, cfg)
     if keep.sum() > 4 * cfg.max_pieces:  # before the quadratic merge: bounded work
         raise TooManyDigits(f"{int(keep.sum())} separate pieces of ink: too many to read as "
                             f"a number of at most {cfg.max_digits} digits")  # fmt: skip
@@ -981,16 +1072,26 @@ def _group_key(prims: _Primitives, i: int, j: int) -> tuple:
     return (x0, y0, x1, y1, np.packbits((lab > i) & (lab <= j)).tobytes())
 
 
+def _group_ink(page: Page, prims: _Primitives, i: int, j: int) -> tuple[np.ndarray, tuple]:
+    """Primitives i..j-1's ink (float32, cropped to their box) and that box (page pixels)."""
+    b = prims.boxes[i:j]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    lab = prims.labels[y0:y1, x0:x1]
+    crop = np.where((lab > i) & (lab <= j), page.ink[y0:y1, x0:x1], 0).astype(np.float32)
+    return crop, (x0, y0, x1, y1)
+
+
 def _normalized(page: Page, prims: _Primitives, i: int, j: int,
                 pconf: PreprocessConfig) -> Normalized:  # fmt: skip
     """Primitives i..j-1 as `preprocess` makes a digit of ink: crop, stroke, box, centre."""
-    b = prims.boxes[i:j]
-    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
-    if x1 <= x0 or y1 <= y0:
-        return Normalized(None, page.size, "none")
-    lab = prims.labels[y0:y1, x0:x1]
-    crop = np.where((lab > i) & (lab <= j), page.ink[y0:y1, x0:x1], 0).astype(np.float32)
-    if not crop.any():
+    crop, box = _group_ink(page, prims, i, j)
+    return _ink_normalized(page, crop, box, pconf)
+
+
+def _ink_normalized(page: Page, crop: np.ndarray, box: tuple, pconf: PreprocessConfig
+                    ) -> Normalized:  # fmt: skip
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0 or not crop.any():
         return Normalized(None, page.size, "none")
     fx, fy, ox, oy = page.scale
     box = (math.floor(x0 * fx + ox), math.floor(y0 * fy + oy),
@@ -998,6 +1099,118 @@ def _normalized(page: Page, prims: _Primitives, i: int, j: int,
     # Blobs are counted for the kept digits only (`_best_path`).
     return _normalize(_to_work(crop, pconf), page.size, page.polarity, box, pconf, page.how,
                       count_blobs=False)  # fmt: skip
+
+
+def _point_specks(boxes: np.ndarray, mass: np.ndarray, keep: np.ndarray,
+                  cfg: ReadConfig) -> np.ndarray:  # fmt: skip
+    """Pieces the speck rule drops that look like a decimal point (a tap of the pen beside an
+    8 is under 2 % of the 8's ink): at least `point_mass` of the biggest piece, a dot or a
+    short comma no bigger than `point_size` of the kept pieces' median height, low in their
+    line, apart from the kept ink on either side. `_points` decides."""
+    out = np.zeros_like(keep)
+    small = np.flatnonzero(~keep & (mass >= cfg.point_mass * mass.max()))
+    if not cfg.points or keep.sum() < 2 or not len(small):
+        return out
+    kept = boxes[keep]
+    top, bottom = np.median(kept[:, 1]), np.median(kept[:, 3])
+    line = np.median(kept[:, 3] - kept[:, 1])
+    for k in small[: 4 * cfg.max_pieces]:  # bounded work: more are no number anyway
+        x0, y0, x1, y1 = boxes[k]
+        w, h, cx = x1 - x0, y1 - y0, (x0 + x1) / 2
+        left, right = kept[kept[:, 2] <= cx, 2], kept[kept[:, 0] >= cx, 0]
+        out[k] = (max(w, h) <= cfg.point_size * line and max(w, h) <= cfg.point_aspect * min(w, h)
+                  and (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+                  and len(left) > 0 and len(right) > 0
+                  and x0 - left.max() >= cfg.point_gap * line
+                  and right.min() - x1 >= cfg.point_gap * line)  # fmt: skip
+    return out
+
+
+def _points(prims: _Primitives, cfg: ReadConfig) -> frozenset[int]:
+    """The primitives that are a decimal point or comma (`ReadConfig.points`): a piece of
+    its own, small, low in the line, between two pieces at least half the line high and
+    apart from both."""
+    n, H = len(prims.units), prims.height
+    if not cfg.points or n < 3:
+        return frozenset()
+    units: dict[int, np.ndarray] = {}
+    for k, u in enumerate(prims.units):
+        b = prims.boxes[k]
+        units[u] = (
+            b.copy()
+            if u not in units
+            else np.r_[np.minimum(units[u][:2], b[:2]), np.maximum(units[u][2:], b[2:])]
+        )
+    tall = {u for u, b in units.items() if b[3] - b[1] >= 0.5 * H}
+    if len(tall) < 2:
+        return frozenset()
+    top = float(np.median([units[u][1] for u in tall]))
+    bottom = float(np.median([units[u][3] for u in tall]))
+    out = set()
+    for k in range(1, n - 1):
+        u, (x0, y0, x1, y1) = prims.units[k], prims.boxes[k]
+        left, right = prims.units[k - 1], prims.units[k + 1]
+        w, h = x1 - x0, y1 - y0
+        if (prims.units.count(u) == 1 and max(w, h) <= cfg.point_size * H
+                and max(w, h) <= cfg.point_aspect * min(w, h)
+                and (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+                and left in tall and right in tall and left != right
+                and units[left][2] <= (x0 + x1) / 2 <= units[right][0]
+                and x0 - prims.boxes[k - 1][2] >= cfg.point_gap * H
+                and prims.boxes[k + 1][0] - x1 >= cfg.point_gap * H):  # fmt: skip
+            out.add(k)
+    return frozenset(out)
+
+
+# --------------------------------------------------------------------------- #
+# Touching pairs, read whole (`digitlab.pairs`)
+# --------------------------------------------------------------------------- #
+
+
+def _pair_groups(prims: _Primitives, cfg: ReadConfig) -> list[tuple[int, int]]:
+    """Runs of consecutive primitives of one piece of ink shaped like two digits: at least
+    `pair_aspect` as wide as high, at most `pair_max_width` H wide."""
+    out, n = [], len(prims.units)
+    for i in range(n):
+        for j in range(i + 1, min(n, i + cfg.pair_max_group) + 1):
+            if prims.units[j - 1] != prims.units[i]:
+                break
+            b = prims.boxes[i:j]
+            w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
+            if w > cfg.pair_max_width * prims.height:
+                break
+            if w >= cfg.pair_aspect * h:
+                out.append((i, j))
+    return out
+
+
+def _pair_score(prims: _Primitives, i: int, j: int, probs: np.ndarray, cfg: ReadConfig) -> float:
+    """How good a pair primitives i..j-1 make: the log probability of the two digits its
+    margins read, less two digits' cost, `pair_cost`, and the short penalty of a digit."""
+    _, left, right = split(probs)
+    p = float(probs[10 * int(left.argmax()) + int(right.argmax())])
+    b = prims.boxes[i:j]
+    h = b[:, 3].max() - b[:, 1].min()
+    s = math.log(max(p, 1e-9)) - 2 * cfg.digit_cost - cfg.pair_cost
+    return s - cfg.short_weight * max(0.0, cfg.short_from - h / prims.height)
+
+
+def _pair_halves(page: Page, prims: _Primitives, i: int, j: int,
+                 pconf: PreprocessConfig) -> tuple[Normalized, Normalized]:  # fmt: skip
+    """A pair's two digits as `preprocess` makes them, for their boxes and pictures: its ink
+    split at the column of least ink in its middle (0.3-0.7 of its width)."""
+    crop, (x0, y0, _, _) = _group_ink(page, prims, i, j)
+    w = crop.shape[1]
+    lo, hi = int(0.3 * w), max(int(0.3 * w) + 1, int(np.ceil(0.7 * w)))
+    cut = lo + int(np.argmin(crop.sum(0)[lo:hi]))
+    halves = []
+    for a, b in ((0, cut), (cut, w)):
+        part = crop[:, a:b]
+        rows = np.flatnonzero(part.any(1))
+        top, bottom = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+        box = (x0 + a, y0 + top, x0 + b, y0 + bottom)
+        halves.append(_ink_normalized(page, part[top:bottom], box, pconf))
+    return halves[0], halves[1]
 
 
 __all__ = ["MAX_DIGITS", "DigitReading", "ReadConfig", "Reader", "Reading", "TooManyDigits"]

@@ -75,7 +75,8 @@ class PredictResult(BaseModel):
 
     text: str = Field(
         description='The digits read, left to right ("2026"); "?" for a part that is "not a '
-        'digit"; "" when there is no ink.'
+        'digit"; "." for a decimal point or comma between two digits ("3.14"); "" when there '
+        "is no ink."
     )
     digits: list[DigitResult] = Field(description="Each digit: where it is and what was read.")
     confidence: float = Field(

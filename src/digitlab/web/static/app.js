@@ -320,7 +320,7 @@ function announcement(r, verdict) {
   if (verdict === "no ink") return "No digit found.";
   if (verdict === "not a digit") return "Not a digit.";
   if (r.digits.length > 1) {
-    const spoken = r.text.split("").join(" ");
+    const spoken = r.text.split("").map((c) => (c === "." ? "point" : c)).join(" ");
     return r.unsure ? `Not sure. Perhaps ${spoken}.` : `The model reads ${spoken}, ${percent(r.confidence)} confident.`;
   }
   const d = r.digits[0].digit;

@@ -2,7 +2,8 @@
 // call, with the same result as `Reader().read(strokes)` in Python.
 //
 //   const reading = await readDrawing(drawing, scoreBatchOf(model), settings);
-//   reading.text        // "2026"; "" when there is no ink; "?" for a part that is not a digit
+//   reading.text        // "2026"; "" when there is no ink; "?" for a part that is not a digit;
+//                       // "." for a decimal point or comma between digits ("3.14")
 //   reading.digits      // [{box, digit, confidence, unsure, reasons, probabilities, image}]
 //   reading.confidence, reading.unsure, reading.reasons
 //   digitDrawing(drawing, reading.digits[1].box)   // the strokes of one digit ("Wrong?")
@@ -59,6 +60,18 @@ export const READ_CONFIG = Object.freeze({
   max_piece_strokes: 12,
   stroke_cut_width: 1.7,
   max_gap: 0.35,
+  // Touching pairs read whole by the pair model: images only (read.py), never a drawing.
+  pairs: true,
+  pair_aspect: 0.75,
+  pair_max_width: 2.6,
+  pair_max_group: 8,
+  pair_cost: 1.0,
+  points: true,
+  point_size: 0.4,
+  point_low: 0.6,
+  point_mass: 0.005,
+  point_gap: 0.06,
+  point_aspect: 3.0,
   speck_fraction: 0.02,
   noise_fraction: 0.005,
   line_height: 64,
@@ -203,10 +216,13 @@ class Reader {
   async paths(page, prims, cache) {
     const cfg = this.config;
     const n = prims.units.length;
+    const points = pointsOf(prims, cfg);
     const groups = [];
     for (let i = 0; i < n; i++) {
       for (let j = i + 1; j <= Math.min(n, i + cfg.max_group); j++) {
-        if (j === i + 1 || plausible(prims, i, j, cfg)) groups.push([i, j]);
+        let point = false;
+        for (let k = i; k < j; k++) point ||= points.has(k);
+        if ((j === i + 1 || plausible(prims, i, j, cfg)) && !point) groups.push([i, j]);
       }
     }
     // A group's 28 x 28 and scores depend only on its pixels: a second segmentation of the
@@ -232,7 +248,11 @@ class Reader {
       norms.push(norm);
       score.set(i * (n + 1) + j, s === null ? -1e9 : groupScore(prims, i, j, s, threshold, cfg));
     });
-    return { paths: twoBest(n, score, cfg.max_group), groups, norms, scores: cache, keys, score };
+    for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
+    return {
+      paths: twoBest(n, score, cfg.max_group, points), groups, norms, scores: cache, keys, score,
+      points,
+    };
   }
 
   /**
@@ -256,13 +276,18 @@ class Reader {
   async bestPath(prims, found) {
     const cfg = this.config;
     const [total, best] = found.paths[0];
-    if (best.length > cfg.max_digits) {
+    const isPoint = ([i, j]) => found.points.has(i) && j === i + 1;
+    const nDigits = best.filter((g) => !isPoint(g)).length;
+    if (nDigits > cfg.max_digits) {
       throw new TooManyDigits(
-        `more than ${cfg.max_digits} digits in the picture (${best.length} found); ` +
+        `more than ${cfg.max_digits} digits in the picture (${nDigits} found); ` +
         `read at most ${cfg.max_digits} at a time`);
     }
-    if (best.length === 1) return this.one();
-    const one = await this.oneDigit(prims, found);
+    if (nDigits === 1) return this.one();
+    // a "." after this many digits; "1.5" is no 5: never the one-digit reading
+    const points = [];
+    best.forEach((g, k) => { if (isPoint(g)) points.push(k - points.length); });
+    const one = points.length ? null : await this.oneDigit(prims, found);
     if (one !== null) return one;
     const reasons = [];
     // How sure the split is: the best path against the best with another number of digits,
@@ -270,7 +295,7 @@ class Reader {
     const margin = found.paths.length > 1 ? total - found.paths[1][0] : Infinity;
     if (margin < cfg.unclear_margin) reasons.push("unclear split");
     const at = new Map(found.groups.map(([i, j], g) => [`${i},${j}`, g]));
-    const digits = best.map(([i, j]) => {
+    const digits = best.filter((g) => !isPoint(g)).map(([i, j]) => {
       const g = at.get(`${i},${j}`);
       const norm = { ...found.norms[g] };
       norm.nBlobs = countBlobs(norm.image, this.pconf); // counted for the kept digits only
@@ -278,7 +303,7 @@ class Reader {
       const { scores } = found.scores.get(found.keys[g]);
       return digitOf(norm.inkBox, judge(norm, scores, this.classes, this.trust), norm.image);
     });
-    return reading(digits, reasons, 1 / (1 + Math.exp(-Math.min(margin, 700))));
+    return reading(digits, reasons, 1 / (1 + Math.exp(-Math.min(margin, 700))), points);
   }
 
   /**
@@ -331,8 +356,10 @@ function digitOf(box, answer, image) {
  * `_reading` and `Reading.to_dict()`: a one-digit reading carries the digit's fields too.
  * The confidence is the digits' times ``split``, how sure the segmentation is.
  */
-function reading(digits, reasons, split = 1) {
-  const text = digits.map((d) => (d.digit === null ? "?" : String(d.digit))).join("");
+function reading(digits, reasons, split = 1, points = []) {
+  const chars = digits.map((d) => (d.digit === null ? "?" : String(d.digit)));
+  for (const at of [...points].reverse()) chars.splice(at, 0, ".");
+  const text = chars.join("");
   const confidence = (digits.length ? digits.reduce((p, d) => p * d.confidence, 1) : 0) * split;
   const why = [...new Set([...digits.flatMap((d) => d.reasons), ...reasons])];
   const unsure = digits.some((d) => d.unsure) || reasons.length > 0 || digits.length === 0;
@@ -347,9 +374,11 @@ function reading(digits, reasons, split = 1) {
 /**
  * The best path through primitives 0..n, and the best one with another number of digits
  * when there is one (`_two_best`): [[total, [[i, j], ...]], ...]. ``score`` maps
- * i * (n + 1) + j to group i..j-1's score.
+ * i * (n + 1) + j to group i..j-1's score; a primitive of ``points`` alone is a decimal
+ * point, no digit.
  */
-function twoBest(n, score, maxGroup) {
+function twoBest(n, score, maxGroup, points = new Set()) {
+  const digitsOf = (i, j) => (points.has(i) && j === i + 1 ? 0 : 1);
   // best[j]: digits -> [total, back pointer], in the order found (Python's dict order)
   const best = [new Map([[0, [0.0, -1]]])];
   for (let j = 1; j <= n; j++) {
@@ -357,10 +386,11 @@ function twoBest(n, score, maxGroup) {
     for (let i = Math.max(0, j - maxGroup); i < j; i++) {
       const s = score.get(i * (n + 1) + j);
       if (s === undefined || s <= -1e8) continue;
+      const k = digitsOf(i, j);
       for (const [length, [total]] of best[i]) {
         const t = total + s;
-        const old = here.get(length + 1);
-        if (old === undefined || t > old[0]) here.set(length + 1, [t, i]);
+        const old = here.get(length + k);
+        if (old === undefined || t > old[0]) here.set(length + k, [t, i]);
       }
     }
     best.push(here);
@@ -371,13 +401,80 @@ function twoBest(n, score, maxGroup) {
   const ranked = [...best[n]].sort((a, b) => b[1][0] - a[1][0]).slice(0, 2);
   return ranked.map(([length, [total]]) => {
     const path = [];
-    for (let j = n, k = length; j > 0; k--) {
+    for (let j = n, k = length; j > 0;) {
       const i = best[j].get(k)[1];
       path.push([i, j]);
+      k -= digitsOf(i, j);
       j = i;
     }
     return [total, path.reverse()];
   });
+}
+
+/**
+ * The pieces the speck rule drops that look like a decimal point (`_point_specks`): at
+ * least `point_mass` of the biggest, a dot or a short comma, small, low in the line, apart
+ * from the kept ink on either side.
+ */
+function pointSpecks(boxes, mass, keep, heaviest, cfg) {
+  const kept = boxes.filter((_, k) => keep[k]);
+  const small = [];
+  boxes.forEach((_, k) => { if (!keep[k] && mass[k] >= cfg.point_mass * heaviest) small.push(k); });
+  if (!cfg.points || kept.length < 2 || small.length === 0) return [];
+  const top = median(kept.map((b) => b[1]));
+  const bottom = median(kept.map((b) => b[3]));
+  const line = median(kept.map((b) => b[3] - b[1]));
+  return small.slice(0, 4 * cfg.max_pieces).filter((k) => { // bounded work
+    const [x0, y0, x1, y1] = boxes[k];
+    const [w, h, cx] = [x1 - x0, y1 - y0, (x0 + x1) / 2];
+    const left = kept.filter((b) => b[2] <= cx).map((b) => b[2]);
+    const right = kept.filter((b) => b[0] >= cx).map((b) => b[0]);
+    return Math.max(w, h) <= cfg.point_size * line
+      && Math.max(w, h) <= cfg.point_aspect * Math.min(w, h)
+      && (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+      && left.length > 0 && right.length > 0
+      && x0 - Math.max(...left) >= cfg.point_gap * line
+      && Math.min(...right) - x1 >= cfg.point_gap * line;
+  });
+}
+
+/**
+ * The primitives that are a decimal point or comma (`_points`): a piece of its own, small,
+ * low in the line, between two pieces at least half the line high and apart from both.
+ */
+function pointsOf(prims, cfg) {
+  const n = prims.units.length;
+  const H = prims.height;
+  const out = new Set();
+  if (!cfg.points || n < 3) return out;
+  const units = new Map();
+  const count = new Map();
+  prims.units.forEach((u, k) => {
+    const b = prims.boxes[k];
+    const o = units.get(u);
+    units.set(u, o === undefined ? [...b]
+      : [Math.min(o[0], b[0]), Math.min(o[1], b[1]), Math.max(o[2], b[2]), Math.max(o[3], b[3])]);
+    count.set(u, (count.get(u) ?? 0) + 1);
+  });
+  const tall = new Set([...units].filter(([, b]) => b[3] - b[1] >= 0.5 * H).map(([u]) => u));
+  if (tall.size < 2) return out;
+  const top = median([...tall].map((u) => units.get(u)[1]));
+  const bottom = median([...tall].map((u) => units.get(u)[3]));
+  for (let k = 1; k < n - 1; k++) {
+    const [x0, y0, x1, y1] = prims.boxes[k];
+    const [left, right] = [prims.units[k - 1], prims.units[k + 1]];
+    const [w, h] = [x1 - x0, y1 - y0];
+    if (count.get(prims.units[k]) === 1 && Math.max(w, h) <= cfg.point_size * H
+        && Math.max(w, h) <= cfg.point_aspect * Math.min(w, h)
+        && (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+        && tall.has(left) && tall.has(right) && left !== right
+        && units.get(left)[2] <= (x0 + x1) / 2 && (x0 + x1) / 2 <= units.get(right)[0]
+        && x0 - prims.boxes[k - 1][2] >= cfg.point_gap * H
+        && prims.boxes[k + 1][0] - x1 >= cfg.point_gap * H) {
+      out.add(k);
+    }
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------ the page
@@ -632,6 +729,7 @@ function primitives(page, cfg, byStrokes = false) {
   const { boxes, mass } = boxesOf(found.labels, found.n, ink, w, h);
   const heaviest = Math.max(...mass);
   const keep = Array.from(mass, (m) => m >= cfg.speck_fraction * heaviest);
+  pointSpecks(boxes, mass, keep, heaviest, cfg).forEach((k) => { keep[k] = true; });
   const kept = keep.filter(Boolean).length;
   if (kept > 4 * cfg.max_pieces) { // before the quadratic merge: bounded work
     throw new TooManyDigits(`${kept} separate pieces of ink: too many to read as a number of ` +
