@@ -13,7 +13,8 @@ Each goes through `digitlab.pairs.pair_image`, as the reader's pieces of ink do.
 and the model written with its card (`digitlab.modelfile.save_model`).
 
 Needs torch and the MNIST files ($DIGITLAB_DATA). On 2 CPU cores: about 2 minutes to
-compose, 1 minute an epoch.
+compose, 1-3 minutes an epoch. Interrupted, it goes on from its last epoch when run again
+with the same arguments (a checkpoint beside ``--out``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import digitlab
 from digitlab.calibrate import fit_temperature, split_from_card
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
 from digitlab.data import dataset_sha256, load_mnist, split_indices
+from digitlab.fileio import atomic_write_bytes
 from digitlab.modelfile import bundled_model_path, read_card, save_model
 from digitlab.models.cnn import PairCNN, PairCNNConfig
 from digitlab.pairs import BOX, NOT_A_PAIR, pair_image
@@ -158,16 +160,29 @@ def logits(model: PairCNN, x: np.ndarray, batch: int = 4096) -> torch.Tensor:
                           for i in range(0, len(x), batch)])  # fmt: skip
 
 
-def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> list:
-    """Adam with a one-cycle schedule; the history of loss and time per epoch."""
-    gen = torch.Generator().manual_seed(seed)
+def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
+          checkpoint: Path) -> list:  # fmt: skip
+    """Adam with a one-cycle schedule; the history of loss and time per epoch. After each
+    epoch the state goes to ``checkpoint`` (atomically), and a run finding one goes on from
+    it: an interrupted fit loses at most an epoch."""
     batch = 256
     steps = (len(x) + batch - 1) // batch
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    history, start = [], time.monotonic()
-    for epoch in range(1, epochs + 1):
+    gen = torch.Generator().manual_seed(seed)
+    history, first = [], 1
+    if checkpoint.exists():  # the shuffling generator too: a resumed fit is an unbroken one
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])  # dropout's
+        history, first = state["history"], state["epoch"] + 1
+        print(f"  resumed after epoch {state['epoch']} ({checkpoint})")
+    start = time.monotonic() - (history[-1]["seconds"] if history else 0.0)
+    for epoch in range(first, epochs + 1):
         model.train()
         order, total = torch.randperm(len(x), generator=gen), 0.0
         for s in range(steps):
@@ -186,6 +201,12 @@ def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) 
         history.append({"epoch": epoch, "loss": round(total / len(x), 4),
                         "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"\r  epoch {epoch}: loss {history[-1]['loss']}" + " " * 30)
+        buf = io.BytesIO()
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
+                 "sched": sched.state_dict(), "gen": gen.get_state(),
+                 "rng": torch.get_rng_state(), "history": history}  # fmt: skip
+        torch.save(state, buf)
+        atomic_write_bytes(checkpoint, buf.getvalue())
     return history
 
 
@@ -241,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     xv, yv = make_set(images[val_idx], labels[val_idx], n_val, args.seed + 1)
     xt, yt = make_set(test_images, test_labels, n_val, args.seed + 2)
     model = PairCNN(PairCNNConfig())
-    history = train(model, x, y, args.epochs, args.seed)
+    checkpoint = Path(args.out).with_suffix(f".seed{args.seed}.n{args.n}.e{args.epochs}.ckpt")
+    history = train(model, x, y, args.epochs, args.seed, checkpoint)
     val_probs = torch.softmax(logits(model, xv), 1).numpy()
     temperature = fit_temperature(val_probs, yv)
     graph = onnx_bytes(model, temperature)
@@ -269,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                "digits of the bundled model's split (val)"},
     )  # fmt: skip
     save_model(args.out, graph, card)
+    checkpoint.unlink()  # the model is written: nothing left to resume
     print(f"wrote {args.out}: T {temperature:.3f}; val {figures(v, yv)}; test {figures(t, yt)}")
     return 0
 

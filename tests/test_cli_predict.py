@@ -222,6 +222,16 @@ def test_a_number_is_read_whole(tmp_path, mnist_test):
     assert seven["text"] == "7" and seven["digit"] == 7 and len(seven["probabilities"]) == 10
 
 
+def test_a_decimal_point_is_read(tmp_path, mnist_test):
+    page = np.asarray(number_image(mnist_test, "37", gap=14)).copy()
+    page[33:36, 43:46] = 0  # a dot low in the gap between the 3 and the 7
+    Image.fromarray(page).save(tmp_path / "amount.png")
+    text = run(str(tmp_path / "amount.png"))
+    assert text.exit_code == 0 and text.stdout.startswith(f"{tmp_path / 'amount.png'}: 3.7  ")
+    reading = json.loads(run(str(tmp_path / "amount.png"), "--json").stdout)
+    assert reading["text"] == "3.7" and [d["digit"] for d in reading["digits"]] == [3, 7]
+
+
 def test_more_than_32_digits_is_one_error_line(tmp_path, mnist_test):
     number_image(mnist_test, "1234567890" * 4, gap=8).save(tmp_path / "long.png")
     result = run(str(tmp_path / "long.png"))

@@ -145,6 +145,15 @@ def test_a_number_is_read_digit_by_digit(client, predictor) -> None:
         assert 0 < body["confidence"] <= min(d["confidence"] for d in body["digits"])
 
 
+def test_a_decimal_point_reads_as_a_dot(client) -> None:
+    """ "4.2" drawn with a tap for the point: text "4.2", two digits; the schema says so."""
+    strokes = {"strokes": number("4.2"), "width": 600, "height": 320, "pen": 18}
+    body = client.post("/api/predict", json=strokes).json()
+    assert body["text"] == "4.2" and [d["digit"] for d in body["digits"]] == [4, 2]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["PredictResult"]
+    assert "decimal point" in schema["properties"]["text"]["description"]
+
+
 def test_an_image_of_a_number_and_a_batch_of_them(client, digits) -> None:
     """MNIST digits side by side in one picture, dark on light: an upload reads the number."""
     row = 255 - np.hstack([np.pad(digits[d], ((4, 4), (2, 2))) for d in (9, 0, 4)])

@@ -387,6 +387,14 @@ def test_numbers_written_with_the_mouse_are_read_whole(page) -> None:
     assert page.evaluate("window.digitlab.where()") == "server"
 
 
+def test_a_decimal_point_written_with_the_mouse_reads(page) -> None:
+    from playwright.sync_api import expect
+
+    draw_number(page, "4.2")
+    expect_digit(page, "4.2")
+    expect(page.locator("#digits button")).to_have_text(["4", "2"])  # a point is no digit
+
+
 def test_each_digit_of_a_number_shows_and_corrects_alone(page, server: str) -> None:
     import httpx
     from playwright.sync_api import expect
