@@ -9,10 +9,11 @@ learning does to the readings other clients wait for.
   serve    a real HTTP server (uvicorn, the app of `digitlab serve`, learning on, the
            corrections rate limit lifted so that one client can stream) in a child
            process: ``--requests`` sequential ``POST /api/predict`` of a drawing, first
-           idle, then while another client streams ``POST /api/corrections`` (MNIST
-           digits as pixel grids) back to back; p50 and p99 of each, measured by this
-           process against the same server in the same run; and, as a control, while the
-           same client streams corrections the server only stores (``"learn": false``).
+           idle, then while another client, a process of its own, streams
+           ``POST /api/corrections`` (MNIST digits as pixel grids) back to back; p50 and
+           p99 of each, measured by this process against the same server in the same run;
+           and, as a control, while the same client streams corrections the server only
+           stores (``"learn": false``).
 
 Goals (issue 27): a refit <= 0.2 s at 1,000 learnt examples; ``/api/predict`` p99 while
 learning <= 2 x idle. Needs the MNIST files ($DIGITLAB_DATA) for the digits it learns.
@@ -26,6 +27,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -126,28 +128,52 @@ def latencies(port: int, n: int) -> np.ndarray:
     return np.array(out)
 
 
-class Streamer(threading.Thread):
-    """Another client sending corrections back to back until stopped (``learn`` False: the
-    server stores them only, the control that tells learning from request load)."""
+def stream(port: int, data: str, learn: bool) -> None:
+    """The streaming client, a process of its own (``--stream``): corrections sent back to
+    back until SIGTERM (``learn`` False: the server stores them only, the control that tells
+    learning from request load), then its counts as JSON on stdout. In a process of its own,
+    not a thread beside the measuring client, so that its interpreter lock does not delay
+    the timed requests: the figures measure the server."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with np.load(data) as f:
+        images, labels = f["images"], f["labels"]
+    counts = {"sent": 0, "learned": 0, "held": 0}
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    while not stop.is_set():
+        i = counts["sent"] % len(labels)
+        grid = {"pixels": images[i].tolist(), "label": int(labels[i])}
+        if not learn:
+            grid["learn"] = False
+        status, body = post(conn, "/api/corrections", grid)
+        assert status == 201, (status, body)
+        if not counts["sent"]:
+            print("streaming", flush=True)
+        counts["sent"] += 1
+        counts["learned"] += bool(body["learned"])
+        counts["held"] += str(body.get("not_learned_because") or "").startswith("held back")
+    conn.close()
+    print(json.dumps(counts), flush=True)
 
-    def __init__(self, port: int, images: np.ndarray, labels: np.ndarray, learn: bool) -> None:
-        super().__init__(daemon=True)
-        self.port, self.images, self.labels, self.learn = port, images, labels, learn
-        self.stop, self.sent, self.learned, self.held = threading.Event(), 0, 0, 0
 
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
-        while not self.stop.is_set():
-            i = self.sent % len(self.labels)
-            grid = {"pixels": self.images[i].tolist(), "label": int(self.labels[i])}
-            if not self.learn:
-                grid["learn"] = False
-            status, body = post(conn, "/api/corrections", grid)
-            assert status == 201, (status, body)
-            self.sent += 1
-            self.learned += bool(body["learned"])
-            self.held += str(body.get("not_learned_because") or "").startswith("held back")
-        conn.close()
+class Streamer:
+    """`stream` in a child process, from `start` to `finish` (which returns its counts)."""
+
+    def __init__(self, port: int, data: Path, learn: bool) -> None:
+        self.args = [sys.executable, __file__, "--stream", str(port), str(data), str(int(learn))]
+
+    def start(self) -> None:
+        self.child = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        assert self.child.stdout is not None
+        if self.child.stdout.readline().strip() != "streaming":  # its first one answered
+            raise SystemExit("the streaming client failed")
+
+    def finish(self) -> dict[str, int]:
+        self.child.send_signal(signal.SIGTERM)
+        out, _ = self.child.communicate(timeout=120)
+        if self.child.returncode:
+            raise SystemExit("the streaming client failed")
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def wait_ready(port: int, child: subprocess.Popen) -> None:
@@ -180,25 +206,26 @@ def server_latencies(requests: int) -> dict[str, float]:
             conn.close()
             latencies(port, 50)  # warm the connection and the runtime
             idle = latencies(port, requests)
-            phases, streamers = {"idle": idle}, {}
+            data = Path(tmp) / "corrections.npz"
+            np.savez(data, images=images, labels=labels)
+            phases, counts = {"idle": idle}, {}
             for name, learn in (("storing", False), ("learning", True)):
-                streamer = streamers[name] = Streamer(port, images, labels, learn)
+                streamer = Streamer(port, data, learn)
                 streamer.start()
                 time.sleep(1.0)  # under way
                 phases[name] = latencies(port, requests)
-                streamer.stop.set()
-                streamer.join()
+                counts[name] = streamer.finish()
         finally:
             child.terminate()
             child.wait(timeout=30)
     ms = {f"{name}_{q}_ms": 1000 * float(np.quantile(x, p))
           for name, x in phases.items() for q, p in (("p50", 0.5), ("p99", 0.99))}  # fmt: skip
-    learning = streamers["learning"]
+    learning = counts["learning"]
     return {**ms, "p99_ratio": ms["learning_p99_ms"] / ms["idle_p99_ms"],
             "storing_p99_ratio": ms["storing_p99_ms"] / ms["idle_p99_ms"],
-            "corrections_stored_only": streamers["storing"].sent,
-            "corrections_sent": learning.sent, "corrections_learned": learning.learned,
-            "corrections_held_back": learning.held}  # fmt: skip
+            "corrections_stored_only": counts["storing"]["sent"],
+            "corrections_sent": learning["sent"], "corrections_learned": learning["learned"],
+            "corrections_held_back": learning["held"]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-refit", action="store_true", help="only the server part")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--serve", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
+    ap.add_argument("--stream", nargs=3, metavar=("PORT", "DATA", "LEARN"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
         serve(int(args.serve[0]), args.serve[1])
+        return 0
+    if args.stream:
+        stream(int(args.stream[0]), args.stream[1], bool(int(args.stream[2])))
         return 0
     results: dict = {}
     if not args.skip_refit:

@@ -365,3 +365,18 @@ def test_a_refit_runs_on_the_learner_thread_not_the_caller_s(tmp_path, monkeypat
     seen = Predictor().predict(drawing(FLAG_ONE))
     assert learning.correct(seen, 1)[1] is None and learning.correct(seen, 2)[1] is None
     assert threads and all(t.startswith("digitlab-learner") for t in threads)
+
+
+def test_a_server_that_learns_holds_numpy_s_blas_to_one_thread(tmp_path, monkeypatch) -> None:
+    """Issue 27: a second BLAS thread (not niced, slow to wake on a busy machine) made each
+    of a refit's small matrix products wait, milliseconds, and kept the readings' core busy."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from digitlab.corrections import CorrectionStore
+    from digitlab.learning import Learning
+    from digitlab.predict import Predictor
+
+    monkeypatch.setattr("digitlab.adapt.PersonalModel", QuickPersonal)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # as it was: restored after
+        Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"))
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)

@@ -107,6 +107,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -1219,13 +1220,17 @@ class Example:
     label: int
     source: str = ""  # where it came from, for messages: a file, "STORE#id", "live"
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Its label with its image in 8 bits, hashed: once an example, not at every refit
+        (`examples_sha256` hashes them all for the card; a refit's thread holds the
+        interpreter lock meanwhile, which the readings wait for)."""
+        return hashlib.sha256(bytes([self.label]) + _as_uint8(self.image).tobytes()).hexdigest()
+
 
 def examples_sha256(examples: Iterable[Example]) -> str:
     """A SHA-256 of a set of examples: each label with its image in 8 bits, order ignored."""
-    digests = sorted(
-        hashlib.sha256(bytes([e.label]) + _as_uint8(e.image).tobytes()).hexdigest()
-        for e in examples
-    )
+    digests = sorted(e.sha256 for e in examples)
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 

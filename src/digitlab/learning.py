@@ -67,6 +67,20 @@ def lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
 
 
+def one_blas_thread() -> None:
+    """Let the process's BLAS (OpenBLAS, under numpy) use one thread, best effort. A refit's
+    matrix products are small (an example's 9 prototypes against a few thousand reference
+    digits): with a second BLAS thread each waited for that thread to get a core on a busy
+    machine (a 140 x 192 by 192 x 192 product: 16 ms, against 0.1 ms with one thread, on 2
+    shared cores), and it ran at normal priority beside the readings (the learner's nice is
+    its own thread's). A reading's own products are a row each: one thread is all it uses.
+    Process-wide, like the switch interval (BLAS has one setting); benchmarks/learning.py."""
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+
+
 class Learning:
     """The corrections store of ``predictor``'s user, and a personal model that learns them.
 
@@ -106,6 +120,7 @@ class Learning:
         # A reading waiting for the interpreter lock while a refit holds it waits out the
         # switch interval (5 ms by default) at each step: 1 ms keeps its tail short.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        one_blas_thread()
 
         self.personal = PersonalModel(self.base, data_dir=data_dir, cache_dir=cache_dir)
         self.predictor = predictor.using(self.personal)
