@@ -22,6 +22,10 @@ its ink meets its neighbour's, then 0-2 px further (25 %; images only: a ``drawn
 drawing's strokes are kept apart by the same 0-0.15 H; a ``pen`` drawing's digit is slid
 left until its strokes overlap its neighbour's by 0-0.15 H, 25 %).
 
+The ``nondigits`` set: what is no digit (`digitlab.negatives`' test split), drawn and as
+pictures; the share read as a number with no "?" in it (a reader that finds digits
+everywhere is no reader).
+
 The ``single`` set guards single digits: 2.5 x limit (1,000 by default) MNIST test digits,
 each read alone as an image and redrawn as strokes (``draw``); the reader must give the
 Predictor's digit ("?" for its "not a digit") on at least 99.9 % of them.
@@ -37,7 +41,8 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-        [--sets mnist,load_digits,drawn,pen,single] [--gaps wide,...] [--json]
+        [--sets mnist,load_digits,drawn,pen,single,nondigits] [--gaps wide,...]
+        [--no-pairs] [--json]
 """
 
 from __future__ import annotations
@@ -388,6 +393,35 @@ def run_single(n: int, seed: int, predictor: Predictor, reader: Reader) -> dict[
     return out
 
 
+def run_nondigits(n: int, seed: int, predictor: Predictor, reader: Reader) -> dict[str, Any]:
+    """What is no digit (`digitlab.negatives`' test split: letters, glyphs, shapes, faces,
+    scribbles, doodles, unseen kinds; about ``n`` in all), drawn and as a picture of the
+    drawing: the share the reader answers with a number ("?" nowhere in it), and the share
+    the Predictor answers with a digit, for scale."""
+    from digitlab.negatives import FAMILIES, UNSEEN, negatives
+
+    started = time.perf_counter()
+    out: dict[str, Any] = {}
+    drawn, pictures = [], []
+    for neg in negatives("test", max(1, n // 7), seed, (*FAMILIES, UNSEEN)):
+        if isinstance(neg.drawing, Strokes):
+            drawn.append(neg.drawing)
+            page = page_of(neg.drawing, predictor.config)
+            if page is not None:  # the same drawing photographed: dark ink on white
+                pictures.append(np.pad(255 - np.round(page.ink * 255).astype(np.uint8), 8,
+                                       constant_values=255))  # fmt: skip
+        else:
+            pictures.append(neg.drawing)
+    for kind, xs in (("picture", pictures), ("drawn", drawn)):
+        texts = [reader.read(x).text for x in xs]
+        digit = [p.digit is not None for p in predictor.predict_many(xs)]
+        out[kind] = {"n": len(xs),
+                     "read_as_number": float(np.mean([bool(t) and "?" not in t for t in texts])),
+                     "predictor_digit": float(np.mean(digit))}  # fmt: skip
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
@@ -404,7 +438,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for name, r in report["sets"].items():
-        if name == "single":
+        if name in ("single", "nondigits"):
             continue
         a, b = r["reader"], r["naive"]
         print(f"{name:<12}{pct(a['string']):>8}{pct(b['string']):>8}{pct(r['ceiling']):>9}"
@@ -419,6 +453,13 @@ def print_report(report: dict[str, Any]) -> None:
                 print(f"single ({kind}): the reader gives the Predictor's digit on "
                       f"{v['agree']} / {v['n']} ({pct(v['agree'] / v['n'])} %); "
                       f"(index, predictor, reader): {v['disagree']}")  # fmt: skip
+            continue
+        if name == "nondigits":
+            for kind in ("picture", "drawn"):
+                v = r[kind]
+                print(f"nondigits ({kind}): {v['n']} read as a number (no \"?\") "
+                      f"{pct(v['read_as_number'])} %; the Predictor answers a digit "
+                      f"{pct(v['predictor_digit'])} %")  # fmt: skip
             continue
         gaps = ", ".join(f"{k} {pct(v)}" for k, v in r["string_with_gap"].items())
         lens = " ".join(f"{k}:{pct(v)}" for k, v in r["string_by_length"].items())
@@ -446,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,single",
+    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,single,nondigits",
                     help="comma-separated sets")  # fmt: skip
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
@@ -456,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "single"}
+    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "single", "nondigits"}
     if unknown:
         ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; "
-                 "sets: mnist,load_digits,drawn,pen,single")  # fmt: skip
+                 "sets: mnist,load_digits,drawn,pen,single,nondigits")  # fmt: skip
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")
@@ -473,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} ...", file=sys.stderr, flush=True)
         if name == "single":
             rows[name] = run_single(round(2.5 * limit), args.seed, predictor, reader)
+        elif name == "nondigits":
+            rows[name] = run_nondigits(limit, args.seed, predictor, reader)
         else:
             rows[name] = run_set(name, limit, args.seed, predictor, reader, only)
     report = {
