@@ -7,7 +7,10 @@ Composes pictures from MNIST *training* digits (the bundled model's validation d
 for the temperature, test digits only for the card's figures): two digits written side
 by side, touching, overlapping or nearly so (class "ab" = 10 a + b), and what a reader
 also offers the model and must not read as a pair (class 100): one digit, stretched;
-three digits; two digits with a part of a third, or a part of a digit with the next.
+three digits; two digits with a part of a third, or a part of a digit with the next;
+what is no digit (`digitlab.negatives`' letters, shapes, scribbles ...: its train split
+for training, val for the temperature, test for the figures), alone, two side by side, or
+beside a digit.
 Each goes through `digitlab.pairs.pair_image`, as the reader's pieces of ink do. Then a
 `PairCNN` is trained (Adam, one-cycle), its temperature fitted on the validation pairs,
 and the model written with its card (`digitlab.modelfile.save_model`).
@@ -37,9 +40,13 @@ from digitlab.calibrate import fit_temperature, split_from_card
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
 from digitlab.data import dataset_sha256, load_mnist, split_indices
 from digitlab.fileio import atomic_write_bytes
+from digitlab.inputs import Strokes
 from digitlab.modelfile import bundled_model_path, read_card, save_model
 from digitlab.models.cnn import PairCNN, PairCNNConfig
+from digitlab.negatives import negatives, recipe
 from digitlab.pairs import BOX, NOT_A_PAIR, pair_image
+from digitlab.preprocess import PreprocessConfig
+from digitlab.read import page_of
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = 40  # the line height digits are composed at, pixels
@@ -99,7 +106,10 @@ def degrade(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         k = rng.uniform(0.3, 0.7)
         img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))),
                          Image.Resampling.BOX)  # fmt: skip
-    return np.asarray(img, np.float32) / 255
+    ink = np.asarray(img, np.float32) / 255
+    if rng.random() < 0.2:  # a 1-bit scan, or ink found by a threshold: crisp edges
+        ink = (ink > rng.uniform(0.3, 0.6)).astype(np.float32)
+    return ink
 
 
 def crop_ink(ink: np.ndarray, x0: int = 0, x1: int | None = None) -> np.ndarray:
@@ -111,12 +121,37 @@ def crop_ink(ink: np.ndarray, x0: int = 0, x1: int | None = None) -> np.ndarray:
     return part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def example(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple:
+def shapes(split: str, per_family: int, seed: int) -> list[np.ndarray]:
+    """What is no digit (`digitlab.negatives`: letters, glyphs, shapes, faces, scribbles,
+    doodles), each as a white-on-black uint8 picture like an MNIST digit: without these the
+    model reads a letter or a star as some pair, and the reader reads it as a number."""
+    out = []
+    for neg in negatives(split, per_family, seed):
+        if isinstance(neg.drawing, Strokes):
+            page = page_of(neg.drawing, PreprocessConfig())
+            ink = None if page is None else np.round(page.ink * 255).astype(np.uint8)
+        else:
+            ink = 255 - np.asarray(neg.drawing, np.uint8)
+        if ink is not None and (ink > 40).any():
+            out.append(ink)
+    return out
+
+
+def example(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray],
+            rng: np.random.Generator) -> tuple:  # fmt: skip
     """One training picture (28 x 28 uint8) and its class: half pairs, half not."""
     pick = rng.integers(len(images), size=3)
-    kind = rng.choice(["pair", "single", "triple", "cut"], p=[0.5, 0.15, 0.15, 0.2])
+    kind = rng.choice(["pair", "single", "triple", "cut", "other"],
+                      p=[0.45, 0.12, 0.12, 0.16, 0.15])  # fmt: skip
     if kind == "single":
         page, _ = compose([scaled(images[pick[0]], rng, rng.uniform(0.9, 2.0))], rng)
+        return pair_image(crop_ink(degrade(page, rng))), NOT_A_PAIR
+    if kind == "other":  # no digit, two of them, or one beside a digit
+        parts = [others[int(rng.integers(len(others)))] for _ in range(2)]
+        parts = parts[: int(rng.integers(1, 3))]
+        if len(parts) == 2 and rng.random() < 0.5:
+            parts[int(rng.integers(2))] = images[pick[0]]
+        page, _ = compose([scaled(p, rng, rng.uniform(0.8, 1.5)) for p in parts], rng)
         return pair_image(crop_ink(degrade(page, rng))), NOT_A_PAIR
     n = 2 if kind == "pair" else 3
     page, spans = compose([scaled(images[i], rng) for i in pick[:n]], rng)
@@ -132,14 +167,15 @@ def example(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) ->
     return pair_image(crop_ink(degrade(page, rng))), y
 
 
-def make_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple:
+def make_set(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray], n: int,
+             seed: int) -> tuple:  # fmt: skip
     """``n`` examples (uint8 pictures, classes), with a progress line."""
     rng = np.random.default_rng(seed)
     x = np.empty((n, 28, 28), np.uint8)
     y = np.empty(n, np.int64)
     start = time.monotonic()
     for i in range(n):
-        img, y[i] = example(images, labels, rng)
+        img, y[i] = example(images, labels, others, rng)
         x[i] = np.round(img * 255)
         if (i + 1) % 5000 == 0 or i + 1 == n:
             rate = (i + 1) / (time.monotonic() - start)
@@ -258,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     test_images, test_labels = load_mnist("test")
     n_val = max(1000, args.n // 10)
     print("composing")
-    x, y = make_set(images[train_idx], labels[train_idx], args.n, args.seed)
-    xv, yv = make_set(images[val_idx], labels[val_idx], n_val, args.seed + 1)
-    xt, yt = make_set(test_images, test_labels, n_val, args.seed + 2)
+    per_family = {"train": max(20, args.n // 300), "val": max(10, n_val // 300)}
+    others = {split: shapes(split, k, args.seed) for split, k in per_family.items()}
+    x, y = make_set(images[train_idx], labels[train_idx], others["train"], args.n, args.seed)
+    xv, yv = make_set(images[val_idx], labels[val_idx], others["val"], n_val, args.seed + 1)
+    xt, yt = make_set(test_images, test_labels, shapes("test", per_family["val"], args.seed),
+                      n_val, args.seed + 2)  # fmt: skip
     model = PairCNN(PairCNNConfig())
     checkpoint = Path(args.out).with_suffix(f".seed{args.seed}.n{args.n}.e{args.epochs}.ckpt")
     history = train(model, x, y, args.epochs, args.seed, checkpoint)
@@ -279,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         classes=list(range(NOT_A_PAIR + 1)),
         preprocessing={"pair_image": {"box": list(BOX), "side": 28}},
         training=Training(seed=args.seed, history=history, data_sha256=dataset_sha256(),
-                          config={"n": args.n, "epochs": args.epochs, "line": LINE},
+                          config={"n": args.n, "epochs": args.epochs, "line": LINE,
+                                  "negatives": recipe(args.seed, per_family)},
                           validation={"digits": split.describe(), "pictures": n_val}),
         metrics=Metrics(test_accuracy=figures(t, yt)["accuracy"], n_test=len(yt),
                         val_accuracy=figures(v, yv)["accuracy"]),

@@ -177,12 +177,15 @@ class ReadConfig:
     # Two touching digits read whole (`digitlab.pairs`, images only: a drawing's strokes
     # split touching digits): consecutive primitives of one piece, at least `pair_aspect`
     # as wide as high and at most `pair_max_width` H, are offered to the pair model too;
-    # a pair scores the log of its probability, two digits' cost and `pair_cost`.
+    # a pair read with at least `pair_min` is a path step scoring the log of its
+    # probability, two digits' cost and `pair_cost` (docs/numbers.md, round 6: at 0.3 no
+    # letter, shape or scribble of the benchmark reads as a pair).
     pairs: bool = True
     pair_aspect: float = 0.75
     pair_max_width: float = 2.6
     pair_max_group: int = 8
-    pair_cost: float = 1.0
+    pair_cost: float = -0.5
+    pair_min: float = 0.3
     # A decimal point or comma between two digits reads as "." (`_points`): a piece of ink
     # of its own, no bigger than `point_size` H either way, whose middle lies below
     # `point_low` of the way from the digits' tops to their bottoms, between two pieces at
@@ -347,7 +350,8 @@ class Reader:
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         pairs = self._pairs(page, prims, points, cache)
         for (i, j), probs in pairs.items():
-            score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
+            if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
+                score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
         for k in points:  # a decimal point: read as "." and no digit, at no cost
             score[(k, k + 1, 0)] = 0.0
         return _Found(_two_best(n, score), score, read, pairs)
