@@ -613,15 +613,22 @@ def stroke_widths(mask: np.ndarray, quantiles: tuple[float, ...] = (0.5,)) -> li
     """
     if not mask.any():
         return [0.0] * len(quantiles)
-    width = np.minimum(_run_lengths(mask), _run_lengths(mask.T).T)[mask].astype(np.float64)
-    order = np.argsort(width)
-    cum = np.cumsum(1 / width[order])
-    return [float(width[order][np.searchsorted(cum, q * cum[-1])]) for q in quantiles]
+    down = np.zeros(mask.shape[::-1], np.int64)
+    down[mask.T] = _run_lengths(mask.T)  # the vertical runs, back in row-major order below
+    width = np.minimum(_run_lengths(mask), down.T[mask])
+    # Sorted by counting (widths are small integers): the very sequence an argsort gives,
+    # so the sums and the quantiles are the same to the last bit, at a fraction of the cost.
+    counts = np.bincount(width)
+    ordered = np.repeat(np.arange(len(counts), dtype=np.float64), counts)
+    cum = np.cumsum(1 / ordered)
+    return [float(ordered[np.searchsorted(cum, q * cum[-1])]) for q in quantiles]
 
 
 def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """For each pixel, the length of the horizontal run of True it belongs to (0 off the mask)."""
-    starts = mask & ~np.pad(mask, ((0, 0), (1, 0)))[:, :-1]  # ink whose left neighbour is paper
-    run = np.cumsum(starts.ravel()) - 1  # index of the run each pixel is in (row-major)
-    lengths = np.bincount(run[mask.ravel()], minlength=int(starts.sum()))
-    return np.where(mask, lengths[np.maximum(run, 0)].reshape(mask.shape), 0)
+    """For each True pixel, in row-major order, the length of the horizontal run it is in."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), np.int8)  # paper either side: no run spans two rows
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded.ravel())
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return np.repeat(lengths, lengths)

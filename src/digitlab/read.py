@@ -70,7 +70,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from digitlab.errors import InputError
 from digitlab.ink import find_ink, label
@@ -82,6 +82,7 @@ from digitlab.preprocess import (
     Normalized,
     PreprocessConfig,
     _count_blobs,
+    _drawing_core,
     _normalize,
     _to_work,
     read_gray,
@@ -571,6 +572,11 @@ class Page:
     pen_paths: tuple[np.ndarray, tuple[int, ...], float] | None = None
 
     @cached_property
+    def memo(self) -> dict[Any, Any]:
+        """What a reading works out once for all the page's segmentations (`_units`)."""
+        return {}
+
+    @cached_property
     def pieces(self) -> tuple[np.ndarray, int]:
         """The ink's connected pieces (8-neighbour): labels 1..n over the page, and n."""
         return label(self.ink > 0)
@@ -657,16 +663,16 @@ def _draw(xy: np.ndarray, lengths: list[int], side: np.ndarray, pen: float) -> I
     """`draw_strokes` for a page: the same lines and round caps, each cap drawn once however
     many strokes meet there (a drawing of thousands of 2-point segments shares its points)."""
     img = Image.new("L", (int(side[0]), int(side[1])), 0)
-    draw = ImageDraw.Draw(img)
-    r, width = pen / 2, round(pen)
-    flat = xy.tolist()
+    core, ink = _drawing_core(img, 255)
+    width = round(pen)
+    flat = xy.ravel().tolist()
     at = 0
     for n in lengths:
         if n > 1:
-            draw.line([(x, y) for x, y in flat[at : at + n]], fill=255, width=width)
+            core.draw_lines(flat[2 * at : 2 * (at + n)], ink, width)
         at += n
-    for x, y in np.unique(np.round(xy * 4) / 4, axis=0).tolist():  # caps to a quarter pixel
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    for cap in _caps(xy, pen)[0]:  # to a quarter pixel
+        core.draw_ellipse(cap, ink, 1)
     return img
 
 
@@ -674,17 +680,41 @@ def _number_strokes(xy: np.ndarray, lengths: tuple[int, ...], side: tuple[int, i
                     pen: float) -> Image.Image:  # fmt: skip
     """`_draw`'s strokes, each in its own number (1, 2, ...) instead of white."""
     img = Image.new("I", (int(side[0]), int(side[1])), 0)
-    draw = ImageDraw.Draw(img)
-    r, width = pen / 2, round(pen)
-    at = 0
-    for k, n in enumerate(lengths, 1):
-        points = np.round(xy[at : at + n] * 4) / 4
+    core, _ = _drawing_core(img, 0)
+    width = round(pen)
+    flat = xy.ravel().tolist()
+    caps, of = _caps(xy, pen, np.repeat(np.arange(len(lengths)), lengths))
+    at = c = 0
+    for k, n in enumerate(lengths, 1):  # in order: a stroke covers those drawn before it
+        ink = core.draw_ink(k)
         if n > 1:
-            draw.line([(x, y) for x, y in xy[at : at + n].tolist()], fill=k, width=width)
-        for x, y in np.unique(points, axis=0).tolist():
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=k)
+            core.draw_lines(flat[2 * at : 2 * (at + n)], ink, width)
+        while c < len(caps) and of[c] == k - 1:
+            core.draw_ellipse(caps[c], ink, 1)
+            c += 1
         at += n
     return img
+
+
+def _caps(xy: np.ndarray, pen: float,
+          stroke: np.ndarray | None = None) -> tuple[list[list[float]], list[int]]:  # fmt: skip
+    """The boxes of the round caps at the points ``xy``, and each one's stroke (``stroke``:
+    each point's, else 0): one per distinct point of a stroke rounded to a quarter pixel,
+    by stroke, then as ``np.unique(..., axis=0)`` orders points (by x, then y)."""
+    if not len(xy):
+        return [], []
+    quarters = np.round(xy * 4)
+    low = quarters.min(axis=0)
+    q = (quarters - low).astype(np.int64)  # whole numbers: exact
+    cols, rows = int(q[:, 0].max()) + 1, int(q[:, 1].max()) + 1
+    keys = q[:, 0] * rows + q[:, 1]  # one number per point, ordered as (x, y)
+    if stroke is not None:
+        keys += stroke.astype(np.int64) * (cols * rows)
+    keys = np.unique(keys)
+    of, at = np.divmod(keys, cols * rows)
+    points = (np.stack([at // rows, at % rows], axis=1) + low) / 4
+    r = pen / 2
+    return np.concatenate([points - r, points + r], axis=1).tolist(), of.tolist()
 
 
 # --------------------------------------------------------------------------- #
@@ -699,27 +729,38 @@ class _Primitives:
     boxes: np.ndarray  # per primitive: x0, y0, x1, y1 of its ink (page pixels)
     height: float  # the line height H, page pixels
 
+    @cached_property
+    def box_list(self) -> list[list[float]]:
+        """`boxes` as lists: the groups' boxes, gaps and scores are a few numbers each,
+        which plain Python works out faster than NumPy calls (and to the same bits)."""
+        return self.boxes.tolist()
+
+    def box(self, i: int, j: int) -> tuple[float, float, float, float]:
+        """The box (x0, y0, x1, y1) of primitives i..j-1 together."""
+        b = self.box_list[i:j]
+        return (min(r[0] for r in b), min(r[1] for r in b),
+                max(r[2] for r in b), max(r[3] for r in b))  # fmt: skip
+
     def plausible(self, i: int, j: int, cfg: ReadConfig) -> bool:
         """Primitives i..j-1 might be one digit: not too wide, no wide gap inside."""
-        b = self.boxes[i:j]
-        if b[:, 2].max() - b[:, 0].min() > cfg.max_width * self.height:
+        x0, _, x1, _ = self.box(i, j)
+        if x1 - x0 > cfg.max_width * self.height:
             return False
         return self._gap(i, j) <= cfg.max_gap * self.height
 
     def _gap(self, i: int, j: int) -> float:
-        b = self.boxes[i:j]
-        order = np.argsort(b[:, 0])
-        reach, gap = b[order[0], 2], 0.0
-        for k in order[1:]:
-            gap = max(gap, b[k, 0] - reach)
-            reach = max(reach, b[k, 2])
+        b = sorted(self.box_list[i:j], key=lambda r: r[0])  # (the order of ties: same gap)
+        reach, gap = b[0][2], 0.0
+        for r in b[1:]:
+            gap = max(gap, r[0] - reach)
+            reach = max(reach, r[2])
         return float(gap)
 
     def score(self, i: int, j: int, probs: np.ndarray, nd: float | None,
               threshold: float | None, cfg: ReadConfig) -> float:  # fmt: skip
         """How good a digit primitives i..j-1 make (a log probability, penalised)."""
-        b = self.boxes[i:j]
-        w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
+        x0, y0, x1, y1 = self.box(i, j)
+        w, h = x1 - x0, y1 - y0
         s = math.log(max(float(probs.max()), 1e-9)) - cfg.digit_cost
         s -= not_digit_penalty(nd, threshold, cfg)
         s -= cfg.wide_weight * max(0.0, w / max(h, 1) - cfg.wide_from)
@@ -740,7 +781,7 @@ class _Primitives:
         spans: dict[int, list[float]] = {}
         for k in range(i, j):
             u = self.units[k]
-            b = self.boxes[k]
+            b = self.box_list[k]
             lo, hi = spans.get(u, [b[0], b[2]])
             spans[u] = [min(lo, b[0]), max(hi, b[2])]
         s = sorted(spans.values())
@@ -784,6 +825,54 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     strokes where they can be); None when it holds a single piece too small to cut, a piece
     longer than a line of `max_digits` digits (a rule, a dash), or cuts past
     `max_primitives`: read whole, as the Predictor reads it."""
+    units = _units(page, cfg)
+    if units is None:
+        return None
+    height, slant = units.height, units.slant
+    plabels = np.zeros(page.ink.shape, np.int32)
+    punits: list[int] = []
+    for u, (ys, xs, (x0, y0, x1, y1)) in zip(units.order, units.pixels, strict=True):
+        part = np.zeros(len(ys), np.int64)
+        by_stroke = _stroke_parts(page, ys + y0, xs + x0, height, cfg) if by_strokes else None
+        if by_stroke is not None:
+            part = by_stroke
+        elif x1 - x0 > cfg.cut_width * height:
+            lines = _cuts(ys, xs, (x1 - x0, y1 - y0), height, slant, cfg)
+            for path in _bend(ys, xs, (x1 - x0, y1 - y0), lines, height, cfg):
+                part += xs >= path[ys]  # right of the cut
+        parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
+        plabels[ys + y0, xs + x0] = len(punits) + 1 + part
+        punits += [u + 1] * len(parts)
+        if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
+            return None  # of digits (separate digits are pieces, counted above): read whole
+    if len(punits) == 1:
+        return None
+    pboxes, _ = _boxes(plabels, len(punits), page.ink)
+    return _Primitives(plabels, punits, pboxes, height)
+
+
+@dataclass(frozen=True, eq=False)
+class _Units:
+    """A page's pieces of ink, dust dropped and merged into units: what each of its
+    segmentations cuts or splits."""
+
+    order: list[int]  # the units (0, 1, ...) in reading order
+    pixels: list[tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]]  # ys, xs in box
+    height: float  # the line height H
+    slant: float  # the writing's slant (0 when no unit is wide enough to be cut)
+
+
+def _units(page: Page, cfg: ReadConfig) -> _Units | None:
+    """`_primitives`' units of ``page``, worked out once for all its segmentations (they
+    differ in how the units are cut, not in the units); None: read whole (a piece too
+    long for a row of digits, or no ink)."""
+    key = ("units", replace(cfg, drop_fall=False))  # the cut paths are not the units'
+    if key not in page.memo:
+        page.memo[key] = _find_units(page, cfg)
+    return page.memo[key]
+
+
+def _find_units(page: Page, cfg: ReadConfig) -> _Units | None:
     labels, n = page.pieces
     if n == 0:
         return None
@@ -812,30 +901,16 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     longest = float((ub[:, 2] - ub[:, 0]).max()) / max(height, 1.0)
     if longest > cfg.max_digits * cfg.max_width:  # a rule or a dash, not a row of digits:
         return None  # read whole, as the Predictor reads it (cutting it would take long)
-    plabels = np.zeros_like(labels)
-    punits: list[int] = []
     wide = (ub[:, 2] - ub[:, 0] > cfg.cut_width * height).any()
     slant = estimate_slant(page.ink) if wide else 0.0  # the writing's: cut lines follow it
-    for u in np.argsort(ub[:, 0] + ub[:, 2]):
+    order = [int(u) for u in np.argsort(ub[:, 0] + ub[:, 2])]
+    pixels = []
+    for u in order:
         x0, y0, x1, y1 = (int(v) for v in ub[u])
         ys, xs = np.nonzero(labels[y0:y1, x0:x1] == u + 1)
-        part = np.zeros(len(ys), np.int64)
-        by_stroke = _stroke_parts(page, ys + y0, xs + x0, height, cfg) if by_strokes else None
-        if by_stroke is not None:
-            part = by_stroke
-        elif x1 - x0 > cfg.cut_width * height:
-            lines = _cuts(ys, xs, (x1 - x0, y1 - y0), height, slant, cfg)
-            for path in _bend(ys, xs, (x1 - x0, y1 - y0), lines, height, cfg):
-                part += xs >= path[ys]  # right of the cut
-        parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
-        plabels[ys + y0, xs + x0] = len(punits) + 1 + part
-        punits += [int(u) + 1] * len(parts)
-        if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
-            return None  # of digits (separate digits are pieces, counted above): read whole
-    if len(punits) == 1:
-        return None
-    pboxes, _ = _boxes(plabels, len(punits), page.ink)
-    return _Primitives(plabels, punits, pboxes, height)
+        ys.flags.writeable = xs.flags.writeable = False  # shared by the segmentations
+        pixels.append((ys, xs, (x0, y0, x1, y1)))
+    return _Units(order, pixels, height, slant)
 
 
 def _stroke_parts(page: Page, ys: np.ndarray, xs: np.ndarray, height: float,
@@ -856,10 +931,11 @@ def _stroke_parts(page: Page, ys: np.ndarray, xs: np.ndarray, height: float,
     ids, order = np.unique(which, return_inverse=True)  # stroke numbers are drawing order
     if len(ids) > cfg.max_piece_strokes:
         return None
-    lo = np.full(len(ids), np.inf)
-    hi = np.full(len(ids), -np.inf)
-    np.minimum.at(lo, order, xs)
-    np.maximum.at(hi, order, xs + 1)
+    # each stroke's extent in x, per stroke by sorting (not np.minimum.at: ten times slower)
+    by_stroke = np.argsort(order, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(order[by_stroke]) != 0])  # every stroke has ink
+    lo = np.minimum.reduceat(xs[by_stroke], starts)
+    hi = np.maximum.reduceat(xs[by_stroke], starts) + 1
     if (hi - lo > cfg.stroke_cut_width * height).any():
         return None
     return order
@@ -1070,16 +1146,14 @@ def _drop_fall(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
 
 def _group_key(prims: _Primitives, i: int, j: int) -> tuple:
     """Primitives i..j-1's pixels: their box and mask (equal keys: equal 28 x 28s)."""
-    b = prims.boxes[i:j]
-    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    x0, y0, x1, y1 = (int(v) for v in prims.box(i, j))
     lab = prims.labels[y0:y1, x0:x1]
     return (x0, y0, x1, y1, np.packbits((lab > i) & (lab <= j)).tobytes())
 
 
 def _group_ink(page: Page, prims: _Primitives, i: int, j: int) -> tuple[np.ndarray, tuple]:
     """Primitives i..j-1's ink (float32, cropped to their box) and that box (page pixels)."""
-    b = prims.boxes[i:j]
-    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    x0, y0, x1, y1 = (int(v) for v in prims.box(i, j))
     lab = prims.labels[y0:y1, x0:x1]
     crop = np.where((lab > i) & (lab <= j), page.ink[y0:y1, x0:x1], 0).astype(np.float32)
     return crop, (x0, y0, x1, y1)
