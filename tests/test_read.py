@@ -198,15 +198,9 @@ def test_the_predictor_alone_calls_twelve_no_digit(predictor, reader, mnist_test
     assert reader.read(x).text == "12"
 
 
-# "23" at 1 px reads "213" since the detector learned touching pairs (docs/numbers.md, round
-# 5): the cut leaves a sliver that reads "1", and each digit with the sliver attached is now
-# flagged "not a digit". Kept, strict: it says when that is fixed.
-SLIVER = pytest.mark.xfail(strict=True, reason="a cut's sliver reads as a 1 (docs/numbers.md)")
-
-
-@pytest.mark.parametrize(
-    ("text", "overlap"), [pytest.param("23", 1, marks=SLIVER), ("70", 2), ("45", 3), ("38", 1)]
-)
+# "23" at 1 px read "213" in round 5 (the cut left a sliver that read "1"); the pair model
+# reads it whole (round 6, docs/numbers.md).
+@pytest.mark.parametrize(("text", "overlap"), [("23", 1), ("70", 2), ("45", 3), ("38", 1)])
 def test_touching_pairs_read(reader, mnist_test, text, overlap):
     a, b = (first_of(mnist_test, int(c)) for c in text)
     x = touching(a, b, overlap)
