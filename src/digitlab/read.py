@@ -449,6 +449,13 @@ class Reader:
         ):  # a shape the detector saw whole: not a number of "not a digit"s and unsure
             # digits; no wider than high, its parts are digits only if each surely is one
             return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
+        pairs = [g for g in path if len(g) == 3 and g[2] == 2]
+        if (
+            sure
+            and p.digit is not None
+            and any(not _sure_part(found, g, threshold, cfg) for g in pairs)
+        ):  # a wide 5 the Predictor reads surely is no pair the pair model only guesses
+            return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
             if not (sure or fragment):
                 return None
