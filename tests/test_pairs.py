@@ -10,7 +10,7 @@ from digitlab.modelfile import bundled_model_path, read_card
 from digitlab.pairs import BOX, NOT_A_PAIR, PairModel, bundled_pairs_path, pair_image, split
 from digitlab.predict import Predictor
 from digitlab.read import ReadConfig, Reader
-from test_read import first_of, touching
+from test_read import touching
 
 
 def test_a_pair_fills_the_box_whatever_its_shape():
@@ -54,16 +54,26 @@ def predictor() -> Predictor:
     return Predictor()
 
 
-@pytest.mark.parametrize(("text", "overlap"), [("95", 1), ("23", 1), ("70", 2), ("46", 3)])
-def test_touching_pairs_are_read_whole(predictor, mnist_test, text, overlap):
-    x = touching(first_of(mnist_test, int(text[0])), first_of(mnist_test, int(text[1])), overlap)
-    r = Reader(predictor).read(x)
-    assert r.text == text
-    (a, b) = r.digits
-    assert a.box[0] < b.box[0] and a.box[2] <= b.box[2]  # left to right, each its own box
-    assert a.prediction.normalized.image.shape == (28, 28)
-    without = Reader(predictor, config=ReadConfig(pairs=False)).read(x)
-    assert without.confidence < r.confidence or without.text != text
+def test_touching_pairs_are_read_whole(predictor, mnist_test):
+    """80 pairs of MNIST test digits at their own size (28 px high), touching by 0-3 px:
+    cutting alone reads about a third of them; with the pair model most (measured: 70 % of
+    300, docs/numbers.md round 6)."""
+    images, labels = mnist_test
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(80):
+        a, b = rng.integers(len(labels), size=2)
+        x = touching(images[a], images[b], int(rng.integers(0, 4)))
+        cases.append((f"{labels[a]}{labels[b]}", 255 - x))  # dark ink on white paper
+    reader, cutting = Reader(predictor), Reader(predictor, config=ReadConfig(pairs=False))
+    readings = [reader.read(x) for _, x in cases]
+    right = [r.text == t for r, (t, _) in zip(readings, cases, strict=True)]
+    alone = np.mean([cutting.read(x).text == t for t, x in cases])
+    assert np.mean(right) >= 0.6 and alone <= 0.45
+    for r in (r for r, ok in zip(readings, right, strict=True) if ok):
+        a, b = r.digits
+        assert a.box[0] < b.box[0] and a.box[2] <= b.box[2]  # left to right, each its own box
+        assert a.prediction.normalized.image.shape == (28, 28)
 
 
 def test_one_digit_stays_the_predictors(predictor, mnist_test):
