@@ -15,9 +15,9 @@ Each goes through `digitlab.pairs.pair_image`, as the reader's pieces of ink do.
 `PairCNN` is trained (Adam, one-cycle), its temperature fitted on the validation pairs,
 and the model written with its card (`digitlab.modelfile.save_model`).
 
-Needs torch and the MNIST files ($DIGITLAB_DATA). On 2 CPU cores: about 2 minutes to
-compose, about a minute an epoch on 2 free cores. Interrupted, it goes on from its last epoch when run again
-with the same arguments (a checkpoint beside ``--out``).
+Needs torch and the MNIST files ($DIGITLAB_DATA). On 2 free CPU cores: about 2 minutes
+to compose, about a minute an epoch. Interrupted, it goes on from its last epoch when run
+again with the same arguments (a checkpoint beside ``--out``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,12 @@ the digits first, by over-segmentation and a best path:
 6. a drawing is segmented a second way too: each piece of ink split between its
    strokes, in the order they were drawn, instead of cut (a person writes digit after
    digit, so two touching digits are two runs of strokes, and one stroke is one digit's:
-   a wide 7 is not cut). The better best path of the two is read.
+   a wide 7 is not cut). The better best path of the two is read;
+7. in a picture, a run of primitives of one piece shaped like two digits is also read
+   whole by the pair model (`digitlab.pairs`: "00".."99" or "not a pair"), a path step
+   of two digits: cutting a "95" leaves half the 9's loop with the 5;
+8. a small piece low in the line, apart from the digits either side of it, is a decimal
+   point or comma: "." in the text, no digit (`_points`).
 
 A reading of one digit is exactly the Predictor's: when the best path is one digit,
 that digit is the Predictor's prediction on the whole input. One digit is never split:
