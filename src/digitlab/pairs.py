@@ -18,6 +18,7 @@ calibrated probabilities), its classes 0..99 the string "ab" as 10 a + b and
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -75,6 +76,13 @@ def bundled_pairs_path() -> Path | None:
     return path if path.is_file() else None
 
 
+@functools.cache
+def bundled_pair_model() -> PairModel:
+    """The bundled pair model, loaded once a process: every `digitlab.read.Reader` shares
+    it (an onnxruntime session answers several threads at once)."""
+    return PairModel()
+
+
 class PairModel:
     """The pair model loaded once: `probabilities` of N pictures made by `pair_image`."""
 
@@ -91,5 +99,5 @@ class PairModel:
         return self.model.predict_proba(np.asarray(images, np.float32))
 
 
-__all__ = ["BOX", "NOT_A_PAIR", "PAIRS_NAME", "PairModel", "bundled_pairs_path", "pair_image",
-           "split"]  # fmt: skip
+__all__ = ["BOX", "NOT_A_PAIR", "PAIRS_NAME", "PairModel", "bundled_pair_model",
+           "bundled_pairs_path", "pair_image", "split"]  # fmt: skip

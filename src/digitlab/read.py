@@ -80,7 +80,14 @@ from PIL import Image
 from digitlab.errors import InputError
 from digitlab.ink import find_ink, label
 from digitlab.inputs import Strokes, digit_from_json
-from digitlab.pairs import NOT_A_PAIR, PairModel, bundled_pairs_path, pair_image, split
+from digitlab.pairs import (
+    NOT_A_PAIR,
+    PairModel,
+    bundled_pair_model,
+    bundled_pairs_path,
+    pair_image,
+    split,
+)
 from digitlab.predict import Prediction, Predictor, ProbabilityModel, model_scores
 from digitlab.preprocess import (
     DigitInput,
@@ -256,7 +263,7 @@ class Reader:
         self.config = config
         # The bundled pair model (`digitlab.pairs`), whatever digit model reads the digits.
         if pair_model is None and config.pairs and bundled_pairs_path() is not None:
-            pair_model = PairModel()
+            pair_model = bundled_pair_model()
         self.pairs = pair_model if config.pairs else None
 
     def read(self, x: DigitInput) -> Reading:
@@ -395,9 +402,7 @@ class Reader:
             )
         if n_digits == 1:
             return self._one(whole)
-        points = [
-            sum(_n_digits([h]) for h in best[:k]) for k, g in enumerate(best) if g[2:] == (0,)
-        ]
+        points = [_n_digits(best[:k]) for k, g in enumerate(best) if g[2:] == (0,)]
         one = None if points else self._one_digit(whole, prims, found)  # "1.5" is no 5
         if one is not None:
             return one
@@ -1205,15 +1210,26 @@ def _point_specks(boxes: np.ndarray, mass: np.ndarray, keep: np.ndarray,
     top, bottom = np.median(kept[:, 1]), np.median(kept[:, 3])
     line = np.median(kept[:, 3] - kept[:, 1])
     for k in small[: 4 * cfg.max_pieces]:  # bounded work: more are no number anyway
-        x0, y0, x1, y1 = boxes[k]
-        w, h, cx = x1 - x0, y1 - y0, (x0 + x1) / 2
+        cx = (boxes[k, 0] + boxes[k, 2]) / 2
         left, right = kept[kept[:, 2] <= cx, 2], kept[kept[:, 0] >= cx, 0]
-        out[k] = (max(w, h) <= cfg.point_size * line and max(w, h) <= cfg.point_aspect * min(w, h)
-                  and (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
-                  and len(left) > 0 and len(right) > 0
-                  and x0 - left.max() >= cfg.point_gap * line
-                  and right.min() - x1 >= cfg.point_gap * line)  # fmt: skip
+        out[k] = (len(left) > 0 and len(right) > 0
+                  and _point_shaped(boxes[k], left.max(), right.min(), top, bottom, line,
+                                    cfg))  # fmt: skip
     return out
+
+
+def _point_shaped(box: Any, left: float, right: float, top: float, bottom: float,
+                  line: float, cfg: ReadConfig) -> bool:  # fmt: skip
+    """``box`` holds a dot or a short comma (sides at most `point_aspect` apart) no bigger
+    than `point_size` x ``line``, its middle low in the line from ``top`` to ``bottom``, at
+    least `point_gap` x ``line`` from the ink ending at ``left`` and that starting at
+    ``right``: what `_point_specks` keeps and `_points` reads as "."."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    gap = cfg.point_gap * line
+    return bool(max(w, h) <= cfg.point_size * line and max(w, h) <= cfg.point_aspect * min(w, h)
+                and (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+                and x0 - left >= gap and right - x1 >= gap)  # fmt: skip
 
 
 def _points(prims: _Primitives, cfg: ReadConfig) -> frozenset[int]:
@@ -1238,16 +1254,12 @@ def _points(prims: _Primitives, cfg: ReadConfig) -> frozenset[int]:
     bottom = float(np.median([units[u][3] for u in tall]))
     out = set()
     for k in range(1, n - 1):
-        u, (x0, y0, x1, y1) = prims.units[k], prims.boxes[k]
-        left, right = prims.units[k - 1], prims.units[k + 1]
-        w, h = x1 - x0, y1 - y0
-        if (prims.units.count(u) == 1 and max(w, h) <= cfg.point_size * H
-                and max(w, h) <= cfg.point_aspect * min(w, h)
-                and (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+        box, left, right = prims.boxes[k], prims.units[k - 1], prims.units[k + 1]
+        if (prims.units.count(prims.units[k]) == 1
                 and left in tall and right in tall and left != right
-                and units[left][2] <= (x0 + x1) / 2 <= units[right][0]
-                and x0 - prims.boxes[k - 1][2] >= cfg.point_gap * H
-                and prims.boxes[k + 1][0] - x1 >= cfg.point_gap * H):  # fmt: skip
+                and units[left][2] <= (box[0] + box[2]) / 2 <= units[right][0]
+                and _point_shaped(box, prims.boxes[k - 1][2], prims.boxes[k + 1][0], top, bottom,
+                                  H, cfg)):  # fmt: skip
             out.add(k)
     return frozenset(out)
 

@@ -426,17 +426,24 @@ function pointSpecks(boxes, mass, keep, heaviest, cfg) {
   const bottom = median(kept.map((b) => b[3]));
   const line = median(kept.map((b) => b[3] - b[1]));
   return small.slice(0, 4 * cfg.max_pieces).filter((k) => { // bounded work
-    const [x0, y0, x1, y1] = boxes[k];
-    const [w, h, cx] = [x1 - x0, y1 - y0, (x0 + x1) / 2];
+    const cx = (boxes[k][0] + boxes[k][2]) / 2;
     const left = kept.filter((b) => b[2] <= cx).map((b) => b[2]);
     const right = kept.filter((b) => b[0] >= cx).map((b) => b[0]);
-    return Math.max(w, h) <= cfg.point_size * line
-      && Math.max(w, h) <= cfg.point_aspect * Math.min(w, h)
-      && (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
-      && left.length > 0 && right.length > 0
-      && x0 - Math.max(...left) >= cfg.point_gap * line
-      && Math.min(...right) - x1 >= cfg.point_gap * line;
+    return left.length > 0 && right.length > 0
+      && pointShaped(boxes[k], Math.max(...left), Math.min(...right), top, bottom, line, cfg);
   });
+}
+
+/**
+ * A dot or a short comma, small, low in the line, apart from the ink ending at ``left``
+ * and that starting at ``right`` (`_point_shaped`).
+ */
+function pointShaped([x0, y0, x1, y1], left, right, top, bottom, line, cfg) {
+  const [w, h, gap] = [x1 - x0, y1 - y0, cfg.point_gap * line];
+  return Math.max(w, h) <= cfg.point_size * line
+    && Math.max(w, h) <= cfg.point_aspect * Math.min(w, h)
+    && (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
+    && x0 - left >= gap && right - x1 >= gap;
 }
 
 /**
@@ -462,16 +469,11 @@ function pointsOf(prims, cfg) {
   const top = median([...tall].map((u) => units.get(u)[1]));
   const bottom = median([...tall].map((u) => units.get(u)[3]));
   for (let k = 1; k < n - 1; k++) {
-    const [x0, y0, x1, y1] = prims.boxes[k];
+    const box = prims.boxes[k];
     const [left, right] = [prims.units[k - 1], prims.units[k + 1]];
-    const [w, h] = [x1 - x0, y1 - y0];
-    if (count.get(prims.units[k]) === 1 && Math.max(w, h) <= cfg.point_size * H
-        && Math.max(w, h) <= cfg.point_aspect * Math.min(w, h)
-        && (y0 + y1) / 2 >= top + cfg.point_low * (bottom - top)
-        && tall.has(left) && tall.has(right) && left !== right
-        && units.get(left)[2] <= (x0 + x1) / 2 && (x0 + x1) / 2 <= units.get(right)[0]
-        && x0 - prims.boxes[k - 1][2] >= cfg.point_gap * H
-        && prims.boxes[k + 1][0] - x1 >= cfg.point_gap * H) {
+    if (count.get(prims.units[k]) === 1 && tall.has(left) && tall.has(right) && left !== right
+        && units.get(left)[2] <= (box[0] + box[2]) / 2 && (box[0] + box[2]) / 2 <= units.get(right)[0]
+        && pointShaped(box, prims.boxes[k - 1][2], prims.boxes[k + 1][0], top, bottom, H, cfg)) {
       out.add(k);
     }
   }
