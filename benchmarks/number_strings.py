@@ -377,14 +377,17 @@ def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
 
 
 def run_single(n: int, seed: int, predictor: Predictor, reader: Reader) -> dict[str, Any]:
-    """Single digits: does the reader give the Predictor's digit (as an image, as strokes)?"""
+    """Single digits: does the reader give the Predictor's digit (as an image, as strokes
+    of `draw`'s segments, as a pen's few long strokes)?"""
     started = time.perf_counter()
     images, _ = mnist_test()
     rng = np.random.default_rng([seed, zlib.crc32(b"single")])
     idx = rng.choice(len(images), n, replace=False)
     out: dict[str, Any] = {}
-    for kind in ("image", "drawn"):
-        xs = [images[i] if kind == "image" else draw(images[i], rng).strokes for i in idx]
+    pen_rng = np.random.default_rng([seed, zlib.crc32(b"single pen")])
+    for kind in ("image", "drawn", "pen"):
+        xs = [images[i] if kind == "image" else draw(images[i], rng).strokes if kind == "drawn"
+              else pen_strokes(draw(images[i], pen_rng).strokes) for i in idx]  # fmt: skip
         want = ["?" if p.digit is None else str(p.digit) for p in predictor.predict_many(xs)]
         got = [reader.read(x).text for x in xs]
         bad = [(int(i), w, g) for i, w, g in zip(idx, want, got, strict=True) if w != g]
@@ -448,7 +451,7 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     for name, r in report["sets"].items():
         if name == "single":
-            for kind in ("image", "drawn"):
+            for kind in ("image", "drawn", "pen"):
                 v = r[kind]
                 print(f"single ({kind}): the reader gives the Predictor's digit on "
                       f"{v['agree']} / {v['n']} ({pct(v['agree'] / v['n'])} %); "

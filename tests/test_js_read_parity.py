@@ -35,6 +35,7 @@ COMPOSED = 30  # drawn numbers of 1-6 digits, as benchmarks/number_strings.py co
 OVERLAPPING = 12  # ... and of 2-4 digits overlapping in x: some read best along drop-fall cuts
 PEN = 10  # drawn numbers of 2-5 digits in chained strokes (``compose_drawn(pen=True)``)
 TOUCHING = 8  # ... and of 2-3 digits whose strokes touch: some read best split by stroke
+WIDE_PEN = 6  # ... and of 3-5 digits far apart: a wide digit's stroke cut costs more
 
 PAGE = {"width": 560, "height": 280, "pen": 18}
 
@@ -176,7 +177,8 @@ def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
     for seed, count, lengths, only, pen in ((11, COMPOSED, (1, 6), None, False),
                                             (12, OVERLAPPING, (2, 4), ("overlap",), False),
                                             (13, PEN, (2, 5), None, True),
-                                            (14, TOUCHING, (2, 3), ("touch",), True)):  # fmt: skip
+                                            (14, TOUCHING, (2, 3), ("touch",), True),
+                                            (15, WIDE_PEN, (3, 5), ("wide",), True)):  # fmt: skip
         rng = np.random.default_rng(seed)
         for n in range(count):
             idx = rng.integers(0, len(labels), lengths[0] + n % (lengths[1] - lengths[0] + 1))
@@ -287,6 +289,7 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
         case["expected"] = reading_of(r)
         case["read_along"] = reader.read_along  # the segmentation whose best path was read
         case["segmentations"] = len(reader.segmentations)  # each one batch for the model
+        case["cut_strokes"] = sum(len(p.split_strokes) for p in reader.segmentations)
         strokes = Strokes.from_json(drawing)
         case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]
                            for d in r.digits]  # fmt: skip
@@ -340,6 +343,7 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
     assert along.count("drop_fall") >= 2
     assert along.count("strokes") >= 4
     assert {c["segmentations"] for c in cases if "segmentations" in c} >= {0, 1, 2, 3}
+    assert sum(c.get("cut_strokes", 0) > 0 for c in cases) >= 3  # cuts through a stroke
     refused = {c["expected"]["error"].split(" ")[0] for c in cases if "error" in c["expected"]}
     assert "more" in refused  # more than 32 digits
     bounds = {c["name"]: c for c in cases if c["name"] in dict(bound_drawings())}

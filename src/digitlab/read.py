@@ -222,6 +222,11 @@ class ReadConfig:
     short_from: float = 0.6
     gap_weight: float = 8.4  # per H of gap inside a group
     cut_cost: float = 1.0  # per cut through a piece of ink used as a boundary between digits
+    # ... and more for a cut of a drawing through one stroke, which a person draws as one
+    # digit's (`_split_strokes`): a cut leaving `stroke_side` H^2 of it on either side
+    stroke_cut_cost: float = 2.0
+    lift_cost: float = 0.5  # ... and half a cut where the pen lifted: no ink is cut there
+    stroke_side: float = 0.02
     apart_weight: float = 1.8  # per share of the narrower not overlapped, for separate pieces
     unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
     # Never split one digit: ink no wider than `one_aspect` x its height is one digit
@@ -467,7 +472,10 @@ class Reader:
         ):  # a wide 5 the Predictor reads surely is no pair the pair model only guesses
             return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
-            if not (sure or fragment):
+            if not (sure or fragment) or (
+                p.digit is None and not fragment and all(parts_sure)
+                and not prims.cut_between(path)
+            ):  # sure digits apart (or a pen-up apart) look "not a digit" whole
                 return None
             wide = w > cfg.one_aspect * h
             if wide or (p.digit is None and not fragment):  # wide, or surely no digit
@@ -745,6 +753,14 @@ class _Primitives:
     units: list[int]  # per primitive: the piece of ink (after merging) it is part of
     boxes: np.ndarray  # per primitive: x0, y0, x1, y1 of its ink (page pixels)
     height: float  # the line height H, page pixels
+    split_strokes: frozenset[int] = frozenset()  # k: the cut before primitive k splits a stroke
+    lifts: frozenset[int] = frozenset()  # k: primitives k - 1 and k are a piece's strokes
+
+    def cut_between(self, path: list[tuple[int, ...]]) -> bool:
+        """Some neighbouring groups of ``path`` were cut apart through ink (not separate
+        pieces, nor a drawing's strokes split where the pen lifted)."""
+        return any(self.units[g[0] - 1] == self.units[g[0]] and g[0] not in self.lifts
+                   for g in path[1:])  # fmt: skip
 
     @cached_property
     def box_list(self) -> list[list[float]]:
@@ -786,7 +802,9 @@ class _Primitives:
         n = len(self.units)
         for a, b in ((i - 1, i), (j - 1, j)):  # each boundary cut through ink, half each side
             if a >= 0 and b < n and self.units[a] == self.units[b]:
-                s -= cfg.cut_cost / 2
+                s -= (cfg.lift_cost if b in self.lifts else cfg.cut_cost) / 2
+                if b in self.split_strokes:
+                    s -= cfg.stroke_cut_cost / 2
         units = {self.units[k] for k in range(i, j)}
         if len(units) > 1:  # separate pieces that were not merged: likely separate digits
             s -= cfg.apart_weight * (1 - self._overlap(i, j))
@@ -848,6 +866,8 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     height, slant = units.height, units.slant
     plabels = np.zeros(page.ink.shape, np.int32)
     punits: list[int] = []
+    split: set[int] = set()  # k: the cut between primitives k - 1 and k splits a stroke
+    lifts: set[int] = set()  # k: ... is where the pen lifted (split between strokes)
     for u, (ys, xs, (x0, y0, x1, y1)) in zip(units.order, units.pixels, strict=True):
         part = np.zeros(len(ys), np.int64)
         by_stroke = _stroke_parts(page, ys + y0, xs + x0, height, cfg) if by_strokes else None
@@ -858,6 +878,11 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
             for path in _bend(ys, xs, (x1 - x0, y1 - y0), lines, height, cfg):
                 part += xs >= path[ys]  # right of the cut
         parts, part = np.unique(part, return_inverse=True)  # empty parts dropped
+        if by_stroke is not None:
+            lifts |= {len(punits) + k for k in range(1, len(parts))}
+        elif len(parts) > 1:
+            split |= {len(punits) + k for k in _split_strokes(page, ys + y0, xs + x0, part,
+                                                                height, cfg)}  # fmt: skip
         plabels[ys + y0, xs + x0] = len(punits) + 1 + part
         punits += [u + 1] * len(parts)
         if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
@@ -865,7 +890,7 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     if len(punits) == 1:
         return None
     pboxes, _ = _boxes(plabels, len(punits), page.ink)
-    return _Primitives(plabels, punits, pboxes, height)
+    return _Primitives(plabels, punits, pboxes, height, frozenset(split), frozenset(lifts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -956,6 +981,25 @@ def _stroke_parts(page: Page, ys: np.ndarray, xs: np.ndarray, height: float,
     if (hi - lo > cfg.stroke_cut_width * height).any():
         return None
     return order
+
+
+def _split_strokes(page: Page, ys: np.ndarray, xs: np.ndarray, part: np.ndarray,
+                   height: float, cfg: ReadConfig) -> list[int]:  # fmt: skip
+    """The cuts of a drawing's piece (``part``: each pixel's, 0, 1, ... left to right) that
+    split one of its strokes: k where a stroke inks at least `stroke_side` H^2 on both
+    sides of the cut between parts k - 1 and k. A person lifts the pen between digits: a
+    cut through a long stroke more likely halves a wide 6 than separates two digits. None
+    for an image or a drawing of too many strokes (`Page.strokes`); a drawing's tiny
+    segments (hundreds of strokes) never ink that much either side."""
+    if page.strokes is None:
+        return []
+    which = page.strokes[ys, xs]
+    n_strokes, n_parts = int(which.max()) + 1, int(part.max()) + 1
+    counts = np.bincount(part * n_strokes + which, minlength=n_parts * n_strokes)
+    inked = counts.reshape(n_parts, n_strokes)[:, 1:] >= cfg.stroke_side * height**2
+    left = np.logical_or.accumulate(inked, axis=0)  # a stroke inks left of the cut ...
+    right = np.logical_or.accumulate(inked[::-1], axis=0)[::-1]  # ... and right of it
+    return [k for k in range(1, n_parts) if (left[k - 1] & right[k]).any()]
 
 
 def _boxes(labels: np.ndarray, n: int, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,9 @@ export const READ_CONFIG = Object.freeze({
   short_from: 0.6,
   gap_weight: 8.4,
   cut_cost: 1.0,
+  stroke_cut_cost: 2.0,
+  lift_cost: 0.5,
+  stroke_side: 0.02,
   apart_weight: 1.8,
   unclear_margin: 1.0,
   one_narrow: 0.6,
@@ -337,7 +340,10 @@ class Reader {
       return this.one();
     }
     if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
-      if (!(sure || fragment)) return null;
+      if (!(sure || fragment) || (answer.digit === null && !fragment
+          && partsSure === path.length && !cutBetween(prims, path))) {
+        return null; // sure digits apart (or a pen-up apart) look "not a digit" whole
+      }
       const wide = w > cfg.one_aspect * h;
       if (wide || (answer.digit === null && !fragment)) { // wide, or surely no digit
         const one = Math.log(Math.max(answer.confidence, 1e-9)) - cfg.digit_cost;
@@ -764,10 +770,14 @@ function primitives(page, cfg, byStrokes = false) {
   const slant = wide ? estimateSlant(ink, w, h) : 0.0; // the writing's: cut lines follow it
   const plabels = new Int32Array(w * h);
   const punits = [];
+  const lifts = new Set(); // k: primitives k - 1 and k are a piece's strokes (the pen lifted)
+  const splitStrokes = new Set(); // k: the cut between them splits a stroke
   const order = ub.map((b, u) => u).sort((a, b) => (ub[a][0] + ub[a][2]) - (ub[b][0] + ub[b][2]));
   for (const u of order) {
     const parts = cutUnit(page, labels, ub[u], u + 1, height, slant, cfg, byStrokes);
     for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
+    for (let k = 1; k < parts.count; k++) if (parts.lifted) lifts.add(punits.length + k);
+    for (const k of parts.split) splitStrokes.add(punits.length + k);
     for (let k = 0; k < parts.count; k++) punits.push(u + 1);
     if (punits.length > cfg.max_primitives) { // cut past the bound: long strokes, no row
       return null; // of digits (separate digits are pieces, counted above): read whole
@@ -775,7 +785,15 @@ function primitives(page, cfg, byStrokes = false) {
   }
   if (punits.length === 1) return null;
   return { labels: plabels, w, units: punits,
-    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height };
+    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts, splitStrokes };
+}
+
+/**
+ * Some neighbouring groups of ``path`` were cut apart through ink (`_Primitives.cut_between`):
+ * not separate pieces, nor a drawing's strokes split where the pen lifted.
+ */
+function cutBetween(prims, path) {
+  return path.slice(1).some(([i]) => prims.units[i - 1] === prims.units[i] && !prims.lifts.has(i));
 }
 
 /**
@@ -804,8 +822,33 @@ function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
   }
   const used = [...new Set(part)].sort((a, b) => a - b);
   const index = new Map(used.map((v, k) => [v, k]));
-  const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, index.get(part[p])]);
-  return { pixels, count: used.length };
+  const parts = Int32Array.from(part, (v) => index.get(v));
+  const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, parts[p]]);
+  const split = byStroke === null && used.length > 1
+    ? splitStrokes(page, ys, xs, box, parts, used.length, height, cfg) : [];
+  return { pixels, count: used.length, lifted: byStroke !== null, split };
+}
+
+/**
+ * The cuts of a drawing's piece that split one of its strokes (`_split_strokes`): k where a
+ * stroke inks at least `stroke_side` H^2 on both sides of the cut between parts k - 1 and k.
+ */
+function splitStrokes(page, ys, xs, [x0, y0], parts, count, height, cfg) {
+  const strokes = strokesOf(page);
+  if (strokes === null) return [];
+  const inks = Array.from({ length: count }, () => new Map()); // per part: stroke -> pixels
+  parts.forEach((k, p) => {
+    const s = strokes[(y0 + ys[p]) * page.w + xs[p] + x0];
+    if (s > 0) inks[k].set(s, (inks[k].get(s) ?? 0) + 1);
+  });
+  const least = cfg.stroke_side * height ** 2;
+  const inked = inks.map((m) => new Set([...m].filter(([, c]) => c >= least).map(([s]) => s)));
+  const out = [];
+  for (let k = 1; k < count; k++) {
+    const left = new Set(inked.slice(0, k).flatMap((m) => [...m]));
+    if (inked.slice(k).some((m) => [...m].some((s) => left.has(s)))) out.push(k);
+  }
+  return out;
 }
 
 /**
@@ -1035,7 +1078,10 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
   s -= (cfg.gap_weight * Math.max(0.0, gapOf(prims, i, j))) / prims.height;
   const { units } = prims;
   for (const [a, b] of [[i - 1, i], [j - 1, j]]) { // each cut through ink, half each side
-    if (a >= 0 && b < units.length && units[a] === units[b]) s -= cfg.cut_cost / 2;
+    if (a >= 0 && b < units.length && units[a] === units[b]) {
+      s -= (prims.lifts.has(b) ? cfg.lift_cost : cfg.cut_cost) / 2;
+      if (prims.splitStrokes.has(b)) s -= cfg.stroke_cut_cost / 2;
+    }
   }
   if (new Set(units.slice(i, j)).size > 1) { // separate pieces: likely separate digits
     s -= cfg.apart_weight * (1 - overlapOf(prims, i, j));
