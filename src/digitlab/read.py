@@ -472,10 +472,9 @@ class Reader:
         ):  # a wide 5 the Predictor reads surely is no pair the pair model only guesses
             return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
-            if not (sure or fragment) or (
-                p.digit is None and not fragment and all(parts_sure)
-                and not prims.cut_between(path)
-            ):  # sure digits apart (or a pen-up apart) look "not a digit" whole
+            # sure digits apart (or a pen lift apart) look "not a digit" whole
+            apart = p.digit is None and all(parts_sure) and not prims.cut_between(path)
+            if not (sure or fragment) or (apart and not fragment):
                 return None
             wide = w > cfg.one_aspect * h
             if wide or (p.digit is None and not fragment):  # wide, or surely no digit
