@@ -277,7 +277,7 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
     """A drawing, the Python reading of it, the strokes of each digit, the model's scores."""
     from digitlab.errors import InputError
     from digitlab.inputs import Strokes
-    from digitlab.read import digit_drawing
+    from digitlab.read import ReadConfig, digit_drawing
 
     recording.seen.clear()
     case: dict[str, Any] = {"name": name, "drawing": drawing}
@@ -290,6 +290,11 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
         case["read_along"] = reader.read_along  # the segmentation whose best path was read
         case["segmentations"] = len(reader.segmentations)  # each one batch for the model
         case["cut_strokes"] = sum(len(p.split_strokes) for p in reader.segmentations)
+        case["long_pieces"] = sum(
+            j - i > ReadConfig().max_group and p.plausible(i, j, ReadConfig())
+            for p in reader.segmentations
+            for i, j in p.whole_units()
+        )
         strokes = Strokes.from_json(drawing)
         case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]
                            for d in r.digits]  # fmt: skip
@@ -344,6 +349,7 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
     assert along.count("strokes") >= 4
     assert {c["segmentations"] for c in cases if "segmentations" in c} >= {0, 1, 2, 3}
     assert sum(c.get("cut_strokes", 0) > 0 for c in cases) >= 3  # cuts through a stroke
+    assert sum(c.get("long_pieces", 0) > 0 for c in cases) >= 1  # cut in more than max_group
     refused = {c["expected"]["error"].split(" ")[0] for c in cases if "error" in c["expected"]}
     assert "more" in refused  # more than 32 digits
     bounds = {c["name"]: c for c in cases if c["name"] in dict(bound_drawings())}

@@ -412,6 +412,39 @@ def test_sure_digits_apart_read_though_the_whole_is_no_digit(reader, predictor, 
     assert reader.read(number.x).text == text
 
 
+@pytest.fixture(scope="module")
+def far_apart(mnist_dir):
+    """MNIST numbers of benchmarks/number_strings.py (seed 1) whose gaps are all wide."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from number_strings import numbers
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIGITLAB_DATA", str(mnist_dir))
+        return numbers("mnist", 120, 1, ("wide",))
+
+
+@pytest.mark.parametrize(("k", "text", "cut"), [(103, "55", "565"), (117, "26801021", "268671021")])
+def test_a_wide_digit_of_its_own_is_not_cut_when_the_pair_model_says_no_pair(
+    reader, predictor, far_apart, k, text, cut
+):
+    """A wide 5 and a wide 0, each a piece of ink of its own: the model reads each surely,
+    the pair model calls it "not a pair", so being wide does not make it two digits (the
+    naive reader, which never cuts, read these right)."""
+    number = far_apart[k]
+    assert number.text == text
+    assert reader.read(number.x).text == text
+    without = Reader(predictor, config=ReadConfig(not_pair=1.01))  # never that sure
+    assert without.read(number.x).text == cut
+
+
+def test_a_piece_cut_into_more_than_max_group_parts_is_still_read_whole(reader, far_apart):
+    """The 7 of 758 is cut into five primitives: read whole it is one candidate all the
+    same (it read "2758": no group of at most four primitives held the whole 7)."""
+    number = far_apart[77]
+    assert number.text == "758"
+    assert reader.read(number.x).text == "758"
+
+
 def test_input_that_is_not_a_picture_is_an_input_error(reader):
     with pytest.raises(InputError):
         reader.read(b"not an image")

@@ -22,22 +22,27 @@ the digits first, by over-segmentation and a best path:
    sliver,
    at most one cut per `cut_every` H. That gives primitive segments in reading order;
 4. every group of 1 to `max_group` consecutive primitives that could be a digit (not
-   too wide, no wide gap inside) becomes a 28 x 28 image exactly as `preprocess`
-   makes one from ink (crop, stroke, 20-px box, centre of mass), and all of them go
-   through the model in one batch;
+   too wide, no wide gap inside), and each piece of ink whole however many primitives
+   it was cut into, becomes a 28 x 28 image exactly as `preprocess` makes one from ink
+   (crop, stroke, 20-px box, centre of mass), and all of them go through the model in
+   one batch;
 5. the best path through the primitives (dynamic programming) maximises the sum of
    the groups' scores: log of the calibrated probability of the digit read, less
    penalties for "not a digit" scores over the threshold (in log odds; the detector
    is trained to call two touching digits "not a digit", `digitlab.notdigit`), shapes
    wider than
-   digits, pieces too short for the line, gaps inside a group, and a cost per digit;
+   digits, pieces too short for the line, gaps inside a group, a cost per digit and one
+   per cut through ink (more through one of a drawing's strokes, less where its pen
+   lifted);
 6. a drawing is segmented a second way too: each piece of ink split between its
    strokes, in the order they were drawn, instead of cut (a person writes digit after
    digit, so two touching digits are two runs of strokes, and one stroke is one digit's:
    a wide 7 is not cut). The better best path of the two is read;
 7. in a picture, a run of primitives of one piece shaped like two digits is also read
    whole by the pair model (`digitlab.pairs`: "00".."99" or "not a pair"), a path step
-   of two digits: cutting a "95" leaves half the 9's loop with the 5;
+   of two digits: cutting a "95" leaves half the 9's loop with the 5; a piece of its own
+   that the model reads surely and the pair model calls "not a pair" is not penalised
+   for being wide;
 8. a small piece low in the line, apart from the digits either side of it, is a decimal
    point or comma: "." in the text, no digit (`_points`).
 
@@ -45,9 +50,10 @@ A reading of one digit is exactly the Predictor's: when the best path is one dig
 that digit is the Predictor's prediction on the whole input. One digit is never split:
 a several-digit path must beat the Predictor's reading of the whole ink decisively
 (`Reader._one_digit`); ink the Predictor calls "not a digit" is not a number of
-"not a digit"s and unsure digits. The Predictor reads the whole input once a reading. A
-drawing whose pieces were cut is also segmented a third way, each cut following a
-drop-fall path where that crosses less ink; the best path wins.
+"not a digit"s and unsure digits, but may be one of sure digits with no cut between
+them (the detector calls two digits "not a digit"). The Predictor reads the whole
+input once a reading. A drawing whose pieces were cut is also segmented a third way,
+each cut following a drop-fall path where that crosses less ink; the best path wins.
 
 The number's ``confidence`` is the product of its digits' calibrated confidences (the
 probability that every digit is right, honest when their errors are independent) times
@@ -199,6 +205,10 @@ class ReadConfig:
     pair_max_group: int = 8
     pair_cost: float = -0.5
     pair_min: float = 0.3
+    # A piece of ink of its own that the model reads surely as one digit and the pair model
+    # as "not a pair" with at least `not_pair` is not penalised for being wide: cutting a
+    # wide 0 made "67" of it, and the naive reader beat this one on MNIST digits far apart.
+    not_pair: float = 0.8
     # A decimal point or comma between two digits reads as "." (`_points`): a piece of ink
     # of its own, no bigger than `point_size` H either way, whose middle lies below
     # `point_low` of the way from the digits' tops to their bottoms, between two pieces at
@@ -342,6 +352,8 @@ class Reader:
         groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
                   if (j == i + 1 or prims.plausible(i, j, cfg))
                   and not points.intersection(range(i, j))]  # fmt: skip
+        long = [g for g in prims.whole_units() if g[1] - g[0] > cfg.max_group]
+        groups += [g for g in long if prims.plausible(*g, cfg)]  # a 7 cut in 5: one candidate
         # A group's 28 x 28 and model scores depend only on its pixels: a second
         # segmentation of the same page reuses those of the groups it shares.
         cache = cache if cache is not None else {}
@@ -367,6 +379,10 @@ class Reader:
             score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         pairs = self._pairs(page, prims, points, cache)
+        for g in pairs.keys() & read.keys() & set(prims.whole_units()):  # a piece of its own,
+            _, probs, nd = read[g]  # read surely as a digit and surely "not a pair": wide, but one
+            if pairs[g][NOT_A_PAIR] >= cfg.not_pair and _sure_digit(probs, nd, threshold, cfg):
+                score[g] += prims.wide_penalty(*g, cfg)
         for (i, j), probs in pairs.items():
             if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
                 score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
@@ -755,6 +771,11 @@ class _Primitives:
     split_strokes: frozenset[int] = frozenset()  # k: the cut before primitive k splits a stroke
     lifts: frozenset[int] = frozenset()  # k: primitives k - 1 and k are a piece's strokes
 
+    def whole_units(self) -> list[tuple[int, int]]:
+        """Each piece of ink (unit) as the primitives (i, j) it was cut into."""
+        starts = [k for k in range(len(self.units)) if k == 0 or self.units[k - 1] != self.units[k]]
+        return list(itertools.pairwise([*starts, len(self.units)]))
+
     def cut_between(self, path: list[tuple[int, ...]]) -> bool:
         """Some neighbouring groups of ``path`` were cut apart through ink (not separate
         pieces, nor a drawing's strokes split where the pen lifted)."""
@@ -791,11 +812,11 @@ class _Primitives:
     def score(self, i: int, j: int, probs: np.ndarray, nd: float | None,
               threshold: float | None, cfg: ReadConfig) -> float:  # fmt: skip
         """How good a digit primitives i..j-1 make (a log probability, penalised)."""
-        x0, y0, x1, y1 = self.box(i, j)
-        w, h = x1 - x0, y1 - y0
+        _, y0, _, y1 = self.box(i, j)
+        h = y1 - y0
         s = math.log(max(float(probs.max()), 1e-9)) - cfg.digit_cost
         s -= not_digit_penalty(nd, threshold, cfg)
-        s -= cfg.wide_weight * max(0.0, w / max(h, 1) - cfg.wide_from)
+        s -= self.wide_penalty(i, j, cfg)
         s -= cfg.short_weight * max(0.0, cfg.short_from - h / self.height)
         s -= cfg.gap_weight * max(0.0, self._gap(i, j)) / self.height
         n = len(self.units)
@@ -808,6 +829,11 @@ class _Primitives:
         if len(units) > 1:  # separate pieces that were not merged: likely separate digits
             s -= cfg.apart_weight * (1 - self._overlap(i, j))
         return s
+
+    def wide_penalty(self, i: int, j: int, cfg: ReadConfig) -> float:
+        """Primitives i..j-1 are wider than a digit: likely two."""
+        x0, y0, x1, y1 = self.box(i, j)
+        return cfg.wide_weight * max(0.0, (x1 - x0) / max(y1 - y0, 1) - cfg.wide_from)
 
     def _overlap(self, i: int, j: int) -> float:
         """The least x-overlap of neighbouring units in primitives i..j-1, as a share of the

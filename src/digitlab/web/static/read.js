@@ -67,6 +67,7 @@ export const READ_CONFIG = Object.freeze({
   pair_max_group: 8,
   pair_cost: -0.5,
   pair_min: 0.3,
+  not_pair: 0.8,
   points: true,
   point_size: 0.4,
   point_low: 0.6,
@@ -229,6 +230,9 @@ class Reader {
         if ((j === i + 1 || plausible(prims, i, j, cfg)) && !point) groups.push([i, j]);
       }
     }
+    for (const [i, j] of wholeUnits(prims)) { // a wide 7 cut in 5 is still one candidate
+      if (j - i > cfg.max_group && plausible(prims, i, j, cfg)) groups.push([i, j]);
+    }
     // A group's 28 x 28 and scores depend only on its pixels: a second segmentation of the
     // same page reuses those of the groups it shares.
     const keys = groups.map(([i, j]) => groupKey(prims, i, j));
@@ -254,7 +258,7 @@ class Reader {
     });
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
     return {
-      paths: twoBest(n, score, cfg.max_group, points), groups, norms, scores: cache, keys, score,
+      paths: twoBest(n, score, points), groups, norms, scores: cache, keys, score,
       points,
     };
   }
@@ -384,13 +388,13 @@ function reading(digits, reasons, split = 1, points = []) {
  * i * (n + 1) + j to group i..j-1's score; a primitive of ``points`` alone is a decimal
  * point, no digit.
  */
-function twoBest(n, score, maxGroup, points = new Set()) {
+function twoBest(n, score, points = new Set()) {
   const digitsOf = (i, j) => (points.has(i) && j === i + 1 ? 0 : 1);
   // best[j]: digits -> [total, back pointer], in the order found (Python's dict order)
   const best = [new Map([[0, [0.0, -1]]])];
   for (let j = 1; j <= n; j++) {
     const here = new Map();
-    for (let i = Math.max(0, j - maxGroup); i < j; i++) {
+    for (let i = 0; i < j; i++) { // (a whole piece may be more than `max_group` primitives)
       const s = score.get(i * (n + 1) + j);
       if (s === undefined || s <= -1e8) continue;
       const k = digitsOf(i, j);
@@ -786,6 +790,19 @@ function primitives(page, cfg, byStrokes = false) {
   if (punits.length === 1) return null;
   return { labels: plabels, w, units: punits,
     boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts, splitStrokes };
+}
+
+/** Each piece of ink (unit) as the primitives [i, j) it was cut into (`whole_units`). */
+function wholeUnits(prims) {
+  const { units } = prims;
+  const out = [];
+  for (let k = 0; k < units.length; k++) {
+    if (k === 0 || units[k - 1] !== units[k]) {
+      if (out.length) out[out.length - 1][1] = k;
+      out.push([k, units.length]);
+    }
+  }
+  return out;
 }
 
 /**
