@@ -72,7 +72,10 @@ def test_a_damaged_reference_says_so(tmp_path):
         reference.load_shipped(bad)
 
 
+@pytest.mark.slow
 def test_a_correction_is_learned_without_the_mnist_files_or_a_cache(tmp_path):
+    """In a fresh interpreter with the light install's imports only (7 s: slow tier; the
+    fast tier learns without the MNIST files in test_learning.py)."""
     empty = tmp_path / "no-mnist"
     empty.mkdir()
     env = {**os.environ, "DIGITLAB_DATA": str(empty), "XDG_CACHE_HOME": str(tmp_path / "cache"),
