@@ -293,7 +293,7 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
         case["long_pieces"] = sum(
             j - i > ReadConfig().max_group and p.plausible(i, j, ReadConfig())
             for p in reader.segmentations
-            for i, j in p.whole_units()
+            for i, j in p.whole_units
         )
         strokes = Strokes.from_json(drawing)
         case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]

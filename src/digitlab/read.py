@@ -352,7 +352,7 @@ class Reader:
         groups = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.max_group) + 1)
                   if (j == i + 1 or prims.plausible(i, j, cfg))
                   and not points.intersection(range(i, j))]  # fmt: skip
-        long = [g for g in prims.whole_units() if g[1] - g[0] > cfg.max_group]
+        long = sorted(g for g in prims.whole_units if g[1] - g[0] > cfg.max_group)
         groups += [g for g in long if prims.plausible(*g, cfg)]  # a 7 cut in 5: one candidate
         # A group's 28 x 28 and model scores depend only on its pixels: a second
         # segmentation of the same page reuses those of the groups it shares.
@@ -379,7 +379,7 @@ class Reader:
             score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         pairs = self._pairs(page, prims, points, cache)
-        for g in pairs.keys() & read.keys() & set(prims.whole_units()):  # a piece of its own,
+        for g in pairs.keys() & read.keys() & prims.whole_units:  # a piece of its own,
             _, probs, nd = read[g]  # read surely as a digit and surely "not a pair": wide, but one
             if pairs[g][NOT_A_PAIR] >= cfg.not_pair and _sure_digit(probs, nd, threshold, cfg):
                 score[g] += prims.wide_penalty(*g, cfg)
@@ -771,10 +771,11 @@ class _Primitives:
     split_strokes: frozenset[int] = frozenset()  # k: the cut before primitive k splits a stroke
     lifts: frozenset[int] = frozenset()  # k: primitives k - 1 and k are a piece's strokes
 
-    def whole_units(self) -> list[tuple[int, int]]:
+    @cached_property
+    def whole_units(self) -> frozenset[tuple[int, int]]:
         """Each piece of ink (unit) as the primitives (i, j) it was cut into."""
         starts = [k for k in range(len(self.units)) if k == 0 or self.units[k - 1] != self.units[k]]
-        return list(itertools.pairwise([*starts, len(self.units)]))
+        return frozenset(itertools.pairwise([*starts, len(self.units)]))
 
     def cut_between(self, path: list[tuple[int, ...]]) -> bool:
         """Some neighbouring groups of ``path`` were cut apart through ink (not separate
