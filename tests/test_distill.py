@@ -80,7 +80,9 @@ def test_resume_refuses_a_teacher_that_changed(taught, tmp_path, mnist_dir):
                  resume=True)  # fmt: skip
 
 
-@pytest.mark.parametrize("teacher", ["missing.onnx", "junk.onnx"])
+@pytest.mark.parametrize(
+    "teacher", ["missing.onnx", pytest.param("junk.onnx", marks=pytest.mark.slow)]
+)  # each a fresh interpreter: the fast tier starts one
 def test_cli_bad_teacher_is_one_line_exit_2(tmp_path, mnist_dir, teacher):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     (tmp_path / "junk.card.json").write_text(json.dumps({"name": "x"}))

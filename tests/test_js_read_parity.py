@@ -228,7 +228,7 @@ def tracing_reader(predictor):
     from digitlab import read as read_module
     from digitlab.read import Reader
 
-    made = read_module._primitives
+    made, one_stroke = read_module._primitives, read_module._one_stroke
 
     def primitives(page, cfg, by_strokes=False):  # which segmentation each call makes
         prims = made(page, cfg, by_strokes)
@@ -236,6 +236,11 @@ def tracing_reader(predictor):
             kind = "strokes" if by_strokes else "drop_fall" if cfg.drop_fall else "raster"
             reader.kinds.append((prims, kind))
         return prims
+
+    def drawn_in_one_stroke(page, prims, i, j):  # a wide piece read surely: one stroke?
+        one = one_stroke(page, prims, i, j)
+        reader.wide_ones += one
+        return one
 
     class Tracing(Reader):
         def _paths(self, page, prims, cache=None):
@@ -247,12 +252,12 @@ def tracing_reader(predictor):
             return super()._best_path(x, page, prims, *found)
 
         def read(self, x):
-            self.segmentations, self.kinds, self.read_along = [], [], None
-            read_module._primitives = primitives
+            self.segmentations, self.kinds, self.read_along, self.wide_ones = [], [], None, 0
+            read_module._primitives, read_module._one_stroke = primitives, drawn_in_one_stroke
             try:
                 return super().read(x)
             finally:
-                read_module._primitives = made
+                read_module._primitives, read_module._one_stroke = made, one_stroke
 
     reader = Tracing(predictor)
     return reader
@@ -290,6 +295,7 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
         case["read_along"] = reader.read_along  # the segmentation whose best path was read
         case["segmentations"] = len(reader.segmentations)  # each one batch for the model
         case["cut_strokes"] = sum(len(p.split_strokes) for p in reader.segmentations)
+        case["wide_ones"] = reader.wide_ones  # wide pieces not penalised: drawn in one stroke
         case["long_pieces"] = sum(
             j - i > ReadConfig().max_group and p.plausible(i, j, ReadConfig())
             for p in reader.segmentations
@@ -350,6 +356,7 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
     assert {c["segmentations"] for c in cases if "segmentations" in c} >= {0, 1, 2, 3}
     assert sum(c.get("cut_strokes", 0) > 0 for c in cases) >= 3  # cuts through a stroke
     assert sum(c.get("long_pieces", 0) > 0 for c in cases) >= 1  # cut in more than max_group
+    assert sum(c.get("wide_ones", 0) > 0 for c in cases) >= 3  # wide, sure, in one stroke
     refused = {c["expected"]["error"].split(" ")[0] for c in cases if "error" in c["expected"]}
     assert "more" in refused  # more than 32 digits
     bounds = {c["name"]: c for c in cases if c["name"] in dict(bound_drawings())}

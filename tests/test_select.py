@@ -258,6 +258,7 @@ def test_learning_curve(quick_study):
     assert curve["test_accuracy"][-1] > curve["test_accuracy"][0] + 0.05
 
 
+@pytest.mark.slow  # two studies; the fast tier keeps one of each kind
 def test_same_seed_same_numbers(mnist_dir, tmp_path):
     cfg = SelectConfig(
         models=("sgd",), n_train=600, n_test=300, curve="none", data_dir=str(mnist_dir)

@@ -209,6 +209,9 @@ class ReadConfig:
     # as "not a pair" with at least `not_pair` is not penalised for being wide: cutting a
     # wide 0 made "67" of it, and the naive reader beat this one on MNIST digits far apart.
     not_pair: float = 0.8
+    # ... nor is one of a drawing drawn in one stroke (or of strokes too many to tell): a
+    # person lifts the pen between digits, and draws a 2 or a 5 as wide as they like.
+    one_stroke_wide: bool = True
     # A decimal point or comma between two digits reads as "." (`_points`): a piece of ink
     # of its own, no bigger than `point_size` H either way, whose middle lies below
     # `point_low` of the way from the digits' tops to their bottoms, between two pieces at
@@ -379,9 +382,13 @@ class Reader:
             score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         pairs = self._pairs(page, prims, points, cache)
-        for g in pairs.keys() & read.keys() & prims.whole_units:  # a piece of its own,
-            _, probs, nd = read[g]  # read surely as a digit and surely "not a pair": wide, but one
-            if pairs[g][NOT_A_PAIR] >= cfg.not_pair and _sure_digit(probs, nd, threshold, cfg):
+        for g in read.keys() & prims.whole_units:  # a piece of its own read surely as a digit,
+            _, probs, nd = read[g]  # wide but one: the pair model says "not a pair", or
+            if not (prims.wide_penalty(*g, cfg) > 0 and _sure_digit(probs, nd, threshold, cfg)):
+                continue  # a person drew it in one stroke (lifting the pen between digits)
+            if (g in pairs and pairs[g][NOT_A_PAIR] >= cfg.not_pair) or (
+                cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(page, prims, *g)
+            ):
                 score[g] += prims.wide_penalty(*g, cfg)
         for (i, j), probs in pairs.items():
             if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
@@ -534,6 +541,16 @@ def _n_digits(path: list[tuple[int, ...]]) -> int:
     """How many digits a path reads: a group (i, j) one, a pair (i, j, 2) two, a decimal
     point (i, j, 0) none."""
     return sum(g[2] if len(g) == 3 else 1 for g in path)
+
+
+def _one_stroke(page: Page, prims: _Primitives, i: int, j: int) -> bool:
+    """Primitives i..j-1 of a drawing were drawn without a pen lift we know of: their ink
+    is one stroke's, or the drawing has too many strokes to tell (`Page.strokes` None)."""
+    strokes = page.strokes
+    if strokes is None:
+        return True
+    inside = (prims.labels > i) & (prims.labels <= j)
+    return bool(np.count_nonzero(np.unique(strokes[inside])) <= 1)
 
 
 def _sure_part(found: _Found, g: tuple[int, ...], threshold: float | None,

@@ -68,6 +68,7 @@ export const READ_CONFIG = Object.freeze({
   pair_cost: -0.5,
   pair_min: 0.3,
   not_pair: 0.8,
+  one_stroke_wide: true,
   points: true,
   point_size: 0.4,
   point_low: 0.6,
@@ -256,6 +257,16 @@ class Reader {
       norms.push(norm);
       score.set(i * (n + 1) + j, s === null ? -1e9 : groupScore(prims, i, j, s, threshold, cfg));
     });
+    const tried = new Set(groups.map(([i, j]) => i * (n + 1) + j));
+    for (const [i, j] of wholeUnits(prims)) { // a piece of its own read surely as a digit,
+      const key = i * (n + 1) + j; // drawn in one stroke: wide, but one digit (`_paths`)
+      if (!cfg.one_stroke_wide || !tried.has(key)) continue;
+      const wide = widePenalty(prims, i, j, cfg);
+      const { scores: s } = cache.get(keys[groups.findIndex(([a, b]) => a === i && b === j)]);
+      if (wide > 0 && s !== null && sureDigit(s, threshold, cfg) && oneStroke(page, prims, i, j)) {
+        score.set(key, score.get(key) + wide);
+      }
+    }
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
     return {
       paths: twoBest(n, score, points), groups, norms, scores: cache, keys, score,
@@ -1086,11 +1097,11 @@ function gapOf(prims, i, j) {
 
 /** How good a digit primitives i..j-1 make: a log probability, penalised (`score`). */
 function groupScore(prims, i, j, scores, threshold, cfg) {
-  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
-  const [w, h] = [x1 - x0, y1 - y0];
+  const [, y0, , y1] = spanOf(prims.boxes, i, j);
+  const h = y1 - y0;
   let s = Math.log(Math.max(Math.max(...scores.probabilities), 1e-9)) - cfg.digit_cost;
   s -= notDigitPenalty(scores.notDigit, threshold, cfg);
-  s -= cfg.wide_weight * Math.max(0.0, w / Math.max(h, 1) - cfg.wide_from);
+  s -= widePenalty(prims, i, j, cfg);
   s -= cfg.short_weight * Math.max(0.0, cfg.short_from - h / prims.height);
   s -= (cfg.gap_weight * Math.max(0.0, gapOf(prims, i, j))) / prims.height;
   const { units } = prims;
@@ -1104,6 +1115,30 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
     s -= cfg.apart_weight * (1 - overlapOf(prims, i, j));
   }
   return s;
+}
+
+/** Primitives [i, j) are wider than a digit: likely two (`_Primitives.wide_penalty`). */
+function widePenalty(prims, i, j, cfg) {
+  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+  return cfg.wide_weight * Math.max(0.0, (x1 - x0) / Math.max(y1 - y0, 1) - cfg.wide_from);
+}
+
+/**
+ * Primitives [i, j) were drawn without a pen lift we know of (`_one_stroke`): their ink is
+ * one stroke's, or the drawing has too many strokes to tell.
+ */
+function oneStroke(page, prims, i, j) {
+  const strokes = strokesOf(page);
+  if (strokes === null) return true;
+  let seen = 0;
+  for (let p = 0; p < prims.labels.length; p++) {
+    const l = prims.labels[p];
+    if (l > i && l <= j && strokes[p] > 0) {
+      if (seen && strokes[p] !== seen) return false;
+      seen = strokes[p];
+    }
+  }
+  return true;
 }
 
 /** A group read as a digit with at least `one_confidence` and not flagged (`_sure_digit`). */
