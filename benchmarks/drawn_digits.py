@@ -140,6 +140,50 @@ def pen_strokes(drawing: Strokes) -> Strokes:
     return Strokes(tuple(strokes), drawing.width, drawing.height, drawing.pen)
 
 
+def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float) -> list:
+    """Points along an ellipse's arc from angle a0 to a1 (degrees; y grows downwards)."""
+    t = np.radians(np.linspace(a0, a1, max(4, int(abs(a1 - a0) / 10))))
+    return list(zip((cx + rx * np.cos(t)).tolist(), (cy + ry * np.sin(t)).tolist(), strict=True))
+
+
+# Digits as people write them with a pen or a mouse: one to three strokes each, in the order
+# drawn, in a box about 0.6 wide and 1 high. Several ways of writing some digits (a 1 plain,
+# with a flag, with a flag and a base; a 4 open in two strokes or in one; a 7 with a bar).
+HAND = {
+    "0": [[_arc(0.3, 0.5, 0.3, 0.5, -90, 270)], [_arc(0.3, 0.5, 0.28, 0.5, -80, -440)]],
+    "1": [[[(0.3, 0.0), (0.3, 1.0)]], [[(0.12, 0.18), (0.32, 0.0), (0.32, 1.0)]],
+          [[(0.12, 0.18), (0.32, 0.0), (0.32, 1.0)], [(0.1, 1.0), (0.55, 1.0)]]],
+    "2": [[[*_arc(0.3, 0.28, 0.28, 0.28, 200, 360), (0.55, 0.4), (0.0, 1.0), (0.6, 1.0)]]],
+    "3": [[_arc(0.28, 0.25, 0.27, 0.25, 200, 450) + _arc(0.28, 0.73, 0.3, 0.27, -90, 160)]],
+    "4": [[[(0.4, 0.0), (0.0, 0.65), (0.6, 0.65)], [(0.45, 0.3), (0.45, 1.0)]],
+          [[(0.1, 0.0), (0.05, 0.6), (0.6, 0.6)], [(0.45, 0.1), (0.45, 1.0)]],
+          [[(0.45, 1.0), (0.45, 0.0), (0.0, 0.65), (0.62, 0.65)]]],
+    "5": [[[(0.1, 0.0), (0.05, 0.45), *_arc(0.28, 0.68, 0.3, 0.3, -120, 160)],
+           [(0.1, 0.0), (0.55, 0.0)]],
+          [[(0.55, 0.0), (0.1, 0.0), (0.05, 0.45), *_arc(0.28, 0.68, 0.3, 0.3, -120, 160)]]],
+    "6": [[[(0.5, 0.0), *_arc(0.3, 0.7, 0.28, 0.3, 200, 560)]]],
+    "7": [[[(0.0, 0.0), (0.6, 0.0), (0.2, 1.0)]],
+          [[(0.0, 0.0), (0.6, 0.0), (0.2, 1.0)], [(0.15, 0.5), (0.55, 0.5)]]],
+    "8": [[_arc(0.3, 0.25, 0.25, 0.25, 90, -270) + _arc(0.3, 0.74, 0.3, 0.26, -90, 270)]],
+    "9": [[[*_arc(0.3, 0.3, 0.28, 0.3, 0, 360), (0.58, 0.3), (0.5, 1.0)]],
+          [[*_arc(0.3, 0.3, 0.28, 0.3, -10, 350), (0.58, 0.3), (0.58, 1.0)]]],
+}  # fmt: skip
+
+
+def hand_digit(char: str, rng: np.random.Generator) -> Strokes:
+    """A digit drawn from one of the ways `HAND` writes it, as a person varies it: width,
+    slant, a slight turn and a wobble of each point; the pen 5-12 % of its height."""
+    strokes = HAND[char][int(rng.integers(len(HAND[char])))]
+    sx, slant, turn = rng.uniform(0.8, 1.2), rng.uniform(-0.15, 0.25), rng.uniform(-0.08, 0.08)
+    rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    out = []
+    for stroke in strokes:
+        p = np.asarray(stroke, float)
+        p = np.c_[(p[:, 0] + slant * (1 - p[:, 1])) * sx, p[:, 1]] @ rot.T
+        out.append(tuple(map(tuple, (p + rng.normal(0, 0.01, p.shape)).tolist())))
+    return Strokes(tuple(out), pen=float(rng.uniform(0.05, 0.12)))
+
+
 def _centre_line(skel: np.ndarray) -> np.ndarray:
     """The one-pixel centre line as segments between neighbouring pixels (K x 2 x 2, x/y)."""
     ys, xs = np.nonzero(skel)

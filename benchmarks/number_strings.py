@@ -12,6 +12,11 @@ Each number is composed from single digits of one set, placed left to right:
   pen          the same digits as a pen draws them: those segments chained into a few long
                strokes (``pen_strokes``), and digits may touch: a person who writes a
                number draws each digit apart, but its strokes may cross its neighbour's.
+  hand         the same numbers (their digits' labels) written as people write digits:
+               one to three strokes each, in the order drawn, from a few ways of writing
+               each (benchmarks/drawn_digits.py's ``hand_digit``: a 1 plain, flagged or with
+               a base; a 4 open or in one stroke; a 5 with its hat apart; a 7 with a bar),
+               varied in width, slant and wobble, placed and touching as ``pen`` digits.
 
 Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
 each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
@@ -41,7 +46,7 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-        [--sets mnist,load_digits,drawn,pen,single,nondigits] [--gaps wide,...]
+        [--sets mnist,load_digits,drawn,pen,hand,single,nondigits] [--gaps wide,...]
         [--no-pairs] [--json]
 """
 
@@ -65,7 +70,7 @@ from digitlab.ink import label
 from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
 from digitlab.read import ReadConfig, Reader, page_of
-from drawn_digits import draw, pen_strokes
+from drawn_digits import draw, hand_digit, pen_strokes
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
 QUICK_LIMIT = 40  # --quick: a smoke run
@@ -181,18 +186,22 @@ DRAWN_GAP_H = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15
                "touch": (-0.15, 0.0)}  # fmt: skip
 
 
-def compose_drawn(digits: list[np.ndarray], rng: np.random.Generator,
+def compose_drawn(digits: list[Any], rng: np.random.Generator,
                   only: tuple[str, ...] | None = None, pen: bool = False,
                   ) -> tuple[Strokes, list, list]:  # fmt: skip
-    """MNIST digits redrawn as strokes (``pen``: chained, and they may touch), placed side
-    by side on one canvas."""
+    """MNIST digits redrawn as strokes (``pen``: chained, and they may touch), or digits'
+    characters drawn as people write them (`hand_digit`), placed side by side on one
+    canvas."""
     strokes: list = []
     singles, kinds, pens = [], [], []
     x = float(H_DRAWN)
     for k, d in enumerate(digits):
-        drawing = draw(d, rng).strokes
-        if pen:
-            drawing = pen_strokes(drawing)
+        if isinstance(d, str):  # a digit's character: drawn as people write it
+            drawing = hand_digit(d, rng)
+        else:
+            drawing = draw(d, rng).strokes
+            if pen:
+                drawing = pen_strokes(drawing)
         singles.append(drawing)
         pts = np.asarray([p for s in drawing.strokes for p in s])
         lo, hi = pts.min(0), pts.max(0)
@@ -223,7 +232,9 @@ def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -
         length = int(rng.integers(1, MAX_LEN + 1))
         idx = rng.integers(0, len(labels), length)
         text = "".join(str(int(labels[i])) for i in idx)
-        if name in ("drawn", "pen"):
+        if name == "hand":  # the same digits, as people write them
+            x, singles, kinds = compose_drawn(list(text), rng, only, pen=True)
+        elif name in ("drawn", "pen"):
             x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only, name == "pen")
         else:
             x, kinds = compose_image([images[i] for i in idx], rng, only)
@@ -490,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,single,nondigits",
+    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,hand,single,nondigits",
                     help="comma-separated sets")  # fmt: skip
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
@@ -500,10 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "single", "nondigits"}
+    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "hand", "single", "nondigits"}
     if unknown:
         ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; "
-                 "sets: mnist,load_digits,drawn,pen,single,nondigits")  # fmt: skip
+                 "sets: mnist,load_digits,drawn,pen,hand,single,nondigits")  # fmt: skip
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")

@@ -417,6 +417,19 @@ def test_a_pen_lift_between_touching_digits_costs_less_than_a_cut(reader, predic
     assert charged.read(number.x).text == "94015"
 
 
+@pytest.mark.parametrize(("k", "text", "joined"), [(2, "26190", "2490"), (16, "481", "48")])
+def test_strokes_joined_across_a_pen_lift_must_look_like_one_digit(reader, predictor, pen_number,
+                                                                   k, text, joined):  # fmt: skip
+    """Touching digits each drawn in its own strokes: joined, the model reads two as one
+    digit (26190 read "2490", 481 read "48"), but the "not a digit" detector doubts the
+    join, under its threshold. Those doubts cost: without them a digit is lost."""
+    number = pen_number(2, "touch", k)
+    assert number.text == text
+    assert reader.read(number.x).text == text
+    free = Reader(predictor, config=ReadConfig(lift_not_digit_weight=0.0))
+    assert free.read(number.x).text == joined
+
+
 def test_sure_digits_apart_read_though_the_whole_is_no_digit(reader, predictor, pen_number,
                                                             monkeypatch):  # fmt: skip
     """A 7 and a 1, each read surely, overlapping in x a pen lift apart: the Predictor calls

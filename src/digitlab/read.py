@@ -239,6 +239,12 @@ class ReadConfig:
     # digit's (`_split_strokes`): a cut leaving `stroke_side` H^2 of it on either side
     stroke_cut_cost: float = 2.0
     lift_cost: float = 0.5  # ... and half a cut where the pen lifted: no ink is cut there
+    # A digit joined from strokes split where the pen lifted must look like one: each unit of
+    # its "not a digit" log odds over `lift_not_digit_from` costs `lift_not_digit_weight`.
+    # Two touching digits joined read as one surely ("22" as a 2), but the detector doubts
+    # them (0.8-0.9, under its threshold); a 4 or a 5 of two strokes it does not.
+    lift_not_digit_weight: float = 1.0
+    lift_not_digit_from: float = 0.2
     stroke_side: float = 0.02
     apart_weight: float = 1.8  # per share of the narrower not overlapped, for separate pieces
     unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
@@ -843,6 +849,9 @@ class _Primitives:
                 s -= (cfg.lift_cost if b in self.lifts else cfg.cut_cost) / 2
                 if b in self.split_strokes:
                     s -= cfg.stroke_cut_cost / 2
+        if nd is not None and any(k in self.lifts for k in range(i + 1, j)):  # joined strokes
+            over = _logit(nd) - _logit(cfg.lift_not_digit_from)
+            s -= cfg.lift_not_digit_weight * max(0.0, over)
         units = {self.units[k] for k in range(i, j)}
         if len(units) > 1:  # separate pieces that were not merged: likely separate digits
             s -= cfg.apart_weight * (1 - self._overlap(i, j))

@@ -89,6 +89,8 @@ export const READ_CONFIG = Object.freeze({
   cut_cost: 1.0,
   stroke_cut_cost: 2.0,
   lift_cost: 0.5,
+  lift_not_digit_weight: 1.0,
+  lift_not_digit_from: 0.2,
   stroke_side: 0.02,
   apart_weight: 1.8,
   unclear_margin: 1.0,
@@ -1110,6 +1112,12 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
       s -= (prims.lifts.has(b) ? cfg.lift_cost : cfg.cut_cost) / 2;
       if (prims.splitStrokes.has(b)) s -= cfg.stroke_cut_cost / 2;
     }
+  }
+  let joined = false; // strokes split where the pen lifted, joined: must look like a digit
+  for (let k = i + 1; k < j; k++) joined ||= prims.lifts.has(k);
+  if (joined && scores.notDigit != null) {
+    const over = logit(scores.notDigit) - logit(cfg.lift_not_digit_from);
+    s -= cfg.lift_not_digit_weight * Math.max(0.0, over);
   }
   if (new Set(units.slice(i, j)).size > 1) { // separate pieces: likely separate digits
     s -= cfg.apart_weight * (1 - overlapOf(prims, i, j));
