@@ -89,6 +89,8 @@ def hand_drawings() -> list[tuple[str, dict[str, Any]]]:
         ("70, overlapping in x", {"strokes": seven() + zero(115), **PAGE}),
         ("41, overlapping in x", {"strokes": four() + one(90), **PAGE}),
         ("a wide 1 1", {"strokes": one() + one(400), **{**PAGE, "width": 800}}),
+        ("11, narrow but apart", {"strokes": one() + one(60), **PAGE}),
+        ("a 1 and a mark beside it: narrow, crowded", {"strokes": one() + one(12), **PAGE}),
         ("two dots far apart", {"strokes": [[[10, 10]], [[540, 270]]], **PAGE}),
         ("a 7 and a far dot", {"strokes": [*seven(), [[520, 250]]], **PAGE}),
         ("a dash", {"strokes": [segment((20, 140), (540, 141))], **PAGE}),

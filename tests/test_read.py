@@ -354,6 +354,20 @@ def test_past_the_candidate_bound_the_ink_is_read_whole(predictor):
     assert Reader(predictor).read(ones).text == "11111111"
 
 
+def test_two_ones_written_apart_are_eleven_however_narrow(reader, predictor, mnist_test):
+    """Two strokes upright, apart: "11", though the ink is narrower than a wide 1 (which the
+    Predictor reads as a 1). A 1 with a stray mark beside it (MNIST test 5457: the mark
+    reads as a sure 1 too, but it is no gap away) stays the Predictor's one digit."""
+    ones = Strokes((((100, 40), (100, 240)), ((140, 40), (140, 240))), 280, 280, 12.0)
+    assert predictor.predict(ones).digit == 1
+    assert reader.read(ones).text == "11"
+    assert Reader(predictor, config=ReadConfig(one_gap=1.0)).read(ones).text == "1"
+    crowded = Strokes((((100, 40), (100, 240)), ((110, 40), (110, 240))), 280, 280, 6.0)
+    assert len(reader.read(crowded).digits) == 1
+    images, _ = mnist_test
+    assert reader.read(images[5457]).text == str(predictor.predict(images[5457]).digit)
+
+
 def test_touching_drawn_digits_are_split_between_their_strokes(reader, predictor):
     """A 7, then a 4 whose bar runs into the 7's stem: one piece of ink. Cut, it reads
     "77"; its strokes, in the order drawn, say where one digit ends."""

@@ -252,7 +252,8 @@ class ReadConfig:
     # when the Predictor reads it with `one_confidence` or the path has a fragment; up to
     # `one_max_aspect`, when besides the several-digit path scores under the one digit's
     # (log confidence - `digit_cost`) by more than `one_margin` per extra digit.
-    one_narrow: float = 0.6  # ink no wider than this x its height is always one digit
+    one_narrow: float = 0.6  # ink no wider than this x its height is one digit, unless
+    one_gap: float = 0.1  # ... its parts are sure digits at least this far apart ("11")
     one_aspect: float = 1.0
     one_max_aspect: float = 2.5
     one_fragment: float = 0.6  # a digit of the path shorter than this share of the ink's height
@@ -482,6 +483,7 @@ class Reader:
         tall = min(b[g[0] : g[1], 3].max() - b[g[0] : g[1], 1].min() for g in path)
         fragment = tall < cfg.one_fragment * h
         p = whole()
+        one_digit = _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
         sure = p.confidence >= cfg.one_confidence
         threshold = self.predictor.rules.not_digit
         parts_sure = [_sure_part(found, g, threshold, cfg)
@@ -492,26 +494,29 @@ class Reader:
             or (w <= cfg.one_aspect * h and not all(parts_sure))
         ):  # a shape the detector saw whole: not a number of "not a digit"s and unsure
             # digits; no wider than high, its parts are digits only if each surely is one
-            return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
+            return one_digit
         pairs = [g for g in path if len(g) == 3 and g[2] == 2]
         if (
             sure
             and p.digit is not None
             and any(not _sure_part(found, g, threshold, cfg) for g in pairs)
         ):  # a wide 5 the Predictor reads surely is no pair the pair model only guesses
-            return _reading((DigitReading(p.normalized.ink_box or (0, 0, 0, 0), p),), ())
-        if w > cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit
-            # sure digits apart (or a pen lift apart) look "not a digit" whole
-            apart = p.digit is None and all(parts_sure) and not prims.cut_between(path)
-            if not (sure or fragment) or (apart and not fragment):
+            return one_digit
+        # sure digits apart (or a pen lift apart), none a fragment: a number, "11" however
+        # narrow, and though two digits look "not a digit" whole
+        apart = all(parts_sure) and not prims.cut_between(path) and not fragment
+        if w <= cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit,
+            spaced = all(prims.box(*b[:2])[0] - prims.box(*a[:2])[2] >= cfg.one_gap * prims.height
+                         for a, b in itertools.pairwise(path))  # fmt: skip
+            return None if apart and spaced else one_digit  # unless "11" written apart
+        if not (sure or fragment) or (apart and p.digit is None):
+            return None
+        wide = w > cfg.one_aspect * h
+        if wide or (p.digit is None and not fragment):  # wide, or surely no digit
+            one = math.log(max(p.confidence, 1e-9)) - cfg.digit_cost
+            if total >= one - cfg.one_margin * (_n_digits(path) - 1):
                 return None
-            wide = w > cfg.one_aspect * h
-            if wide or (p.digit is None and not fragment):  # wide, or surely no digit
-                one = math.log(max(p.confidence, 1e-9)) - cfg.digit_cost
-                if total >= one - cfg.one_margin * (_n_digits(path) - 1):
-                    return None
-        box = p.normalized.ink_box or (0, 0, 0, 0)
-        return _reading((DigitReading(box, p),), ())
+        return one_digit
 
 
 def digit_drawing(drawing: Strokes, box: tuple[int, int, int, int]) -> Strokes:

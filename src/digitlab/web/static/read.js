@@ -95,6 +95,7 @@ export const READ_CONFIG = Object.freeze({
   apart_weight: 1.8,
   unclear_margin: 1.0,
   one_narrow: 0.6,
+  one_gap: 0.1,
   one_aspect: 1.0,
   one_max_aspect: 2.5,
   one_fragment: 0.6,
@@ -356,16 +357,20 @@ class Reader {
       // and when no wider than high, its parts read as digits only if each surely is one
       return this.one();
     }
-    if (w > cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit
-      if (!(sure || fragment) || (answer.digit === null && !fragment
-          && partsSure === path.length && !cutBetween(prims, path))) {
-        return null; // sure digits apart (or a pen-up apart) look "not a digit" whole
-      }
-      const wide = w > cfg.one_aspect * h;
-      if (wide || (answer.digit === null && !fragment)) { // wide, or surely no digit
-        const one = Math.log(Math.max(answer.confidence, 1e-9)) - cfg.digit_cost;
-        if (total >= one - cfg.one_margin * (path.length - 1)) return null;
-      }
+    // sure digits apart (or a pen-up apart), none a fragment: a number, "11" however narrow,
+    // and though two digits look "not a digit" whole
+    const apart = partsSure === path.length && !cutBetween(prims, path) && !fragment;
+    if (w <= cfg.one_narrow * h) { // else a one (or a 7) as thin as two ones: one digit,
+      const spaced = path.slice(1).every(([i, j], k) => // unless "11" written apart
+        spanOf(prims.boxes, i, j)[0] - spanOf(prims.boxes, ...path[k])[2]
+          >= cfg.one_gap * prims.height);
+      return apart && spaced ? null : this.one();
+    }
+    if (!(sure || fragment) || (apart && answer.digit === null)) return null;
+    const wide = w > cfg.one_aspect * h;
+    if (wide || (answer.digit === null && !fragment)) { // wide, or surely no digit
+      const one = Math.log(Math.max(answer.confidence, 1e-9)) - cfg.digit_cost;
+      if (total >= one - cfg.one_margin * (path.length - 1)) return null;
     }
     return this.one();
   }
