@@ -356,8 +356,9 @@ def test_past_the_candidate_bound_the_ink_is_read_whole(predictor):
 
 def test_two_ones_written_apart_are_eleven_however_narrow(reader, predictor, mnist_test):
     """Two strokes upright, apart: "11", though the ink is narrower than a wide 1 (which the
-    Predictor reads as a 1). A 1 with a stray mark beside it (MNIST test 5457: the mark
-    reads as a sure 1 too, but it is no gap away) stays the Predictor's one digit."""
+    Predictor reads as a 1). A 1 with a stray mark beside it stays the Predictor's one digit:
+    drawn, when the mark is no gap away; in a picture, always (MNIST test 5457: the mark
+    reads as a sure 1 too; scans have such marks)."""
     ones = Strokes((((100, 40), (100, 240)), ((140, 40), (140, 240))), 280, 280, 12.0)
     assert predictor.predict(ones).digit == 1
     assert reader.read(ones).text == "11"
@@ -366,6 +367,9 @@ def test_two_ones_written_apart_are_eleven_however_narrow(reader, predictor, mni
     assert len(reader.read(crowded).digits) == 1
     images, _ = mnist_test
     assert reader.read(images[5457]).text == str(predictor.predict(images[5457]).digit)
+    picture = np.full((280, 280), 255, np.uint8)
+    picture[40:240, 94:106] = picture[40:240, 134:146] = 0  # the two strokes, as a scan
+    assert len(reader.read(picture).digits) == 1
 
 
 def test_touching_drawn_digits_are_split_between_their_strokes(reader, predictor):

@@ -253,7 +253,7 @@ class ReadConfig:
     # `one_max_aspect`, when besides the several-digit path scores under the one digit's
     # (log confidence - `digit_cost`) by more than `one_margin` per extra digit.
     one_narrow: float = 0.6  # ink no wider than this x its height is one digit, unless
-    one_gap: float = 0.1  # ... its parts are sure digits at least this far apart ("11")
+    one_gap: float = 0.1  # ... it is drawn, and its parts are sure digits this far apart
     one_aspect: float = 1.0
     one_max_aspect: float = 2.5
     one_fragment: float = 0.6  # a digit of the path shorter than this share of the ink's height
@@ -438,7 +438,7 @@ class Reader:
         if n_digits == 1:
             return self._one(whole)
         points = [_n_digits(best[:k]) for k, g in enumerate(best) if g[2:] == (0,)]
-        one = None if points else self._one_digit(whole, prims, found)  # "1.5" is no 5
+        one = None if points else self._one_digit(whole, page, prims, found)  # "1.5" is no 5
         if one is not None:
             return one
         reasons: tuple[str, ...] = ()
@@ -467,7 +467,7 @@ class Reader:
         split_sure = 1 / (1 + math.exp(-min(margin, 700.0)))
         return _reading(tuple(digits), reasons, split_sure, tuple(points))
 
-    def _one_digit(self, whole: Callable[[], Prediction], prims: _Primitives,
+    def _one_digit(self, whole: Callable[[], Prediction], page: Page, prims: _Primitives,
                    found: _Found) -> Reading | None:  # fmt: skip
         """The whole input as the Predictor's one digit, unless the best path of several
         digits is decisively better: not when the Predictor reads the ink as one sure digit
@@ -506,9 +506,11 @@ class Reader:
         # narrow, and though two digits look "not a digit" whole
         apart = all(parts_sure) and not prims.cut_between(path) and not fragment
         if w <= cfg.one_narrow * h:  # else a one (or a 7) as thin as two ones: one digit,
-            spaced = all(prims.box(*b[:2])[0] - prims.box(*a[:2])[2] >= cfg.one_gap * prims.height
-                         for a, b in itertools.pairwise(path))  # fmt: skip
-            return None if apart and spaced else one_digit  # unless "11" written apart
+            # unless "11" drawn apart (in a picture, a 1 with a stray mark beside it looks so)
+            spaced = page.polarity == "strokes" and all(
+                prims.box(*b[:2])[0] - prims.box(*a[:2])[2] >= cfg.one_gap * prims.height
+                for a, b in itertools.pairwise(path))  # fmt: skip
+            return None if apart and spaced else one_digit
         if not (sure or fragment) or (apart and p.digit is None):
             return None
         wide = w > cfg.one_aspect * h
