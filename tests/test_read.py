@@ -448,6 +448,23 @@ def test_strokes_joined_across_a_pen_lift_must_look_like_one_digit(reader, predi
     assert free.read(number.x).text == joined
 
 
+@pytest.mark.parametrize(("name", "k", "text", "unknown"),
+                         [("pen", 25, "66", "?"), ("hand", 27, "825", "85")])  # fmt: skip
+def test_a_cut_joining_two_strokes_must_look_like_one_digit_too(
+    reader, pen_number, monkeypatch, name, k, text, unknown
+):
+    """The same doubt where the ink was cut, not split between strokes: a group inked by
+    two strokes is a join (touching pen numbers; numbers written as people write digits).
+    Without the strokes' ink per primitive, a cut's join of two digits read as one."""
+    from digitlab import read as read_module
+
+    number = pen_number(2, "touch", k, name)
+    assert number.text == text
+    assert reader.read(number.x).text == text
+    monkeypatch.setattr(read_module, "_stroke_ink", lambda *args: None)
+    assert reader.read(number.x).text == unknown
+
+
 def test_sure_digits_apart_read_though_the_whole_is_no_digit(reader, predictor, pen_number,
                                                             monkeypatch):  # fmt: skip
     """A 7 and a 1, each read surely, overlapping in x a pen lift apart: the Predictor calls

@@ -800,6 +800,9 @@ class _Primitives:
     height: float  # the line height H, page pixels
     split_strokes: frozenset[int] = frozenset()  # k: the cut before primitive k splits a stroke
     lifts: frozenset[int] = frozenset()  # k: primitives k - 1 and k are a piece's strokes
+    # A drawing's: per primitive, the pixels each stroke inks in it (n x strokes; None for an
+    # image or a drawing of too many strokes to tell)
+    stroke_ink: np.ndarray | None = None
 
     @cached_property
     def whole_units(self) -> frozenset[tuple[int, int]]:
@@ -856,13 +859,23 @@ class _Primitives:
                 s -= (cfg.lift_cost if b in self.lifts else cfg.cut_cost) / 2
                 if b in self.split_strokes:
                     s -= cfg.stroke_cut_cost / 2
-        if nd is not None and any(k in self.lifts for k in range(i + 1, j)):  # joined strokes
+        if nd is not None and self.joins_strokes(i, j, cfg):
             over = _logit(nd) - _logit(cfg.lift_not_digit_from)
             s -= cfg.lift_not_digit_weight * max(0.0, over)
         units = {self.units[k] for k in range(i, j)}
         if len(units) > 1:  # separate pieces that were not merged: likely separate digits
             s -= cfg.apart_weight * (1 - self._overlap(i, j))
         return s
+
+    def joins_strokes(self, i: int, j: int, cfg: ReadConfig) -> bool:
+        """Primitives i..j-1 join strokes of a drawing: split where the pen lifted, or inked
+        by two strokes or more (`stroke_side` H^2 each), however the ink was cut."""
+        if any(k in self.lifts for k in range(i + 1, j)):
+            return True
+        if self.stroke_ink is None:
+            return False
+        ink = self.stroke_ink[i:j].sum(axis=0)
+        return int(np.count_nonzero(ink >= cfg.stroke_side * self.height**2)) >= 2
 
     def wide_penalty(self, i: int, j: int, cfg: ReadConfig) -> float:
         """Primitives i..j-1 are wider than a digit: likely two."""
@@ -949,7 +962,20 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     if len(punits) == 1:
         return None
     pboxes, _ = _boxes(plabels, len(punits), page.ink)
-    return _Primitives(plabels, punits, pboxes, height, frozenset(split), frozenset(lifts))
+    return _Primitives(plabels, punits, pboxes, height, frozenset(split), frozenset(lifts),
+                       _stroke_ink(page, plabels, len(punits)))  # fmt: skip
+
+
+def _stroke_ink(page: Page, plabels: np.ndarray, n: int) -> np.ndarray | None:
+    """Per primitive (``plabels``: each pixel's + 1), the pixels each of the drawing's strokes
+    inks in it; None for an image or a drawing of too many strokes (`Page.strokes`)."""
+    strokes = page.strokes
+    if strokes is None or page.pen_paths is None:
+        return None
+    n_strokes = len(page.pen_paths[1])
+    on = (plabels > 0) & (strokes > 0)
+    which = (plabels[on] - 1).astype(np.int64) * n_strokes + strokes[on] - 1
+    return np.bincount(which, minlength=n * n_strokes).reshape(n, n_strokes)
 
 
 @dataclass(frozen=True, eq=False)

@@ -807,7 +807,41 @@ function primitives(page, cfg, byStrokes = false) {
   }
   if (punits.length === 1) return null;
   return { labels: plabels, w, units: punits,
-    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts, splitStrokes };
+    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts, splitStrokes,
+    strokeInk: strokeInkOf(page, plabels, punits.length) };
+}
+
+/**
+ * Per primitive (`plabels`: each pixel's + 1), the pixels each of the drawing's strokes inks
+ * in it (`_stroke_ink`): {counts, strokes}; null for a drawing of too many strokes.
+ */
+function strokeInkOf(page, plabels, n) {
+  const strokes = strokesOf(page);
+  if (strokes === null) return null;
+  const nStrokes = page.penPaths.strokes.length;
+  const counts = new Int32Array(n * nStrokes);
+  for (let p = 0; p < plabels.length; p++) {
+    if (plabels[p] > 0 && strokes[p] > 0) counts[(plabels[p] - 1) * nStrokes + strokes[p] - 1]++;
+  }
+  return { counts, strokes: nStrokes };
+}
+
+/**
+ * Primitives [i, j) join strokes of a drawing (`_Primitives.joins_strokes`): split where the
+ * pen lifted, or inked by two strokes or more (`stroke_side` H^2 each), however cut.
+ */
+function joinsStrokes(prims, i, j, cfg) {
+  for (let k = i + 1; k < j; k++) if (prims.lifts.has(k)) return true;
+  if (prims.strokeInk === null) return false;
+  const { counts, strokes } = prims.strokeInk;
+  const least = cfg.stroke_side * prims.height ** 2;
+  let inked = 0;
+  for (let t = 0; t < strokes; t++) {
+    let sum = 0;
+    for (let k = i; k < j; k++) sum += counts[k * strokes + t];
+    if (sum >= least && ++inked >= 2) return true;
+  }
+  return false;
 }
 
 /** Each piece of ink (unit) as the primitives [i, j) it was cut into (`whole_units`). */
@@ -1118,9 +1152,7 @@ function groupScore(prims, i, j, scores, threshold, cfg) {
       if (prims.splitStrokes.has(b)) s -= cfg.stroke_cut_cost / 2;
     }
   }
-  let joined = false; // strokes split where the pen lifted, joined: must look like a digit
-  for (let k = i + 1; k < j; k++) joined ||= prims.lifts.has(k);
-  if (joined && scores.notDigit != null) {
+  if (joinsStrokes(prims, i, j, cfg) && scores.notDigit != null) { // must look like a digit
     const over = logit(scores.notDigit) - logit(cfg.lift_not_digit_from);
     s -= cfg.lift_not_digit_weight * Math.max(0.0, over);
   }
