@@ -239,8 +239,8 @@ def tracing_reader(predictor):
             reader.kinds.append((prims, kind))
         return prims
 
-    def drawn_in_one_stroke(page, prims, i, j):  # a wide piece read surely: one stroke?
-        one = one_stroke(page, prims, i, j)
+    def drawn_in_one_stroke(prims, i, j):  # a wide piece read surely: one stroke?
+        one = one_stroke(prims, i, j)
         reader.wide_ones += one
         return one
 

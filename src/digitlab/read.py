@@ -239,10 +239,11 @@ class ReadConfig:
     # digit's (`_split_strokes`): a cut leaving `stroke_side` H^2 of it on either side
     stroke_cut_cost: float = 2.0
     lift_cost: float = 0.5  # ... and half a cut where the pen lifted: no ink is cut there
-    # A digit joined from strokes split where the pen lifted must look like one: each unit of
-    # its "not a digit" log odds over `lift_not_digit_from` costs `lift_not_digit_weight`.
-    # Two touching digits joined read as one surely ("22" as a 2), but the detector doubts
-    # them (0.8-0.9, under its threshold); a 4 or a 5 of two strokes it does not.
+    # A digit joined from strokes (split where the pen lifted, or inked by two strokes) must
+    # look like one: each unit of its "not a digit" log odds over `lift_not_digit_from` costs
+    # `lift_not_digit_weight`. Two touching digits joined read as one surely ("22" as a 2),
+    # but the detector doubts them (0.8-0.9, under its threshold); a 4 or a 5 of two strokes
+    # it does not (`_Primitives.joins_strokes`).
     lift_not_digit_weight: float = 1.0
     lift_not_digit_from: float = 0.2
     stroke_side: float = 0.02
@@ -394,7 +395,7 @@ class Reader:
             if not (prims.wide_penalty(*g, cfg) > 0 and _sure_digit(probs, nd, threshold, cfg)):
                 continue  # a person drew it in one stroke (lifting the pen between digits)
             if (g in pairs and pairs[g][NOT_A_PAIR] >= cfg.not_pair) or (
-                cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(page, prims, *g)
+                cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(prims, *g)
             ):
                 score[g] += prims.wide_penalty(*g, cfg)
         for (i, j), probs in pairs.items():
@@ -556,14 +557,12 @@ def _n_digits(path: list[tuple[int, ...]]) -> int:
     return sum(g[2] if len(g) == 3 else 1 for g in path)
 
 
-def _one_stroke(page: Page, prims: _Primitives, i: int, j: int) -> bool:
+def _one_stroke(prims: _Primitives, i: int, j: int) -> bool:
     """Primitives i..j-1 of a drawing were drawn without a pen lift we know of: their ink
-    is one stroke's, or the drawing has too many strokes to tell (`Page.strokes` None)."""
-    strokes = page.strokes
-    if strokes is None:
+    is one stroke's, or the drawing has too many strokes to tell (no `stroke_ink`)."""
+    if prims.stroke_ink is None:
         return True
-    inside = (prims.labels > i) & (prims.labels <= j)
-    return bool(np.count_nonzero(np.unique(strokes[inside])) <= 1)
+    return int(np.count_nonzero(prims.stroke_ink[i:j].sum(axis=0))) <= 1
 
 
 def _sure_part(found: _Found, g: tuple[int, ...], threshold: float | None,

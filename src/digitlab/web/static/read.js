@@ -266,7 +266,7 @@ class Reader {
       if (!cfg.one_stroke_wide || !tried.has(key)) continue;
       const wide = widePenalty(prims, i, j, cfg);
       const { scores: s } = cache.get(keys[groups.findIndex(([a, b]) => a === i && b === j)]);
-      if (wide > 0 && s !== null && sureDigit(s, threshold, cfg) && oneStroke(page, prims, i, j)) {
+      if (wide > 0 && s !== null && sureDigit(s, threshold, cfg) && oneStroke(prims, i, j)) {
         score.set(key, score.get(key) + wide);
       }
     }
@@ -1172,16 +1172,14 @@ function widePenalty(prims, i, j, cfg) {
  * Primitives [i, j) were drawn without a pen lift we know of (`_one_stroke`): their ink is
  * one stroke's, or the drawing has too many strokes to tell.
  */
-function oneStroke(page, prims, i, j) {
-  const strokes = strokesOf(page);
-  if (strokes === null) return true;
-  let seen = 0;
-  for (let p = 0; p < prims.labels.length; p++) {
-    const l = prims.labels[p];
-    if (l > i && l <= j && strokes[p] > 0) {
-      if (seen && strokes[p] !== seen) return false;
-      seen = strokes[p];
-    }
+function oneStroke(prims, i, j) {
+  if (prims.strokeInk === null) return true;
+  const { counts, strokes } = prims.strokeInk;
+  let inked = 0;
+  for (let t = 0; t < strokes; t++) {
+    let sum = 0;
+    for (let k = i; k < j; k++) sum += counts[k * strokes + t];
+    if (sum > 0 && ++inked > 1) return false;
   }
   return true;
 }
