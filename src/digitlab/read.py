@@ -392,12 +392,13 @@ class Reader:
         pairs = self._pairs(page, prims, points, cache)
         for g in read.keys() & prims.whole_units:  # a piece of its own read surely as a digit,
             _, probs, nd = read[g]  # wide but one: the pair model says "not a pair", or
-            if not (prims.wide_penalty(*g, cfg) > 0 and _sure_digit(probs, nd, threshold, cfg)):
-                continue  # a person drew it in one stroke (lifting the pen between digits)
+            wide = prims.wide_penalty(*g, cfg)  # a person drew it in one stroke (lifting
+            if not (wide > 0 and _sure_digit(probs, nd, threshold, cfg)):  # the pen between
+                continue  # digits)
             if (g in pairs and pairs[g][NOT_A_PAIR] >= cfg.not_pair) or (
                 cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(prims, *g)
             ):
-                score[g] += prims.wide_penalty(*g, cfg)
+                score[g] += wide
         for (i, j), probs in pairs.items():
             if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
                 score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
@@ -560,9 +561,8 @@ def _n_digits(path: list[tuple[int, ...]]) -> int:
 def _one_stroke(prims: _Primitives, i: int, j: int) -> bool:
     """Primitives i..j-1 of a drawing were drawn without a pen lift we know of: their ink
     is one stroke's, or the drawing has too many strokes to tell (no `stroke_ink`)."""
-    if prims.stroke_ink is None:
-        return True
-    return int(np.count_nonzero(prims.stroke_ink[i:j].sum(axis=0))) <= 1
+    inked = prims.strokes_in(i, j, 1)
+    return inked is None or inked <= 1
 
 
 def _sure_part(found: _Found, g: tuple[int, ...], threshold: float | None,
@@ -871,10 +871,15 @@ class _Primitives:
         by two strokes or more (`stroke_side` H^2 each), however the ink was cut."""
         if any(k in self.lifts for k in range(i + 1, j)):
             return True
+        inked = self.strokes_in(i, j, cfg.stroke_side * self.height**2)
+        return inked is not None and inked >= 2
+
+    def strokes_in(self, i: int, j: int, least: float) -> int | None:
+        """How many of a drawing's strokes ink primitives i..j-1 with at least ``least``
+        pixels; None without `stroke_ink`."""
         if self.stroke_ink is None:
-            return False
-        ink = self.stroke_ink[i:j].sum(axis=0)
-        return int(np.count_nonzero(ink >= cfg.stroke_side * self.height**2)) >= 2
+            return None
+        return int(np.count_nonzero(self.stroke_ink[i:j].sum(axis=0) >= least))
 
     def wide_penalty(self, i: int, j: int, cfg: ReadConfig) -> float:
         """Primitives i..j-1 are wider than a digit: likely two."""
@@ -937,8 +942,8 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     height, slant = units.height, units.slant
     plabels = np.zeros(page.ink.shape, np.int32)
     punits: list[int] = []
-    split: set[int] = set()  # k: the cut between primitives k - 1 and k splits a stroke
-    lifts: set[int] = set()  # k: ... is where the pen lifted (split between strokes)
+    cut: list[tuple[int, int]] = []  # the primitives (i, j) of each piece cut through ink
+    lifts: set[int] = set()  # k: primitives k - 1 and k are split where the pen lifted
     for u, (ys, xs, (x0, y0, x1, y1)) in zip(units.order, units.pixels, strict=True):
         part = np.zeros(len(ys), np.int64)
         by_stroke = _stroke_parts(page, ys + y0, xs + x0, height, cfg) if by_strokes else None
@@ -952,8 +957,7 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
         if by_stroke is not None:
             lifts |= {len(punits) + k for k in range(1, len(parts))}
         elif len(parts) > 1:
-            split |= {len(punits) + k for k in _split_strokes(page, ys + y0, xs + x0, part,
-                                                                height, cfg)}  # fmt: skip
+            cut.append((len(punits), len(punits) + len(parts)))
         plabels[ys + y0, xs + x0] = len(punits) + 1 + part
         punits += [u + 1] * len(parts)
         if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
@@ -961,8 +965,9 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
     if len(punits) == 1:
         return None
     pboxes, _ = _boxes(plabels, len(punits), page.ink)
-    return _Primitives(plabels, punits, pboxes, height, frozenset(split), frozenset(lifts),
-                       _stroke_ink(page, plabels, len(punits)))  # fmt: skip
+    stroke_ink = _stroke_ink(page, plabels, len(punits))
+    split = _split_strokes(stroke_ink, cut, height, cfg)
+    return _Primitives(plabels, punits, pboxes, height, split, frozenset(lifts), stroke_ink)
 
 
 def _stroke_ink(page: Page, plabels: np.ndarray, n: int) -> np.ndarray | None:
@@ -1067,23 +1072,23 @@ def _stroke_parts(page: Page, ys: np.ndarray, xs: np.ndarray, height: float,
     return order
 
 
-def _split_strokes(page: Page, ys: np.ndarray, xs: np.ndarray, part: np.ndarray,
-                   height: float, cfg: ReadConfig) -> list[int]:  # fmt: skip
-    """The cuts of a drawing's piece (``part``: each pixel's, 0, 1, ... left to right) that
-    split one of its strokes: k where a stroke inks at least `stroke_side` H^2 on both
-    sides of the cut between parts k - 1 and k. A person lifts the pen between digits: a
-    cut through a long stroke more likely halves a wide 6 than separates two digits. None
-    for an image or a drawing of too many strokes (`Page.strokes`); a drawing's tiny
-    segments (hundreds of strokes) never ink that much either side."""
-    if page.strokes is None:
-        return []
-    which = page.strokes[ys, xs]
-    n_strokes, n_parts = int(which.max()) + 1, int(part.max()) + 1
-    counts = np.bincount(part * n_strokes + which, minlength=n_parts * n_strokes)
-    inked = counts.reshape(n_parts, n_strokes)[:, 1:] >= cfg.stroke_side * height**2
-    left = np.logical_or.accumulate(inked, axis=0)  # a stroke inks left of the cut ...
-    right = np.logical_or.accumulate(inked[::-1], axis=0)[::-1]  # ... and right of it
-    return [k for k in range(1, n_parts) if (left[k - 1] & right[k]).any()]
+def _split_strokes(stroke_ink: np.ndarray | None, cut: list[tuple[int, int]], height: float,
+                   cfg: ReadConfig) -> frozenset[int]:  # fmt: skip
+    """The cuts of a drawing's pieces (``cut``: each one's primitives (i, j), left to right)
+    that split one of its strokes: k where a stroke inks at least `stroke_side` H^2 (its
+    `stroke_ink`) on both sides of the cut between primitives k - 1 and k. A person lifts
+    the pen between digits: a cut through a long stroke more likely halves a wide 6 than
+    separates two digits. No cut for an image or a drawing of too many strokes; a drawing's
+    tiny segments (hundreds of strokes) never ink that much either side."""
+    if stroke_ink is None:  # no strokes to tell
+        return frozenset()
+    out: set[int] = set()
+    for i, j in cut:
+        inked = stroke_ink[i:j] >= cfg.stroke_side * height**2
+        left = np.logical_or.accumulate(inked, axis=0)  # a stroke inks left of the cut ...
+        right = np.logical_or.accumulate(inked[::-1], axis=0)[::-1]  # ... and right of it
+        out |= {i + k for k in range(1, j - i) if (left[k - 1] & right[k]).any()}
+    return frozenset(out)
 
 
 def _boxes(labels: np.ndarray, n: int, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

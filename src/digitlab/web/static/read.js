@@ -260,14 +260,14 @@ class Reader {
       norms.push(norm);
       score.set(i * (n + 1) + j, s === null ? -1e9 : groupScore(prims, i, j, s, threshold, cfg));
     });
-    const tried = new Set(groups.map(([i, j]) => i * (n + 1) + j));
-    for (const [i, j] of wholeUnits(prims)) { // a piece of its own read surely as a digit,
-      const key = i * (n + 1) + j; // drawn in one stroke: wide, but one digit (`_paths`)
-      if (!cfg.one_stroke_wide || !tried.has(key)) continue;
+    const at = new Map(groups.map(([i, j], g) => [i * (n + 1) + j, g]));
+    for (const [i, j] of cfg.one_stroke_wide ? wholeUnits(prims) : []) { // a piece of its
+      const g = at.get(i * (n + 1) + j); // own read surely as a digit, drawn in one stroke:
+      if (g === undefined) continue; // wide, but one digit (`_paths`)
       const wide = widePenalty(prims, i, j, cfg);
-      const { scores: s } = cache.get(keys[groups.findIndex(([a, b]) => a === i && b === j)]);
+      const { scores: s } = cache.get(keys[g]);
       if (wide > 0 && s !== null && sureDigit(s, threshold, cfg) && oneStroke(prims, i, j)) {
-        score.set(key, score.get(key) + wide);
+        score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) + wide);
       }
     }
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
@@ -793,22 +793,23 @@ function primitives(page, cfg, byStrokes = false) {
   const plabels = new Int32Array(w * h);
   const punits = [];
   const lifts = new Set(); // k: primitives k - 1 and k are a piece's strokes (the pen lifted)
-  const splitStrokes = new Set(); // k: the cut between them splits a stroke
+  const cut = []; // the primitives [i, j) of each piece cut through ink
   const order = ub.map((b, u) => u).sort((a, b) => (ub[a][0] + ub[a][2]) - (ub[b][0] + ub[b][2]));
   for (const u of order) {
     const parts = cutUnit(page, labels, ub[u], u + 1, height, slant, cfg, byStrokes);
     for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
     for (let k = 1; k < parts.count; k++) if (parts.lifted) lifts.add(punits.length + k);
-    for (const k of parts.split) splitStrokes.add(punits.length + k);
+    if (!parts.lifted && parts.count > 1) cut.push([punits.length, punits.length + parts.count]);
     for (let k = 0; k < parts.count; k++) punits.push(u + 1);
     if (punits.length > cfg.max_primitives) { // cut past the bound: long strokes, no row
       return null; // of digits (separate digits are pieces, counted above): read whole
     }
   }
   if (punits.length === 1) return null;
+  const strokeInk = strokeInkOf(page, plabels, punits.length);
   return { labels: plabels, w, units: punits,
-    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts, splitStrokes,
-    strokeInk: strokeInkOf(page, plabels, punits.length) };
+    boxes: boxesOf(plabels, punits.length, ink, w, h).boxes, height, lifts,
+    splitStrokes: splitStrokes(strokeInk, cut, height, cfg), strokeInk };
 }
 
 /**
@@ -832,16 +833,24 @@ function strokeInkOf(page, plabels, n) {
  */
 function joinsStrokes(prims, i, j, cfg) {
   for (let k = i + 1; k < j; k++) if (prims.lifts.has(k)) return true;
-  if (prims.strokeInk === null) return false;
+  const inked = strokesIn(prims, i, j, cfg.stroke_side * prims.height ** 2);
+  return inked !== null && inked >= 2;
+}
+
+/**
+ * How many of a drawing's strokes ink primitives [i, j) with at least `least` pixels
+ * (`_Primitives.strokes_in`); null without `strokeInk`.
+ */
+function strokesIn(prims, i, j, least) {
+  if (prims.strokeInk === null) return null;
   const { counts, strokes } = prims.strokeInk;
-  const least = cfg.stroke_side * prims.height ** 2;
   let inked = 0;
   for (let t = 0; t < strokes; t++) {
     let sum = 0;
     for (let k = i; k < j; k++) sum += counts[k * strokes + t];
-    if (sum >= least && ++inked >= 2) return true;
+    if (sum >= least) inked++;
   }
-  return false;
+  return inked;
 }
 
 /** Each piece of ink (unit) as the primitives [i, j) it was cut into (`whole_units`). */
@@ -893,29 +902,30 @@ function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
   const index = new Map(used.map((v, k) => [v, k]));
   const parts = Int32Array.from(part, (v) => index.get(v));
   const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, parts[p]]);
-  const split = byStroke === null && used.length > 1
-    ? splitStrokes(page, ys, xs, box, parts, used.length, height, cfg) : [];
-  return { pixels, count: used.length, lifted: byStroke !== null, split };
+  return { pixels, count: used.length, lifted: byStroke !== null };
 }
 
 /**
- * The cuts of a drawing's piece that split one of its strokes (`_split_strokes`): k where a
- * stroke inks at least `stroke_side` H^2 on both sides of the cut between parts k - 1 and k.
+ * The cuts of a drawing's pieces (`cut`: each one's primitives [i, j)) that split one of its
+ * strokes (`_split_strokes`): k where a stroke inks at least `stroke_side` H^2 (its
+ * `strokeInk`) on both sides of the cut between primitives k - 1 and k.
  */
-function splitStrokes(page, ys, xs, [x0, y0], parts, count, height, cfg) {
-  const strokes = strokesOf(page);
-  if (strokes === null) return [];
-  const inks = Array.from({ length: count }, () => new Map()); // per part: stroke -> pixels
-  parts.forEach((k, p) => {
-    const s = strokes[(y0 + ys[p]) * page.w + xs[p] + x0];
-    if (s > 0) inks[k].set(s, (inks[k].get(s) ?? 0) + 1);
-  });
+function splitStrokes(strokeInk, cut, height, cfg) {
+  const out = new Set();
+  if (strokeInk === null) return out; // no strokes to tell
+  const { counts, strokes } = strokeInk;
   const least = cfg.stroke_side * height ** 2;
-  const inked = inks.map((m) => new Set([...m].filter(([, c]) => c >= least).map(([s]) => s)));
-  const out = [];
-  for (let k = 1; k < count; k++) {
-    const left = new Set(inked.slice(0, k).flatMap((m) => [...m]));
-    if (inked.slice(k).some((m) => [...m].some((s) => left.has(s)))) out.push(k);
+  for (const [i, j] of cut) {
+    for (let k = i + 1; k < j; k++) { // a stroke inks left of the cut and right of it
+      for (let t = 0; t < strokes; t++) {
+        let left = false;
+        let right = false;
+        for (let q = i; q < j; q++) {
+          if (counts[q * strokes + t] >= least) (q < k ? (left = true) : (right = true));
+        }
+        if (left && right) { out.add(k); break; }
+      }
+    }
   }
   return out;
 }
@@ -1173,15 +1183,8 @@ function widePenalty(prims, i, j, cfg) {
  * one stroke's, or the drawing has too many strokes to tell.
  */
 function oneStroke(prims, i, j) {
-  if (prims.strokeInk === null) return true;
-  const { counts, strokes } = prims.strokeInk;
-  let inked = 0;
-  for (let t = 0; t < strokes; t++) {
-    let sum = 0;
-    for (let k = i; k < j; k++) sum += counts[k * strokes + t];
-    if (sum > 0 && ++inked > 1) return false;
-  }
-  return true;
+  const inked = strokesIn(prims, i, j, 1);
+  return inked === null || inked <= 1;
 }
 
 /** A group read as a digit with at least `one_confidence` and not flagged (`_sure_digit`). */
