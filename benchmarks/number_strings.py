@@ -47,7 +47,7 @@ each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
         [--sets mnist,load_digits,drawn,pen,hand,single,nondigits] [--gaps wide,...]
-        [--no-pairs] [--json]
+        [--no-pairs] [--no-strings | --strings PATH] [--json]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from digitlab.ink import label
 from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
 from digitlab.read import ReadConfig, Reader, page_of
+from digitlab.strings import StringModel
 from drawn_digits import draw, hand_digit, pen_strokes
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
@@ -444,8 +445,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"model: {report['model']}")
     print(f"seed {report['seed']} (set streams [seed, crc32(name)]); {report['limit']} numbers "
           f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; pair model: "
-          f"{'on' if report['pairs'] else 'off'}; "
-          f"{report['seconds']:.0f} s")  # fmt: skip
+          f"{'on' if report['pairs'] else 'off'}; string model: "
+          f"{'on' if report['strings'] else 'off'}; {report['seconds']:.0f} s")  # fmt: skip
     head = (f"{'set':<12}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
             f"{'naive':>7}{'p50 ms':>8}{'p99 ms':>8}{'naive p50':>10}")  # fmt: skip
     print("string accuracy (%): reader, naive; ceiling: every digit read right alone")
@@ -508,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
                          "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
     ap.add_argument("--no-pairs", action="store_true",
                     help="read touching digits by cutting them only")  # fmt: skip
+    ap.add_argument("--no-strings", action="store_true",
+                    help="read touching digits without the string model")  # fmt: skip
+    ap.add_argument("--strings", default=None,
+                    help="string model file [default: the bundled one]")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
@@ -522,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     predictor = Predictor(args.model)
-    reader = Reader(predictor, config=ReadConfig(pairs=not args.no_pairs))
+    config = ReadConfig(pairs=not args.no_pairs, strings=not args.no_strings)
+    strings = StringModel(args.strings) if args.strings and not args.no_strings else None
+    reader = Reader(predictor, config=config, string_model=strings)
     rows = {}
     for name in sets:
         print(f"{name} ...", file=sys.stderr, flush=True)
@@ -537,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "gaps": args.gaps or "all",
         "pairs": reader.pairs is not None,
+        "strings": reader.strings is not None,
         "limit": limit,
         "sets": rows,
         "seconds": round(time.perf_counter() - started, 1),

@@ -27,6 +27,7 @@ import datetime as dt
 import io
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,12 +41,14 @@ from digitlab.calibrate import fit_temperature, split_from_card
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
 from digitlab.data import dataset_sha256, load_mnist, split_indices
 from digitlab.fileio import atomic_write_bytes
+from digitlab.graph import open_session
 from digitlab.inputs import Strokes
 from digitlab.modelfile import bundled_model_path, read_card, save_model
 from digitlab.models.cnn import PairCNN, PairCNNConfig
 from digitlab.negatives import negatives, recipe
 from digitlab.pairs import BOX, NOT_A_PAIR, pair_image
 from digitlab.preprocess import PreprocessConfig
+from digitlab.quantize import QuantizeConfig, quantize_graph
 from digitlab.read import page_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,6 +269,27 @@ def onnx_bytes(model: PairCNN, temperature: float) -> bytes:
     return buf.getvalue()
 
 
+def int8_graph(graph: bytes, x: np.ndarray, seed: int) -> bytes:
+    """The graph quantised to int8 (`digitlab.quantize.quantize_graph`: static, QDQ, per
+    channel; the temperature and softmax stay float), its activation ranges calibrated on
+    1,024 of the training pictures ``x`` (uint8): a third the size, and faster on a CPU.
+    models/ holds the digit model, this and the string model in its 2 MB."""
+    pick = np.sort(np.random.default_rng(seed).choice(len(x), min(1024, len(x)), replace=False))
+    images = x[pick].astype(np.float32)[:, None] / 255
+    batches = [{"image": images[i : i + 64]} for i in range(0, len(images), 64)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "float.onnx"
+        path.write_bytes(graph)
+        return quantize_graph(path, batches, QuantizeConfig())
+
+
+def graph_outputs(graph: bytes, x: np.ndarray) -> np.ndarray:
+    """What the ONNX graph itself answers for uint8 pictures ``x``, in batches."""
+    session = open_session(graph, 2, "model")
+    batches = (x[i : i + 512].astype(np.float32)[:, None] / 255 for i in range(0, len(x), 512))
+    return np.concatenate([session.run(None, {"image": b})[0] for b in batches])
+
+
 def figures(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy on pairs, on the rest ("not a pair" answered), pairs called no pair."""
     pred = probs.argmax(1)
@@ -305,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     history = train(model, x, y, args.epochs, args.seed, checkpoint)
     val_probs = torch.softmax(logits(model, xv), 1).numpy()
     temperature = fit_temperature(val_probs, yv)
-    graph = onnx_bytes(model, temperature)
-    t = torch.softmax(logits(model, xt) / temperature, 1).numpy()
-    v = torch.softmax(logits(model, xv) / temperature, 1).numpy()
+    float_graph = onnx_bytes(model, temperature)
+    float_test = figures(graph_outputs(float_graph, xt), yt)
+    graph = int8_graph(float_graph, x, args.seed)
+    t, v = graph_outputs(graph, xt), graph_outputs(graph, xv)
     card = ModelCard(
         name="digit-pairs", kind="pair-cnn",
         architecture=Architecture(name=PairCNN.name, kwargs=PairCNNConfig().to_json()),
@@ -327,12 +352,17 @@ def main(argv: list[str] | None = None) -> int:
                   "python": platform.python_version()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         pairs={"temperature": round(temperature, 4), "val": figures(v, yv),
-               "test": figures(t, yt), "composed_from": "MNIST test digits (test), validation "
+               "test": figures(t, yt), "float_test": float_test,
+               "int8": "static QDQ, per channel, 7-bit weights; calibrated on 1,024 training "
+               "pictures", "composed_from": "MNIST test digits (test), validation "
                "digits of the bundled model's split (val)"},
     )  # fmt: skip
     save_model(args.out, graph, card)
     checkpoint.unlink()  # the model is written: nothing left to resume
-    print(f"wrote {args.out}: T {temperature:.3f}; val {figures(v, yv)}; test {figures(t, yt)}")
+    print(
+        f"wrote {args.out}: T {temperature:.3f}; val {figures(v, yv)}; test {figures(t, yt)}; "
+        f"float {float_test}"
+    )
     return 0
 
 

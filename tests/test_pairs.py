@@ -65,7 +65,8 @@ def test_touching_pairs_are_read_whole(predictor, mnist_test):
         a, b = rng.integers(len(labels), size=2)
         x = touching(images[a], images[b], int(rng.integers(0, 4)))
         cases.append((f"{labels[a]}{labels[b]}", 255 - x))  # dark ink on white paper
-    reader, cutting = Reader(predictor), Reader(predictor, config=ReadConfig(pairs=False))
+    reader = Reader(predictor, config=ReadConfig(strings=False))
+    cutting = Reader(predictor, config=ReadConfig(pairs=False, strings=False))
     readings = [reader.read(x) for _, x in cases]
     right = [r.text == t for r, (t, _) in zip(readings, cases, strict=True)]
     alone = np.mean([cutting.read(x).text == t for t, x in cases])
@@ -85,36 +86,44 @@ def test_one_digit_stays_the_predictors(predictor, mnist_test):
 
 
 @pytest.mark.trains
-def test_the_fit_script_writes_a_pair_model_and_resumes(tmp_path):
-    """scripts/fit_pairs.py on a few thousand pictures (its dry run): a pair model with its
-    card; interrupted after an epoch and run again, it goes on to the same model."""
+@pytest.mark.parametrize("script", ["fit_pairs.py", "fit_strings.py"])
+def test_the_fit_scripts_write_their_model_and_resume(tmp_path, script):
+    """scripts/fit_pairs.py and fit_strings.py on a few thousand pictures (their dry run):
+    an int8 model with its card; interrupted after an epoch and run again, each goes on to
+    the same model."""
     import hashlib
     import subprocess
     import sys
     import time
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "fit_pairs.py"
+    from digitlab.strings import HEIGHT, SYMBOLS, WIDTH, StringModel
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
     args = ["--epochs", "2", "--n", "2000"]
     whole, cut = tmp_path / "whole.onnx", tmp_path / "cut.onnx"
-    subprocess.run([sys.executable, str(script), "--out", str(whole), *args], check=True,
+    subprocess.run([sys.executable, str(path), "--out", str(whole), *args], check=True,
                    capture_output=True)  # fmt: skip
-    run = subprocess.Popen([sys.executable, str(script), "--out", str(cut), *args],
+    run = subprocess.Popen([sys.executable, str(path), "--out", str(cut), *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint = cut.with_suffix(".seed0.n2000.e2.ckpt")
     while not checkpoint.exists() and run.poll() is None:
         time.sleep(0.1)
     run.kill()
     run.wait()
-    again = subprocess.run([sys.executable, str(script), "--out", str(cut), *args], check=True,
+    again = subprocess.run([sys.executable, str(path), "--out", str(cut), *args], check=True,
                            capture_output=True, text=True)  # fmt: skip
     assert "resumed after epoch 1" in again.stdout
     assert not checkpoint.exists()
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (whole, cut)]
     assert digest[0] == digest[1]
-    model = PairModel(cut)
-    assert model.probabilities(np.zeros((3, 28, 28), np.float32)).shape == (3, NOT_A_PAIR + 1)
     assert read_card(cut).training.seed == 0
+    if script == "fit_pairs.py":
+        model = PairModel(cut)
+        assert model.probabilities(np.zeros((3, 28, 28), np.float32)).shape == (3, NOT_A_PAIR + 1)
+    else:
+        frames = StringModel(cut).frames(np.zeros((3, HEIGHT, WIDTH), np.float32))
+        assert frames.shape == (3, 32, len(SYMBOLS))
 
 
 @pytest.mark.parametrize("text", ["A", "cat", "K", "xy", "&"])

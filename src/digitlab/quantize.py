@@ -62,8 +62,9 @@ def calibration_batches(model: OnnxModel, cfg: QuantizeConfig, data_dir) -> list
     return [{name: x[i : i + cfg.batch_size]} for i in range(0, len(x), cfg.batch_size)]
 
 
-def quantize_graph(model: OnnxModel, batches: list[dict], cfg: QuantizeConfig) -> bytes:
-    """Static QDQ int8 quantisation of the model's graph (onnxruntime's quantiser)."""
+def quantize_graph(path: Path, batches: list[dict], cfg: QuantizeConfig) -> bytes:
+    """Static QDQ int8 quantisation of the ONNX graph at ``path`` (onnxruntime's quantiser),
+    its activation ranges calibrated on ``batches`` (the graph's input name -> array)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -82,7 +83,7 @@ def quantize_graph(model: OnnxModel, batches: list[dict], cfg: QuantizeConfig) -
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         # Pre-processing folds batch norm into the convolutions before quantising them.
-        quant_pre_process(str(model.path), str(pre))
+        quant_pre_process(str(path), str(pre))
         quantize_static(
             str(pre),
             str(out),
@@ -103,7 +104,14 @@ def _float_nodes(path: Path) -> list[str]:
     import onnx
 
     nodes = onnx.load(str(path)).graph.node
-    return [n.name for n in nodes if n.op_type == "Softmax" or n.name == TEMPERATURE_NODE]
+    into_softmax = {i for n in nodes if n.op_type == "Softmax" for i in n.input}
+    return [
+        n.name
+        for n in nodes
+        if n.op_type == "Softmax"
+        or n.name == TEMPERATURE_NODE
+        or (n.op_type == "Div" and into_softmax.intersection(n.output))
+    ]
 
 
 def _held_out_split(card: ModelCard) -> ValidationSplit | None:
@@ -128,7 +136,7 @@ def quantize_model(
     """Write an int8 copy of ``model`` to ``out`` with a card that records the trade."""
     dst = output_path(out, model=model)
     parent = OnnxModel(model)
-    graph = quantize_graph(parent, calibration_batches(parent, cfg, data_dir), cfg)
+    graph = quantize_graph(parent.path, calibration_batches(parent, cfg, data_dir), cfg)
     card = parent.card.evolve(quantization=_record(parent.card, cfg))
     child = OnnxModel.from_bytes(graph, card, dst)
     split = _held_out_split(parent.card)

@@ -39,10 +39,12 @@ the digits first, by over-segmentation and a best path:
    digit, so two touching digits are two runs of strokes, and one stroke is one digit's:
    a wide 7 is not cut). The better best path of the two is read;
 7. in a picture, a run of primitives of one piece shaped like two digits is also read
-   whole by the pair model (`digitlab.pairs`: "00".."99" or "not a pair"), a path step
-   of two digits: cutting a "95" leaves half the 9's loop with the 5; a piece of its own
-   that the model reads surely and the pair model calls "not a pair" is not penalised
-   for being wide;
+   whole by the pair model (`digitlab.pairs`: "00".."99" or "not a pair"), and a run of
+   up to 4.6 H by the string model (`digitlab.strings`: a CTC reader of touching digits,
+   "x" where a part is no digit), a path step of two digits or more: cutting a "95"
+   leaves half the 9's loop with the 5, and three touching digits have no clean cut; a
+   piece of its own that the model reads surely and the pair model calls "not a pair" (or
+   the string model one digit) is not penalised for being wide;
 8. a small piece low in the line, apart from the digits either side of it, is a decimal
    point or comma: "." in the text, no digit (`_points`).
 
@@ -104,6 +106,14 @@ from digitlab.preprocess import (
     _normalize,
     _to_work,
     read_gray,
+)
+from digitlab.strings import (
+    StringModel,
+    StringReading,
+    bundled_string_model,
+    bundled_strings_path,
+    frame_position,
+    string_image,
 )
 
 MAX_DIGITS = 32
@@ -205,9 +215,20 @@ class ReadConfig:
     pair_max_group: int = 8
     pair_cost: float = -0.5
     pair_min: float = 0.3
+    # Touching digits read whole by the string model (`digitlab.strings`, images only):
+    # runs of primitives of one piece as for pairs, up to `string_max_width` H wide. A
+    # reading of two digits or more (no "x"), with at least `string_min`, is a path step
+    # scoring the log of its probability, its digits' cost and `string_cost`: three
+    # touching digits have no pair step, and a cut through them leaves a part of one.
+    strings: bool = True
+    string_max_width: float = 4.6
+    string_max_group: int = 12
+    string_cost: float = -0.5
+    string_min: float = 0.3
     # A piece of ink of its own that the model reads surely as one digit and the pair model
-    # as "not a pair" with at least `not_pair` is not penalised for being wide: cutting a
-    # wide 0 made "67" of it, and the naive reader beat this one on MNIST digits far apart.
+    # as "not a pair" (or the string model as one digit) with at least `not_pair` is not
+    # penalised for being wide: cutting a wide 0 made "67" of it, and the naive reader beat
+    # this one on MNIST digits far apart.
     not_pair: float = 0.8
     # ... nor is one of a drawing drawn in one stroke (or of strokes too many to tell): a
     # person lifts the pen between digits, and draws a 2 or a 5 as wide as they like.
@@ -283,6 +304,7 @@ class Reader:
         *,
         config: ReadConfig = DEFAULT_READ_CONFIG,
         pair_model: PairModel | None = None,
+        string_model: StringModel | None = None,
     ) -> None:
         p = predictor_or_model_path
         self.predictor = p if isinstance(p, Predictor) else Predictor(p)
@@ -291,6 +313,9 @@ class Reader:
         if pair_model is None and config.pairs and bundled_pairs_path() is not None:
             pair_model = bundled_pair_model()
         self.pairs = pair_model if config.pairs else None
+        if string_model is None and config.strings and bundled_strings_path() is not None:
+            string_model = bundled_string_model()
+        self.strings = string_model if config.strings else None
 
     def read(self, x: DigitInput) -> Reading:
         """Read the digit or number in ``x`` (anything `Predictor.predict` accepts).
@@ -390,6 +415,7 @@ class Reader:
             score[(i, j)] = -1e9 if pr is None else prims.score(i, j, pr, nd, threshold, cfg)
         read = {g: cache[k] for g, k in zip(groups, keys, strict=True)}
         pairs = self._pairs(page, prims, points, cache)
+        strings = self._strings(page, prims, points, cache)
         for g in read.keys() & prims.whole_units:  # a piece of its own read surely as a digit,
             _, probs, nd = read[g]  # wide but one: the pair model says "not a pair", or
             wide = prims.wide_penalty(*g, cfg)  # a person drew it in one stroke (lifting
@@ -399,12 +425,26 @@ class Reader:
                 cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(prims, *g)
             ):
                 score[g] += wide
+        runs: dict[tuple[int, int, int], _Run] = {}  # touching digits read whole
         for (i, j), probs in pairs.items():
             if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
                 score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
+                _, left, right = split(probs)
+                runs[(i, j, 2)] = _Run(
+                    float(probs[:NOT_A_PAIR].max()), (left, right), ((0.3, 0.7),)
+                )
+        for (i, j), (crop, r) in strings.items():
+            if not (r.is_digits and len(r.text) >= 2 and r.probability >= cfg.string_min):
+                continue
+            at = [frame_position(crop.shape, t) for t in r.frames]
+            cuts = tuple((a + 0.2 * (b - a), b - 0.2 * (b - a)) for a, b in itertools.pairwise(at))
+            run = _Run(r.probability, r.digits, cuts)
+            g, s = (i, j, len(run.digits)), _run_score(prims, i, j, run, cfg)
+            if s > score.get(g, -math.inf):
+                score[g], runs[g] = s, run
         for k in points:  # a decimal point: read as "." and no digit, at no cost
             score[(k, k + 1, 0)] = 0.0
-        return _Found(_two_best(n, score), score, read, pairs)
+        return _Found(_two_best(n, score), score, read, pairs, runs)
 
     def _pairs(self, page: Page, prims: _Primitives, points: frozenset[int],
                cache: dict) -> dict[tuple[int, int], Any]:  # fmt: skip
@@ -424,6 +464,28 @@ class Reader:
             crops = [_group_ink(page, prims, *groups[keys.index(k)])[0] for k in todo]
             probs = self.pairs.probabilities(np.stack([pair_image(c) for c in crops]))
             cache.update(zip(todo, probs, strict=True))
+        return {g: cache[k] for g, k in zip(groups, keys, strict=True)}
+
+    def _strings(
+        self, page: Page, prims: _Primitives, points: frozenset[int], cache: dict
+    ) -> dict[tuple[int, int], tuple[np.ndarray, StringReading]]:
+        """What the string model reads in each run that may be touching digits
+        (`_string_groups`; none for a drawing, or past `max_candidates` in all), with the
+        run's ink."""
+        cfg = self.config
+        if self.strings is None or page.polarity == "strokes":
+            return {}
+        groups = [
+            (i, j) for i, j in _string_groups(prims, cfg) if not points.intersection(range(i, j))
+        ]
+        keys = [("string", *_group_key(prims, i, j)) for i, j in groups]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if len(cache) + len(todo) > cfg.max_candidates:
+            return {}
+        if todo:
+            crops = [_group_ink(page, prims, *groups[keys.index(k)])[0] for k in todo]
+            read = self.strings.read(np.stack([string_image(c) for c in crops]))
+            cache.update(zip(todo, zip(crops, read, strict=True), strict=True))
         return {g: cache[k] for g, k in zip(groups, keys, strict=True)}
 
     def _best_path(self, whole: Callable[[], Prediction], page: Page, prims: _Primitives,
@@ -455,9 +517,9 @@ class Reader:
         for g in best:  # judged on the scores the path was found with: no second model run
             if g[2:] == (0,):  # a decimal point
                 continue
-            if len(g) == 3:  # a touching pair read whole: each half shows its own 28 x 28
-                _, left, right = split(found.pairs[g[:2]])
-                for norm, probs in zip(_pair_halves(page, prims, *g[:2], pconf), (left, right),
+            if len(g) == 3:  # touching digits read whole: each part shows its own 28 x 28
+                run = found.runs[g]
+                for norm, probs in zip(_run_parts(page, prims, *g[:2], run, pconf), run.digits,
                                        strict=True):  # fmt: skip
                     p = self.predictor.judge(norm, probs.astype(np.float32), None)
                     digits.append(DigitReading(norm.ink_box or (0, 0, 0, 0), p))
@@ -497,11 +559,11 @@ class Reader:
         ):  # a shape the detector saw whole: not a number of "not a digit"s and unsure
             # digits; no wider than high, its parts are digits only if each surely is one
             return one_digit
-        pairs = [g for g in path if len(g) == 3 and g[2] == 2]
+        runs = [g for g in path if len(g) == 3 and g[2] >= 2]
         if (
             sure
             and p.digit is not None
-            and any(not _sure_part(found, g, threshold, cfg) for g in pairs)
+            and any(not _sure_part(found, g, threshold, cfg) for g in runs)
         ):  # a wide 5 the Predictor reads surely is no pair the pair model only guesses
             return one_digit
         # sure digits apart (or a pen lift apart), none a fragment: a number, "11" however
@@ -550,6 +612,18 @@ class _Found:
     score: dict[tuple[int, ...], float]  # (i, j): one digit; (i, j, 2): a touching pair
     read: dict[tuple[int, int], tuple[Normalized, np.ndarray | None, float | None]]
     pairs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # pair model's
+    runs: dict[tuple[int, int, int], _Run] = field(default_factory=dict)  # (i, j, k) steps'
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Touching digits read whole (a pair, or a string): the reading's probability, each
+    digit's probabilities, and where between two digits their ink parts (the least-ink
+    column between two shares of the run's width)."""
+
+    probability: float
+    digits: tuple[np.ndarray, ...]
+    cuts: tuple[tuple[float, float], ...]
 
 
 def _n_digits(path: list[tuple[int, ...]]) -> int:
@@ -567,10 +641,10 @@ def _one_stroke(prims: _Primitives, i: int, j: int) -> bool:
 
 def _sure_part(found: _Found, g: tuple[int, ...], threshold: float | None,
                cfg: ReadConfig) -> bool:  # fmt: skip
-    """A group of the path surely read: a digit (`_sure_digit`), or a pair read with at
-    least `one_confidence`."""
+    """A group of the path surely read: a digit (`_sure_digit`), or touching digits read
+    whole with at least `one_confidence`."""
     if len(g) == 3:
-        return float(found.pairs[g[:2]][:NOT_A_PAIR].max()) >= cfg.one_confidence
+        return found.runs[g].probability >= cfg.one_confidence
     return _sure_digit(*found.read[g][1:], threshold, cfg)
 
 
@@ -1405,16 +1479,29 @@ def _points(prims: _Primitives, cfg: ReadConfig) -> frozenset[int]:
 def _pair_groups(prims: _Primitives, cfg: ReadConfig) -> list[tuple[int, int]]:
     """Runs of consecutive primitives of one piece of ink shaped like two digits: at least
     `pair_aspect` as wide as high, at most `pair_max_width` H wide."""
+    return _runs_of_one_piece(prims, cfg.pair_max_group, cfg.pair_max_width, cfg.pair_aspect)
+
+
+def _string_groups(prims: _Primitives, cfg: ReadConfig) -> list[tuple[int, int]]:
+    """Runs of consecutive primitives of one piece of ink that may be touching digits: at
+    least `pair_aspect` as wide as high, at most `string_max_width` H wide."""
+    return _runs_of_one_piece(prims, cfg.string_max_group, cfg.string_max_width, cfg.pair_aspect)
+
+
+def _runs_of_one_piece(prims: _Primitives, most: int, widest: float,
+                       aspect: float) -> list[tuple[int, int]]:  # fmt: skip
+    """Runs of at most ``most`` consecutive primitives of one piece of ink, at most
+    ``widest`` H wide and at least ``aspect`` as wide as high."""
     out, n = [], len(prims.units)
     for i in range(n):
-        for j in range(i + 1, min(n, i + cfg.pair_max_group) + 1):
+        for j in range(i + 1, min(n, i + most) + 1):
             if prims.units[j - 1] != prims.units[i]:
                 break
             b = prims.boxes[i:j]
             w, h = b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()
-            if w > cfg.pair_max_width * prims.height:
+            if w > widest * prims.height:
                 break
-            if w >= cfg.pair_aspect * h:
+            if w >= aspect * h:
                 out.append((i, j))
     return out
 
@@ -1430,22 +1517,35 @@ def _pair_score(prims: _Primitives, i: int, j: int, probs: np.ndarray, cfg: Read
     return s - cfg.short_weight * max(0.0, cfg.short_from - h / prims.height)
 
 
-def _pair_halves(page: Page, prims: _Primitives, i: int, j: int,
-                 pconf: PreprocessConfig) -> tuple[Normalized, Normalized]:  # fmt: skip
-    """A pair's two digits as `preprocess` makes them, for their boxes and pictures: its ink
-    split at the column of least ink in its middle (0.3-0.7 of its width)."""
+def _run_score(prims: _Primitives, i: int, j: int, run: _Run, cfg: ReadConfig) -> float:
+    """How good touching digits read whole by the string model are: the log probability of
+    the reading, less its digits' cost, `string_cost`, and the short penalty of a digit."""
+    b = prims.boxes[i:j]
+    h = b[:, 3].max() - b[:, 1].min()
+    s = math.log(max(run.probability, 1e-9)) - len(run.digits) * cfg.digit_cost - cfg.string_cost
+    return s - cfg.short_weight * max(0.0, cfg.short_from - h / prims.height)
+
+
+def _run_parts(page: Page, prims: _Primitives, i: int, j: int, run: _Run,
+               pconf: PreprocessConfig) -> list[Normalized]:  # fmt: skip
+    """Touching digits read whole, each as `preprocess` makes a digit, for their boxes and
+    pictures: the run's ink split at the column of least ink within each of its cuts."""
     crop, (x0, y0, _, _) = _group_ink(page, prims, i, j)
     w = crop.shape[1]
-    lo, hi = int(0.3 * w), max(int(0.3 * w) + 1, int(np.ceil(0.7 * w)))
-    cut = lo + int(np.argmin(crop.sum(0)[lo:hi]))
-    halves = []
-    for a, b in ((0, cut), (cut, w)):
+    ink, edges = crop.sum(0), [0]
+    for lo, hi in run.cuts:
+        lo = min(max(int(lo * w), edges[-1] + 1), w - 1)
+        hi = min(max(lo + 1, int(np.ceil(hi * w))), w)
+        edges.append(lo + int(np.argmin(ink[lo:hi])))
+    edges.append(w)
+    parts = []
+    for a, b in itertools.pairwise(edges):
         part = crop[:, a:b]
         rows = np.flatnonzero(part.any(1))
         top, bottom = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
         box = (x0 + a, y0 + top, x0 + b, y0 + bottom)
-        halves.append(_ink_normalized(page, part[top:bottom], box, pconf))
-    return halves[0], halves[1]
+        parts.append(_ink_normalized(page, part[top:bottom], box, pconf))
+    return parts
 
 
 __all__ = ["MAX_DIGITS", "DigitReading", "ReadConfig", "Reader", "Reading", "TooManyDigits"]

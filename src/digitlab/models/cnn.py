@@ -146,3 +146,52 @@ class PairCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+@dataclass(frozen=True)
+class StringCNNConfig:
+    """Constructor arguments of `StringCNN` (`digitlab.strings`); stored in its model card."""
+
+    channels: tuple[int, ...] = (16, 32, 48, 64)  # pools: 2 x 2, 2 x 2, then 2 x 1 twice
+    hidden: int = 64
+    width: int = 5  # columns of the last feature map each frame's reading sees
+    dropout: float = 0.2
+    num_classes: int = 12  # blank, "0".."9" and "x", a part that is no digit
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class StringCNN(nn.Module):
+    """Input N x 1 x 32 x 128 (a piece of ink fitted by `digitlab.strings.string_image`),
+    output N x 32 x 12 logits: one reading per 4 columns, for CTC.
+
+    Reads a run of touching digits without cutting it (segmentation-free): each frame
+    says blank, a digit, or "x" (a part of a digit, or no digit). Fully convolutional so
+    that it is small (about 90k parameters) and fast on a CPU; the 1-d convolution over
+    frames lets a frame see a digit and a half of context, enough to tell where one
+    digit ends and the next begins."""
+
+    name = "StringCNN"
+
+    def __init__(self, config: StringCNNConfig = StringCNNConfig()) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, c_out in enumerate(config.channels):
+            layers += [conv_block(c_in, c_out), nn.MaxPool2d(2 if i < 2 else (2, 1))]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        rows = 32 >> len(config.channels)
+        self.head = nn.Sequential(
+            nn.Conv1d(c_in * rows, config.hidden, config.width, padding=config.width // 2),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Conv1d(config.hidden, config.num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # N x C x rows x frames
+        f = f.flatten(1, 2)  # N x (C rows) x frames
+        return self.head(f).transpose(1, 2)  # N x frames x classes

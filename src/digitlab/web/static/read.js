@@ -67,6 +67,12 @@ export const READ_CONFIG = Object.freeze({
   pair_max_group: 8,
   pair_cost: -0.5,
   pair_min: 0.3,
+  // Touching digits read whole by the string model: images only too (read.py).
+  strings: true,
+  string_max_width: 4.6,
+  string_max_group: 12,
+  string_cost: -0.5,
+  string_min: 0.3,
   not_pair: 0.8,
   one_stroke_wide: true,
   points: true,
