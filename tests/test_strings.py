@@ -131,3 +131,32 @@ def test_three_touching_digits_are_read_whole(predictor, mnist_test):
         boxes = [d.box for d in r.digits]
         assert all(a[0] < b[0] and a[2] <= b[2] for a, b in itertools.pairwise(boxes))
         assert all(d.prediction.normalized.image.shape == (28, 28) for d in r.digits)
+
+
+def test_two_digits_touching_in_a_piece_narrower_than_high_are_read(predictor, mnist_dir):
+    """Two hand-written digits touching in one piece of ink narrower than high (pictures of
+    the `hand` set's touching two-digit numbers) are not cut: when the Predictor is not sure
+    of it as one digit, the string model is asked. A compact "73" read "?" before; of 34
+    such numbers, 1 read right without the string model and 11 with it."""
+    import sys
+    from pathlib import Path
+
+    from digitlab.read import page_of
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from number_strings import numbers
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIGITLAB_DATA", str(mnist_dir))
+        items = [it for it in numbers("hand", 600, 0, ("touch",)) if len(it.text) == 2]
+    cases = []
+    for it in items:
+        ink = page_of(it.x, predictor.config, ReadConfig()).ink
+        cols, rows = np.flatnonzero(ink.any(0)), np.flatnonzero(ink.any(1))
+        if cols[-1] - cols[0] < rows[-1] - rows[0]:
+            cases.append((it.text, np.round(255 - 255 * ink).astype(np.uint8)))
+    reader = Reader(predictor)
+    without = Reader(predictor, config=ReadConfig(strings=False))
+    right = np.mean([reader.read(x).text == t for t, x in cases])
+    alone = np.mean([without.read(x).text == t for t, x in cases])
+    assert len(cases) >= 20 and right >= alone + 0.15

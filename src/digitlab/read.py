@@ -43,8 +43,9 @@ the digits first, by over-segmentation and a best path:
    up to 4.6 H by the string model (`digitlab.strings`: a CTC reader of touching digits,
    "x" where a part is no digit), a path step of two digits or more: cutting a "95"
    leaves half the 9's loop with the 5, and three touching digits have no clean cut; a
-   piece of its own that the model reads surely and the pair model calls "not a pair" (or
-   the string model one digit) is not penalised for being wide;
+   piece of its own that the model reads surely and the pair model calls "not a pair" is
+   not penalised for being wide; one piece too narrow to cut that the Predictor doubts is
+   offered to the string model whole (a compact "73");
 8. a small piece low in the line, apart from the digits either side of it, is a decimal
    point or comma: "." in the text, no digit (`_points`).
 
@@ -226,9 +227,8 @@ class ReadConfig:
     string_cost: float = -0.5
     string_min: float = 0.3
     # A piece of ink of its own that the model reads surely as one digit and the pair model
-    # as "not a pair" (or the string model as one digit) with at least `not_pair` is not
-    # penalised for being wide: cutting a wide 0 made "67" of it, and the naive reader beat
-    # this one on MNIST digits far apart.
+    # as "not a pair" with at least `not_pair` is not penalised for being wide: cutting a
+    # wide 0 made "67" of it, and the naive reader beat this one on MNIST digits far apart.
     not_pair: float = 0.8
     # ... nor is one of a drawing drawn in one stroke (or of strokes too many to tell): a
     # person lifts the pen between digits, and draws a 2 or a 5 as wide as they like.
@@ -333,6 +333,12 @@ class Reader:
         cfg = self.config
         prims = _primitives(page, replace(cfg, drop_fall=False))
         cache: dict = {}
+        if prims is None and self._touching_in_one_piece(page, whole):
+            one = _primitives(page, replace(cfg, drop_fall=False), single=True)
+            found = None if one is None else self._paths(page, one, cache)
+            if found is not None and self._surely_several(found):
+                return self._best_path(whole, page, one, found)
+            return self._one(whole)
         found = None if prims is None else self._paths(page, prims, cache)
         if found is None:
             prims = None
@@ -353,6 +359,25 @@ class Reader:
         if prims is None or found is None:
             return self._one(whole)
         return self._best_path(whole, page, prims, found)
+
+    def _touching_in_one_piece(self, page: Page, whole: Callable[[], Prediction]) -> bool:
+        """A picture of one piece of ink too narrow to cut that the Predictor does not read
+        surely as one digit: two digits may touch in it (a compact "73"), and the string
+        model is asked."""
+        if self.strings is None or page.polarity == "strokes":
+            return False
+        p = whole()
+        return p.normalized.has_ink and (
+            p.digit is None or p.confidence < self.config.one_confidence
+        )
+
+    def _surely_several(self, found: _Found) -> bool:
+        """The best path of a single piece reads several digits, each surely."""
+        best = found.paths[0][1]
+        threshold = self.predictor.rules.not_digit
+        return _n_digits(best) > 1 and all(
+            _sure_part(found, g, threshold, self.config) for g in best if g[2:] != (0,)
+        )
 
     def _doubt(self, prims: _Primitives | None, found: _Found | None) -> bool:
         """The ink's segmentation leaves doubt: a single piece (two touching digits?), a
@@ -1005,9 +1030,11 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primitives | None:
+def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False,
+                single: bool = False) -> _Primitives | None:  # fmt: skip
     """The page's primitive segments (``by_strokes``: a drawing's pieces split between their
-    strokes where they can be); None when it holds a single piece too small to cut, a piece
+    strokes where they can be); None when it holds a single piece too small to cut (unless
+    ``single``: then that piece is the one primitive), a piece
     longer than a line of `max_digits` digits (a rule, a dash), or cuts past
     `max_primitives`: read whole, as the Predictor reads it."""
     units = _units(page, cfg)
@@ -1036,7 +1063,7 @@ def _primitives(page: Page, cfg: ReadConfig, by_strokes: bool = False) -> _Primi
         punits += [u + 1] * len(parts)
         if len(punits) > cfg.max_primitives:  # cut past the bound: long strokes, no row
             return None  # of digits (separate digits are pieces, counted above): read whole
-    if len(punits) == 1:
+    if len(punits) == 1 and not single:
         return None
     pboxes, _ = _boxes(plabels, len(punits), page.ink)
     stroke_ink = _stroke_ink(page, plabels, len(punits))
