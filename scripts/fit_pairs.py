@@ -29,6 +29,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 import digitlab
-from digitlab.calibrate import fit_temperature, split_from_card
+from digitlab.calibrate import ValidationSplit, fit_temperature, split_from_card
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
 from digitlab.data import dataset_sha256, load_mnist, split_indices
 from digitlab.fileio import atomic_write_bytes
@@ -170,6 +171,28 @@ def example(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray],
     return pair_image(crop_ink(degrade(page, rng))), y
 
 
+def composed(make: Callable, n: int, n_val: int, seed: int) -> tuple[ValidationSplit, dict, list]:
+    """The training, validation and test sets ``make(digits, labels, negatives, size, seed)``
+    composes (``n``, ``n_val`` and ``n_val`` pictures), with the bundled digit model's split
+    and how many of each family of negatives: MNIST training digits outside the digit
+    model's validation split for training, those for validation, test digits for the card's
+    figures; `digitlab.negatives`' train, val and test splits."""
+    images, labels = load_mnist("train")
+    split = split_from_card(read_card(bundled_model_path()))  # the digit model's held-out
+    train_idx, val_idx = split_indices(split.n, split.val_size, split.seed)
+    test_images, test_labels = load_mnist("test")
+    print("composing")
+    per_family = {"train": max(20, n // 300), "val": max(10, n_val // 300)}
+    src = {
+        "train": (images[train_idx], labels[train_idx], shapes("train", per_family["train"], seed)),
+        "val": (images[val_idx], labels[val_idx], shapes("val", per_family["val"], seed)),
+        "test": (test_images, test_labels, shapes("test", per_family["val"], seed)),
+    }
+    sizes = {"train": n, "val": n_val, "test": n_val}
+    sets = [make(*src[k], sizes[k], seed + i) for i, k in enumerate(("train", "val", "test"))]
+    return split, per_family, sets
+
+
 def make_set(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray], n: int,
              seed: int) -> tuple:  # fmt: skip
     """``n`` examples (uint8 pictures, classes), with a progress line."""
@@ -192,23 +215,28 @@ def make_set(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray], n
 # --------------------------------------------------------------------------- #
 
 
-def logits(model: PairCNN, x: np.ndarray, batch: int = 4096) -> torch.Tensor:
+def logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return torch.cat([model(torch.from_numpy(x[i : i + batch]).float()[:, None] / 255)
                           for i in range(0, len(x), batch)])  # fmt: skip
 
 
-def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
-          checkpoint: Path) -> list:  # fmt: skip
-    """Adam with a one-cycle schedule; the history of loss and time per epoch. After each
-    epoch the state goes to ``checkpoint`` (atomically), and a run finding one goes on from
-    it: an interrupted fit loses at most an epoch."""
-    batch = 256
-    steps = (len(x) + batch - 1) // batch
+def pair_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x.float()[:, None] / 255), y)
+
+
+def train(model: torch.nn.Module, data: tuple[np.ndarray, ...], loss_of: Callable, epochs: int,
+          seed: int, checkpoint: Path, batch: int = 256) -> list:  # fmt: skip
+    """Adam with a one-cycle schedule, ``loss_of(model, *batch of data)``; the history of
+    loss and time per epoch. After each epoch the state goes to ``checkpoint``
+    (atomically), and a run finding one goes on from it: an interrupted fit loses at most
+    an epoch. The string model's script trains with it too."""
+    n = len(data[0])
+    steps = (n + batch - 1) // batch
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    tensors = [torch.from_numpy(a) for a in data]
     gen = torch.Generator().manual_seed(seed)
     history, first = [], 1
     if checkpoint.exists():  # the shuffling generator too: a resumed fit is an unbroken one
@@ -223,21 +251,21 @@ def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
     start = time.monotonic() - (history[-1]["seconds"] if history else 0.0)
     for epoch in range(first, epochs + 1):
         model.train()
-        order, total = torch.randperm(len(x), generator=gen), 0.0
+        order, total = torch.randperm(n, generator=gen), 0.0
         for s in range(steps):
             idx = order[s * batch : (s + 1) * batch]
-            loss = F.cross_entropy(model(xt[idx].float()[:, None] / 255), yt[idx])
+            loss = loss_of(model, *(t[idx] for t in tensors))
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             if s % 50 == 0:
                 done = (epoch - 1) * steps + s + 1
                 eta = (time.monotonic() - start) / done * (epochs * steps - done)
                 print(f"\r  epoch {epoch}/{epochs} step {s}/{steps} loss {float(loss):.3f} "
                       f"ETA {eta:4.0f} s", end="", flush=True)  # fmt: skip
-        history.append({"epoch": epoch, "loss": round(total / len(x), 4),
+        history.append({"epoch": epoch, "loss": round(total / n, 4),
                         "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"\r  epoch {epoch}: loss {history[-1]['loss']}" + " " * 30)
         buf = io.BytesIO()
@@ -250,21 +278,23 @@ def train(model: PairCNN, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
 
 
 class Calibrated(torch.nn.Module):
-    """What is exported: [0, 1] pixels in, softmax(logits / T) out."""
+    """What is exported: [0, 1] pixels in, softmax(logits / T) out (over ``dim``)."""
 
-    def __init__(self, model: PairCNN, temperature: float) -> None:
+    def __init__(self, model: torch.nn.Module, temperature: float, dim: int = 1) -> None:
         super().__init__()
-        self.model, self.temperature = model.eval(), temperature
+        self.model, self.temperature, self.dim = model.eval(), temperature, dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x) / self.temperature, dim=1)
+        return torch.softmax(self.model(x) / self.temperature, dim=self.dim)
 
 
-def onnx_bytes(model: PairCNN, temperature: float) -> bytes:
+def onnx_bytes(model: torch.nn.Module, temperature: float, side: tuple[int, int] = (28, 28),
+               output: str = "probabilities", dim: int = 1) -> bytes:  # fmt: skip
+    """The calibrated model as an ONNX graph taking N x 1 x ``side`` pictures."""
     buf = io.BytesIO()
-    torch.onnx.export(Calibrated(model, temperature), (torch.zeros(1, 1, 28, 28),), buf,
-                      input_names=["image"], output_names=["probabilities"],
-                      dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+    torch.onnx.export(Calibrated(model, temperature, dim), (torch.zeros(1, 1, *side),), buf,
+                      input_names=["image"], output_names=[output],
+                      dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}},
                       opset_version=17, dynamo=False)  # fmt: skip
     return buf.getvalue()
 
@@ -312,21 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
-    images, labels = load_mnist("train")
-    split = split_from_card(read_card(bundled_model_path()))  # the digit model's held-out
-    train_idx, val_idx = split_indices(split.n, split.val_size, split.seed)
-    test_images, test_labels = load_mnist("test")
     n_val = max(1000, args.n // 10)
-    print("composing")
-    per_family = {"train": max(20, args.n // 300), "val": max(10, n_val // 300)}
-    others = {split: shapes(split, k, args.seed) for split, k in per_family.items()}
-    x, y = make_set(images[train_idx], labels[train_idx], others["train"], args.n, args.seed)
-    xv, yv = make_set(images[val_idx], labels[val_idx], others["val"], n_val, args.seed + 1)
-    xt, yt = make_set(test_images, test_labels, shapes("test", per_family["val"], args.seed),
-                      n_val, args.seed + 2)  # fmt: skip
+    split, per_family, ((x, y), (xv, yv), (xt, yt)) = composed(make_set, args.n, n_val, args.seed)
     model = PairCNN(PairCNNConfig())
     checkpoint = Path(args.out).with_suffix(f".seed{args.seed}.n{args.n}.e{args.epochs}.ckpt")
-    history = train(model, x, y, args.epochs, args.seed, checkpoint)
+    history = train(model, (x, y), pair_loss, args.epochs, args.seed, checkpoint)
     val_probs = torch.softmax(logits(model, xv), 1).numpy()
     temperature = fit_temperature(val_probs, yv)
     float_graph = onnx_bytes(model, temperature)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import platform
 import sys
 import time
@@ -31,14 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fit_pairs import compose, crop_ink, degrade, graph_outputs, int8_graph, scaled, shapes
+from fit_pairs import (
+    compose,
+    composed,
+    crop_ink,
+    degrade,
+    graph_outputs,
+    int8_graph,
+    logits,
+    onnx_bytes,
+    scaled,
+    train,
+)
 
 import digitlab
-from digitlab.calibrate import split_from_card
 from digitlab.card import Architecture, InputSpec, Metrics, ModelCard, OutputSpec, Training
-from digitlab.data import dataset_sha256, load_mnist, split_indices
-from digitlab.fileio import atomic_write_bytes
-from digitlab.modelfile import bundled_model_path, read_card, save_model
+from digitlab.data import dataset_sha256
+from digitlab.modelfile import save_model
 from digitlab.models.cnn import StringCNN, StringCNNConfig
 from digitlab.negatives import recipe
 from digitlab.strings import HEIGHT, INK, SYMBOLS, WIDTH, X, decode, string_image
@@ -142,13 +150,6 @@ def make_set(images: np.ndarray, labels: np.ndarray, others: list[np.ndarray], n
 # --------------------------------------------------------------------------- #
 
 
-def frame_logits(model: StringCNN, x: np.ndarray, batch: int = 2048) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(torch.from_numpy(x[i : i + batch]).float()[:, None] / 255)
-                          for i in range(0, len(x), batch)])  # fmt: skip
-
-
 def ctc(logits: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0,
         reduction: str = "mean") -> torch.Tensor:  # fmt: skip
     logp = F.log_softmax(logits / temperature, 2).transpose(0, 1)  # T x N x C
@@ -156,89 +157,22 @@ def ctc(logits: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor, temperatur
     return F.ctc_loss(logp, y, frames, lengths, reduction=reduction, zero_infinity=True)
 
 
-def train(model: StringCNN, data: tuple, epochs: int, seed: int, checkpoint: Path) -> list:
-    """Adam with a one-cycle schedule; the history of loss and time per epoch. After each
-    epoch the state goes to ``checkpoint`` (atomically), and a run finding one goes on from
-    it: an interrupted fit loses at most an epoch."""
-    x, y, lengths = data
-    batch = 128
-    steps = (len(x) + batch - 1) // batch
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps)
-    xt, yt, lt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths)
-    gen = torch.Generator().manual_seed(seed)
-    history, first = [], 1
-    if checkpoint.exists():  # the shuffling generator too: a resumed fit is an unbroken one
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
-        history, first = state["history"], state["epoch"] + 1
-        print(f"  resumed after epoch {state['epoch']} ({checkpoint})")
-    start = time.monotonic() - (history[-1]["seconds"] if history else 0.0)
-    for epoch in range(first, epochs + 1):
-        model.train()
-        order, total = torch.randperm(len(x), generator=gen), 0.0
-        for s in range(steps):
-            idx = order[s * batch : (s + 1) * batch]
-            loss = ctc(model(xt[idx].float()[:, None] / 255), yt[idx], lt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            if s % 50 == 0:
-                done = (epoch - 1) * steps + s + 1
-                eta = (time.monotonic() - start) / done * (epochs * steps - done)
-                print(f"\r  epoch {epoch}/{epochs} step {s}/{steps} loss {float(loss):.3f} "
-                      f"ETA {eta:4.0f} s", end="", flush=True)  # fmt: skip
-        history.append({"epoch": epoch, "loss": round(total / len(x), 4),
-                        "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
-        print(f"\r  epoch {epoch}: loss {history[-1]['loss']}" + " " * 30)
-        buf = io.BytesIO()
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                 "sched": sched.state_dict(), "gen": gen.get_state(),
-                 "rng": torch.get_rng_state(), "history": history}  # fmt: skip
-        torch.save(state, buf)
-        atomic_write_bytes(checkpoint, buf.getvalue())
-    return history
+def string_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    return ctc(model(x.float()[:, None] / 255), y, lengths)
 
 
 def fit_temperature(model: StringCNN, data: tuple) -> float:
     """The temperature that minimises the validation strings' CTC loss (a grid, then a
     finer one): a reading's probability is then honest enough to weigh against a cut's."""
     x, y, lengths = data
-    logits = frame_logits(model, x)
+    z = logits(model, x, 2048)
     yt, lt = torch.from_numpy(y), torch.from_numpy(lengths)
-    loss = {
-        float(t): float(ctc(logits, yt, lt, float(t), "sum")) for t in np.arange(0.5, 3.01, 0.1)
-    }
+    loss = {float(t): float(ctc(z, yt, lt, float(t), "sum")) for t in np.arange(0.5, 3.01, 0.1)}
     best = min(loss, key=loss.get)
-    fine = {float(t): float(ctc(logits, yt, lt, float(t), "sum"))
+    fine = {float(t): float(ctc(z, yt, lt, float(t), "sum"))
             for t in np.arange(best - 0.1, best + 0.101, 0.02)}  # fmt: skip
     return min(fine, key=fine.get)
-
-
-class Calibrated(torch.nn.Module):
-    """What is exported: [0, 1] pixels in, each frame's softmax(logits / T) out."""
-
-    def __init__(self, model: StringCNN, temperature: float) -> None:
-        super().__init__()
-        self.model, self.temperature = model.eval(), temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x) / self.temperature, dim=2)
-
-
-def onnx_bytes(model: StringCNN, temperature: float) -> bytes:
-    buf = io.BytesIO()
-    torch.onnx.export(Calibrated(model, temperature), (torch.zeros(1, 1, HEIGHT, WIDTH),), buf,
-                      input_names=["image"], output_names=["frames"],
-                      dynamic_axes={"image": {0: "batch"}, "frames": {0: "batch"}},
-                      opset_version=17, dynamo=False)  # fmt: skip
-    return buf.getvalue()
 
 
 def figures(frames: np.ndarray, data: tuple) -> dict[str, float]:
@@ -265,23 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
-    images, labels = load_mnist("train")
-    split = split_from_card(read_card(bundled_model_path()))  # the digit model's held-out
-    train_idx, val_idx = split_indices(split.n, split.val_size, split.seed)
-    test_images, test_labels = load_mnist("test")
     n_val = max(1000, args.n // 15)
-    print("composing")
-    per_family = {"train": max(20, args.n // 300), "val": max(10, n_val // 300)}
-    others = {s: shapes(s, k, args.seed) for s, k in per_family.items()}
-    train_set = make_set(images[train_idx], labels[train_idx], others["train"], args.n, args.seed)
-    val_set = make_set(images[val_idx], labels[val_idx], others["val"], n_val, args.seed + 1)
-    test_set = make_set(test_images, test_labels, shapes("test", per_family["val"], args.seed),
-                        n_val, args.seed + 2)  # fmt: skip
+    split, per_family, (train_set, val_set, test_set) = composed(make_set, args.n, n_val, args.seed)
     model = StringCNN(StringCNNConfig())
     checkpoint = Path(args.out).with_suffix(f".seed{args.seed}.n{args.n}.e{args.epochs}.ckpt")
-    history = train(model, train_set, args.epochs, args.seed, checkpoint)
+    history = train(model, train_set, string_loss, args.epochs, args.seed, checkpoint, 128)
     temperature = fit_temperature(model, val_set)
-    float_graph = onnx_bytes(model, temperature)
+    float_graph = onnx_bytes(model, temperature, (HEIGHT, WIDTH), "frames", dim=2)
     float_test = figures(graph_outputs(float_graph, test_set[0]), test_set)
     graph = int8_graph(float_graph, train_set[0], args.seed)
     val = figures(graph_outputs(graph, val_set[0]), val_set)

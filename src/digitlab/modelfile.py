@@ -83,21 +83,28 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     return card
 
 
+def read_checked(path: str | os.PathLike[str]) -> tuple[bytes, ModelCard]:
+    """A model file's ONNX bytes and card, the bytes checked against the card's SHA-256."""
+    path = resolve_model_path(path)
+    card = read_card(path)
+    try:
+        graph = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read model ({e.strerror or e})") from None
+    if hashlib.sha256(graph).hexdigest() != card.onnx_sha256:
+        raise ModelError(
+            f"{path}: the model file does not match its card "
+            "(corrupt, or replaced without its card)"
+        )
+    return graph, card
+
+
 class OnnxModel:
     """A loaded model: ``predict_proba`` on N x 28 x 28 float images in [0, 1]."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         self.path = resolve_model_path(path)
-        card = read_card(self.path)
-        try:
-            graph = self.path.read_bytes()
-        except OSError as e:
-            raise ModelError(f"{self.path}: cannot read model ({e.strerror or e})") from None
-        if hashlib.sha256(graph).hexdigest() != card.onnx_sha256:
-            raise ModelError(
-                f"{self.path}: the model file does not match its card "
-                "(corrupt, or replaced without its card)"
-            )
+        graph, card = read_checked(self.path)
         self._load(graph, card, threads)
 
     @classmethod

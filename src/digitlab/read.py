@@ -474,43 +474,58 @@ class Reader:
     def _pairs(self, page: Page, prims: _Primitives, points: frozenset[int],
                cache: dict) -> dict[tuple[int, int], Any]:  # fmt: skip
         """The pair model's probabilities for each group that may be two touching digits
-        (`_pair_groups`; none for a drawing, or past `max_candidates` in all)."""
-        cfg = self.config
-        if self.pairs is None or page.polarity == "strokes":
+        (`_pair_groups`)."""
+        if self.pairs is None:
             return {}
-        groups = [
-            (i, j) for i, j in _pair_groups(prims, cfg) if not points.intersection(range(i, j))
-        ]
-        keys = [("pair", *_group_key(prims, i, j)) for i, j in groups]
-        todo = list(dict.fromkeys(k for k in keys if k not in cache))
-        if len(cache) + len(todo) > cfg.max_candidates:
-            return {}
-        if todo:
-            crops = [_group_ink(page, prims, *groups[keys.index(k)])[0] for k in todo]
-            probs = self.pairs.probabilities(np.stack([pair_image(c) for c in crops]))
-            cache.update(zip(todo, probs, strict=True))
-        return {g: cache[k] for g, k in zip(groups, keys, strict=True)}
+        model = self.pairs
+
+        def read(crops: list[np.ndarray]) -> np.ndarray:
+            return model.probabilities(np.stack([pair_image(c) for c in crops]))
+
+        groups = _pair_groups(prims, self.config)
+        return self._runs_read(page, prims, points, cache, "pair", groups, read)
 
     def _strings(
         self, page: Page, prims: _Primitives, points: frozenset[int], cache: dict
     ) -> dict[tuple[int, int], tuple[np.ndarray, StringReading]]:
         """What the string model reads in each run that may be touching digits
-        (`_string_groups`; none for a drawing, or past `max_candidates` in all), with the
-        run's ink."""
-        cfg = self.config
-        if self.strings is None or page.polarity == "strokes":
+        (`_string_groups`), with the run's ink."""
+        if self.strings is None:
             return {}
-        groups = [
-            (i, j) for i, j in _string_groups(prims, cfg) if not points.intersection(range(i, j))
-        ]
-        keys = [("string", *_group_key(prims, i, j)) for i, j in groups]
+        model = self.strings
+
+        def read(crops: list[np.ndarray]) -> list:
+            return list(
+                zip(crops, model.read(np.stack([string_image(c) for c in crops])), strict=True)
+            )
+
+        groups = _string_groups(prims, self.config)
+        return self._runs_read(page, prims, points, cache, "string", groups, read)
+
+    def _runs_read(
+        self,
+        page: Page,
+        prims: _Primitives,
+        points: frozenset[int],
+        cache: dict,
+        tag: str,
+        groups: list[tuple[int, int]],
+        read: Callable[[list[np.ndarray]], Any],
+    ) -> dict[tuple[int, int], Any]:
+        """What ``read`` makes of the ink of each run of touching digits in ``groups``, in
+        one batch (a run read before, in another segmentation of the page, is not read
+        again): none for a drawing, for a run holding a decimal point, or past
+        `max_candidates` in all."""
+        if page.polarity == "strokes":
+            return {}
+        groups = [(i, j) for i, j in groups if not points.intersection(range(i, j))]
+        keys = [(tag, *_group_key(prims, i, j)) for i, j in groups]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
-        if len(cache) + len(todo) > cfg.max_candidates:
+        if len(cache) + len(todo) > self.config.max_candidates:
             return {}
         if todo:
             crops = [_group_ink(page, prims, *groups[keys.index(k)])[0] for k in todo]
-            read = self.strings.read(np.stack([string_image(c) for c in crops]))
-            cache.update(zip(todo, zip(crops, read, strict=True), strict=True))
+            cache.update(zip(todo, read(crops), strict=True))
         return {g: cache[k] for g, k in zip(groups, keys, strict=True)}
 
     def _best_path(self, whole: Callable[[], Prediction], page: Page, prims: _Primitives,

@@ -16,7 +16,6 @@ out, already divided by the temperature fitted on validation strings.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from PIL import Image
 
 from digitlab.errors import ModelError
 from digitlab.graph import open_session
-from digitlab.modelfile import bundled_model_path, read_card
+from digitlab.modelfile import bundled_model_path, read_checked
 
 STRINGS_NAME = "digit-strings.onnx"
 HEIGHT, WIDTH = 32, 128  # the picture the model reads
@@ -162,13 +161,7 @@ class StringModel:
         path = bundled_strings_path() if path is None else Path(path)
         if path is None:
             raise ModelError(f"the string model {STRINGS_NAME} is missing from this installation")
-        self.card = read_card(path)
-        try:
-            graph = path.read_bytes()
-        except OSError as e:
-            raise ModelError(f"{path}: cannot read model ({e.strerror or e})") from None
-        if hashlib.sha256(graph).hexdigest() != self.card.onnx_sha256:
-            raise ModelError(f"{path}: the model file does not match its card")
+        graph, self.card = read_checked(path)
         if list(self.card.classes) != list(range(len(SYMBOLS))):
             raise ModelError(f"{path}: not a string model (classes must be 0..{X})")
         self.session = open_session(graph, threads, path)
