@@ -83,6 +83,13 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     return card
 
 
+def bundled_sibling(name: str) -> Path | None:
+    """A model file shipped beside the bundled digit model (the pair and string models);
+    None when this installation lacks it."""
+    path = bundled_model_path().parent / name
+    return path if path.is_file() else None
+
+
 def read_checked(path: str | os.PathLike[str]) -> tuple[bytes, ModelCard]:
     """A model file's ONNX bytes and card, the bytes checked against the card's SHA-256."""
     path = resolve_model_path(path)

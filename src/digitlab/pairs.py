@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from digitlab.errors import ModelError
-from digitlab.modelfile import OnnxModel, bundled_model_path
+from digitlab.modelfile import OnnxModel, bundled_sibling
 
 PAIRS_NAME = "digit-pairs.onnx"
 NOT_A_PAIR = 100  # the class of everything that is not two digits
@@ -72,8 +72,7 @@ def split(probs: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
 def bundled_pairs_path() -> Path | None:
     """The pair model shipped beside the bundled digit model; None when it is missing (an
     installation without it reads touching digits by cutting them only)."""
-    path = bundled_model_path().parent / PAIRS_NAME
-    return path if path.is_file() else None
+    return bundled_sibling(PAIRS_NAME)
 
 
 @functools.cache

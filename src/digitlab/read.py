@@ -450,23 +450,9 @@ class Reader:
                 cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(prims, *g)
             ):
                 score[g] += wide
-        runs: dict[tuple[int, int, int], _Run] = {}  # touching digits read whole
-        for (i, j), probs in pairs.items():
-            if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
-                score[(i, j, 2)] = _pair_score(prims, i, j, probs, cfg)
-                _, left, right = split(probs)
-                runs[(i, j, 2)] = _Run(
-                    float(probs[:NOT_A_PAIR].max()), (left, right), ((0.3, 0.7),)
-                )
-        for (i, j), (crop, r) in strings.items():
-            if not (r.is_digits and len(r.text) >= 2 and r.probability >= cfg.string_min):
-                continue
-            at = [frame_position(crop.shape, t) for t in r.frames]
-            cuts = tuple((a + 0.2 * (b - a), b - 0.2 * (b - a)) for a, b in itertools.pairwise(at))
-            run = _Run(r.probability, r.digits, cuts)
-            g, s = (i, j, len(run.digits)), _run_score(prims, i, j, run, cfg)
-            if s > score.get(g, -math.inf):
-                score[g], runs[g] = s, run
+        steps = _run_steps(prims, pairs, strings, cfg)  # touching digits read whole
+        score.update({g: s for g, (s, _) in steps.items()})
+        runs = {g: run for g, (_, run) in steps.items()}
         for k in points:  # a decimal point: read as "." and no digit, at no cost
             score[(k, k + 1, 0)] = 0.0
         return _Found(_two_best(n, score), score, read, pairs, runs)
@@ -487,17 +473,16 @@ class Reader:
 
     def _strings(
         self, page: Page, prims: _Primitives, points: frozenset[int], cache: dict
-    ) -> dict[tuple[int, int], tuple[np.ndarray, StringReading]]:
+    ) -> dict[tuple[int, int], tuple[tuple[int, ...], StringReading]]:
         """What the string model reads in each run that may be touching digits
-        (`_string_groups`), with the run's ink."""
+        (`_string_groups`), with the shape of the run's ink (where its frames fall)."""
         if self.strings is None:
             return {}
         model = self.strings
 
         def read(crops: list[np.ndarray]) -> list:
-            return list(
-                zip(crops, model.read(np.stack([string_image(c) for c in crops])), strict=True)
-            )
+            readings = model.read(np.stack([string_image(c) for c in crops]))
+            return list(zip([c.shape for c in crops], readings, strict=True))
 
         groups = _string_groups(prims, self.config)
         return self._runs_read(page, prims, points, cache, "string", groups, read)
@@ -1548,23 +1533,38 @@ def _runs_of_one_piece(prims: _Primitives, most: int, widest: float,
     return out
 
 
-def _pair_score(prims: _Primitives, i: int, j: int, probs: np.ndarray, cfg: ReadConfig) -> float:
-    """How good a pair primitives i..j-1 make: the log probability of the two digits its
-    margins read, less two digits' cost, `pair_cost`, and the short penalty of a digit."""
-    _, left, right = split(probs)
-    p = float(probs[10 * int(left.argmax()) + int(right.argmax())])
-    b = prims.boxes[i:j]
-    h = b[:, 3].max() - b[:, 1].min()
-    s = math.log(max(p, 1e-9)) - 2 * cfg.digit_cost - cfg.pair_cost
-    return s - cfg.short_weight * max(0.0, cfg.short_from - h / prims.height)
+def _run_steps(prims: _Primitives, pairs: dict, strings: dict,
+               cfg: ReadConfig) -> dict[tuple[int, int, int], tuple[float, _Run]]:  # fmt: skip
+    """The path steps (i, j, k) of touching digits read whole, with their scores: a pair
+    read with at least `pair_min`, a string of two digits or more (no "x") read with at
+    least `string_min`; where both read k digits in the same run, the better."""
+    steps: dict[tuple[int, int, int], tuple[float, _Run]] = {}
+    for (i, j), probs in pairs.items():
+        if float(probs[:NOT_A_PAIR].max()) >= cfg.pair_min:
+            _, left, right = split(probs)
+            p = float(probs[10 * int(left.argmax()) + int(right.argmax())])  # margins' pair
+            run = _Run(float(probs[:NOT_A_PAIR].max()), (left, right), ((0.3, 0.7),))
+            steps[(i, j, 2)] = (_run_score(prims, i, j, p, 2, cfg.pair_cost, cfg), run)
+    for (i, j), (shape, r) in strings.items():
+        if not (r.is_digits and len(r.text) >= 2 and r.probability >= cfg.string_min):
+            continue
+        at = [frame_position(shape, t) for t in r.frames]
+        cuts = tuple((a + 0.2 * (b - a), b - 0.2 * (b - a)) for a, b in itertools.pairwise(at))
+        g = (i, j, len(r.text))
+        s = _run_score(prims, i, j, r.probability, len(r.text), cfg.string_cost, cfg)
+        if g not in steps or s > steps[g][0]:
+            steps[g] = (s, _Run(r.probability, r.digits, cuts))
+    return steps
 
 
-def _run_score(prims: _Primitives, i: int, j: int, run: _Run, cfg: ReadConfig) -> float:
-    """How good touching digits read whole by the string model are: the log probability of
-    the reading, less its digits' cost, `string_cost`, and the short penalty of a digit."""
+def _run_score(prims: _Primitives, i: int, j: int, p: float, k: int, cost: float,
+               cfg: ReadConfig) -> float:  # fmt: skip
+    """How good k touching digits read whole in primitives i..j-1 with probability ``p``
+    are: its log, less k digits' cost, ``cost`` (`pair_cost`, `string_cost`), and the short
+    penalty of a digit."""
     b = prims.boxes[i:j]
     h = b[:, 3].max() - b[:, 1].min()
-    s = math.log(max(run.probability, 1e-9)) - len(run.digits) * cfg.digit_cost - cfg.string_cost
+    s = math.log(max(p, 1e-9)) - k * cfg.digit_cost - cost
     return s - cfg.short_weight * max(0.0, cfg.short_from - h / prims.height)
 
 

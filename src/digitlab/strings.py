@@ -26,7 +26,7 @@ from PIL import Image
 
 from digitlab.errors import ModelError
 from digitlab.graph import open_session
-from digitlab.modelfile import bundled_model_path, read_checked
+from digitlab.modelfile import bundled_sibling, read_checked
 
 STRINGS_NAME = "digit-strings.onnx"
 HEIGHT, WIDTH = 32, 128  # the picture the model reads
@@ -144,8 +144,7 @@ def text_probability(frames: np.ndarray, labels: list[int]) -> float:
 
 def bundled_strings_path() -> Path | None:
     """The string model shipped beside the bundled digit model; None when it is missing."""
-    path = bundled_model_path().parent / STRINGS_NAME
-    return path if path.is_file() else None
+    return bundled_sibling(STRINGS_NAME)
 
 
 @functools.cache
@@ -165,11 +164,12 @@ class StringModel:
         if list(self.card.classes) != list(range(len(SYMBOLS))):
             raise ModelError(f"{path}: not a string model (classes must be 0..{X})")
         self.session = open_session(graph, threads, path)
+        self._input = self.session.get_inputs()[0].name
 
     def frames(self, images: np.ndarray) -> np.ndarray:
         """N x 32 x 12 frame probabilities of N x 32 x 128 pictures."""
         x = np.asarray(images, np.float32).reshape(-1, 1, HEIGHT, WIDTH)
-        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        return self.session.run(None, {self._input: x})[0]
 
     def read(self, images: np.ndarray) -> list[StringReading]:
         """Each picture's best reading (`decode`)."""
