@@ -201,6 +201,44 @@ def test_without_the_runtime_the_settings_say_so(predictor, tmp_path) -> None:
     assert client.get("/runtime/ort-wasm-simd-threaded.wasm").status_code == 404
 
 
+def test_settings_name_the_string_model_and_the_server_sends_it(
+    app, runtime, tmp_path, float_model
+) -> None:
+    """The string model (`digitlab.strings`): the bundled one whatever digit model the
+    server reads with, as `digitlab.read.Reader` reads; its file as the settings name it."""
+    from digitlab.predict import Predictor
+    from digitlab.strings import bundled_strings_path
+    from digitlab.web.app import create_app
+
+    path = bundled_strings_path()
+    assert path is not None
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    other = create_app(Predictor(float_model), tmp_path / "c.sqlite3", runtime_dir=runtime)
+    for client in (local_client(app), local_client(other)):
+        strings = client.get("/api/browser").json()["strings"]
+        assert strings == {"url": f"api/strings.onnx?sha256={sha[:16]}", "sha256": sha,
+                           "bytes": len(data)}  # fmt: skip
+        r = client.get(strings["url"])
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["content-type"] == "application/octet-stream"
+    route = local_client(app).get("/openapi.json").json()["paths"]["/api/strings.onnx"]["get"]
+    assert "application/octet-stream" in route["responses"]["200"]["content"]
+    assert route["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorBody"
+    )
+
+
+def test_without_the_string_model_the_settings_say_so(app, monkeypatch) -> None:
+    from digitlab import browser
+
+    monkeypatch.setattr(browser, "bundled_strings_path", lambda: None)  # an install without it
+    client = local_client(app)
+    assert client.get("/api/browser").json()["strings"] is None
+    r = client.get("/api/strings.onnx")
+    assert r.status_code == 404 and "string model" in r.json()["error"]
+
+
 # --------------------------------------------------------------------------- #
 # Parity with the Python Predictor
 # --------------------------------------------------------------------------- #
@@ -378,19 +416,29 @@ def test_the_page_reads_numbers_in_the_browser(browser, server) -> None:
 
 @browser_test
 def test_numbers_read_in_the_browser_as_the_reader_reads_them(browser, server, predictor,
-                                                               mnist_test) -> None:  # fmt: skip
+                                                               mnist_test, mnist_dir,
+                                                               monkeypatch) -> None:  # fmt: skip
     """read.js with onnxruntime-web against `digitlab.read.Reader`: drawn numbers of 1-6
-    digits, close, wide and overlapping (benchmarks/number_strings.py), the same text, boxes
-    and confidences (float32 runtimes: 1e-5)."""
-    from digitlab.read import Reader
+    digits, close, wide and overlapping, and numbers written digit by digit, touching
+    (benchmarks/number_strings.py's ``hand``: some read right only as the string model
+    doubts their joined strokes, run in the page too), the same text, boxes and confidences
+    (float32 runtimes: 1e-5)."""
+    from digitlab.read import ReadConfig, Reader
 
     sys.path.insert(0, str(BENCHMARKS))
     from number_strings import compose_drawn
+    from number_strings import numbers as benchmark_numbers
 
     images, _ = mnist_test
     rng = np.random.default_rng(26)
     numbers = [compose_drawn([images[i] for i in rng.integers(0, len(images), rng.integers(1, 7))],
                              rng)[0] for _ in range(30)]  # fmt: skip
+    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
+    written = benchmark_numbers("hand", 20, 2, ("touch",))
+    numbers += [it.x for it in written]
+    undoubted = Reader(predictor, config=ReadConfig(join_string_weight=0.0))
+    assert any(undoubted.read(it.x).text != it.text == Reader(predictor).read(it.x).text
+               for it in written)  # fmt: skip
     page, errors = open_page(browser, server)
     js = page.evaluate(
         "async (ds) => { const out = []; for (const d of ds) out.push(await "

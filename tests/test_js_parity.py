@@ -181,7 +181,9 @@ def settings_of(predictor) -> dict[str, Any]:
     from digitlab.browser import browser_settings, settings_json
 
     return settings_json(
-        browser_settings(predictor, None, server=False, model_url="", runtime_url="")
+        browser_settings(
+            predictor, None, server=False, model_url="", runtime_url="", strings_url=""
+        )
     )
 
 

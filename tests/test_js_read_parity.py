@@ -36,6 +36,7 @@ OVERLAPPING = 12  # ... and of 2-4 digits overlapping in x: some read best along
 PEN = 10  # drawn numbers of 2-5 digits in chained strokes (``compose_drawn(pen=True)``)
 TOUCHING = 8  # ... and of 2-3 digits whose strokes touch: some read best split by stroke
 WIDE_PEN = 6  # ... and of 3-5 digits far apart: a wide digit's stroke cut costs more
+WRITTEN = 24  # numbers written digit by digit in a few strokes each, a quarter touching
 
 PAGE = {"width": 560, "height": 280, "pen": 18}
 
@@ -191,6 +192,16 @@ def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def written_numbers() -> list[tuple[str, dict[str, Any]]]:
+    """Numbers written as people write digits, some touching (benchmarks/number_strings.py's
+    ``hand`` set, seed 1): joined strokes the string model doubts, "1" against a "5"."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from number_strings import hardest, numbers
+
+    items = numbers("hand", 40, 1)
+    return [(f"hand {it.text} ({hardest(it.gaps)})", it.x.to_json()) for it in items[:WRITTEN]]
+
+
 # --------------------------------------------------------------------------- #
 # What the Python reader makes of them
 # --------------------------------------------------------------------------- #
@@ -223,7 +234,25 @@ class Recording:
         return probs, scores
 
 
-def tracing_reader(predictor):
+class RecordingStrings:
+    """The bundled string model, keeping every picture it read with its frames."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def frames(self, images: np.ndarray) -> np.ndarray:
+        out = self.model.frames(images)
+        self.seen += list(zip(images, out, strict=True))
+        return out
+
+    def read(self, images: np.ndarray) -> list:
+        from digitlab.strings import decode
+
+        return [decode(f) for f in self.frames(images)]
+
+
+def tracing_reader(predictor, strings=None):
     """A `Reader` that notes the segmentations it tried and the one it read along: "raster"
     (the ink, cut straight), "drop_fall" (cut along drop-fall paths) or "strokes" (pieces
     split between their strokes); None when it read the whole drawing as one digit."""
@@ -261,7 +290,7 @@ def tracing_reader(predictor):
             finally:
                 read_module._primitives, read_module._one_stroke = made, one_stroke
 
-    reader = Tracing(predictor)
+    reader = Tracing(predictor, string_model=strings)
     return reader
 
 
@@ -280,13 +309,16 @@ def reading_of(r) -> dict[str, Any]:
             "reasons": list(r.reasons)}  # fmt: skip
 
 
-def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) -> dict[str, Any]:
-    """A drawing, the Python reading of it, the strokes of each digit, the model's scores."""
+def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording,
+              strings: RecordingStrings) -> dict[str, Any]:  # fmt: skip
+    """A drawing, the Python reading of it, the strokes of each digit, the model's scores and
+    the string model's frames."""
     from digitlab.errors import InputError
     from digitlab.inputs import Strokes
-    from digitlab.read import ReadConfig, digit_drawing
+    from digitlab.read import ReadConfig, Reader, digit_drawing
 
     recording.seen.clear()
+    strings.seen.clear()
     case: dict[str, Any] = {"name": name, "drawing": drawing}
     try:
         r = reader.read(drawing)
@@ -303,12 +335,17 @@ def read_case(name: str, drawing: dict[str, Any], reader, recording: Recording) 
             for p in reader.segmentations
             for i, j in p.whole_units
         )
+        # what it reads without the string model's doubt of joined strokes (`_doubt_joins`)
+        undoubted = dataclasses.replace(reader.config, join_string_weight=0)
+        plain = Reader(reader.predictor, config=undoubted)
+        case["text_without_strings"] = plain.read(drawing).text
         strokes = Strokes.from_json(drawing)
         case["strokes"] = [[[list(p) for p in s] for s in digit_drawing(strokes, d.box).strokes]
                            for d in r.digits]  # fmt: skip
     case["scored"] = [{"image": floats(im), "probabilities": floats(p),
                        "notDigit": None if nd is None else float(nd)}
                       for im, p, nd in recording.seen]  # fmt: skip
+    case["framed"] = [{"image": floats(im), "frames": floats(f)} for im, f in strings.seen]
     return case
 
 
@@ -316,12 +353,14 @@ def make_fixtures(mnist_test) -> dict[str, Any]:
     """Everything tests/js/read.test.mjs checks, as the Python code computes it."""
     from digitlab.predict import Predictor
     from digitlab.read import ReadConfig
+    from digitlab.strings import bundled_string_model
 
     bundled = Predictor()
     recording = Recording(bundled.model)
-    reader = tracing_reader(Predictor(recording))
+    strings = RecordingStrings(bundled_string_model())
+    reader = tracing_reader(Predictor(recording), strings)
     settings = settings_of(bundled)
-    drawings = hand_drawings() + composed_drawings(mnist_test)
+    drawings = hand_drawings() + composed_drawings(mnist_test) + written_numbers()
     return {
         "settings": {
             "preprocessing": settings["preprocessing"],
@@ -329,7 +368,7 @@ def make_fixtures(mnist_test) -> dict[str, Any]:
             "card": {"classes": settings["card"]["classes"]},
         },
         "read_config": dataclasses.asdict(ReadConfig()),
-        "cases": [read_case(name, d, reader, recording) for name, d in drawings],
+        "cases": [read_case(name, d, reader, recording, strings) for name, d in drawings],
     }
 
 
@@ -368,6 +407,10 @@ def test_the_fixtures_cover_what_the_reader_does(fixtures) -> None:
     read_whole = [c for name, c in bounds.items() if name.endswith("read whole")]
     assert len(read_whole) == 3
     assert all(len(c["expected"]["digits"]) == 1 for c in read_whole)
+    assert sum(len(c["framed"]) > 0 for c in cases) >= 5  # the string model asked
+    doubted = [c for c in cases if "text_without_strings" in c
+               and c["text_without_strings"] != c["expected"]["text"]]  # fmt: skip
+    assert len(doubted) >= 1  # ... and a reading it changed
 
 
 def test_the_page_reads_numbers_as_the_reader(fixtures, tmp_path: Path) -> None:

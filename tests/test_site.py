@@ -78,6 +78,7 @@ def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
     assert files == sorted([
         "index.html", "settings.json", ".digitlab-site.json",
         "model/digit-cnn.onnx", "model/digit-cnn.card.json",
+        "model/digit-strings.onnx", "model/digit-strings.card.json",
         *(f"runtime/{name}" for name in RUNTIME_FILES),
         *(f"static/{name}" for name in ("app.js", "local-corrections.js", "model.js", "png.js",
                                         "preprocess.js", "read.js", "style.css")),
@@ -91,9 +92,25 @@ def test_the_site_holds_the_page_the_runtime_and_the_model(site: Path) -> None:
     assert hashlib.sha256(graph).hexdigest() == settings["model_sha256"]
     assert settings["preprocessing"] == bundled.card_json()["preprocessing"]
     assert settings["runtime"]["module"] == "runtime/ort.wasm.bundle.min.mjs"
+    assert_holds_the_string_model(site, settings)
     page = (site / "index.html").read_text()
     assert '<meta name="digitlab-settings" content="settings.json">' in page
     assert "http://" not in page and "https://" not in page  # nothing from elsewhere
+
+
+def assert_holds_the_string_model(site: Path, settings: dict) -> None:
+    """The bundled string model and its card, as the settings name them."""
+    from digitlab.modelfile import read_card
+    from digitlab.strings import bundled_strings_path
+
+    bundled = bundled_strings_path()
+    assert bundled is not None
+    graph = (site / "model/digit-strings.onnx").read_bytes()
+    assert graph == bundled.read_bytes()
+    assert settings["strings"] == {"url": "model/digit-strings.onnx", "bytes": len(graph),
+                                   "sha256": hashlib.sha256(graph).hexdigest()}  # fmt: skip
+    card = json.loads((site / "model/digit-strings.card.json").read_text())
+    assert card == read_card(bundled).to_json()
 
 
 def test_another_model_and_an_earlier_export_replaced(
@@ -108,6 +125,8 @@ def test_another_model_and_an_earlier_export_replaced(
     assert sorted(p.name for p in (out / "model").iterdir()) == [
         "digit-cnn.card.json",
         "digit-cnn.onnx",
+        "digit-strings.card.json",
+        "digit-strings.onnx",
     ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
@@ -140,7 +159,7 @@ def test_a_new_export_keeps_what_else_the_folder_holds(site: Path, tmp_path: Pat
     (out / ".digitlab-site.json").write_text(json.dumps(manifest))
     done = export_site(out)
     assert done.returncode == 0, done.stderr
-    assert "(14 files" in done.stdout  # its own files, not the folder's
+    assert "(16 files" in done.stdout  # its own files, not the folder's
     assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert (out / "CNAME").read_text() == "digits.example\n"
     assert (out / "static" / "extra.css").read_text() == "/* mine */"
@@ -149,6 +168,30 @@ def test_a_new_export_keeps_what_else_the_folder_holds(site: Path, tmp_path: Pat
     listed = json.loads((out / ".digitlab-site.json").read_text())["files"]
     assert "model/old.onnx" not in listed and "index.html" in listed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
+
+
+def test_the_string_model_is_the_export_s_own_file(tmp_path: Path, monkeypatch) -> None:
+    """The string model's files are in the manifest: an export from an installation that
+    lacks it deletes them, and keeps what else the folder holds."""
+    from digitlab import browser
+    from digitlab.site import export_site as export
+
+    out = export(tmp_path / "site")
+    (out / "model" / "notes.txt").write_text("mine")
+    listed = json.loads((out / ".digitlab-site.json").read_text())["files"]
+    assert {"model/digit-strings.onnx", "model/digit-strings.card.json"} <= set(listed)
+    assert_holds_the_string_model(out, json.loads((out / "settings.json").read_text()))
+    monkeypatch.setattr(browser, "bundled_strings_path", lambda: None)  # an install without it
+    export(out)
+    assert not list((out / "model").glob("digit-strings*"))  # none stale
+    assert json.loads((out / "settings.json").read_text())["strings"] is None
+    assert (out / "model" / "notes.txt").read_text() == "mine"
+    listed = json.loads((out / ".digitlab-site.json").read_text())["files"]
+    assert not [name for name in listed if "digit-strings" in name]
+    monkeypatch.undo()
+    export(out)  # and back again
+    assert_holds_the_string_model(out, json.loads((out / "settings.json").read_text()))
+    assert (out / "model" / "notes.txt").read_text() == "mine"
 
 
 def test_it_never_writes_into_digitlab_s_own_folders(tmp_path: Path) -> None:

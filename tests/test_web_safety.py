@@ -184,6 +184,7 @@ def test_with_a_token_learning_and_a_personal_model_need_it(locked, monkeypatch)
     # The base model's graph is the file every install has: open. A personal one (made
     # from the stored corrections, bytes) needs the token.
     assert locked.get("/api/model.onnx").status_code == 200
+    assert locked.get("/api/strings.onnx").status_code == 200  # shipped, no one's drawings
     personal = Graph(b"onnx bytes", "ab" * 32, {})
     monkeypatch.setattr(runtime, "graph_of", lambda model: personal)
     assert_json_error(locked.get("/api/model.onnx"), 401, "token")

@@ -2,7 +2,8 @@
 
 The drawing page predicts in the browser when it can: it reads its settings
 (`BrowserSettings`: the model's URL and SHA-256, the card, the preprocessing constants, the
-trust rules, where onnxruntime-web is), loads the runtime and the model, and runs
+trust rules, where onnxruntime-web is, where the string model is), loads the runtime and the
+models, and runs
 static/preprocess.js, the JavaScript port of the stroke path of `digitlab.preprocess`.
 `digitlab serve` answers those settings over HTTP (`digitlab.web.runtime`), and
 `digitlab export-site` writes them as a file (`digitlab.site`): both build them here, below
@@ -11,11 +12,13 @@ every front end.
     PAGE_FILES                the page's own files (index.html, scripts, style)
     find_runtime()            onnxruntime-web's two files, if installed
     graph_of(model)           the ONNX graph the page runs for a Predictor's model
+    strings_graph()           the string model's graph (`digitlab.strings`), if installed
     browser_settings(...)     the settings
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import asdict, dataclass
@@ -25,7 +28,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from digitlab.errors import DigitlabError
+from digitlab.modelfile import read_checked
 from digitlab.predict import Predictor
+from digitlab.strings import bundled_strings_path
 
 # The page's files, package data of `digitlab.web` (served by `digitlab serve`, copied by
 # `digitlab export-site`).
@@ -98,6 +103,30 @@ def graph_of(model: Any) -> Graph | None:
     return graph
 
 
+def strings_graph() -> Graph | None:
+    """The string model's graph (`digitlab.strings`: touching digits read whole); None when
+    this installation lacks it. Always the bundled one, whatever digit model the page runs,
+    as `digitlab.read.Reader` reads with it."""
+    path = bundled_strings_path()
+    return _checked_graph(path) if path is not None else None
+
+
+@functools.lru_cache(maxsize=4)
+def _checked_graph(path: Path) -> Graph:
+    """``path``'s graph, checked against its card once a process (hashing it per request of
+    the settings would read the file each time)."""
+    _, card = read_checked(path)  # a corrupt file: ModelError, as the Reader raises it
+    return Graph(path, card.onnx_sha256 or "", card.to_json())
+
+
+class StringFiles(BaseModel):
+    """The string model (`digitlab.strings`), as the page loads it."""
+
+    url: str = Field(description="Its ONNX graph, relative to the page.")
+    sha256: str = Field(description="Its SHA-256 (its card's): the page checks the bytes.")
+    bytes: int = Field(description="Its size: what the page downloads once.")
+
+
 class RuntimeFiles(BaseModel):
     """onnxruntime-web, as the page loads it (URLs relative to the page)."""
 
@@ -127,6 +156,10 @@ class BrowserSettings(BaseModel):
     runtime: RuntimeFiles | None = Field(
         description="onnxruntime-web's files; null when not installed: predict on the server."
     )
+    strings: StringFiles | None = Field(
+        description="The string model, which reads touching digits whole (the bundled one, "
+        "whatever the digit model); null when this installation lacks it."
+    )
 
 
 def browser_settings(
@@ -136,11 +169,13 @@ def browser_settings(
     server: bool,
     model_url: str,
     runtime_url: str,
+    strings_url: str,
 ) -> BrowserSettings:
     """The page's settings for ``predictor``'s model: the same for a server and a static site.
 
     URLs are relative to the page; ``model_url`` is None when the model has no graph the
-    browser can run, ``runtime`` None when ``runtime_dir`` lacks the files. The preprocessing
+    browser can run, ``runtime`` None when ``runtime_dir`` lacks the files, ``strings`` (at
+    ``strings_url``) None when the string model is not installed. The preprocessing
     constants are the card's; a card without them (or without some) gets those this
     predictor uses, which every card records (`PreprocessConfig.card_block`).
     """
@@ -166,7 +201,15 @@ def browser_settings(
         preprocessing={**predictor.config.card_block(), **(card.get("preprocessing") or {})},
         trust=trust,
         runtime=runtime,
+        strings=_strings_files(strings_url),
     )
+
+
+def _strings_files(url: str) -> StringFiles | None:
+    graph = strings_graph()
+    if graph is None:
+        return None
+    return StringFiles(url=url, sha256=graph.sha256, bytes=graph.size)
 
 
 def settings_json(settings: BrowserSettings) -> dict[str, Any]:

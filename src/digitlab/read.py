@@ -37,7 +37,9 @@ the digits first, by over-segmentation and a best path:
 6. a drawing is segmented a second way too: each piece of ink split between its
    strokes, in the order they were drawn, instead of cut (a person writes digit after
    digit, so two touching digits are two runs of strokes, and one stroke is one digit's:
-   a wide 7 is not cut). The better best path of the two is read;
+   a wide 7 is not cut). The better best path of the two is read. A group that joins a
+   drawing's strokes and that the string model (step 7) reads as several digits pays for
+   it: a 1 drawn against a 9's stem reads as a 9 surely (`_doubt_joins`);
 7. in a picture, a run of primitives of one piece shaped like two digits is also read
    whole by the pair model (`digitlab.pairs`: "00".."99" or "not a pair"), and a run of
    up to 4.6 H by the string model (`digitlab.strings`: a CTC reader of touching digits,
@@ -226,6 +228,13 @@ class ReadConfig:
     string_max_group: int = 12
     string_cost: float = -0.5
     string_min: float = 0.3
+    # A drawing's group that joins strokes is read by the string model too (`_doubt_joins`):
+    # two touching digits joined read as one surely ("91" as a 9), the detector does not
+    # doubt them, and the string model reads them as two: that costs the group. Groups
+    # scoring under `join_string_from` are not read (they lose anyway: the time is kept).
+    join_string_weight: float = 0.3
+    join_string_aspect: float = 0.5
+    join_string_from: float = -2.0
     # A piece of ink of its own that the model reads surely as one digit and the pair model
     # as "not a pair" with at least `not_pair` is not penalised for being wide: cutting a
     # wide 0 made "67" of it, and the naive reader beat this one on MNIST digits far apart.
@@ -450,6 +459,7 @@ class Reader:
                 cfg.one_stroke_wide and page.polarity == "strokes" and _one_stroke(prims, *g)
             ):
                 score[g] += wide
+        self._doubt_joins(page, prims, points, cache, score, read)
         steps = _run_steps(prims, pairs, strings, cfg)  # touching digits read whole
         score.update({g: s for g, (s, _) in steps.items()})
         runs = {g: run for g, (_, run) in steps.items()}
@@ -461,7 +471,7 @@ class Reader:
                cache: dict) -> dict[tuple[int, int], Any]:  # fmt: skip
         """The pair model's probabilities for each group that may be two touching digits
         (`_pair_groups`)."""
-        if self.pairs is None:
+        if self.pairs is None or page.polarity == "strokes":
             return {}
         model = self.pairs
 
@@ -476,16 +486,47 @@ class Reader:
     ) -> dict[tuple[int, int], tuple[tuple[int, ...], StringReading]]:
         """What the string model reads in each run that may be touching digits
         (`_string_groups`), with the shape of the run's ink (where its frames fall)."""
-        if self.strings is None:
+        if self.strings is None or page.polarity == "strokes":
             return {}
+        return self._read_strings(page, prims, points, cache, _string_groups(prims, self.config))
+
+    def _read_strings(
+        self,
+        page: Page,
+        prims: _Primitives,
+        points: frozenset[int],
+        cache: dict,
+        groups: list[tuple[int, int]],
+    ) -> dict[tuple[int, int], tuple[tuple[int, ...], StringReading]]:
         model = self.strings
+        assert model is not None
 
         def read(crops: list[np.ndarray]) -> list:
             readings = model.read(np.stack([string_image(c) for c in crops]))
             return list(zip([c.shape for c in crops], readings, strict=True))
 
-        groups = _string_groups(prims, self.config)
         return self._runs_read(page, prims, points, cache, "string", groups, read)
+
+    def _doubt_joins(self, page: Page, prims: _Primitives, points: frozenset[int],
+                     cache: dict, score: dict, read: dict) -> None:  # fmt: skip
+        """A drawing's group that joins strokes (`_Primitives.joins_strokes`), at least
+        `join_string_aspect` as wide as high and scoring at least `join_string_from`, which
+        the string model reads as two digits or more, pays `join_string_weight` for each
+        unit of log P(those digits) over log P(the one digit the model reads): a 1 drawn
+        against a 9's stem reads as a 9 surely, and the detector does not doubt it
+        (docs/numbers.md, round 10). The digits stay the digit model's, read apart."""
+        cfg = self.config
+        if self.strings is None or page.polarity != "strokes" or not cfg.join_string_weight:
+            return
+        joined = [g for g, s in score.items() if s >= cfg.join_string_from
+                  and prims.joins_strokes(*g, cfg)
+                  and _as_wide(prims.box(*g), cfg.join_string_aspect)]  # fmt: skip
+        classes = self.predictor.model.classes
+        for g, (_, r) in self._read_strings(page, prims, points, cache, joined).items():
+            if r.is_digits and len(r.text) > 1:
+                one = r.probability_of(str(classes[int(np.argmax(read[g][1]))]))
+                over = math.log(max(r.probability, 1e-300)) - math.log(max(one, 1e-300))
+                score[g] -= cfg.join_string_weight * max(0.0, over)
 
     def _runs_read(
         self,
@@ -499,10 +540,7 @@ class Reader:
     ) -> dict[tuple[int, int], Any]:
         """What ``read`` makes of the ink of each run of touching digits in ``groups``, in
         one batch (a run read before, in another segmentation of the page, is not read
-        again): none for a drawing, for a run holding a decimal point, or past
-        `max_candidates` in all."""
-        if page.polarity == "strokes":
-            return {}
+        again): none for a run holding a decimal point, nor past `max_candidates` in all."""
         groups = [(i, j) for i, j in groups if not points.intersection(range(i, j))]
         keys = [(tag, *_group_key(prims, i, j)) for i, j in groups]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
@@ -1507,6 +1545,12 @@ def _pair_groups(prims: _Primitives, cfg: ReadConfig) -> list[tuple[int, int]]:
     """Runs of consecutive primitives of one piece of ink shaped like two digits: at least
     `pair_aspect` as wide as high, at most `pair_max_width` H wide."""
     return _runs_of_one_piece(prims, cfg.pair_max_group, cfg.pair_max_width, cfg.pair_aspect)
+
+
+def _as_wide(box: tuple[float, float, float, float], aspect: float) -> bool:
+    """``box`` (x0, y0, x1, y1) is at least ``aspect`` as wide as high."""
+    x0, y0, x1, y1 = box
+    return x1 - x0 >= aspect * (y1 - y0)
 
 
 def _string_groups(prims: _Primitives, cfg: ReadConfig) -> list[tuple[int, int]]:

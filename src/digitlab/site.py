@@ -17,6 +17,7 @@ Python's job).
     SITE/runtime/               onnxruntime-web (digitlab.browser.RUNTIME_FILES)
     SITE/model/NAME.onnx        the model ...
     SITE/model/NAME.card.json   ... and its card
+    SITE/model/digit-strings.*  the string model and its card (`digitlab.strings`), if installed
 
     SITE/.digitlab-site.json    the files above: what a later export may replace or delete
 
@@ -48,6 +49,7 @@ from digitlab.browser import (
     graph_of,
     runtime_complete,
     settings_json,
+    strings_graph,
 )
 from digitlab.errors import DigitlabError
 from digitlab.fileio import read_json, write_json
@@ -196,13 +198,10 @@ def _merge(new: Path, out: Path, written: list[str], ours: list[str]) -> None:
 
 
 def _write(site: Path, predictor: Predictor, runtime: Path) -> None:
-    graph = graph_of(predictor.model)
-    assert isinstance(graph, Graph) and isinstance(graph.source, Path)  # a model file
-    name = graph.source.name.removesuffix(".onnx")
     (site / "model").mkdir()
-    shutil.copyfile(graph.source, site / "model" / f"{name}.onnx")
-    card = json.dumps(graph.card, indent=2) + "\n"
-    (site / "model" / f"{name}.card.json").write_text(card, encoding="utf-8")
+    model_url = _write_model(site, graph_of(predictor.model))
+    strings = strings_graph()  # the bundled one, whatever the model: as the Reader reads
+    strings_url = _write_model(site, strings) if strings is not None else ""
     (site / "runtime").mkdir()
     for file in RUNTIME_FILES:
         shutil.copyfile(runtime / file, site / "runtime" / file)
@@ -218,7 +217,18 @@ def _write(site: Path, predictor: Predictor, runtime: Path) -> None:
         predictor,
         runtime,
         server=False,
-        model_url=f"model/{name}.onnx",
+        model_url=model_url,
         runtime_url="runtime/",
+        strings_url=strings_url,
     )
     (site / SETTINGS).write_text(json.dumps(settings_json(settings), indent=2) + "\n", "utf-8")
+
+
+def _write_model(site: Path, graph: Graph | None) -> str:
+    """Copy a model file's graph and its card into ``site``/model; the graph's URL."""
+    assert isinstance(graph, Graph) and isinstance(graph.source, Path)  # a model file
+    name = graph.source.name.removesuffix(".onnx")
+    shutil.copyfile(graph.source, site / "model" / f"{name}.onnx")
+    card = json.dumps(graph.card, indent=2) + "\n"
+    (site / "model" / f"{name}.card.json").write_text(card, encoding="utf-8")
+    return f"model/{name}.onnx"

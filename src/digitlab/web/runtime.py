@@ -9,6 +9,7 @@ as API clients do; it does the same when the runtime fails to load.
 
     GET /api/browser        the page's settings (`BrowserSettings`), from the app's Predictor
     GET /api/model.onnx     the graph the settings name (its SHA-256 is the card's)
+    GET /api/strings.onnx   the string model's graph (`digitlab.strings`), the bundled one
     GET /runtime/NAME       onnxruntime-web's files, only those in RUNTIME_FILES
 
 The page re-reads the settings after each correction and when it comes back into view, and
@@ -40,6 +41,7 @@ from digitlab.browser import (
     browser_settings,
     graph_of,
     runtime_complete,
+    strings_graph,
 )
 from digitlab.predict import Predictor
 from digitlab.web.models import ErrorBody
@@ -77,12 +79,15 @@ async def settings(request: Request) -> BrowserSettings:
     predictor = _predictor(request)
     graph = await run_in_threadpool(graph_of, predictor.model)  # a personal one: made once
     sha = graph.sha256[:16] if graph is not None else ""
+    strings = await run_in_threadpool(strings_graph)  # hashed once a process
+    strings_sha = strings.sha256[:16] if strings is not None else ""
     return browser_settings(
         predictor,
         request.app.state.runtime_dir,
         server=True,
         model_url=f"api/model.onnx?sha256={sha}",  # a new model is a new URL: no stale cache
         runtime_url="runtime/",
+        strings_url=f"api/strings.onnx?sha256={strings_sha}",
     )
 
 
@@ -110,6 +115,26 @@ async def model_file(request: Request) -> Response:
     if isinstance(graph.source, Path):
         return FileResponse(graph.source, media_type="application/octet-stream")
     return Response(graph.source, media_type="application/octet-stream")
+
+
+@router.get(
+    "/api/strings.onnx",
+    tags=["meta"],
+    summary="The string model's ONNX graph",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The graph."},
+        404: {"model": ErrorBody, "description": "The string model is not installed."},
+    },
+)
+async def strings_file() -> Response:
+    """The string model's graph (`digitlab.strings`: touching digits read whole; its SHA-256
+    is in /api/browser): the bundled one, whatever model the server reads with. A file every
+    install has, no one's drawings: no token."""
+    graph = await run_in_threadpool(strings_graph)
+    if graph is None:
+        raise HTTPException(404, "the string model is missing from this installation")
+    return FileResponse(graph.source, media_type="application/octet-stream")
 
 
 @router.get(

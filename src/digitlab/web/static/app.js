@@ -6,13 +6,14 @@
 // has on screen. What is read is a digit or a number ("2026"), digit by digit. Where:
 //   - in the browser, when the settings (api/browser, or settings.json on a static site)
 //     name a runtime and the model loads: read.js (the port of digitlab.read, over
-//     preprocess.js, the port of the stroke path) and onnxruntime-web (model.js), with the
-//     card's constants and the server's trust rules;
+//     preprocess.js, the port of the stroke path) and onnxruntime-web (model.js: the digit
+//     model, and the string model when the settings name one), with the card's constants
+//     and the server's trust rules;
 //   - on the server otherwise (POST api/predict), and always for uploaded images.
 // The result panel says which, and how long it took.
 import { judge, preprocessStrokes, verdictOf } from "./preprocess.js";
-import { digitDrawing, readDrawing, scoreBatchOf } from "./read.js";
-import { loadModel } from "./model.js";
+import { digitDrawing, framesBatchOf, READ_CONFIG, readDrawing, scoreBatchOf } from "./read.js";
+import { loadModel, loadStringModel } from "./model.js";
 import { normalizedPng } from "./png.js";
 import { addCorrection, allCorrections, toNdjson } from "./local-corrections.js";
 
@@ -44,6 +45,7 @@ let corrected = new Set(); // the digits of the reading shown already corrected
 // Where predictions run: `model` once it has loaded in this browser, else the server.
 let settings = null; // the page's settings; null until read (or when unreadable)
 let model = null;
+let stringModel = null; // the string model (touching digits read whole); null: read without it
 let modelLoading = null; // the promise of the model being loaded
 let notHere = "loading the in-browser model"; // why the browser does not predict (yet)
 let busyHere = false; // a prediction is running in the browser ...
@@ -189,7 +191,8 @@ function predict(final) {
 /** Read the digit or number in this page: what the server's Reader does. */
 async function readHere(d) {
   const t0 = performance.now();
-  const r = await readDrawing(d, scoreBatchOf(model), settings);
+  const frames = stringModel ? framesBatchOf(stringModel) : null;
+  const r = await readDrawing(d, scoreBatchOf(model), settings, READ_CONFIG, frames);
   const ms = performance.now() - t0;
   const side = settings.preprocessing.canvas;
   const digits = r.digits.map((x) => ({ ...x, image: x.image && normalizedPng(x.image, side) }));
@@ -644,11 +647,15 @@ async function switchModel() {
   if (modelLoading) return modelLoading;
   modelLoading = (async () => {
     try {
-      const loaded = await loadModel(settings, document.baseURI);
+      const [loaded, strings] = await Promise.all([
+        loadModel(settings, document.baseURI),
+        switchStringModel(),
+      ]);
       if (settings.model_sha256 !== loaded.sha256) throw new Error("the model changed while loading");
       // A first run compiles what the first drawing would wait for: do it now, once.
       preprocessStrokes({ strokes: [[[0, 0], [1, 1]]] }, settings.preprocessing);
       await loaded.predict(new Float32Array(settings.preprocessing.canvas ** 2));
+      stringModel = strings;
       model = loaded;
       return { where: "browser" };
     } catch (err) {
@@ -662,6 +669,21 @@ async function switchModel() {
     }
   })();
   return modelLoading;
+}
+
+/** The string model the settings name, loaded when new; null when they name none or it does
+ * not load: numbers are then read without it, as before it existed. */
+async function switchStringModel() {
+  const wanted = settings.strings;
+  if (stringModel && wanted && stringModel.sha256 === wanted.sha256) return stringModel;
+  try {
+    const loaded = await loadStringModel(settings, document.baseURI);
+    await loaded?.framesMany([new Float32Array(32 * 128)]); // compiled now, not on a number
+    return loaded;
+  } catch (err) {
+    console.warn(`digitlab: the string model did not load, numbers are read without it (${err.message || err})`);
+    return null;
+  }
 }
 
 /** The server may have swapped its model (issue 13: a personal one): follow it. */
@@ -701,15 +723,16 @@ function showMode() {
   }
 }
 
-/** What the runtime and the model weigh: as files, and as this page downloaded them. */
+/** What the runtime and the models weigh: as files, and as this page downloaded them. */
 function weight() {
-  const files = [settings.runtime.module, settings.runtime.wasm, settings.model_url]
-    .map((path) => new URL(path, document.baseURI).href);
+  const strings = stringModel ? settings.strings : null;
+  const files = [settings.runtime.module, settings.runtime.wasm, settings.model_url, strings?.url]
+    .filter(Boolean).map((path) => new URL(path, document.baseURI).href);
   const sent = performance.getEntriesByType("resource")
     .filter((e) => files.includes(e.name))
     .reduce((n, e) => n + e.transferSize, 0);
   const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
-  const size = mb(settings.runtime.bytes + settings.model_bytes);
+  const size = mb(settings.runtime.bytes + settings.model_bytes + (strings?.bytes ?? 0));
   return sent ? `${size}, ${mb(sent)} downloaded` : `${size}, from the cache`;
 }
 

@@ -6,25 +6,44 @@
 //   const { probabilities, notDigit } = await model.scores(image);  // and the detector's score
 //   const each = await model.scoresMany(images);  // a number's candidate digits: one run
 //
+//   const strings = await loadStringModel(settings, document.baseURI);  // null: none here
+//   const frames = await strings.framesMany(pictures);  // Float32Array(32 * 128) -> (32 * 12)
+//
 // The runtime is loaded from the files the settings name (served from this server or this
-// site, never from a CDN). The graph is checked against the SHA-256 the settings give, as
+// site, never from a CDN). A graph is checked against the SHA-256 the settings give, as
 // `digitlab.modelfile` checks it against the card, before it runs.
 
 // The graph's input shape, less the batch, for each layout a card may name
 // (`digitlab.card.LAYOUTS`).
 const LAYOUTS = { N1HW: [1, 28, 28], NHW: [28, 28], N784: [784] };
+// The string model's picture (`digitlab.strings.string_image`) and its frames' classes.
+const STRING_PICTURE = [1, 32, 128];
+const STRING_FRAMES = 32 * 12;
 
 export async function loadModel(settings, base) {
   const { runtime, card } = settings;
   if (!runtime) throw new Error("the in-browser runtime is not installed on this server");
   if (!settings.model_url) throw new Error("this model has no graph the browser can run");
   if (!(card.input.layout in LAYOUTS)) throw new Error(`unknown input layout ${card.input.layout}`);
-  const url = (path) => new URL(path, base).href;
-  const [ort, graph] = await Promise.all([
-    import(url(runtime.module)),
-    fetchBytes(url(settings.model_url)),
-  ]);
-  await checkSha256(graph, settings.model_sha256);
+  const [ort, session] = await openSession(runtime, settings.model_url, settings.model_sha256, base);
+  return new BrowserModel(ort, session, card, settings.model_sha256);
+}
+
+/** The string model the settings name (`digitlab.strings`: touching digits read whole), or
+ * null when they name none or no runtime. */
+export async function loadStringModel(settings, base) {
+  const { runtime, strings } = settings;
+  if (!runtime || !strings) return null;
+  const [ort, session] = await openSession(runtime, strings.url, strings.sha256, base);
+  return new StringModel(ort, session, strings.sha256);
+}
+
+/** [ort, a session on the graph at ``path``], the graph checked against ``sha256`` first. */
+async function openSession(runtime, path, sha256, base) {
+  const url = (p) => new URL(p, base).href;
+  // The same URL is one module instance: two models share one runtime.
+  const [ort, graph] = await Promise.all([import(url(runtime.module)), fetchBytes(url(path))]);
+  await checkSha256(graph, sha256);
   // One thread: no worker, no cross-origin isolation needed, and a sub-1 MB model needs no more.
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.wasmPaths = { wasm: url(runtime.wasm) };
@@ -32,7 +51,7 @@ export async function loadModel(settings, base) {
     executionProviders: ["wasm"],
     graphOptimizationLevel: "all",
   });
-  return new BrowserModel(ort, session, card, settings.model_sha256);
+  return [ort, session];
 }
 
 async function fetchBytes(url) {
@@ -76,9 +95,7 @@ export class BrowserModel {
   /** `scores` of each image, in one run of the graph when it takes a batch (the bundled
    * one does), else one run an image. */
   scoresMany(images) {
-    const run = this.queue.then(() => this.runMany(images));
-    this.queue = run.catch(() => {}); // a session runs one request at a time
-    return run;
+    return queued(this, () => this.runMany(images));
   }
 
   async runMany(images) {
@@ -99,9 +116,7 @@ export class BrowserModel {
 
   async run(images) {
     const { mean = 0, std = 1, layout } = this.input;
-    const size = images.length ? images[0].length : 0;
-    const x = new Float32Array(images.length * size);
-    images.forEach((image, n) => x.set(image, n * size));
+    const x = batchOf(images);
     if (mean || std !== 1) { // as `InputSpec.prepare`, in float32
       const [m, s] = [Math.fround(mean), Math.fround(std)];
       for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] - m) / s;
@@ -115,4 +130,46 @@ export class BrowserModel {
       probabilities: probs.slice(n * k, (n + 1) * k), notDigit: nd ? nd[n] : null,
     }));
   }
+}
+
+/** The string model: `digitlab.strings.StringModel.frames` in the browser. */
+export class StringModel {
+  constructor(ort, session, sha256) {
+    this.ort = ort;
+    this.session = session;
+    this.sha256 = sha256;
+    this.queue = Promise.resolve(); // one run at a time, as `BrowserModel`
+  }
+
+  /** Each picture's (Float32Array(32 * 128), `string_image`) frame probabilities, frame t's
+   * class c at t * 12 + c: one run of the graph for them all. */
+  framesMany(images) {
+    return queued(this, () => this.run(images));
+  }
+
+  async run(images) {
+    if (!images.length) return [];
+    const x = new this.ort.Tensor("float32", batchOf(images), [images.length, ...STRING_PICTURE]);
+    const out = await this.session.run({ [this.session.inputNames[0]]: x });
+    const frames = out[this.session.outputNames[0]].data;
+    if (frames.length !== images.length * STRING_FRAMES) {
+      throw new Error("the string model's output is not N x 32 x 12");
+    }
+    return images.map((_, n) => frames.slice(n * STRING_FRAMES, (n + 1) * STRING_FRAMES));
+  }
+}
+
+/** ``task`` run after ``model``'s earlier runs: a session runs one request at a time. */
+function queued(model, task) {
+  const run = model.queue.then(task);
+  model.queue = run.catch(() => {});
+  return run;
+}
+
+/** Equal-sized images as one Float32Array, one after another: a batch's input. */
+function batchOf(images) {
+  const size = images.length ? images[0].length : 0;
+  const x = new Float32Array(images.length * size);
+  images.forEach((image, n) => x.set(image, n * size));
+  return x;
 }

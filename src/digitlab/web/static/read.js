@@ -14,7 +14,10 @@
 // against Python's). The model is the caller's: `scoreBatch(images)` gets the 28 x 28 images
 // (Float32Array each) and answers [{probabilities, notDigit}] in order. The reader asks once
 // per segmentation for all its candidate digits, and once for the whole drawing read as one
-// digit (the Predictor's reading), when it needs that.
+// digit (the Predictor's reading), when it needs that. So is the string model
+// (`digitlab.strings`, model.js `loadStringModel`): `readFrames(images)` gets 32 x 128
+// pictures and answers each one's 32 x 12 frame probabilities (`framesBatchOf`); without it
+// (null) the reader is `Reader(string_model=None)`'s.
 //
 // The steps are read.py's (its docstring and docs/numbers.md say why each is so):
 //   1. the drawing rendered so the line is 64 px high (`_strokes_page`);
@@ -24,7 +27,9 @@
 //      each piece split between its strokes, in the order drawn (`_stroke_parts`), where it
 //      holds few enough and none too wide (else cut as in the first);
 //   4. each plausible group of primitives made a 28 x 28 as `preprocess` makes one from ink;
-//   5. the best path by dynamic programming (`_two_best`), never splitting one digit
+//   5. a group joining strokes that the string model reads as several digits pays for it
+//      (`_doubt_joins`);
+//   6. the best path by dynamic programming (`_two_best`), never splitting one digit
 //      (`_one_digit`).
 // Floating-point work follows numpy's order of operations where a tie could turn on the last
 // bit (pairwise sums, float32 percentiles, Pillow's resampling), so the cuts fall on the same
@@ -73,6 +78,10 @@ export const READ_CONFIG = Object.freeze({
   string_max_group: 12,
   string_cost: -0.5,
   string_min: 0.3,
+  // A drawing's group joining strokes that the string model reads as several digits pays.
+  join_string_weight: 0.3,
+  join_string_aspect: 0.5,
+  join_string_from: -2.0,
   not_pair: 0.8,
   one_stroke_wide: true,
   points: true,
@@ -129,10 +138,11 @@ export class TooManyDigits extends Error {
  * into more than `max_primitives` primitives, or segmented into more than `max_candidates`
  * candidate digits over all segmentations, is read whole, as the Predictor reads it.
  */
-export async function readDrawing(drawing, scoreBatch, settings, config = READ_CONFIG) {
+export async function readDrawing(drawing, scoreBatch, settings, config = READ_CONFIG,
+  readFrames = null) {
   const pconf = checkConfig(settings.preprocessing);
   const d = asStrokes(drawing, pconf);
-  const reader = new Reader(d, scoreBatch, settings, config);
+  const reader = new Reader(d, scoreBatch, settings, config, readFrames);
   const page = strokesPage(d, config);
   if (page === null) return reader.one();
   let best = primitives(page, { ...config, drop_fall: false });
@@ -177,6 +187,11 @@ export function scoreBatchOf(model) {
   return (images) => (images.length ? model.scoresMany(images) : Promise.resolve([]));
 }
 
+/** A ``readFrames`` for the string model (model.js `loadStringModel`): one run a list. */
+export function framesBatchOf(model) {
+  return (images) => (images.length ? model.framesMany(images) : Promise.resolve([]));
+}
+
 /** A drawing as `Drawing.digit()` makes it: empty strokes dropped, points [x, y], pen 1. */
 function asStrokes(drawing, pconf) {
   const strokes = (drawing.strokes ?? []).filter((s) => s.length > 0)
@@ -198,9 +213,10 @@ function sameLabels(a, b) {
 
 /** One reading: the drawing, the model, the settings; `Reader` in read.py. */
 class Reader {
-  constructor(drawing, scoreBatch, settings, config) {
+  constructor(drawing, scoreBatch, settings, config, readFrames) {
     this.drawing = drawing;
     this.scoreBatch = scoreBatch;
+    this.readFrames = readFrames;
     this.pconf = settings.preprocessing;
     this.classes = settings.card.classes;
     this.trust = settings.trust;
@@ -276,11 +292,55 @@ class Reader {
         score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) + wide);
       }
     }
+    await this.doubtJoins(page, prims, points, cache, score, groups, keys);
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
     return {
       paths: twoBest(n, score, points), groups, norms, scores: cache, keys, score,
       points,
     };
+  }
+
+  /**
+   * A group joining strokes, as wide as `join_string_aspect` and scoring at least
+   * `join_string_from`, that the string model reads as several digits pays
+   * `join_string_weight` per unit of log P(those digits) over log P(its one digit)
+   * (`Reader._doubt_joins`). Its readings share the candidates' cache and bound.
+   */
+  async doubtJoins(page, prims, points, cache, score, groups, keys) {
+    const cfg = this.config;
+    if (this.readFrames === null || !cfg.join_string_weight) return;
+    const n = prims.units.length;
+    const joined = [];
+    groups.forEach(([i, j], g) => {
+      const s = score.get(i * (n + 1) + j);
+      const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+      let point = false;
+      for (let k = i; k < j; k++) point ||= points.has(k);
+      if (s >= cfg.join_string_from && joinsStrokes(prims, i, j, cfg) && !point
+          && x1 - x0 >= cfg.join_string_aspect * (y1 - y0)) joined.push(g);
+    });
+    const skeys = joined.map((g) => `string:${keys[g]}`);
+    const todo = [...new Set(skeys.filter((k) => !cache.has(k)))];
+    if (cache.size + todo.length > cfg.max_candidates) return; // bounded, as the candidates
+    if (todo.length) {
+      const images = todo.map((k) => {
+        const [i, j] = groups[joined[skeys.indexOf(k)]];
+        return stringImage(groupInk(page, prims, i, j));
+      });
+      const frames = await this.readFrames(images);
+      todo.forEach((k, m) => cache.set(k, frames[m]));
+    }
+    joined.forEach((g, m) => {
+      const frames = cache.get(skeys[m]);
+      const labels = bestLabels(frames);
+      if (labels.length < 2 || labels.includes(STRING_X)) return;
+      const { scores: s } = cache.get(keys[g]);
+      const one = textProbability(frames, [this.classes[argmax(s.probabilities)] + 1]);
+      const over = Math.log(Math.max(textProbability(frames, labels), 1e-300))
+        - Math.log(Math.max(one, 1e-300));
+      const [i, j] = groups[g];
+      score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) - cfg.join_string_weight * Math.max(0, over));
+    });
   }
 
   /**
@@ -1254,15 +1314,10 @@ function groupKey(prims, i, j) {
   return `${x0},${y0},${x1},${y1}:${bits.join("")}`;
 }
 
-/**
- * Primitives i..j-1 as `preprocess` makes a digit of ink (`_normalized`): crop, stroke, box,
- * centre; with the diagnostics the trust rules read (blobs counted later, if kept).
- */
-function normalizedGroup(page, prims, i, j, pconf) {
+/** Primitives i..j-1's ink cropped to their box, {data, w, h, any} (`_group_ink`). */
+function groupInk(page, prims, i, j) {
   const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
-  const none = { image: null, inkBox: null, nBlobs: 0, aspect: 0, strokeWidth: 0, inkSize: 0 };
-  if (x1 <= x0 || y1 <= y0) return none;
-  const [cw, ch] = [x1 - x0, y1 - y0];
+  const [cw, ch] = [Math.max(x1 - x0, 0), Math.max(y1 - y0, 0)];
   const crop = new Float32Array(cw * ch);
   let any = false;
   for (let y = 0; y < ch; y++) {
@@ -1272,6 +1327,18 @@ function normalizedGroup(page, prims, i, j, pconf) {
       if (l > i && l <= j) { crop[y * cw + x] = page.ink[at]; any ||= page.ink[at] !== 0; }
     }
   }
+  return { data: crop, w: cw, h: ch, any };
+}
+
+/**
+ * Primitives i..j-1 as `preprocess` makes a digit of ink (`_normalized`): crop, stroke, box,
+ * centre; with the diagnostics the trust rules read (blobs counted later, if kept).
+ */
+function normalizedGroup(page, prims, i, j, pconf) {
+  const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
+  const none = { image: null, inkBox: null, nBlobs: 0, aspect: 0, strokeWidth: 0, inkSize: 0 };
+  if (x1 <= x0 || y1 <= y0) return none;
+  const { data: crop, w: cw, h: ch, any } = groupInk(page, prims, i, j);
   if (!any) return none;
   const [fx, fy, ox, oy] = page.scale;
   const inkBox = [Math.floor(x0 * fx + ox), Math.floor(y0 * fy + oy),
@@ -1375,4 +1442,79 @@ function weights(inSize, outSize, filter) {
     out.push([xmin, ww !== 0 ? k.map((v) => v / ww) : k]);
   }
   return out;
+}
+
+// ------------------------------------------------------------------ the string model
+
+const STRING_SIZE = [32, 128]; // the picture it reads (`digitlab.strings`): height, width
+const STRING_INK = [24, 120]; // the ink's height, and its widest, in that picture
+const STRING_CLASSES = 12; // per frame: blank, the digits d + 1, and "x"
+const STRING_X = 11;
+
+/**
+ * The 32 x 128 picture the string model reads (`string_image`): the crop scaled to 24 high
+ * (narrower when over 120 wide), through twice that size first, in the middle, strongest 1.
+ */
+function stringImage(crop) {
+  const [H, W] = STRING_SIZE;
+  const out = new Float32Array(H * W);
+  if (!crop.any) return out;
+  const s = Math.min(STRING_INK[0] / crop.h, STRING_INK[1] / crop.w);
+  const [tw, th] = [Math.max(1, pyRound(crop.w * s)), Math.max(1, pyRound(crop.h * s))];
+  const work = resize(crop, 2 * tw, 2 * th, crop.w > 2 * tw ? boxFilter : bilinearFilter);
+  const small = resize(work, tw, th, boxFilter);
+  let peak = 0;
+  for (const v of small.data) peak = Math.max(peak, v);
+  const [x0, y0] = [Math.floor((W - tw) / 2), Math.floor((H - th) / 2)];
+  for (let y = 0; y < th; y++) {
+    for (let x = 0; x < tw; x++) {
+      const v = small.data[y * tw + x];
+      out[(y0 + y) * W + x0 + x] = peak > 0 ? Math.min(Math.max(f32(v / peak), 0), 1) : v;
+    }
+  }
+  return out;
+}
+
+/** The frames' best path, repeats and blanks removed: its labels (`decode`'s text). */
+function bestLabels(frames) {
+  const labels = [];
+  let prev = 0;
+  for (let t = 0; t < frames.length / STRING_CLASSES; t++) {
+    const c = argmax(frames.subarray(t * STRING_CLASSES, (t + 1) * STRING_CLASSES));
+    if (c !== 0 && c !== prev) labels.push(c);
+    prev = c;
+  }
+  return labels;
+}
+
+/** P(labels | frames) over every CTC alignment, rescaled each frame (`text_probability`). */
+function textProbability(frames, labels) {
+  const ext = [0];
+  for (const c of labels) ext.push(c, 0);
+  const n = ext.length;
+  const T = frames.length / STRING_CLASSES;
+  const p = (t, s) => frames[t * STRING_CLASSES + ext[s]];
+  const skip = ext.map((c, s) => s >= 2 && c !== 0 && c !== ext[s - 2]);
+  let alpha = new Float64Array(n);
+  for (let s = 0; s < Math.min(n, 2); s++) alpha[s] = p(0, s);
+  let logScale = 0.0;
+  for (let t = 1; t < T; t++) {
+    const total = pairwiseSum(alpha, 0, n);
+    if (total <= 0) return 0.0;
+    for (let s = 0; s < n; s++) alpha[s] /= total;
+    logScale += Math.log(total);
+    const moved = Float64Array.from(alpha);
+    for (let s = 1; s < n; s++) moved[s] += alpha[s - 1];
+    for (let s = 2; s < n; s++) moved[s] += skip[s] ? alpha[s - 2] : 0.0;
+    alpha = moved.map((v, s) => v * p(t, s));
+  }
+  const end = alpha[n - 1] + (n > 1 ? alpha[n - 2] : 0.0);
+  return end > 0 ? Math.exp(logScale) * end : 0.0;
+}
+
+/** The index of the largest value, the first of equals (numpy's argmax). */
+function argmax(values) {
+  let best = 0;
+  for (let k = 1; k < values.length; k++) if (values[k] > values[best]) best = k;
+  return best;
 }
