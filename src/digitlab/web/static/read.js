@@ -22,10 +22,11 @@
 // The steps are read.py's (its docstring and docs/numbers.md say why each is so):
 //   1. the drawing rendered so the line is 64 px high (`_strokes_page`);
 //   2. pieces of ink, dust dropped, pieces overlapping in x merged (`_primitives`);
-//   3. wide pieces cut along straight lines at the writing's slant (`_cuts`), and, in a second
-//      segmentation, along drop-fall paths where those cross less ink (`_bend`); in a third,
-//      each piece split between its strokes, in the order drawn (`_stroke_parts`), where it
-//      holds few enough and none too wide (else cut as in the first);
+//   3. each piece split between its strokes, in the order drawn (`_stroke_parts`), where it
+//      holds few enough and none too wide; when no digit of that reading is in doubt, it is
+//      the reading; else wide pieces cut along straight lines at the writing's slant (`_cuts`)
+//      and, in another segmentation, along drop-fall paths where those cross less ink
+//      (`_bend`), and the best of them is read;
 //   4. each plausible group of primitives made a 28 x 28 as `preprocess` makes one from ink;
 //   5. a group joining strokes that the string model reads as several digits pays for it
 //      (`_doubt_joins`);
@@ -64,6 +65,7 @@ export const READ_CONFIG = Object.freeze({
   stroke_pieces: true,
   max_piece_strokes: 12,
   stroke_cut_width: 1.7,
+  strokes_sure_from: -1.5, // ... read first: when no digit scores under this, not cut too
   max_gap: 0.35,
   // Touching pairs read whole by the pair model: images only (read.py), never a drawing.
   pairs: true,
@@ -145,8 +147,16 @@ export async function readDrawing(drawing, scoreBatch, settings, config = READ_C
   const reader = new Reader(d, scoreBatch, settings, config, readFrames);
   const page = strokesPage(d, config);
   if (page === null) return reader.one();
-  let best = primitives(page, { ...config, drop_fall: false });
   const cache = new Map();
+  let [byStrokes, first] = [null, null];
+  if (page.penPaths !== null) { // strokes that can be told: split between them first
+    byStrokes = primitives(page, { ...config, drop_fall: false }, true);
+    first = byStrokes === null ? null : await reader.paths(page, byStrokes, cache);
+    if (first !== null && weakest(first, byStrokes) >= config.strokes_sure_from) {
+      return reader.bestPath(byStrokes, first);
+    }
+  }
+  let best = primitives(page, { ...config, drop_fall: false });
   let found = best === null ? null : await reader.paths(page, best, cache);
   if (found === null) best = null;
   const others = [];
@@ -155,12 +165,12 @@ export async function readDrawing(drawing, scoreBatch, settings, config = READ_C
     others.push(primitives(page, config));
   }
   if (page.penPaths !== null && reader.doubt(best, found)) {
-    // a drawing read with doubt: its pieces split between their strokes
-    others.push(primitives(page, { ...config, drop_fall: false }, true));
+    // a drawing read with doubt: its pieces split between their strokes (above)
+    others.push(byStrokes);
   }
   for (const other of others) { // the classifier chooses: the better best path
     if (other === null || (best !== null && sameLabels(other.labels, best.labels))) continue;
-    const alt = await reader.paths(page, other, cache);
+    const alt = other === byStrokes ? first : await reader.paths(page, other, cache);
     if (alt !== null && (found === null || alt.paths[0][0] > found.paths[0][0])) {
       [best, found] = [other, alt];
     }
@@ -202,6 +212,14 @@ function asStrokes(drawing, pconf) {
     throw new Error(`drawing: more than ${pconf.max_points} points`);
   }
   return { strokes, width: drawing.width, height: drawing.height, pen: drawing.pen ?? 1 };
+}
+
+/** The score of the best path's weakest group (`_weakest`). */
+function weakest(found, prims) {
+  const n = prims.units.length;
+  let least = Infinity;
+  for (const [i, j] of found.paths[0][1]) least = Math.min(least, found.score.get(i * (n + 1) + j));
+  return least;
 }
 
 function sameLabels(a, b) {
@@ -339,7 +357,8 @@ class Reader {
       const over = Math.log(Math.max(textProbability(frames, labels), 1e-300))
         - Math.log(Math.max(one, 1e-300));
       const [i, j] = groups[g];
-      score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) - cfg.join_string_weight * Math.max(0, over));
+      const key = i * (n + 1) + j;
+      score.set(key, score.get(key) - cfg.join_string_weight * Math.max(0, over));
     });
   }
 
@@ -352,12 +371,7 @@ class Reader {
       return true;
     }
     const cfg = this.config;
-    const n = prims.units.length;
-    let weakest = Infinity;
-    for (const [i, j] of found.paths[0][1]) {
-      weakest = Math.min(weakest, found.score.get(i * (n + 1) + j));
-    }
-    return weakest < Math.log(cfg.one_confidence) - cfg.digit_cost;
+    return weakest(found, prims) < Math.log(cfg.one_confidence) - cfg.digit_cost;
   }
 
   /** The reading of the best path (`Reader._best_path`). */
