@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -140,6 +141,21 @@ def test_what_it_refuses_is_one_line(tmp_path: Path) -> None:
     assert_refused(export_site(tmp_path / "file"), "exists and is not a folder")
     assert_refused(export_site(tmp_path / "new", "--model", tmp_path / "none.onnx"), "not found")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_model_named_as_the_string_model_is_refused(tmp_path: Path) -> None:
+    """The site ships the string model as model/digit-strings.onnx: a digit model of that
+    name would be overwritten by it (or overwrite it), so the export refuses, in one line."""
+    from digitlab.modelfile import bundled_model_path
+
+    bundled = bundled_model_path()
+    named = tmp_path / "digit-strings.onnx"
+    shutil.copyfile(bundled, named)
+    shutil.copyfile(
+        bundled.with_name(bundled.stem + ".card.json"), tmp_path / "digit-strings.card.json"
+    )
+    assert_refused(export_site(tmp_path / "site", "--model", named), "another model named")
+    assert not (tmp_path / "site").exists()
 
 
 def test_a_new_export_keeps_what_else_the_folder_holds(site: Path, tmp_path: Path) -> None:

@@ -228,6 +228,9 @@ def _write_model(site: Path, graph: Graph | None) -> str:
     """Copy a model file's graph and its card into ``site``/model; the graph's URL."""
     assert isinstance(graph, Graph) and isinstance(graph.source, Path)  # a model file
     name = graph.source.name.removesuffix(".onnx")
+    if (site / "model" / f"{name}.onnx").exists():  # a digit model named as the string model
+        raise SiteError(f"{graph.source}: the site holds another model named {name}.onnx "
+                        "(the string model); rename this one")  # fmt: skip
     shutil.copyfile(graph.source, site / "model" / f"{name}.onnx")
     card = json.dumps(graph.card, indent=2) + "\n"
     (site / "model" / f"{name}.card.json").write_text(card, encoding="utf-8")
