@@ -111,12 +111,16 @@ export const READ_CONFIG = Object.freeze({
   stroke_side: 0.02,
   apart_weight: 1.8,
   unclear_margin: 1.0,
+  split_scale_images: 2.67, // pictures only: not used here
+  split_scale_drawings: 1.0,
   one_narrow: 0.6,
   one_gap: 0.1,
   one_aspect: 1.0,
   one_max_aspect: 2.5,
   one_fragment: 0.6,
   one_confidence: 0.9,
+  one_sure_aspect: 1.3, // pictures only: not used here
+  one_sure: 0.999,
   one_margin: 0.9,
 });
 
@@ -405,7 +409,10 @@ class Reader {
       const { scores } = found.scores.get(found.keys[g]);
       return digitOf(norm.inkBox, judge(norm, scores, this.classes, this.trust), norm.image);
     });
-    return reading(digits, reasons, 1 / (1 + Math.exp(-Math.min(margin, 700))), points);
+    // How sure the split is: its margin as log odds, scaled (a drawing's scale: the page
+    // reads drawings only).
+    const split = 1 / (1 + Math.exp(-Math.min(cfg.split_scale_drawings * margin, 700)));
+    return reading(digits, reasons, split, points);
   }
 
   /**
