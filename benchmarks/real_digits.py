@@ -307,6 +307,38 @@ def cond_squared(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return lined_paper(digit, rng, grid=True)
 
 
+def marked(digit: np.ndarray, rng: np.random.Generator, box: bool) -> np.ndarray:
+    """Dark ink, 60-120 px high, on white, in a printed box or above a pen line (grey)."""
+    height = rng.uniform(60, 120)
+    alpha = on_paper(ink_alpha(digit, height, 2 * height), rng, (0.2, 0.5))
+    h, w = alpha.shape
+    t = int(rng.integers(1, 4))  # the line's thickness, px
+    mark = np.zeros_like(alpha)
+    if box:  # a form's field: a rectangle 2-8 px inside the picture's edges
+        e = int(rng.integers(2, 9))
+        mark[e : e + t, e : w - e] = mark[h - e - t : h - e, e : w - e] = 1
+        mark[e : h - e, e : e + t] = mark[e : h - e, w - e - t : w - e] = 1
+    else:  # underlined: below the ink, a little wider than it
+        rows = np.flatnonzero(alpha.max(1) > 0.3)
+        cols = np.flatnonzero(alpha.max(0) > 0.3)
+        y = min(h - t, rows[-1] + int(rng.uniform(0.05, 0.2) * height))
+        x0, x1 = max(0, cols[0] - int(0.1 * height)), min(w, cols[-1] + int(0.1 * height))
+        mark[y : y + t, x0:x1] = 1
+    paper = np.full((h, w), rng.uniform(240, 255), np.float32)
+    field = compose(np.maximum(alpha, mark * rng.uniform(0.6, 1.0)), paper, np.float32(20))
+    return field
+
+
+def cond_boxed(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A form's box: a rectangle 1-3 px thick round the digit, 2-8 px inside the edges."""
+    return marked(digit, rng, box=True)
+
+
+def cond_underlined(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Underlined: a line 1-3 px thick under the digit, a little wider than it."""
+    return marked(digit, rng, box=False)
+
+
 def cond_pencil(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Faint pencil: grey ink of contrast 0.2-0.35 (grainy), off-white paper, mild noise.
 
@@ -403,6 +435,8 @@ CONDITIONS = (
     Condition("photo", cond_photo, 0.99),
     Condition("ruled", cond_ruled, 0.99),
     Condition("squared", cond_squared, 0.99),
+    Condition("boxed", cond_boxed, 0.99),
+    Condition("underlined", cond_underlined, 0.99),
     Condition("pencil", cond_pencil, 0.99),
     Condition("colour", cond_colour, 0.99),
     Condition("drawn", cond_drawn, 0.99),

@@ -207,6 +207,24 @@ def test_numbers_of_mnist_digits_read(reader, mnist_test, text, gap):
     assert 0.5 * every < r.confidence <= every  # times how sure the split is (a margin of 1+ nat)
 
 
+@pytest.mark.parametrize("mark", ["box", "underline"])
+@pytest.mark.parametrize("text", ["2026", "90417"])
+def test_a_number_in_a_box_or_underlined_reads(reader, mnist_test, monkeypatch, mark, text):
+    """A number written in a form's box, or underlined, scanned dark on white at 3 x: the box
+    or line is wiped with the ink's rules (`digitlab.ink._erase_marks`), the digits read."""
+    digits = [first_of(mnist_test, int(c), skip=k) for k, c in enumerate(text)]
+    page = 255 - np.pad(np.kron(compose(digits, 6), np.ones((3, 3), np.uint8)), 20)
+    h, w = page.shape
+    if mark == "box":
+        page[5:8, 5 : w - 5] = page[h - 8 : h - 5, 5 : w - 5] = 0
+        page[5 : h - 5, 5:8] = page[5 : h - 5, w - 8 : w - 5] = 0
+    else:
+        page[h - 14 : h - 11, 10 : w - 10] = 0
+    assert reader.read(page).text == text
+    monkeypatch.setattr("digitlab.ink._erase_marks", lambda ink, config: None)
+    assert reader.read(page).text != text
+
+
 def test_the_predictor_alone_calls_twelve_no_digit(predictor, reader, mnist_test):
     """The reason for the reader: the same picture is no single digit to the Predictor (its
     detector is trained on touching pairs, `digitlab.negatives.digit_pair`)."""

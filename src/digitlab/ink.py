@@ -112,6 +112,7 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     if _spans_picture(ink) and _neighbour_correlation(small) < config.min_correlation:
         return replace(found, polarity_by="noise")  # "ink" all over, pixels unlike neighbours
     _erase_rules(ink, config)
+    _erase_marks(ink, config)
     digit_box = keep_digit(ink, config)
     if digit_box is None:
         return found
@@ -179,6 +180,72 @@ def _rules(a: np.ndarray, config: PreprocessConfig) -> list[tuple[int, int]]:
     strength = (rows * inked).sum(axis=1) / np.maximum(inked.sum(axis=1), 1)
     lines = _runs(candidates[full])
     return lines if len(lines) >= 3 else _runs(candidates[full & (strength < 0.5)])
+
+
+def _erase_marks(ink: np.ndarray, config: PreprocessConfig) -> None:
+    """Wipe (in place) a box drawn round the ink (a form's field) and a line under it: a
+    digit written in a box or underlined read as 0, 1 or "not a digit".
+
+    Works on pieces of ink (a coarse grid of at most 128 cells a side, as `keep_digit`).
+    A box is a piece whose ink lies within ``frame_band`` of its side from its edges and
+    covers at least half of each of its four sides, round all the other ink. A line
+    under the ink is a piece at least ``underline_aspect`` times as wide as high, below
+    all the other ink (no overlap in height) and no further from it than that ink is
+    high, under at least 80 % of its width, that ink at least three times as high as the
+    line is thick (writing, not the other bar of "="). A stroke that touches the box or the line
+    makes one piece of them: then nothing is wiped. Ink alone in a box stays.
+    """
+    h, w = ink.shape
+    f = max(1, math.ceil(max(h, w) / 128))
+    cells = np.asarray(Image.fromarray(ink).reduce(f)) if f > 1 else ink
+    labels, n = label(cells > 0)
+    if not 2 <= n <= 64:  # bounded work: a page of specks holds no box of a digit
+        return
+    ys, xs = np.nonzero(labels)
+    of = labels[ys, xs] - 1  # piece 0..n-1 of each inked cell
+    boxes = np.array([(xs[of == k].min(), ys[of == k].min(), xs[of == k].max() + 1,
+                       ys[of == k].max() + 1) for k in range(n)])  # fmt: skip
+    sizes = np.bincount(of, minlength=n)
+    for k in np.argsort(boxes[:, 0] - boxes[:, 2])[:2]:  # a box or a line: the widest pieces
+        rest = (of != k) & (sizes[of] >= 2)  # the other ink, specks left out
+        if not rest.any():
+            continue
+        inside = (xs[rest].min(), ys[rest].min(), xs[rest].max() + 1, ys[rest].max() + 1)
+        mine = of == k
+        if _is_box(xs[mine], ys[mine], boxes[k], inside, config) or _is_line_under(
+            boxes[k], inside, config
+        ):
+            wipe = np.repeat(np.repeat(labels == k + 1, f, axis=0), f, axis=1)[:h, :w]
+            ink[wipe] = 0
+            return
+
+
+def _is_box(xs: np.ndarray, ys: np.ndarray, edges: np.ndarray, inside: tuple,
+            config: PreprocessConfig) -> bool:  # fmt: skip
+    """A piece's cells (``xs``, ``ys``; box ``edges``) make a box round ``inside``."""
+    x0, y0, x1, y1 = edges
+    ix0, iy0, ix1, iy1 = inside
+    if not (x0 < ix0 and y0 < iy0 and ix1 < x1 and iy1 < y1):
+        return False
+    band = max(1, round(config.frame_band * min(x1 - x0, y1 - y0)))
+    left, right = xs < x0 + band, xs >= x1 - band
+    top, bottom = ys < y0 + band, ys >= y1 - band
+    if not (left | right | top | bottom).mean() >= 0.95:
+        return False
+    return all(len(np.unique(along[side])) >= 0.5 * span
+               for side, along, span in ((left, ys, y1 - y0), (right, ys, y1 - y0),
+                                         (top, xs, x1 - x0), (bottom, xs, x1 - x0)))  # fmt: skip
+
+
+def _is_line_under(edges: np.ndarray, above: tuple, config: PreprocessConfig) -> bool:
+    """A piece of box ``edges`` (x0, y0, x1, y1) is a line under the ink of box ``above``."""
+    x0, y0, x1, y1 = edges
+    ax0, ay0, ax1, ay1 = above
+    thin = x1 - x0 >= config.underline_aspect * (y1 - y0)
+    near = ay1 <= y0 <= ay1 + (ay1 - ay0)
+    under = min(x1, ax1) - max(x0, ax0) >= 0.8 * (ax1 - ax0)
+    writing = ay1 - ay0 >= 3 * (y1 - y0)  # not another line as thick: the bars of "="
+    return thin and near and under and writing
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

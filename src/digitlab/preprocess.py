@@ -83,6 +83,8 @@ class PreprocessConfig:
     flat_contrast: float = 0.2  # in a flattened photo, ink differs from paper by this (0..1)
     min_correlation: float = 0.2  # neighbouring pixels less alike than this: noise, no ink
     rule_cover: float = 0.9  # a faint line across this share of the picture is ruled paper
+    frame_band: float = 0.12  # a box round the ink: its own ink this near its edges (share) ...
+    underline_aspect: float = 4.0  # ... and a line under it, this many times as long as thick
     noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
     min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
 
@@ -97,7 +99,8 @@ class PreprocessConfig:
 # The model card's summary of the recipe (the module docstring has it in full).
 RECIPE = (
     "digitlab.preprocess: find the ink (two-class split, polarity from border/pieces/corners, "
-    "shadows flattened, ruled lines and noise dropped), crop to it, bring the stroke width into "
+    "shadows flattened, ruled lines, a box round the digit, a line under it and noise dropped), "
+    "crop to it, bring the stroke width into "
     "MNIST's range, fit a 20x20 box keeping the aspect ratio, paste into 28x28 with the centre "
     "of mass at the centre"
 )
