@@ -193,8 +193,8 @@ def figures(frames: np.ndarray, data: tuple) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "models" / "digit-strings.onnx"))
-    ap.add_argument("--n", type=int, default=150_000, help="training pictures")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--n", type=int, default=200_000, help="training pictures")
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)

@@ -287,7 +287,7 @@ class ReadConfig:
     # How sure the split is: sigmoid(scale x that margin), the scale fitted on numbers of
     # validation digits by scripts/fit_split_scale.py (docs/numbers.md, round 11): at 1 a
     # picture's number read right 87 % of the time said 81 %.
-    split_scale_images: float = 2.67
+    split_scale_images: float = 3.0
     split_scale_drawings: float = 1.0
     # Never split one digit: ink no wider than `one_aspect` x its height is one digit
     # when the Predictor reads it with `one_confidence` or the path has a fragment; up to

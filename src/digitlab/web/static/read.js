@@ -111,7 +111,7 @@ export const READ_CONFIG = Object.freeze({
   stroke_side: 0.02,
   apart_weight: 1.8,
   unclear_margin: 1.0,
-  split_scale_images: 2.67, // pictures only: not used here
+  split_scale_images: 3.0, // pictures only: not used here
   split_scale_drawings: 1.0,
   one_narrow: 0.6,
   one_gap: 0.1,
