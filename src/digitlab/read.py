@@ -662,8 +662,13 @@ class Reader:
         if not (sure or fragment) or (apart and p.digit is None):
             return None
         wide = w > cfg.one_aspect * h
-        if (wide and page.polarity != "strokes" and p.digit is not None
-                and p.confidence >= cfg.one_sure and w <= cfg.one_sure_aspect * h):
+        if (
+            wide
+            and page.polarity != "strokes"
+            and p.digit is not None
+            and p.confidence >= cfg.one_sure
+            and w <= cfg.one_sure_aspect * h
+        ):
             return one_digit  # a wide digit of a scan, broken by a gap: "55" of one 5
         if wide or (p.digit is None and not fragment):  # wide, or surely no digit
             one = math.log(max(p.confidence, 1e-9)) - cfg.digit_cost
