@@ -634,27 +634,20 @@ def test_a_cut_never_leaves_a_sliver(reader, mnist_test):
 
 
 @pytest.mark.slow
-def test_the_weight_search_runs_end_to_end(mnist_dir) -> None:
-    """scripts/tune_read.py --quick: composes, segments, re-scores and prints the weights."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "tune_read.py"
+@pytest.mark.parametrize(("script", "says"), [
+    ("tune_read.py", ("image:touch", "found: {'digit_cost'")),
+    ("fit_split_scale.py", ("split_scale_images = ", "split_scale_drawings = ", "ECE")),
+])  # fmt: skip
+def test_the_reader_s_fitting_scripts_run_end_to_end(mnist_dir, script, says) -> None:
+    """--quick: scripts/tune_read.py composes, segments, re-scores and prints the weights;
+    scripts/fit_split_scale.py reads numbers of validation digits and prints the scale of
+    each kind of input with the calibration error it gives."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
     env = {**os.environ, "DIGITLAB_DATA": str(mnist_dir)}
-    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
+    done = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True,
                           text=True, timeout=600, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "image:touch" in done.stdout and "found: {'digit_cost'" in done.stdout
-
-
-@pytest.mark.slow
-def test_the_split_scale_fit_runs_end_to_end(mnist_dir) -> None:
-    """scripts/fit_split_scale.py --quick: composes numbers of validation digits, reads
-    them and prints the scale of each kind of input with the calibration error it gives."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "fit_split_scale.py"
-    env = {**os.environ, "DIGITLAB_DATA": str(mnist_dir)}
-    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
-                          text=True, timeout=600, env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "split_scale_images = " in done.stdout and "split_scale_drawings = " in done.stdout
-    assert "ECE" in done.stdout
+    assert all(s in done.stdout for s in says), done.stdout
 
 
 def test_a_drawing_split_surely_between_its_strokes_is_not_cut_too(predictor, mnist_dir,
