@@ -112,8 +112,9 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     if _spans_picture(ink) and _neighbour_correlation(small) < config.min_correlation:
         return replace(found, polarity_by="noise")  # "ink" all over, pixels unlike neighbours
     _erase_rules(ink, config)
-    _erase_marks(ink, config)
-    digit_box = keep_digit(ink, config)
+    pieces = coarse_pieces(ink)  # one labelling for the marks and the dust
+    _erase_marks(ink, pieces, config)
+    digit_box = keep_digit(ink, config, pieces)
     if digit_box is None:
         return found
     polarity = "dark-on-light" if dark_is_ink else "light-on-dark"
@@ -182,7 +183,7 @@ def _rules(a: np.ndarray, config: PreprocessConfig) -> list[tuple[int, int]]:
     return lines if len(lines) >= 3 else _runs(candidates[full & (strength < 0.5)])
 
 
-def _erase_marks(ink: np.ndarray, config: PreprocessConfig) -> None:
+def _erase_marks(ink: np.ndarray, pieces: Pieces, config: PreprocessConfig) -> None:
     """Wipe (in place) a box drawn round the ink (a form's field) and a line under it: a
     digit written in a box or underlined read as 0, 1 or "not a digit".
 
@@ -195,10 +196,7 @@ def _erase_marks(ink: np.ndarray, config: PreprocessConfig) -> None:
     line is thick (writing, not the other bar of "="). A stroke that touches the box or the line
     makes one piece of them: then nothing is wiped. Ink alone in a box stays.
     """
-    h, w = ink.shape
-    f = max(1, math.ceil(max(h, w) / 128))
-    cells = np.asarray(Image.fromarray(ink).reduce(f)) if f > 1 else ink
-    labels, n = label(cells > 0)
+    labels, n = pieces.labels, pieces.n
     if not 2 <= n <= 64:  # bounded work: a page of specks holds no box of a digit
         return
     ys, xs = np.nonzero(labels)
@@ -215,8 +213,7 @@ def _erase_marks(ink: np.ndarray, config: PreprocessConfig) -> None:
         if _is_box(xs[mine], ys[mine], boxes[k], inside, config) or _is_line_under(
             boxes[k], inside, config
         ):
-            wipe = np.repeat(np.repeat(labels == k + 1, f, axis=0), f, axis=1)[:h, :w]
-            ink[wipe] = 0
+            pieces.wipe(ink, labels == k + 1)
             return
 
 
@@ -585,7 +582,35 @@ def _divide(g: np.ndarray, surface: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 
-def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int] | None:
+@dataclass
+class Pieces:
+    """The pieces of ink on a coarse grid (at most 128 cells a side, ``f`` pixels a cell),
+    so that finding them costs little on big photos: each cell's ink (``cells``, in
+    pixels of full ink) and its piece (``labels``, 1..``n``; 0 = paper)."""
+
+    f: int
+    cells: np.ndarray
+    labels: np.ndarray
+    n: int
+
+    def wipe(self, ink: np.ndarray, which: np.ndarray) -> None:
+        """Zero (in place) the ink of the cells ``which``, and those cells here."""
+        h, w = ink.shape
+        ink[np.repeat(np.repeat(which, self.f, axis=0), self.f, axis=1)[:h, :w]] = 0
+        self.cells[which] = 0
+
+
+def coarse_pieces(ink: np.ndarray) -> Pieces:
+    """`Pieces` of ``ink``."""
+    h, w = ink.shape
+    f = max(1, math.ceil(max(h, w) / 128))
+    cells = np.asarray(Image.fromarray(ink).reduce(f)) * (f * f) if f > 1 else ink.copy()
+    labels, n = label(cells > 0)
+    return Pieces(f, cells, labels, n)
+
+
+def keep_digit(ink: np.ndarray, config: PreprocessConfig,
+               pieces: Pieces | None = None) -> tuple[int, int, int, int] | None:  # fmt: skip
     """Zero specks of dust (in place) and return the ink's box; None when the ink is noise.
 
     Blobs are found on a coarse grid (at most 128 cells a side) so this costs
@@ -596,10 +621,8 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
     none holding ``noise_fraction`` of it is noise, and so is a biggest blob of
     less than ``min_ink_mass`` (a pixel or two of noise; less in tiny pictures).
     """
-    h, w = ink.shape
-    f = max(1, math.ceil(max(h, w) / 128))
-    cells = np.asarray(Image.fromarray(ink).reduce(f)) * (f * f) if f > 1 else ink
-    labels, n = label(cells > 0)
+    pieces = coarse_pieces(ink) if pieces is None else pieces
+    cells, labels, n = pieces.cells, pieces.labels, pieces.n
     if n == 0:  # nothing left (the lines of ruled paper were all there was)
         return None
     mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=n + 1)
@@ -616,8 +639,7 @@ def keep_digit(ink: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int
             dust[edge] |= mass[edge] < config.edge_fraction * biggest
         dust[0] = False
         if dust.any():
-            drop = np.repeat(np.repeat(dust[labels], f, axis=0), f, axis=1)[:h, :w]
-            ink[drop] = 0
+            pieces.wipe(ink, dust[labels])
     return box(ink > 0)
 
 
