@@ -386,6 +386,31 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     assert local_client(create_app(predictor, db)).get("/api/corrections").json()["total"] == 2
     assert client.get("/api/corrections?limit=1&offset=1").json()["items"][0]["label"] == 7
 
+def test_corrections_are_handled_on_one_thread_below_the_readings(predictor, tmp_path,
+                                                                  monkeypatch) -> None:  # fmt: skip
+    """Issue 27: a client streaming corrections took half the server from the readings
+    (the corrections shared their threads and priority); now they are stored one at a time
+    on a thread of their own, at a lower CPU priority than the readings' threads."""
+    app = create_app(predictor, tmp_path / "corrections.sqlite3")
+    service = app.state.service
+    seen: list[tuple[str, int]] = []
+    correct = service.correct
+
+    def recording(*args, **kwargs):
+        me = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, me)))
+        return correct(*args, **kwargs)
+
+    monkeypatch.setattr(service, "correct", recording)
+    client = local_client(app)
+    for label in (7, 1):
+        assert client.post("/api/corrections", json={**ONE, "label": label}).status_code == 201
+    assert client.post("/api/predict", json=ONE).status_code == 200
+    readings = os.getpriority(os.PRIO_PROCESS, 0)  # the process's, which the readings keep
+    assert [name.split("_")[0] for name, _ in seen] == ["digitlab-corrections"] * 2
+    assert all(nice > readings for _, nice in seen)
+
+
 
 @pytest.mark.parametrize(
     ("body", "status", "words"),

@@ -16,6 +16,7 @@ thread, and answers with a model from `digitlab.web.models`.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Annotated, Any
 
@@ -191,8 +192,8 @@ async def add_correction(
     stored correction without storing it twice. Limited per client (429)."""
     if not isinstance(body, Json):
         raise HTTPException(415, 'send JSON: {"label": 0-9, "strokes": [...]} (or "pixels")')
-    return await run_in_threadpool(service.correct, body.value, client_of(request),
-                                   idempotency_key)  # fmt: skip
+    done = service.writer.submit(service.correct, body.value, client_of(request), idempotency_key)
+    return await asyncio.wrap_future(done)
 
 
 @router.get(
