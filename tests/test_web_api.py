@@ -386,6 +386,7 @@ def test_corrections_are_stored_listed_and_exported(predictor, tmp_path) -> None
     assert local_client(create_app(predictor, db)).get("/api/corrections").json()["total"] == 2
     assert client.get("/api/corrections?limit=1&offset=1").json()["items"][0]["label"] == 7
 
+
 def test_corrections_are_handled_on_one_thread_below_the_readings(predictor, tmp_path,
                                                                   monkeypatch) -> None:  # fmt: skip
     """Issue 27: a client streaming corrections took half the server from the readings
@@ -409,7 +410,6 @@ def test_corrections_are_handled_on_one_thread_below_the_readings(predictor, tmp
     readings = os.getpriority(os.PRIO_PROCESS, 0)  # the process's, which the readings keep
     assert [name.split("_")[0] for name, _ in seen] == ["digitlab-corrections"] * 2
     assert all(nice > readings for _, nice in seen)
-
 
 
 @pytest.mark.parametrize(
