@@ -160,6 +160,8 @@ def stroke_drawings() -> list[tuple[str, dict[str, Any]]]:
         "41, touching": four() + one(95),
         "14, touching": one() + four(50),
         "704, touching": seven() + zero(110) + four(235),
+        "74, touching, the 4 written first": four(70) + seven(),
+        "704, touching, written from the right": (seven() + zero(110) + four(235))[::-1],
         "a wide 7 in one stroke": [wide_seven],
         "741 in tiny strokes, touching": pieces(seven() + four(70) + one(175)),
         "4 1 in tiny strokes, touching": pieces(four()) + one(95),

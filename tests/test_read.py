@@ -409,13 +409,39 @@ def test_two_ones_written_apart_are_eleven_however_narrow(reader, predictor, mni
 
 def test_touching_drawn_digits_are_split_between_their_strokes(reader, predictor):
     """A 7, then a 4 whose bar runs into the 7's stem: one piece of ink. Cut, it reads
-    "77"; its strokes, in the order drawn, say where one digit ends."""
+    "77"; its strokes say where one digit ends."""
     seven = [[(10, 10), (70, 10), (35, 100)]]
     four = [[(85, 10), (50, 65), (110, 65)], [(95, 30), (95, 100)]]
     drawing = Strokes(tuple(tuple(map(tuple, s)) for s in seven + four), pen=6.0)
     assert reader.read(drawing).text == "74"
     ink_only = Reader(predictor, config=ReadConfig(stroke_pieces=False))
     assert ink_only.read(drawing).text != "74"
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 1, 0)],
+                         ids=["as written", "the 4 first", "right to left"])  # fmt: skip
+def test_touching_drawn_digits_read_left_to_right_whatever_the_stroke_order(reader, order):
+    """The 7 and the touching 4 above, their strokes sent in another order: a person goes
+    back to cross a 7 or to put a 5's hat on, and some write from the right. Split between
+    its strokes in the order drawn, the piece read "47" or worse."""
+    strokes = [[(10, 10), (70, 10), (35, 100)], [(85, 10), (50, 65), (110, 65)],
+               [(95, 30), (95, 100)]]  # fmt: skip
+    drawing = Strokes(tuple(tuple(map(tuple, strokes[k])) for k in order), pen=6.0)
+    assert reader.read(drawing).text == "74"
+
+
+def test_a_written_number_reads_the_same_whatever_the_order_of_its_strokes(reader, pen_number):
+    """Numbers written as people write digits, some touching (benchmarks/number_strings.py's
+    ``hand`` set): in the order drawn, reversed, shuffled. Before, the set's numbers read
+    45 % right with their strokes reversed and 93 % in order (seed 5, 300 numbers)."""
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        number = pen_number(3, "touch", k, "hand").x
+        shuffled = list(number.strokes)
+        rng.shuffle(shuffled)
+        texts = {reader.read(Strokes(tuple(s), number.width, number.height, number.pen)).text
+                 for s in (number.strokes, number.strokes[::-1], shuffled)}  # fmt: skip
+        assert len(texts) == 1, (k, texts)
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ the digits first, by over-segmentation and a best path:
    per cut through ink (more through one of a drawing's strokes, less where its pen
    lifted);
 6. a drawing is segmented another way too, first: each piece of ink split between its
-   strokes, in the order they were drawn, instead of cut (a person writes digit after
-   digit, so two touching digits are two runs of strokes, and one stroke is one digit's:
+   strokes, left to right, instead of cut (a person writes digit after digit, so two
+   touching digits are two runs of neighbouring strokes, and one stroke is one digit's:
    a wide 7 is not cut). When no group of its best path scores under `strokes_sure_from`
    it is the reading; else the ink is cut too and the better best path is read. A group
    that joins a drawing's strokes and that the string model (step 7) reads as several
@@ -81,7 +81,7 @@ import functools
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -824,7 +824,7 @@ class Page:
     @cached_property
     def strokes(self) -> np.ndarray | None:
         """The drawing's strokes over the page (int32: a stroke's number, 1.., where it inks;
-        one drawn later covers one drawn before); None for an image. Drawn when first asked
+        one to the right covers one to its left); None for an image. Drawn when first asked
         for: only a number read with doubt needs them."""
         if self.pen_paths is None:
             return None
@@ -873,8 +873,10 @@ def _image_page(x: Any, pconf: PreprocessConfig, cfg: ReadConfig) -> Page | None
 
 
 def _strokes_page(drawing: Strokes, cfg: ReadConfig) -> Page | None:
-    """The drawing rendered so the line is `line_height` pixels high, with MNIST's pen."""
-    pts = [p for s in drawing.strokes for p in s]
+    """The drawing rendered so the line is `line_height` pixels high, with MNIST's pen; its
+    strokes numbered left to right (`left_to_right`)."""
+    strokes = left_to_right(drawing.strokes)
+    pts = [p for s in strokes for p in s]
     if not pts:
         return None
     xy = np.asarray(pts, np.float64)
@@ -890,13 +892,28 @@ def _strokes_page(drawing: Strokes, cfg: ReadConfig) -> Page | None:
     side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
     off = pen / 2 + 1
     placed = (xy - lo) * scale + off
-    lengths = tuple(len(s) for s in drawing.strokes)
+    lengths = tuple(len(s) for s in strokes)
     ink = np.asarray(_draw(placed, list(lengths), side, pen), np.float32) / 255
     split = cfg.stroke_pieces and len(lengths) <= 4 * cfg.max_pieces
     k = 1 / scale
     return Page(ink, (drawing.width or 0, drawing.height or 0),
                 (k, k, lo[0] - off * k, lo[1] - off * k), "strokes",
                 pen_paths=(placed, lengths, pen) if split else None)  # fmt: skip
+
+
+def left_to_right(strokes: Sequence[Sequence[Sequence[float]]]) -> list:
+    """A drawing's strokes ordered by the middle of each one's extent in x, ties in the
+    order drawn. A person writes digit after digit, but goes back to cross a 7 or to put a
+    5's hat on after the next digit, and some write a number from its right: read in
+    drawing order, "24362" drawn with its strokes reversed read "24326" (its touching 6
+    and 2 split between their strokes in that order), and a stroke drawn later took the ink
+    it shares with another from a digit to its right (an 8 under a 5's tail read 9)."""
+
+    def middle(stroke: Sequence[Sequence[float]]) -> float:
+        xs = [p[0] for p in stroke]
+        return min(xs) + max(xs) if xs else 0.0
+
+    return sorted(strokes, key=middle)
 
 
 def _draw(xy: np.ndarray, lengths: list[int], side: np.ndarray, pen: float) -> Image.Image:
@@ -925,7 +942,7 @@ def _number_strokes(xy: np.ndarray, lengths: tuple[int, ...], side: tuple[int, i
     flat = xy.ravel().tolist()
     caps, of = _caps(xy, pen, np.repeat(np.arange(len(lengths)), lengths))
     at = c = 0
-    for k, n in enumerate(lengths, 1):  # in order: a stroke covers those drawn before it
+    for k, n in enumerate(lengths, 1):  # in order: a stroke covers those left of it
         ink = core.draw_ink(k)
         if n > 1:
             core.draw_lines(flat[2 * at : 2 * (at + n)], ink, width)
@@ -1219,20 +1236,20 @@ def _find_units(page: Page, cfg: ReadConfig) -> _Units | None:
 
 def _stroke_parts(page: Page, ys: np.ndarray, xs: np.ndarray, height: float,
                   cfg: ReadConfig) -> np.ndarray | None:  # fmt: skip
-    """A piece of a drawing split between its strokes, in the order they were drawn: the
+    """A piece of a drawing split between its strokes, left to right (`left_to_right`): the
     part (0, 1, ...) of each of its pixels. None (no evidence: cut the ink, if wide) for an
     image, a piece of more than `max_piece_strokes` strokes (a drawing of tiny segments),
     or one holding a stroke wider than `stroke_cut_width` H (joined-up writing).
 
     A person writes a number digit after digit, each in a few strokes: two digits touch
-    where one's stroke meets the next one's, and the digits are runs of strokes in the
-    order drawn. The best path chooses the runs: a 4's two strokes make one digit, two
+    where one's stroke meets the next one's, and the digits are runs of neighbouring
+    strokes. The best path chooses the runs: a 4's two strokes make one digit, two
     touching 1s two. One stroke is never cut (a wide 7 is one digit).
     """
     if page.strokes is None:
         return None
     which = page.strokes[ys, xs]
-    ids, order = np.unique(which, return_inverse=True)  # stroke numbers are drawing order
+    ids, order = np.unique(which, return_inverse=True)  # stroke numbers: left to right
     if len(ids) > cfg.max_piece_strokes:
         return None
     # each stroke's extent in x, per stroke by sorting (not np.minimum.at: ten times slower)

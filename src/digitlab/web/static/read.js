@@ -22,7 +22,7 @@
 // The steps are read.py's (its docstring and docs/numbers.md say why each is so):
 //   1. the drawing rendered so the line is 64 px high (`_strokes_page`);
 //   2. pieces of ink, dust dropped, pieces overlapping in x merged (`_primitives`);
-//   3. each piece split between its strokes, in the order drawn (`_stroke_parts`), where it
+//   3. each piece split between its strokes, left to right (`_stroke_parts`), where it
 //      holds few enough and none too wide; when no digit of that reading is in doubt, it is
 //      the reading; else wide pieces cut along straight lines at the writing's slant (`_cuts`)
 //      and, in another segmentation, along drop-fall paths where those cross less ink
@@ -621,7 +621,7 @@ function strokesPage(drawing, cfg) {
   const w = Math.ceil((hix - lox) * scale + pen) + 2;
   const h = Math.ceil((hiy - loy) * scale + pen) + 2;
   const off = pen / 2 + 1;
-  const placed = drawing.strokes.map((s) =>
+  const placed = leftToRight(drawing.strokes).map((s) =>
     s.map(([x, y]) => [(x - lox) * scale + off, (y - loy) * scale + off]));
   const img = drawPage(placed, w, h, pen);
   const ink = new Float32Array(w * h);
@@ -633,8 +633,24 @@ function strokesPage(drawing, cfg) {
 }
 
 /**
+ * A drawing's strokes ordered by the middle of each one's extent in x, ties in the order
+ * drawn (`left_to_right`): a person goes back to cross a 7 or to put a 5's hat on.
+ */
+function leftToRight(strokes) {
+  const middle = (s) => {
+    if (s.length === 0) return 0.0;
+    let [lo, hi] = [Infinity, -Infinity];
+    for (const p of s) { lo = Math.min(lo, p[0]); hi = Math.max(hi, p[0]); }
+    return lo + hi;
+  };
+  const keyed = strokes.map((s) => [middle(s), s]);
+  return keyed.sort((a, b) => a[0] - b[0]).map(([, s]) => s); // a stable sort: ties as drawn
+}
+
+/**
  * The drawing's strokes over the page (`Page.strokes`): Int32Array, a stroke's number (1..)
- * where it inks, one drawn later covering one drawn before; null without `penPaths`. Drawn
+ * where it inks, numbered left to right, one to the right covering one to its left; null
+ * without `penPaths`. Drawn
  * when first asked for: only a number read with doubt needs them.
  */
 function strokesOf(page) {
@@ -676,7 +692,7 @@ function drawPage(strokes, w, h, pen) {
 /**
  * `_number_strokes`: `drawPage`'s strokes, each in its own number (1, 2, ...) on an Int32Array
  * (Pillow's "I" image): its lines, then its caps (to a quarter pixel, each once), stroke after
- * stroke, so a stroke drawn later covers those before it.
+ * stroke, so a stroke covers those before it (left of it: `leftToRight`).
  */
 function numberStrokes(strokes, w, h, pen) {
   const img = new Int32Array(w * h);
@@ -963,7 +979,7 @@ function cutBetween(prims, path) {
 
 /**
  * One unit's pixels split between its strokes (`strokeParts`) or by its cuts: {pixels:
- * [[page index, part]], count}, parts numbered in the order drawn or left to right, empty
+ * [[page index, part]], count}, parts numbered left to right, empty
  * ones dropped. Units no wider than `cut_width` H, not split by stroke, are one part.
  */
 function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
@@ -1018,7 +1034,7 @@ function splitStrokes(strokeInk, cut, height, cfg) {
 }
 
 /**
- * A piece of a drawing split between its strokes, in the order they were drawn
+ * A piece of a drawing split between its strokes, left to right
  * (`_stroke_parts`): the part (0, 1, ...) of each of its pixels (``ys``, ``xs`` within
  * ``box``), the rank of its stroke's number. Null (cut the ink, if wide) for a page without
  * strokes, a piece of more than `max_piece_strokes` strokes, or one holding a stroke wider
@@ -1028,7 +1044,7 @@ function strokeParts(page, ys, xs, [x0, y0], height, cfg) {
   const strokes = strokesOf(page);
   if (strokes === null) return null;
   const which = ys.map((y, p) => strokes[(y + y0) * page.w + xs[p] + x0]);
-  const ids = [...new Set(which)].sort((a, b) => a - b); // stroke numbers are drawing order
+  const ids = [...new Set(which)].sort((a, b) => a - b); // stroke numbers: left to right
   if (ids.length > cfg.max_piece_strokes) return null;
   const rank = new Map(ids.map((v, k) => [v, k]));
   const order = Int32Array.from(which, (v) => rank.get(v));
