@@ -196,12 +196,14 @@ def composed_drawings(mnist_test) -> list[tuple[str, dict[str, Any]]]:
 
 def written_numbers() -> list[tuple[str, dict[str, Any]]]:
     """Numbers written as people write digits, some touching (benchmarks/number_strings.py's
-    ``hand`` set, seed 1): joined strokes the string model doubts, "1" against a "5"."""
+    ``hand`` set, seed 1): joined strokes the string model doubts, "1" against a "5"; and
+    touching 1s whose strokes each read as a tall, sure digit (seed 3)."""
     sys.path.insert(0, str(BENCHMARKS))
     from number_strings import hardest, numbers
 
-    items = numbers("hand", 40, 1)
-    return [(f"hand {it.text} ({hardest(it.gaps)})", it.x.to_json()) for it in items[:WRITTEN]]
+    items = numbers("hand", 40, 1)[:WRITTEN]
+    items.append(numbers("hand", 5, 3, ("touch",))[4])  # "16259191": its touching 1s' strokes
+    return [(f"hand {it.text} ({hardest(it.gaps)})", it.x.to_json()) for it in items]
 
 
 # --------------------------------------------------------------------------- #

@@ -282,6 +282,14 @@ class ReadConfig:
     lift_not_digit_weight: float = 1.0
     lift_not_digit_from: float = 0.2
     stroke_side: float = 0.02
+    # ... and a group joining a piece's strokes each of which reads alone as a tall, sure
+    # digit (`parts_sure`, at least `parts_tall` H high, not flagged) pays `parts_join_cost`:
+    # two touching 1s read as one sure 1, a 3 with a 1 against it as a 3; a digit's own
+    # strokes are seldom each a tall digit (a 4's bar, a 5's hat, a 7's cross, a 1's foot
+    # are short; docs/numbers.md, round 12).
+    parts_join_cost: float = 2.0
+    parts_tall: float = 0.75
+    parts_sure: float = 0.99
     apart_weight: float = 1.8  # per share of the narrower not overlapped, for separate pieces
     unclear_margin: float = 1.0  # a runner-up with another digit count this close: unclear
     # How sure the split is: sigmoid(scale x that margin), the scale fitted on numbers of
@@ -480,6 +488,7 @@ class Reader:
             ):
                 score[g] += wide
         self._doubt_joins(page, prims, points, cache, score, read)
+        _join_sure_parts(prims, read, score, threshold, cfg)
         steps = _run_steps(prims, pairs, strings, cfg)  # touching digits read whole
         score.update({g: s for g, (s, _) in steps.items()})
         runs = {g: run for g, (_, run) in steps.items()}
@@ -1626,6 +1635,26 @@ def _runs_of_one_piece(prims: _Primitives, most: int, widest: float,
             if w >= aspect * h:
                 out.append((i, j))
     return out
+
+
+def _join_sure_parts(prims: _Primitives, read: dict, score: dict, threshold: float | None,
+                     cfg: ReadConfig) -> None:  # fmt: skip
+    """Each group of a piece's strokes (split only where the pen lifted) whose every stroke
+    group reads alone as a tall, sure digit pays `parts_join_cost`."""
+    if not cfg.parts_join_cost or not prims.lifts:
+        return
+
+    def sure_and_tall(k: int) -> bool:
+        probs, nd = read[(k, k + 1)][1:]
+        _, y0, _, y1 = prims.box(k, k + 1)
+        return (probs is not None and float(probs.max()) >= cfg.parts_sure
+                and not _flagged(nd, threshold)
+                and y1 - y0 >= cfg.parts_tall * prims.height)  # fmt: skip
+
+    for i, j in read:
+        if (j - i > 1 and all(k in prims.lifts for k in range(i + 1, j))
+                and all(sure_and_tall(k) for k in range(i, j))):  # fmt: skip
+            score[(i, j)] -= cfg.parts_join_cost
 
 
 def _run_steps(prims: _Primitives, pairs: dict, strings: dict,

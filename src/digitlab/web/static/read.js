@@ -109,6 +109,9 @@ export const READ_CONFIG = Object.freeze({
   lift_not_digit_weight: 1.0,
   lift_not_digit_from: 0.2,
   stroke_side: 0.02,
+  parts_join_cost: 2.0,
+  parts_tall: 0.75,
+  parts_sure: 0.99,
   apart_weight: 1.8,
   unclear_margin: 1.0,
   split_scale_images: 3.0, // pictures only: not used here
@@ -315,6 +318,8 @@ class Reader {
       }
     }
     await this.doubtJoins(page, prims, points, cache, score, groups, keys);
+    joinSureParts(prims, groups, (k) => cache.get(keys[at.get(k * (n + 1) + k + 1)]).scores,
+      score, threshold, cfg);
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
     return {
       paths: twoBest(n, score, points), groups, norms, scores: cache, keys, score,
@@ -1288,6 +1293,33 @@ function widePenalty(prims, i, j, cfg) {
 function oneStroke(prims, i, j) {
   const inked = strokesIn(prims, i, j, 1);
   return inked === null || inked <= 1;
+}
+
+/**
+ * Each group of a piece's strokes (split only where the pen lifted) whose every stroke group
+ * reads alone as a tall, sure digit pays `parts_join_cost` (`_join_sure_parts`); ``alone(k)``:
+ * the scores of the group of stroke k alone.
+ */
+function joinSureParts(prims, groups, alone, score, threshold, cfg) {
+  if (!cfg.parts_join_cost || prims.lifts.size === 0) return;
+  const n = prims.units.length;
+  const sureAndTall = (k) => {
+    const s = alone(k);
+    if (s === null) return false;
+    let most = -Infinity;
+    for (const p of s.probabilities) most = Math.max(most, p);
+    const [, y0, , y1] = spanOf(prims.boxes, k, k + 1);
+    return most >= cfg.parts_sure && !flagged(s, threshold) && y1 - y0 >= cfg.parts_tall * prims.height;
+  };
+  for (const [i, j] of groups) {
+    if (j - i < 2) continue;
+    let lifted = true;
+    for (let k = i + 1; k < j; k++) lifted &&= prims.lifts.has(k);
+    if (!lifted) continue;
+    let sure = true;
+    for (let k = i; k < j && sure; k++) sure = sureAndTall(k);
+    if (sure) score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) - cfg.parts_join_cost);
+  }
 }
 
 /** A group read as a digit with at least `one_confidence` and not flagged (`_sure_digit`). */
