@@ -17,6 +17,9 @@ Each number is composed from single digits of one set, placed left to right:
                each (benchmarks/drawn_digits.py's ``hand_digit``: a 1 plain, flagged or with
                a base; a 4 open or in one stroke; a 5 with its hat apart; a 7 with a bar),
                varied in width, slant and wobble, placed and touching as ``pen`` digits.
+  hand-shuffled  the ``hand`` numbers, their strokes sent in a random order: a person goes
+               back to cross a 7 or to put a 5's hat on, and some write from the right
+               (the reader must not depend on the order; docs/numbers.md, round 12).
 
 Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
 each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
@@ -46,7 +49,7 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-        [--sets mnist,load_digits,drawn,pen,hand,single,nondigits] [--gaps wide,...]
+        [--sets mnist,load_digits,drawn,pen,hand,hand-shuffled,single,nondigits] [--gaps wide,...]
         [--no-pairs] [--no-strings | --strings PATH] [--json]
 """
 
@@ -58,7 +61,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -76,6 +79,7 @@ from drawn_digits import draw, hand_digit, pen_strokes
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
 QUICK_LIMIT = 40  # --quick: a smoke run
 MAX_LEN = 8
+SETS = ("mnist", "load_digits", "drawn", "pen", "hand", "hand-shuffled", "single", "nondigits")
 H = 40  # the line height of composed images, pixels
 H_DRAWN = 120  # ... and of drawings, canvas pixels
 GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
@@ -226,6 +230,13 @@ def compose_drawn(digits: list[Any], rng: np.random.Generator,
 
 
 def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -> list[Number]:
+    if name == "hand-shuffled":  # the same numbers, their strokes in another order
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        out = numbers("hand", n, seed, only)
+        for it in out:
+            order = rng.permutation(len(it.x.strokes))
+            it.x = replace(it.x, strokes=tuple(it.x.strokes[k] for k in order))
+        return out
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     images, labels = sklearn_digits() if name == "load_digits" else mnist_test()
     out = []
@@ -447,7 +458,7 @@ def print_report(report: dict[str, Any]) -> None:
           f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; pair model: "
           f"{'on' if report['pairs'] else 'off'}; string model: "
           f"{'on' if report['strings'] else 'off'}; {report['seconds']:.0f} s")  # fmt: skip
-    head = (f"{'set':<12}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
+    head = (f"{'set':<14}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
             f"{'naive':>7}{'p50 ms':>8}{'p99 ms':>8}{'naive p50':>10}")  # fmt: skip
     print("string accuracy (%): reader, naive; ceiling: every digit read right alone")
     print(head)
@@ -456,7 +467,7 @@ def print_report(report: dict[str, Any]) -> None:
         if name in ("single", "nondigits"):
             continue
         a, b = r["reader"], r["naive"]
-        print(f"{name:<12}{pct(a['string']):>8}{pct(b['string']):>8}{pct(r['ceiling']):>9}"
+        print(f"{name:<14}{pct(a['string']):>8}{pct(b['string']):>8}{pct(r['ceiling']):>9}"
               f"{pct(r['ceiling_textbook']):>8}{pct(a['digit']):>8}{pct(b['digit']):>7}"
               f"{a['latency_ms']['p50']:>8.1f}{a['latency_ms']['p99']:>8.1f}"
               f"{b['latency_ms']['p50']:>10.1f}")  # fmt: skip
@@ -502,8 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help=f"numbers per set [{DEFAULT_LIMIT}]")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_LIMIT} numbers per set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sets", default="mnist,load_digits,drawn,pen,hand,single,nondigits",
-                    help="comma-separated sets")  # fmt: skip
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated sets")
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
                          "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
@@ -516,10 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    unknown = set(sets) - {"mnist", "load_digits", "drawn", "pen", "hand", "single", "nondigits"}
+    unknown = set(sets) - set(SETS)
     if unknown:
-        ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; "
-                 "sets: mnist,load_digits,drawn,pen,hand,single,nondigits")  # fmt: skip
+        ap.error(f"unknown set(s): {', '.join(sorted(unknown))}; sets: {','.join(SETS)}")
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")
