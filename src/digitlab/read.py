@@ -1645,7 +1645,7 @@ def _join_sure_parts(prims: _Primitives, read: dict, score: dict, threshold: flo
         return
 
     def sure_and_tall(k: int) -> bool:
-        probs, nd = read[(k, k + 1)][1:]
+        _, probs, nd = read.get((k, k + 1), (None, None, None))  # (none: a decimal point)
         _, y0, _, y1 = prims.box(k, k + 1)
         return (probs is not None and float(probs.max()) >= cfg.parts_sure
                 and not _flagged(nd, threshold)

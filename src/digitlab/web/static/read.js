@@ -318,8 +318,11 @@ class Reader {
       }
     }
     await this.doubtJoins(page, prims, points, cache, score, groups, keys);
-    joinSureParts(prims, groups, (k) => cache.get(keys[at.get(k * (n + 1) + k + 1)]).scores,
-      score, threshold, cfg);
+    const alone = (k) => { // the scores of stroke k alone (none: a decimal point)
+      const g = at.get(k * (n + 1) + k + 1);
+      return g === undefined ? null : cache.get(keys[g]).scores;
+    };
+    joinSureParts(prims, groups, alone, score, threshold, cfg);
     for (const k of points) score.set(k * (n + 1) + k + 1, 0.0); // a decimal point: no digit
     return {
       paths: twoBest(n, score, points), groups, norms, scores: cache, keys, score,
