@@ -658,8 +658,7 @@ function leftToRight(strokes) {
 /**
  * The drawing's strokes over the page (`Page.strokes`): Int32Array, a stroke's number (1..)
  * where it inks, numbered left to right, one to the right covering one to its left; null
- * without `penPaths`. Drawn
- * when first asked for: only a number read with doubt needs them.
+ * without `penPaths`. Drawn when first asked for: only a number read with doubt needs them.
  */
 function strokesOf(page) {
   if (page.penPaths === null) return null;
@@ -987,8 +986,8 @@ function cutBetween(prims, path) {
 
 /**
  * One unit's pixels split between its strokes (`strokeParts`) or by its cuts: {pixels:
- * [[page index, part]], count}, parts numbered left to right, empty
- * ones dropped. Units no wider than `cut_width` H, not split by stroke, are one part.
+ * [[page index, part]], count}, parts numbered left to right, empty ones dropped. Units no
+ * wider than `cut_width` H, not split by stroke, are one part.
  */
 function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
   const { w } = page;
@@ -1042,8 +1041,8 @@ function splitStrokes(strokeInk, cut, height, cfg) {
 }
 
 /**
- * A piece of a drawing split between its strokes, left to right
- * (`_stroke_parts`): the part (0, 1, ...) of each of its pixels (``ys``, ``xs`` within
+ * A piece of a drawing split between its strokes, left to right (`_stroke_parts`): the
+ * part (0, 1, ...) of each of its pixels (``ys``, ``xs`` within
  * ``box``), the rank of its stroke's number. Null (cut the ink, if wide) for a page without
  * strokes, a piece of more than `max_piece_strokes` strokes, or one holding a stroke wider
  * than `stroke_cut_width` H.
