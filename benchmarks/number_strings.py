@@ -230,14 +230,13 @@ def compose_drawn(digits: list[Any], rng: np.random.Generator,
 
 
 def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -> list[Number]:
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if name == "hand-shuffled":  # the same numbers, their strokes in another order
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         out = numbers("hand", n, seed, only)
         for it in out:
             order = rng.permutation(len(it.x.strokes))
             it.x = replace(it.x, strokes=tuple(it.x.strokes[k] for k in order))
         return out
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     images, labels = sklearn_digits() if name == "load_digits" else mnist_test()
     out = []
     for _ in range(n):

@@ -1100,13 +1100,18 @@ class _Primitives:
 
 
 def _sure_digit(
-    probs: np.ndarray | None, nd: float | None, threshold: float | None, cfg: ReadConfig
+    probs: np.ndarray | None,
+    nd: float | None,
+    threshold: float | None,
+    cfg: ReadConfig,
+    least: float | None = None,
 ) -> bool:
-    """A group read as a digit with at least `one_confidence` and not flagged."""
+    """A group read as a digit with at least ``least`` (default `one_confidence`) and not
+    flagged."""
     return (
         probs is not None
         and not _flagged(nd, threshold)
-        and float(probs.max()) >= cfg.one_confidence
+        and float(probs.max()) >= (cfg.one_confidence if least is None else least)
     )
 
 
@@ -1643,17 +1648,14 @@ def _join_sure_parts(prims: _Primitives, read: dict, score: dict, threshold: flo
     group reads alone as a tall, sure digit pays `parts_join_cost`."""
     if not cfg.parts_join_cost or not prims.lifts:
         return
-
-    def sure_and_tall(k: int) -> bool:
-        _, probs, nd = read.get((k, k + 1), (None, None, None))  # (none: a decimal point)
-        _, y0, _, y1 = prims.box(k, k + 1)
-        return (probs is not None and float(probs.max()) >= cfg.parts_sure
-                and not _flagged(nd, threshold)
-                and y1 - y0 >= cfg.parts_tall * prims.height)  # fmt: skip
-
+    sure_and_tall = []  # per primitive, read alone (none read: a decimal point)
+    for k, (_, y0, _, y1) in enumerate(prims.box_list):
+        _, probs, nd = read.get((k, k + 1), (None, None, None))
+        sure_and_tall.append(_sure_digit(probs, nd, threshold, cfg, cfg.parts_sure)
+                             and y1 - y0 >= cfg.parts_tall * prims.height)  # fmt: skip
     for i, j in read:
         if (j - i > 1 and all(k in prims.lifts for k in range(i + 1, j))
-                and all(sure_and_tall(k) for k in range(i, j))):  # fmt: skip
+                and all(sure_and_tall[i:j])):  # fmt: skip
             score[(i, j)] -= cfg.parts_join_cost
 
 

@@ -1305,31 +1305,26 @@ function oneStroke(prims, i, j) {
 function joinSureParts(prims, groups, alone, score, threshold, cfg) {
   if (!cfg.parts_join_cost || prims.lifts.size === 0) return;
   const n = prims.units.length;
-  const sureAndTall = (k) => {
-    const s = alone(k);
-    if (s === null) return false;
-    let most = -Infinity;
-    for (const p of s.probabilities) most = Math.max(most, p);
-    const [, y0, , y1] = spanOf(prims.boxes, k, k + 1);
-    return most >= cfg.parts_sure && !flagged(s, threshold) && y1 - y0 >= cfg.parts_tall * prims.height;
-  };
+  const sureAndTall = prims.boxes.map(([, y0, , y1], k) =>
+    sureDigit(alone(k), threshold, cfg, cfg.parts_sure) && y1 - y0 >= cfg.parts_tall * prims.height);
   for (const [i, j] of groups) {
     if (j - i < 2) continue;
-    let lifted = true;
-    for (let k = i + 1; k < j; k++) lifted &&= prims.lifts.has(k);
-    if (!lifted) continue;
-    let sure = true;
-    for (let k = i; k < j && sure; k++) sure = sureAndTall(k);
-    if (sure) score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) - cfg.parts_join_cost);
+    let joins = true;
+    for (let k = i + 1; k < j; k++) joins &&= prims.lifts.has(k);
+    for (let k = i; k < j; k++) joins &&= sureAndTall[k];
+    if (joins) score.set(i * (n + 1) + j, score.get(i * (n + 1) + j) - cfg.parts_join_cost);
   }
 }
 
-/** A group read as a digit with at least `one_confidence` and not flagged (`_sure_digit`). */
-function sureDigit(scores, threshold, cfg) {
+/**
+ * A group read as a digit with at least ``least`` (default `one_confidence`) and not flagged
+ * (`_sure_digit`).
+ */
+function sureDigit(scores, threshold, cfg, least = cfg.one_confidence) {
   if (scores === null) return false;
   let most = -Infinity;
   for (const p of scores.probabilities) most = Math.max(most, p);
-  return !flagged(scores, threshold) && most >= cfg.one_confidence;
+  return !flagged(scores, threshold) && most >= least;
 }
 
 /** The group's "not a digit" score is over the threshold (`_flagged`). */
