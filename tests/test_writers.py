@@ -174,6 +174,16 @@ def test_flag_one_has_a_long_flag_and_a_foot() -> None:
     assert foot[0][1] == foot[1][1] == 1 and foot[0][0] < 0 < foot[1][0]
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_bare_flag_one_has_a_sloping_flag_and_no_foot(seed: int) -> None:
+    """As much of Europe writes a 1: its flag slopes down to the left (a 7's bar is level)."""
+    (stem,) = writers.one(np.random.default_rng(seed), flag=True, foot=False)
+    (fx, fy), (tx, ty), (bx, by) = stem
+    length, drop = np.hypot(fx - tx, fy - ty), fy - ty
+    assert 0.2 <= length <= 0.45 and tx == bx and (ty, by) == (0, 1)
+    assert np.sin(np.radians(25)) - 1e-9 <= drop / length <= np.sin(np.radians(55)) + 1e-9
+
+
 def test_open_and_closed_fours() -> None:
     rng = np.random.default_rng(0)
     arm, stem = writers.four(rng, closed=True)

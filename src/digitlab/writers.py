@@ -370,19 +370,23 @@ def _bezier(p0: tuple[float, float], c: tuple[float, float], p1: tuple[float, fl
     return (1 - t) ** 2 * np.asarray(p0) + 2 * t * (1 - t) * np.asarray(c) + t**2 * np.asarray(p1)
 
 
-def one(rng: np.random.Generator, flag: bool) -> list[Stroke]:
+def one(rng: np.random.Generator, flag: bool, foot: bool = True) -> list[Stroke]:
     """A 1. Plain (``flag`` False): a bare stem, 30 % of the time with a short flag
     (0.05-0.12 of the height). Continental (``flag`` True): a long flag from the top,
     0.3-0.5 of the height, 25-50 degrees below the horizontal, then the stem, and a
-    foot: a base stroke 0.3-0.6 of the height wide centred on the stem."""
+    foot: a base stroke 0.3-0.6 of the height wide centred on the stem. Without the
+    ``foot``, as much of Europe writes it: the flag 0.2-0.45 of the height, 25-55
+    degrees below the horizontal, and only the stem under it (a 7's bar is level)."""
     if not flag:
         if rng.random() < 0.7:
             return [_line((0, 0), (0, 1))]
         length, angle = rng.uniform(0.05, 0.12), math.radians(rng.uniform(30, 60))
+    elif not foot:
+        length, angle = rng.uniform(0.2, 0.45), math.radians(rng.uniform(25, 55))
     else:
         length, angle = rng.uniform(0.3, 0.5), math.radians(rng.uniform(25, 50))
     stem = _line((-length * math.cos(angle), length * math.sin(angle)), (0, 0), (0, 1))
-    if not flag:
+    if not (flag and foot):
         return [stem]
     foot = rng.uniform(0.15, 0.3)
     return [stem, _line((-foot, 1), (foot, 1))]
@@ -464,6 +468,7 @@ class Style:
 
 STYLE_NOTES = {
     "flag1": "1 with a long flag (0.3-0.5 of the height) and a foot",
+    "bareflag1": "1 with a long flag (0.2-0.45 of the height) and no foot",
     "crossed7": "7 with a bar across the stem",
     "open4": "4 open at the top (arm apart from the stem)",
     "closed4": "4 closed at the top (a triangle)",
@@ -478,6 +483,7 @@ STYLES: dict[str, Style] = {
     s.name: s
     for s in (
         Style("flag1", 1, True, lambda rng: one(rng, flag=True)),
+        Style("bareflag1", 1, True, lambda rng: one(rng, flag=True, foot=False)),
         Style("crossed7", 7, True, lambda rng: seven(rng, crossed=True)),
         Style("open4", 4, True, lambda rng: four(rng, closed=False)),
         Style("closed4", 4, True, lambda rng: four(rng, closed=True)),
