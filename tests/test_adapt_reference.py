@@ -25,8 +25,8 @@ import json, sys
 import numpy as np
 from digitlab.adapt import PersonalModel
 from digitlab.preprocess import preprocess
-flag_one = {"strokes": [[[120, 60], [170, 40], [170, 240]]], "width": 280, "height": 280,
-            "pen": 18}  # a 1 with a long flag: the base reads 7
+flag_one = {"strokes": [[[90, 60], [170, 35], [170, 240]]], "width": 280, "height": 280,
+            "pen": 18}  # a 1 with a long, nearly level flag: the base reads 7
 image = preprocess(flag_one).image
 personal = PersonalModel()
 before = int(personal.predict_proba(image[None]).argmax())

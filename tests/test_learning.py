@@ -1,7 +1,7 @@
 """Learning from corrections, live: the API, a restart, the desktop app and the page.
 
-A 1 drawn with a long flag is read as a 7 by the base model (the style issue 13 names).
-Corrected once, it is read as a 1 at the next try; a plain 7 is still a 7; a restarted
+A 1 drawn with a long, nearly level flag is read as a 7 by the base model (the style issue 13
+names). Corrected once, it is read as a 1 at the next try; a plain 7 is still a 7; a restarted
 server on the same store has learnt it again; a reset forgets it. The page test drives
 headless Chromium on a real server with the in-browser model; the desktop one a Tk window
 on Xvfb. The MNIST reference the guard rails need comes from $DIGITLAB_DATA (cached).
@@ -20,8 +20,10 @@ import pytest
 from servers import background_server, local_client
 
 CANVAS = 280
-FLAG_ONE = [[[120, 60], [170, 40], [170, 240]]]  # a 1 with a long flag: the base reads 7
-FLAG_ONE_AGAIN = [[[130, 70], [178, 52], [176, 250]]]  # the same style, drawn again
+# A 1 with a long, nearly level flag: the base reads 7 (a flag that slopes down, as much of
+# Europe writes it, it reads as a 1: `digitlab.writers`' "bareflag1").
+FLAG_ONE = [[[90, 60], [170, 35], [170, 240]]]
+FLAG_ONE_AGAIN = [[[100, 70], [178, 46], [176, 250]]]  # the same style, drawn again
 SEVEN = [[[90, 50], [200, 50], [120, 240]]]
 
 
