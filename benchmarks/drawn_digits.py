@@ -170,10 +170,15 @@ HAND = {
 }  # fmt: skip
 
 
-def hand_digit(char: str, rng: np.random.Generator) -> Strokes:
-    """A digit drawn from one of the ways `HAND` writes it, as a person varies it: width,
-    slant, a slight turn and a wobble of each point; the pen 5-12 % of its height."""
-    strokes = HAND[char][int(rng.integers(len(HAND[char])))]
+# As much of continental Europe writes: a 1 with a long flag and no foot, the 7 crossed.
+CONTINENTAL = {**HAND, "1": [[[(0.0, 0.3), (0.35, 0.0), (0.35, 1.0)]]], "7": [HAND["7"][1]]}
+
+
+def hand_digit(char: str, rng: np.random.Generator, ways: dict = HAND) -> Strokes:
+    """A digit drawn from one of the ways ``ways`` writes it (`HAND`, `CONTINENTAL`), as a
+    person varies it: width, slant, a slight turn and a wobble of each point; the pen 5-12 %
+    of its height."""
+    strokes = ways[char][int(rng.integers(len(ways[char])))]
     sx, slant, turn = rng.uniform(0.8, 1.2), rng.uniform(-0.15, 0.25), rng.uniform(-0.08, 0.08)
     rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     out = []

@@ -20,6 +20,8 @@ Each number is composed from single digits of one set, placed left to right:
   hand-shuffled  the ``hand`` numbers, their strokes sent in a random order: a person goes
                back to cross a 7 or to put a 5's hat on, and some write from the right
                (the reader must not depend on the order; docs/numbers.md, round 12).
+  continental  the ``hand`` numbers' digits as much of continental Europe writes them: every
+               1 with a long flag and no foot, every 7 crossed (``CONTINENTAL``; round 13).
 
 Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
 each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
@@ -49,7 +51,8 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-        [--sets mnist,load_digits,drawn,pen,hand,hand-shuffled,single,nondigits] [--gaps wide,...]
+        [--sets mnist,load_digits,drawn,pen,hand,hand-shuffled,continental,single,nondigits]
+        [--gaps wide,...]
         [--no-pairs] [--no-strings | --strings PATH] [--json]
 """
 
@@ -74,12 +77,13 @@ from digitlab.inputs import Strokes
 from digitlab.predict import Predictor
 from digitlab.read import ReadConfig, Reader, page_of
 from digitlab.strings import StringModel
-from drawn_digits import draw, hand_digit, pen_strokes
+from drawn_digits import CONTINENTAL, HAND, draw, hand_digit, pen_strokes
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
 QUICK_LIMIT = 40  # --quick: a smoke run
 MAX_LEN = 8
-SETS = ("mnist", "load_digits", "drawn", "pen", "hand", "hand-shuffled", "single", "nondigits")
+SETS = ("mnist", "load_digits", "drawn", "pen", "hand", "hand-shuffled", "continental", "single",
+        "nondigits")  # fmt: skip
 H = 40  # the line height of composed images, pixels
 H_DRAWN = 120  # ... and of drawings, canvas pixels
 GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
@@ -193,16 +197,16 @@ DRAWN_GAP_H = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15
 
 def compose_drawn(digits: list[Any], rng: np.random.Generator,
                   only: tuple[str, ...] | None = None, pen: bool = False,
-                  ) -> tuple[Strokes, list, list]:  # fmt: skip
+                  ways: dict = HAND) -> tuple[Strokes, list, list]:  # fmt: skip
     """MNIST digits redrawn as strokes (``pen``: chained, and they may touch), or digits'
-    characters drawn as people write them (`hand_digit`), placed side by side on one
-    canvas."""
+    characters drawn as people write them (`hand_digit` with ``ways``), placed side by side
+    on one canvas."""
     strokes: list = []
     singles, kinds, pens = [], [], []
     x = float(H_DRAWN)
     for k, d in enumerate(digits):
         if isinstance(d, str):  # a digit's character: drawn as people write it
-            drawing = hand_digit(d, rng)
+            drawing = hand_digit(d, rng, ways)
         else:
             drawing = draw(d, rng).strokes
             if pen:
@@ -243,8 +247,9 @@ def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -
         length = int(rng.integers(1, MAX_LEN + 1))
         idx = rng.integers(0, len(labels), length)
         text = "".join(str(int(labels[i])) for i in idx)
-        if name == "hand":  # the same digits, as people write them
-            x, singles, kinds = compose_drawn(list(text), rng, only, pen=True)
+        if name in ("hand", "continental"):  # the same digits, as people write them
+            ways = CONTINENTAL if name == "continental" else HAND
+            x, singles, kinds = compose_drawn(list(text), rng, only, pen=True, ways=ways)
         elif name in ("drawn", "pen"):
             x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only, name == "pen")
         else:
