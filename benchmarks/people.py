@@ -18,7 +18,9 @@ and judged by its WORST member, not the mean. Members (docs/people.md has the re
               national styles (1 with a long flag and a foot, crossed 7, open and
               closed 4, 9 with a straight stem, 2 with a loop) and plain controls;
               ``national-varied`` and ``plain-varied``: those rendered to 28 x 28 and
-              given one writer variation each, in turn.
+              given one writer variation each, in turn;
+  probe       `digitlab.writers.PROBES`, drawn the same way: ways of writing near another
+              digit's that no training draws (a 7 whose bar rises as a 1's flag slopes).
 
 Every digit goes through the working tree's `Predictor` (``--model``, else the bundled
 model), as a front end sends it. Per member, shares of its digits: ``read`` the right
@@ -132,7 +134,7 @@ def style_items(name: str) -> MakeItems:
 
     def items(n: int, seed: int, rng: np.random.Generator) -> Items:
         for _ in range(n):
-            yield writers.style_strokes(name, rng), writers.STYLES[name].digit
+            yield writers.style_strokes(name, rng), writers.style(name).digit
 
     return items
 
@@ -156,7 +158,7 @@ def doc_line(f: Callable) -> str:
 
 
 def members() -> list[Member]:
-    """The suite, in its order: capture, drawn, writers, variation, style."""
+    """The suite, in its order: capture, drawn, writers, variation, style, probe."""
     out = [Member(c.name, "capture", c.recipe, from_mnist(c.make))
            for c in CONDITIONS if not c.negative and c.name != "drawn"]  # fmt: skip
     out += [
@@ -176,6 +178,7 @@ def members() -> list[Member]:
         Member("plain-varied", "style", "plain controls, each with one writer variation",
                varied_items(national=False)),
     ]  # fmt: skip
+    out += [Member(s.name, "probe", s.recipe, style_items(s.name)) for s in writers.PROBES.values()]
     return out
 
 
@@ -330,7 +333,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 def pick_members(spec: str | None, ap: argparse.ArgumentParser) -> list[Member]:
     """Members by name or by group (``capture``, ``drawn``, ``writers``, ``variation``,
-    ``style``), in the suite's order."""
+    ``style``, ``probe``), in the suite's order."""
     every = members()
     if not spec:
         return every

@@ -127,7 +127,7 @@ def predictor():
     return Predictor()
 
 
-@pytest.mark.parametrize("name", list(writers.STYLES))
+@pytest.mark.parametrize("name", [*writers.STYLES, *writers.PROBES])
 def test_styles_are_drawings_the_predictor_reads(name: str, predictor) -> None:
     drawing = writers.style_strokes(name, np.random.default_rng(11))
     again = Strokes.from_json(json.dumps(drawing.to_json()), strict=True)  # the apps' JSON
@@ -182,6 +182,18 @@ def test_a_bare_flag_one_has_a_sloping_flag_and_no_foot(seed: int) -> None:
     length, drop = np.hypot(fx - tx, fy - ty), fy - ty
     assert 0.2 <= length <= 0.45 and tx == bx and (ty, by) == (0, 1)
     assert np.sin(np.radians(25)) - 1e-9 <= drop / length <= np.sin(np.radians(55)) + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_rising_bar_seven_is_a_probe_no_training_draws(seed: int) -> None:
+    """Its bar rises to the right as a 1's flag does; `style_digits` (the training's styles)
+    never draws it."""
+    (seven,) = writers.seven(np.random.default_rng(seed), crossed=False, rising=True)
+    (lx, ly), (rx, ry) = seven[0], seven[1]
+    assert rx > lx and 0.1 <= ly - ry <= 0.3
+    assert "risingbar7" not in writers.STYLES and writers.style("risingbar7").digit == 7
+    _, labels = writers.style_digits(len(writers.STYLES), np.random.default_rng(seed))
+    assert sorted(labels.tolist()) == sorted(s.digit for s in writers.STYLES.values())
 
 
 def test_open_and_closed_fours() -> None:

@@ -392,13 +392,15 @@ def one(rng: np.random.Generator, flag: bool, foot: bool = True) -> list[Stroke]
     return [stem, _line((-foot, 1), (foot, 1))]
 
 
-def seven(rng: np.random.Generator, crossed: bool) -> list[Stroke]:
+def seven(rng: np.random.Generator, crossed: bool, rising: bool = False) -> list[Stroke]:
     """A 7: a top bar 0.5-0.75 wide (30 % of the time with a small tick down at its
     left end, 0.08-0.15), then the stem down to 0.05-0.3 from the left. Crossed: a bar
-    0.24-0.44 long across the stem at 0.42-0.58 of the height, tilted up to 0.03."""
+    0.24-0.44 long across the stem at 0.42-0.58 of the height, tilted up to 0.03.
+    ``rising``: the bar's left end 0.1-0.3 lower than its right (no tick), as a 1's flag
+    slopes."""
     w, foot = rng.uniform(0.5, 0.75), rng.uniform(0.05, 0.3)
-    top = [(0.0, rng.uniform(0, 0.04)), (w, 0.0), (foot, 1.0)]
-    if rng.random() < 0.3:
+    top = [(0.0, rng.uniform(0.1, 0.3) if rising else rng.uniform(0, 0.04)), (w, 0.0), (foot, 1.0)]
+    if not rising and rng.random() < 0.3:
         top.insert(0, (0.0, rng.uniform(0.08, 0.15)))
     strokes = [_line(*top)]
     if crossed:
@@ -478,6 +480,7 @@ STYLE_NOTES = {
     "plain7": "control: 7 without a bar",
     "plain9": "control: 9 with a tail curving down from the loop",
     "plain2": "control: 2 with a sharp corner at the base",
+    "risingbar7": "probe: 7 whose bar rises to the right (0.1-0.3 of the height)",
 }
 STYLES: dict[str, Style] = {
     s.name: s
@@ -495,6 +498,17 @@ STYLES: dict[str, Style] = {
         Style("plain2", 2, False, lambda rng: two(rng, loop=False)),
     )
 }
+# Ways of writing that sit near another digit's and that no training draws (`style_digits`
+# draws `STYLES` only): a 7 whose bar slopes as a 1's flag does. They show where a change
+# of the styles moved the boundary between two digits (benchmarks/people.py).
+PROBES: dict[str, Style] = {
+    "risingbar7": Style("risingbar7", 7, False, lambda rng: seven(rng, crossed=False, rising=True)),
+}
+
+
+def style(name: str) -> Style:
+    """The style ``name``, of `STYLES` or `PROBES`."""
+    return STYLES[name] if name in STYLES else PROBES[name]
 
 
 def _densify(stroke: Stroke, step: float) -> Stroke:
@@ -530,15 +544,15 @@ def _transform(strokes: list[Stroke], rng: np.random.Generator) -> list[Stroke]:
 
 
 def style_strokes(name: str, rng: np.random.Generator, canvas: int = 280) -> Strokes:
-    """One digit in the style ``name`` (a key of `STYLES`) as a drawing on a ``canvas``-px
-    square canvas, as the web page records it.
+    """One digit in the style ``name`` (a key of `STYLES` or `PROBES`) as a drawing on a
+    ``canvas``-px square canvas, as the web page records it.
 
     The template's proportions and the hand (`_transform`) are random; the digit is
     0.35-0.8 of the canvas high, placed at random wholly inside it, drawn with a pen of
     0.04-0.12 of its height (2-40 px; recorded in the drawing: `digitlab.preprocess`
     redraws strokes with MNIST's pen, `canvas_image` with this one).
     """
-    strokes = _transform(STYLES[name].template(rng), rng)
+    strokes = _transform(style(name).template(rng), rng)
     pts = np.concatenate(strokes)
     lo, hi = pts.min(0), pts.max(0)
     height = rng.uniform(0.35, 0.8) * canvas
