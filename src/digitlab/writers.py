@@ -388,8 +388,8 @@ def one(rng: np.random.Generator, flag: bool, foot: bool = True) -> list[Stroke]
     stem = _line((-length * math.cos(angle), length * math.sin(angle)), (0, 0), (0, 1))
     if not (flag and foot):
         return [stem]
-    foot = rng.uniform(0.15, 0.3)
-    return [stem, _line((-foot, 1), (foot, 1))]
+    half = rng.uniform(0.15, 0.3)  # the foot's half width
+    return [stem, _line((-half, 1), (half, 1))]
 
 
 def seven(rng: np.random.Generator, crossed: bool, rising: bool = False) -> list[Stroke]:
