@@ -4,7 +4,8 @@ learning does to the readings other clients wait for.
   refit    a `PersonalModel` of the bundled model learns MNIST training digits outside the
            shipped reference, one correction at a time (``AdaptConfig(max_per_class=100)``,
            so that it can hold 1,000); the seconds of each `PersonalModel.add` (embedding
-           the drawing and its 8 variants, the guard, the calibration, the card) over the
+           the drawing and its 8 variants, the guard, the calibration, the card, in the
+           refit child as the server runs it, and the new state sent back) over the
            ``--window`` corrections before it holds 50, 200 and 1,000 examples.
   serve    a real HTTP server (uvicorn, the app of `digitlab serve`, learning on, the
            corrections rate limit lifted so that one client can stream) in a child
@@ -15,6 +16,10 @@ learning does to the readings other clients wait for.
            and, as controls, while the same client streams corrections the server only
            stores (``"learn": false``), and while it streams them to a second server
            (the machine as busy, none of it on the timed server).
+  beside   no HTTP, no other client: ``--requests`` readings of the drawing in this
+           process, idle, then while refits run back to back beside them, on a thread of
+           this process (as the server ran them before) and in a `RefitProcess` child (as
+           it runs them now): what a refit itself costs the readings.
 
 Goals (issue 27): a refit <= 0.2 s at 1,000 learnt examples; ``/api/predict`` p99 while
 learning <= 2 x idle. Needs the MNIST files ($DIGITLAB_DATA) for the digits it learns.
@@ -67,7 +72,7 @@ def refit_costs(window: int, cache: Path) -> dict[int, dict[str, float]]:
     """Seconds a correction over the ``window`` corrections before each of `SIZES`."""
     from digitlab.adapt import AdaptConfig, AdaptError, PersonalModel
 
-    personal = PersonalModel(config=AdaptConfig(max_per_class=100), cache_dir=cache)
+    personal = PersonalModel(config=AdaptConfig(max_per_class=100), cache_dir=cache, process=True)
     personal.prepare()  # the reference, once: not a correction's cost
     images, labels = corrections(2 * max(SIZES))
     seconds, held, out = [], 0, {}
@@ -256,6 +261,64 @@ def server_latencies(requests: int) -> dict[str, float]:
             "corrections_held_back": learning["held"]}  # fmt: skip
 
 
+# --------------------------------------------------------------------------- #
+# Beside the readings: a refit on a thread of the reading process, or in its child
+# --------------------------------------------------------------------------- #
+
+
+def beside_latencies(requests: int, cache: Path) -> dict[str, float]:
+    """p50/p99 of reading the drawing in this process, one after another, idle and while
+    refits run back to back beside them: on a thread of this process (at the learner's
+    nice, as the server ran them before) and in a `RefitProcess` child (as it runs them
+    now). No HTTP and no other client: what a refit itself costs the readings."""
+    from digitlab.adapt import AdaptConfig, AdaptError, PersonalModel, lower_priority
+    from digitlab.inputs import Digit, parse
+    from digitlab.predict import Predictor
+    from digitlab.read import Reader
+
+    images, labels = corrections(400, seed=2)
+
+    def timed(personal: PersonalModel, n: int = requests) -> np.ndarray:
+        reader = Reader(Predictor().using(personal))
+        digit = parse(Digit, DRAWING, reader.predictor.config).digit()
+        out = []
+        for _ in range(n):
+            start = time.perf_counter()
+            reader.read(digit)
+            out.append(time.perf_counter() - start)
+            time.sleep(0.002)  # a client's turn between two requests
+        return np.array(out)
+
+    def refits(personal: PersonalModel, stop: threading.Event) -> None:
+        lower_priority()
+        for x, y in zip(images, labels, strict=True):
+            if stop.is_set():
+                return
+            with contextlib.suppress(AdaptError):
+                personal.add(x.astype(np.float32) / 255, int(y), "benchmark")
+
+    phases = {}
+    for name, process in (("thread", False), ("child", True)):
+        config = AdaptConfig(max_per_class=100)
+        personal = PersonalModel(config=config, cache_dir=cache, process=process)
+        personal.prepare()
+        timed(personal, 50)  # warm
+        if name == "thread":
+            phases["idle"] = timed(personal)
+        stop = threading.Event()
+        worker = threading.Thread(target=refits, args=(personal, stop))
+        worker.start()
+        time.sleep(1.0)  # under way
+        phases[name] = timed(personal)
+        stop.set()
+        worker.join()
+        personal.close()
+    ms = {f"beside_{name}_{q}_ms": 1000 * float(np.quantile(x, p))
+          for name, x in phases.items() for q, p in (("p50", 0.5), ("p99", 0.99))}  # fmt: skip
+    return {**ms, **{f"beside_{name}_p99_ratio": ms[f"beside_{name}_p99_ms"]
+                     / ms["beside_idle_p99_ms"] for name in ("thread", "child")}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--window", type=int, default=20,
@@ -280,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"refit at {n:>5} learnt examples: {r['mean_s']:.3f} s a correction "
                   f"(p90 {r['p90_s']:.3f}, max {r['max_s']:.3f}; "
                   f"the last {args.window})")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        b = results["beside"] = beside_latencies(args.requests, Path(tmp))
+    print(f"reading beside refits, in one process: idle p50 {b['beside_idle_p50_ms']:.1f} ms, "
+          f"p99 {b['beside_idle_p99_ms']:.1f} ms; refits on a thread: p50 "
+          f"{b['beside_thread_p50_ms']:.1f} ms, p99 {b['beside_thread_p99_ms']:.1f} ms "
+          f"(x {b['beside_thread_p99_ratio']:.2f}); refits in the child: p50 "
+          f"{b['beside_child_p50_ms']:.1f} ms, p99 {b['beside_child_p99_ms']:.1f} ms "
+          f"(x {b['beside_child_p99_ratio']:.2f})")  # fmt: skip
     s = results["serve"] = server_latencies(args.requests)
     print(f"/api/predict idle: p50 {s['idle_p50_ms']:.1f} ms, p99 {s['idle_p99_ms']:.1f} ms; "
           f"while another client streams corrections: p50 {s['learning_p50_ms']:.1f} ms, "

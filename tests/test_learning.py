@@ -9,12 +9,17 @@ on Xvfb. The MNIST reference the guard rails need comes from $DIGITLAB_DATA (cac
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from servers import background_server, local_client
@@ -110,7 +115,7 @@ def test_without_the_mnist_files_a_correction_is_learned(tmp_path) -> None:
     status = learning.status()
     assert status.enabled and status.ready and status.examples == 1
     assert learning.predictor.predict(drawing(FLAG_ONE)).digit == 1
-    assert learning.personal.prepare().source == "shipped"
+    assert learning.personal.card.adaptation.to_json()["guard"]["source"] == "shipped"
 
 
 def test_with_a_token_only_its_holder_resets_the_personal_model(tmp_path) -> None:
@@ -319,9 +324,8 @@ def _learning(tmp_path, cache, **config):
     from digitlab.learning import Learning
     from digitlab.predict import Predictor
 
-    learning = Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"), cache_dir=cache)
-    learning.personal.config = AdaptConfig(**config)
-    return learning
+    return Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"), cache_dir=cache,
+                    config=AdaptConfig(**config))  # fmt: skip
 
 
 def test_a_full_digit_forgets_its_oldest_and_never_locks_the_user_out(tmp_path, reference_cache):
@@ -382,3 +386,71 @@ def test_a_server_that_learns_holds_numpy_s_blas_to_one_thread(tmp_path, monkeyp
         Learning(Predictor(), CorrectionStore(tmp_path / "c.sqlite3"))
         blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
         assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+# --------------------------------------------------------------------------- #
+# Refits in a process of their own: off the readings' interpreter lock
+# --------------------------------------------------------------------------- #
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_refits_run_in_a_child_that_holds_the_reference(tmp_path, reference_cache) -> None:
+    """Issue 27: a refit on a thread of the server held the interpreter lock its readings
+    need (p99 of /api/predict while a client streamed corrections: 1.9-2.3 x idle). The
+    server's own model only reads: the reference and the refits are the child's, a child
+    that dies is started again and learns what the model held, and the two agree."""
+    learning = _learning(tmp_path, reference_cache)
+    personal = learning.personal
+    one = learning.predictor.predict(drawing(FLAG_ONE))
+    assert learning.correct(one, 1)[1] is None
+    child = personal._child._child
+    assert child is not None and child.pid != os.getpid() and _alive(child.pid)
+    assert personal._space is None  # the reference was loaded in the child, not here
+    assert learning.predictor.predict(drawing(FLAG_ONE)).digit == 1
+
+    child.kill()
+    child.wait()
+    seven = learning.predictor.predict(drawing(SEVEN))
+    assert learning.correct(seven, 7)[1] is None  # a new child, the 1 learnt again first
+    assert personal.counts == {1: 1, 7: 1} and personal._child._child.pid != child.pid
+    assert learning.predictor.predict(drawing(FLAG_ONE)).digit == 1
+
+    from digitlab.adapt import AdaptConfig, PersonalModel
+
+    here = PersonalModel(config=AdaptConfig(), cache_dir=reference_cache)
+    for example in personal._state.examples:  # one at a time, as the child learnt them
+        here.add_many([example])
+    images = np.stack([e.image for e in personal._state.examples])
+    assert np.allclose(here.predict_proba(images), personal.predict_proba(images), atol=1e-6)
+    cards = [{**m.card.adaptation.to_json(), "created": None} for m in (here, personal)]
+    assert cards[0] == cards[1]
+    personal.close()
+    assert not _alive(child.pid)
+
+
+def test_the_refit_child_ends_with_its_parent_even_killed(tmp_path, reference_cache) -> None:
+    """A server killed with -9 leaves no refit child behind: its input closes, it ends."""
+    script = f"""
+import os, signal, sys
+import numpy as np
+from digitlab.adapt import PersonalModel
+personal = PersonalModel(cache_dir={str(reference_cache)!r}, process=True)
+personal.add(np.pad(np.ones((20, 4), np.float32), ((4, 4), (12, 12))), 1)
+print(personal._child._child.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    pid = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)

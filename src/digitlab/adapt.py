@@ -112,8 +112,12 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import platform
+import subprocess
+import sys
 import threading
+import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -1332,6 +1336,7 @@ class PersonalModel:
         data_dir: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         threads: int | None = 1,
+        process: bool = False,
     ) -> None:
         self.base = base if isinstance(base, OnnxModel) else load_model(base)
         if self.base.card.adaptation is not None:
@@ -1346,6 +1351,8 @@ class PersonalModel:
         self._lock = threading.Lock()  # one refit at a time; readers never wait
         self._space: Space | None = None
         self._state = _State((), None, self.base.card, None)
+        # ``process``: the refits run in a child (`RefitProcess`) and this model only reads.
+        self._child = RefitProcess(self.base, config, data_dir, cache_dir) if process else None
 
     # What a Predictor needs ------------------------------------------------
     @property
@@ -1380,9 +1387,12 @@ class PersonalModel:
         """Examples learned from, per class label."""
         return dict(sorted(Counter(e.label for e in self._state.examples).items()))
 
-    def prepare(self, progress: Progress | None = None) -> Reference:
-        """Load (or compute and cache) the MNIST reference now rather than at the first `add`."""
+    def prepare(self, progress: Progress | None = None) -> Reference | None:
+        """Load (or compute and cache) the MNIST reference now rather than at the first `add`
+        (None when the refits run in a child: the reference is there)."""
         with self._lock:
+            if self._child is not None:
+                return self._child.call("prepare", held=self._state.examples)
             return self._ensure_reference(progress).reference
 
     def add(self, image: Normalized | np.ndarray, label: int, source: str = "live") -> Fit:
@@ -1403,6 +1413,9 @@ class PersonalModel:
         if unknown:
             raise AdaptError(f"labels {unknown} are not classes of the model {self.classes}")
         with self._lock:
+            if self._child is not None:
+                self._state = self._child.call("add_many", examples, held=self._state.examples)
+                return self._state.fit
             space = self._ensure_reference(progress)
             state = self._state
             before = state.learned
@@ -1428,15 +1441,26 @@ class PersonalModel:
     def reset(self) -> None:
         """Forget every example: back to the base model."""
         with self._lock:
+            if self._child is not None:
+                self._child.call("reset")
             self._state = _State((), None, self.base.card, None)
+
+    def close(self) -> None:
+        """Stop the child of the refits, if any (it also stops when this process ends)."""
+        if self._child is not None:
+            self._child.close()
 
     # The personal model as a file -------------------------------------------
     def to_onnx(self) -> tuple[bytes, ModelCard]:
         """The personal model in memory: ONNX bytes and the card (with their SHA-256), after
         checking that the graph computes what was measured (``adaptation.export_check``)."""
         state = self._state
-        if state.fit is None or state.learned is None:
+        if state.fit is None:
             raise AdaptError("no examples learned yet: the personal model is the base model")
+        if self._child is not None:
+            with self._lock:
+                return self._child.call("to_onnx", held=state.examples)
+        assert state.learned is not None
         graph = personal_graph(self.base, state.fit)
         check = OnnxModel.from_bytes(graph, state.card, "personal.onnx")
         got, got_scores = check.predict_scores(state.learned.images)
@@ -1509,6 +1533,147 @@ class _State:
     fit: Fit | None
     card: ModelCard
     learned: Learned | None
+
+    def for_reading(self) -> _State:
+        """This state less what only the next refit and `PersonalModel.to_onnx` need (the
+        boosts kept on the reference digits, the examples as the base sees them): what a
+        `RefitProcess` child sends back, which asks the child for the file."""
+        if self.fit is None:
+            return self
+        fit = replace(self.fit, boosts={}, point_strengths=None, check_nearest=None,
+                      test_probs=self.fit.test_probs[:0])  # fmt: skip
+        return _State(self.examples, fit, self.card, None)
+
+
+LEARNER_NICE = 10  # how much lower a learner's CPU priority is than the readings'
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority (nice +10; Linux names a thread by its id, so
+    only this thread), best effort: elsewhere, or when refused, it runs as it was."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
+
+
+def one_blas_thread() -> None:
+    """Let the process's BLAS (OpenBLAS, under numpy) use one thread, best effort. A refit's
+    matrix products are small (an example's 9 prototypes against a few thousand reference
+    digits): with a second BLAS thread each waited for that thread to get a core on a busy
+    machine (a 140 x 192 by 192 x 192 product: 16 ms, against 0.1 ms with one thread, on 2
+    shared cores), and it ran at normal priority beside the readings (the learner's nice is
+    its own thread's). A reading's own products are a row each: one thread is all it uses.
+    Process-wide, like the switch interval (BLAS has one setting); benchmarks/learning.py."""
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+
+
+class RefitProcess:
+    """A `PersonalModel`'s refits in a process of its own, so that they never hold the
+    interpreter lock of the process that reads: a refit is tens of milliseconds of Python
+    and small NumPy steps, and a reading on another thread of the same process waited for
+    the lock at each of them (benchmarks/learning.py: p99 of ``/api/predict`` while a
+    client streamed corrections, 1.9-2.3 x idle; a refit in another process, 1.1-1.6 x).
+
+    The child (a new interpreter: `refit_child`) holds a `PersonalModel` of the same base
+    and the reference, which the parent then never loads. Each `call` sends it a method's
+    arguments and takes back what it returns: for `PersonalModel.add_many` its new state,
+    which the parent swaps in. One call at a time (the parent's lock). The child runs at the
+    learner's lower CPU priority and ends when its input closes (the parent ended, even by
+    kill -9). One that died is started again at the next call, and first learns again what
+    the parent ``held``.
+    """
+
+    def __init__(self, base: OnnxModel, config: AdaptConfig, data_dir: Any, cache_dir: Any) -> None:
+        self._args = (base.graph, base.card, str(base.path), config, data_dir, cache_dir)
+        self._child: subprocess.Popen | None = None
+
+    def call(self, method: str, *args: Any, held: Sequence[Example] = ()) -> Any:
+        """``method(*args)`` of the child's model: its answer, or its error raised here."""
+        if self._child is None or self._child.poll() is not None:
+            self._start()
+            if held:  # a child started again: what the parent holds, first
+                self._ask("add_many", tuple(held))
+        return self._ask(method, *args)
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        assert self._child is not None and self._child.stdin and self._child.stdout
+        try:
+            pickle.dump((method, args), self._child.stdin, pickle.HIGHEST_PROTOCOL)
+            self._child.stdin.flush()
+            ok, value = pickle.load(self._child.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):  # it died (killed, out of memory)
+            self.close()
+            raise AdaptError("the learning process stopped; the next correction starts it "
+                             "again") from None  # fmt: skip
+        if not ok:
+            raise value
+        return value
+
+    def _start(self) -> None:
+        self.close()
+        # A new interpreter rather than a fork (forking a server's threads is unsafe) or
+        # multiprocessing's spawn (which runs the parent's main script again).
+        here = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get(
+            "PYTHONPATH")]))}  # fmt: skip
+        code = "from digitlab.adapt import refit_child; refit_child()"
+        self._child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, env=env)  # fmt: skip
+        weakref.finalize(self, self._stop, self._child)  # a model let go stops its child
+        assert self._child.stdin is not None
+        pickle.dump(self._args, self._child.stdin, pickle.HIGHEST_PROTOCOL)
+
+    def close(self) -> None:
+        """Stop the child (a refit under way is lost with it)."""
+        if self._child is not None:
+            self._stop(self._child)
+            self._child = None
+
+    @staticmethod
+    def _stop(child: subprocess.Popen) -> None:
+        for pipe in (child.stdin, child.stdout):  # its input closed, the child ends
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def refit_child() -> None:
+    """`RefitProcess`'s child: a `PersonalModel` that answers its parent's calls (pickles
+    on stdin, answers on stdout) until its input closes. Errors go back as values: a refused
+    example is the parent's `AdaptError`."""
+    calls, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever else writes to stdout must not garble the answers
+    lower_priority()
+    # Linux: run only when a core would otherwise be idle. No thread here holds a lock that
+    # the readings wait for, so this starves nothing but the refits, and they may wait.
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    one_blas_thread()
+    graph, card, path, config, data_dir, cache_dir = pickle.load(calls)
+    base = OnnxModel.from_bytes(graph, card, path, threads=1)
+    personal = PersonalModel(base, config, data_dir=data_dir, cache_dir=cache_dir)
+    while True:
+        try:
+            method, args = pickle.load(calls)
+        except (EOFError, OSError):
+            return
+        try:
+            done = getattr(personal, method)(*args)
+            if method == "add_many":
+                done = personal._state.for_reading()
+            answer = (True, None if method == "prepare" else done)
+        except DigitlabError as e:
+            answer = (False, e)
+        except Exception as e:  # a bug: said in one line, the parent logs it
+            answer = (False, AdaptError(f"refit failed: {type(e).__name__}: {e}"))
+        pickle.dump(answer, answers, pickle.HIGHEST_PROTOCOL)
+        answers.flush()
 
 
 def _not_digit_record(head: Fit, config: AdaptConfig, reference: Reference) -> dict[str, Any]:

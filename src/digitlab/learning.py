@@ -5,6 +5,8 @@ and hand it every correction the user makes ("Wrong? This is a ..."). The correc
 stored first, always; then, when learning is on, the personal model
 (`digitlab.adapt.PersonalModel`: the base model plus a prototype layer) learns it with
 one refit (a fraction of a second), so the next reading of the same drawing is right.
+The refits run in a process of their own (`digitlab.adapt.RefitProcess`): the readings
+never share this interpreter's lock with them.
 
 The store is the memory: each correction learned is marked ``learned`` in it, so a
 restarted app learns the same ones again (the newest ``max_per_class`` per digit), and
@@ -22,7 +24,6 @@ is stored, not learned, and its answer says why; a full digit forgets its oldest
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -32,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from digitlab import adapt
+from digitlab.adapt import AdaptConfig, lower_priority, one_blas_thread
 from digitlab.corrections import Correction, CorrectionStore
 from digitlab.errors import DigitlabError
 from digitlab.modelfile import OnnxModel
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("digitlab.learning")
 SWITCH_INTERVAL = 0.001  # s: see `Learning.__init__`
-LEARNER_NICE = 10  # how much lower the learner thread's CPU priority is than the server's
 STORE_SOURCE = "store#"  # an example's source: this, then the correction's id in the store
 
 
@@ -60,33 +62,14 @@ class LearningStatus:
         return {**self.__dict__, "counts": {str(k): v for k, v in self.counts.items()}}
 
 
-def lower_priority() -> None:
-    """Lower the calling thread's CPU priority (nice +10; Linux names a thread by its id, so
-    only this thread), best effort: elsewhere, or when refused, it runs as it was."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
-
-
-def one_blas_thread() -> None:
-    """Let the process's BLAS (OpenBLAS, under numpy) use one thread, best effort. A refit's
-    matrix products are small (an example's 9 prototypes against a few thousand reference
-    digits): with a second BLAS thread each waited for that thread to get a core on a busy
-    machine (a 140 x 192 by 192 x 192 product: 16 ms, against 0.1 ms with one thread, on 2
-    shared cores), and it ran at normal priority beside the readings (the learner's nice is
-    its own thread's). A reading's own products are a row each: one thread is all it uses.
-    Process-wide, like the switch interval (BLAS has one setting); benchmarks/learning.py."""
-    with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1, user_api="blas")
-
-
 class Learning:
     """The corrections store of ``predictor``'s user, and a personal model that learns them.
 
     With ``enabled``, ``self.predictor`` reads with a `PersonalModel` over the given
     predictor's model (the same probabilities until something is learned); without, it is
-    the given predictor and corrections are only stored.
+    the given predictor and corrections are only stored. ``config`` is the personal model's
+    (`digitlab.adapt.AdaptConfig`); ``process``: its refits run in a process of their own
+    (`digitlab.adapt.RefitProcess`), else on a thread of this one.
     """
 
     def __init__(
@@ -97,6 +80,8 @@ class Learning:
         enabled: bool = True,
         data_dir: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        config: AdaptConfig | None = None,
+        process: bool = True,
     ) -> None:
         self.predictor, self.store = predictor, store
         self.base = predictor.model
@@ -107,22 +92,23 @@ class Learning:
         # The personal model and the store's ``learned`` marks change together, under this
         # lock: learning one correction, learning the store's again at start-up, a reset.
         self._changing = threading.Lock()
-        # Refits run one at a time on their own thread, at a lower CPU priority, so that the
-        # readings other clients wait for come first (`lower_priority`): measured by
-        # benchmarks/learning.py (p99 of /api/predict while one client streams corrections).
+        # Refits run one at a time, at a lower CPU priority, so that the readings other
+        # clients wait for come first (`lower_priority`), and with ``process`` in a process
+        # of their own (`digitlab.adapt.RefitProcess`), so that they never hold the lock of
+        # this interpreter's threads: this thread only waits for the child's answer. Measured
+        # by benchmarks/learning.py (p99 of /api/predict while one client streams corrections).
         self._learner = ThreadPoolExecutor(1, "digitlab-learner", initializer=lower_priority)
         self._problem: str | None = None
         if not self.enabled:
             self._problem = "learning is off here" if not enabled else "needs an ONNX model file"
             return
-        from digitlab.adapt import PersonalModel  # onnx and the adaptation maths: when used
-
         # A reading waiting for the interpreter lock while a refit holds it waits out the
         # switch interval (5 ms by default) at each step: 1 ms keeps its tail short.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         one_blas_thread()
 
-        self.personal = PersonalModel(self.base, data_dir=data_dir, cache_dir=cache_dir)
+        self.personal = adapt.PersonalModel(self.base, config or AdaptConfig(), data_dir=data_dir,
+                                            cache_dir=cache_dir, process=process)  # fmt: skip
         self.predictor = predictor.using(self.personal)
 
     def start(self, wait: bool = False, *, now: bool = False) -> None:
@@ -204,7 +190,7 @@ class Learning:
         why = self._not_ready()
         if why is not None or self.personal is None:
             return why
-        # On the learner thread (`_learner`), which the readings never wait for; the answer
+        # On the learner thread (`_learner`: it refits, or waits for the refit child); the answer
         # waits, since it says whether the correction was learned or held back.
         return self._learner.submit(self._learn_now, stored, prediction).result()
 
