@@ -9,10 +9,11 @@ learning does to the readings other clients wait for.
            ``--window`` corrections before it holds 50, 200 and 1,000 examples.
   serve    a real HTTP server (uvicorn, the app of `digitlab serve`, learning on, the
            corrections rate limit lifted so that one client can stream) in a child
-           process: ``--requests`` sequential ``POST /api/predict`` of a drawing, first
-           idle, then while another client, a process of its own, streams
-           ``POST /api/corrections`` (MNIST digits as pixel grids) back to back; p50 and
-           p99 of each, measured by this process against the same server in the same run;
+           process: ``--requests`` sequential ``POST /api/predict`` of a drawing idle,
+           and as many while another client, a process of its own, streams
+           ``POST /api/corrections`` (MNIST digits as pixel grids) back to back, the
+           phases taking turns in four rounds; p50 and p99 of each (its rounds pooled),
+           measured by this process against the same server in the same run;
            and, as controls, while the same client streams corrections the server only
            stores (``"learn": false``), and while it streams them to a second server
            (the machine as busy, none of it on the timed server).
@@ -99,9 +100,19 @@ def refit_costs(window: int, cache: Path) -> dict[int, dict[str, float]]:
 # --------------------------------------------------------------------------- #
 
 
-def serve(port: int, db: str) -> None:
-    """The child: the app of `digitlab serve`, learning on, the corrections limit lifted."""
+def serve(port: int, db: str, thread_refits: bool = False) -> None:
+    """The child: the app of `digitlab serve`, learning on, the corrections limit lifted;
+    with ``thread_refits`` its refits on a thread of the server, as before round 14."""
     import uvicorn
+
+    if thread_refits:
+        from digitlab import adapt
+
+        class OnAThread(adapt.PersonalModel):
+            def __init__(self, *args: object, process: bool = False, **kwargs: object) -> None:
+                super().__init__(*args, process=False, **kwargs)  # type: ignore[misc, arg-type]
+
+        adapt.PersonalModel = OnAThread  # type: ignore[misc]
 
     from digitlab.web.app import create_app
     from digitlab.web.service import RateLimit
@@ -136,7 +147,7 @@ def latencies(port: int, n: int) -> np.ndarray:
     return np.array(out)
 
 
-def stream(port: int, data: str, learn: bool) -> None:
+def stream(port: int, data: str, learn: bool, first: int = 0) -> None:
     """The streaming client, a process of its own (``--stream``): corrections sent back to
     back until SIGTERM (``learn`` False: the server stores them only, the control that tells
     learning from request load), then its counts as JSON on stdout. In a process of its own,
@@ -149,7 +160,7 @@ def stream(port: int, data: str, learn: bool) -> None:
     counts = {"sent": 0, "learned": 0, "held": 0}
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     while not stop.is_set():
-        i = counts["sent"] % len(labels)
+        i = (first + counts["sent"]) % len(labels)
         grid = {"pixels": images[i].tolist(), "label": int(labels[i])}
         if not learn:
             grid["learn"] = False
@@ -167,8 +178,9 @@ def stream(port: int, data: str, learn: bool) -> None:
 class Streamer:
     """`stream` in a child process, from `start` to `finish` (which returns its counts)."""
 
-    def __init__(self, port: int, data: Path, learn: bool) -> None:
-        self.args = [sys.executable, __file__, "--stream", str(port), str(data), str(int(learn))]
+    def __init__(self, port: int, data: Path, learn: bool, first: int = 0) -> None:
+        self.args = [sys.executable, __file__, "--stream", str(port), str(data), str(int(learn)),
+                     str(first)]  # fmt: skip
 
     def start(self) -> None:
         self.child = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
@@ -199,13 +211,14 @@ def wait_ready(port: int, child: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_server(folder: Path) -> Iterator[int]:
+def running_server(folder: Path, thread_refits: bool = False) -> Iterator[int]:
     """`serve` in a child process with its own store and cache in ``folder``: its port."""
     port = free_port()
     folder.mkdir()
     env = {**os.environ, "XDG_CACHE_HOME": str(folder / "cache")}
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
-                              str(folder / "c.sqlite3")], env=env)  # fmt: skip
+                              str(folder / "c.sqlite3"), str(int(thread_refits))],
+                             env=env)  # fmt: skip
     try:
         wait_ready(port, child)
         yield port
@@ -220,33 +233,44 @@ def post_once(port: int, path: str, body: dict) -> None:
     conn.close()
 
 
-def streamed(port: int, to: int, data: Path, learn: bool,
-             requests: int) -> tuple[np.ndarray, dict[str, int]]:  # fmt: skip
-    """`latencies` of the server on ``port`` while a `Streamer` sends corrections to ``to``."""
-    streamer = Streamer(to, data, learn)
+def streamed(port: int, to: int, data: Path, learn: bool, requests: int,
+             first: int = 0) -> tuple[np.ndarray, dict[str, int]]:  # fmt: skip
+    """`latencies` of the server on ``port`` while a `Streamer` sends corrections to ``to``,
+    from the ``first``-th."""
+    streamer = Streamer(to, data, learn, first)
     streamer.start()
     time.sleep(1.0)  # under way
     timed = latencies(port, requests)
     return timed, streamer.finish()
 
 
-def server_latencies(requests: int) -> dict[str, float]:
+def server_latencies(requests: int, rounds: int = 4,
+                     thread_refits: bool = False) -> dict[str, float]:  # fmt: skip
     """p50/p99 of /api/predict idle and while another client streams corrections; as
     controls, while that client streams corrections the server only stores, and while it
     streams them to a second server (the machine as busy, the timed server not: what that
-    costs the readings is the machine's share, not the server's)."""
+    costs the readings is the machine's share, not the server's). Idle, storing and
+    learning take turns, ``rounds`` times ``requests / rounds`` each, so that what else the
+    machine does meanwhile weighs on each alike; each phase's samples are pooled."""
     images, labels = corrections(600, seed=1)
     grid = {"pixels": images[-1].tolist(), "label": int(labels[-1])}
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "timed") as port:
+    block = max(1, requests // rounds)
+    with (tempfile.TemporaryDirectory() as tmp,
+          running_server(Path(tmp) / "timed", thread_refits) as port):  # fmt: skip
         post_once(port, "/api/corrections", grid)  # loads the reference: not timed
         latencies(port, 50)  # warm the connection and the runtime
-        idle = latencies(port, requests)
         data = Path(tmp) / "corrections.npz"
         np.savez(data, images=images, labels=labels)
-        phases, counts = {"idle": idle}, {}
-        for name, learn in (("storing", False), ("learning", True)):
-            phases[name], counts[name] = streamed(port, port, data, learn, requests)
-        with running_server(Path(tmp) / "other") as other:  # started last: idle was idle
+        timed: dict[str, list] = {"idle": [], "storing": [], "learning": []}
+        counts: dict[str, dict[str, int]] = {}
+        for r in range(rounds):
+            timed["idle"].append(latencies(port, block))
+            for name, learn in (("storing", False), ("learning", True)):
+                x, sent = streamed(port, port, data, learn, block, r * len(labels) // rounds)
+                timed[name].append(x)
+                counts[name] = {k: counts.get(name, {}).get(k, 0) + v for k, v in sent.items()}
+        phases = {name: np.concatenate(x) for name, x in timed.items()}
+        with running_server(Path(tmp) / "other", thread_refits) as other:  # started last
             post_once(other, "/api/corrections", grid)
             phases["elsewhere"], counts["elsewhere"] = streamed(port, other, data, True, requests)
     ms = {f"{name}_{q}_ms": 1000 * float(np.quantile(x, p))
@@ -326,14 +350,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=1000, help="predictions timed, each phase")
     ap.add_argument("--skip-refit", action="store_true", help="only the server part")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
-    ap.add_argument("--serve", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
-    ap.add_argument("--stream", nargs=3, metavar=("PORT", "DATA", "LEARN"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--thread-refits",
+        action="store_true",
+        help="the servers refit on a thread of their own process (as before)",
+    )
+    ap.add_argument("--serve", nargs=3, metavar=("PORT", "DB", "THREAD"), help=argparse.SUPPRESS)
+    ap.add_argument("--stream", nargs=4, metavar=("PORT", "DATA", "LEARN", "FIRST"),
+                    help=argparse.SUPPRESS)  # fmt: skip
     args = ap.parse_args(argv)
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1])
+        serve(int(args.serve[0]), args.serve[1], bool(int(args.serve[2])))
         return 0
     if args.stream:
-        stream(int(args.stream[0]), args.stream[1], bool(int(args.stream[2])))
+        stream(int(args.stream[0]), args.stream[1], bool(int(args.stream[2])), int(args.stream[3]))
         return 0
     results: dict = {}
     if not args.skip_refit:
@@ -351,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(x {b['beside_thread_p99_ratio']:.2f}); refits in the child: p50 "
           f"{b['beside_child_p50_ms']:.1f} ms, p99 {b['beside_child_p99_ms']:.1f} ms "
           f"(x {b['beside_child_p99_ratio']:.2f})")  # fmt: skip
-    s = results["serve"] = server_latencies(args.requests)
+    s = results["serve"] = server_latencies(args.requests, thread_refits=args.thread_refits)
     print(f"/api/predict idle: p50 {s['idle_p50_ms']:.1f} ms, p99 {s['idle_p99_ms']:.1f} ms; "
           f"while another client streams corrections: p50 {s['learning_p50_ms']:.1f} ms, "
           f"p99 {s['learning_p99_ms']:.1f} ms (x {s['p99_ratio']:.2f}); "

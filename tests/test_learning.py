@@ -454,3 +454,31 @@ os.kill(os.getpid(), signal.SIGKILL)
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_a_refit_child_that_hangs_or_cannot_start_is_an_error_not_a_wait(
+    tmp_path, reference_cache, monkeypatch
+) -> None:
+    """A refit child that stops answering is killed after `ANSWER_SECONDS` (the correction
+    is stored, not learned, and says why); the next correction starts a new one. One that
+    cannot start at all is the same one-line error."""
+    from digitlab import adapt
+
+    learning = _learning(tmp_path, reference_cache)
+    one = learning.predictor.predict(drawing(FLAG_ONE))
+    assert learning.correct(one, 1)[1] is None
+    child = learning.personal._child._child
+    monkeypatch.setattr(adapt, "ANSWER_SECONDS", 0.5)
+    os.kill(child.pid, signal.SIGSTOP)  # it hangs
+    why = learning.correct(learning.predictor.predict(drawing(SEVEN)), 7)[1]
+    assert why is not None and "did not answer in 0.5 s" in why
+    assert child.poll() is not None  # killed, not left behind
+    assert learning.personal.counts == {1: 1}  # the model as it was
+    monkeypatch.setattr(adapt, "ANSWER_SECONDS", 300.0)
+    assert learning.correct(learning.predictor.predict(drawing(SEVEN)), 7)[1] is None
+    assert learning.personal.counts == {1: 1, 7: 1}  # a new child, the 1 learnt again first
+
+    learning.personal.close()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    why = learning.correct(learning.predictor.predict(drawing(SEVEN)), 7)[1]
+    assert why is not None and why.startswith("cannot start the learning process")

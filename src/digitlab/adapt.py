@@ -114,9 +114,11 @@ import json
 import os
 import pickle
 import platform
+import select
 import subprocess
 import sys
 import threading
+import traceback
 import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1325,7 +1327,8 @@ class PersonalModel:
     ``predict_proba``), so ``Predictor(personal)`` reads with it, and its card (with
     its calibrated "unsure" threshold) follows each refit. With no examples it is
     the base model exactly. `prepare` loads the MNIST reference (seconds the first
-    time for a base model, then cached); `add` calls it when needed.
+    time for a base model, then cached); `add` calls it when needed. With ``process``
+    the refits and the reference are a child process's (`RefitProcess`); `close` ends it.
     """
 
     def __init__(
@@ -1442,7 +1445,10 @@ class PersonalModel:
         """Forget every example: back to the base model."""
         with self._lock:
             if self._child is not None:
-                self._child.call("reset")
+                try:
+                    self._child.call("reset")
+                except AdaptError:  # whatever it held, it is gone: the next one starts empty
+                    self._child.close(kill=True)
             self._state = _State((), None, self.base.card, None)
 
     def close(self) -> None:
@@ -1537,7 +1543,7 @@ class _State:
     def for_reading(self) -> _State:
         """This state less what only the next refit and `PersonalModel.to_onnx` need (the
         boosts kept on the reference digits, the examples as the base sees them): what a
-        `RefitProcess` child sends back, which asks the child for the file."""
+        `RefitProcess` child sends back (`PersonalModel.to_onnx` asks the child for the file)."""
         if self.fit is None:
             return self
         fit = replace(self.fit, boosts={}, point_strengths=None, check_nearest=None,
@@ -1546,6 +1552,11 @@ class _State:
 
 
 LEARNER_NICE = 10  # how much lower a learner's CPU priority is than the readings'
+# The longest a `RefitProcess` child may take to answer: a refit takes a fraction of a
+# second, the first answer (a new interpreter, the reference's embeddings computed when not
+# cached) seconds, and on a machine busy with other work some 20 s (measured with three
+# busy loops on two cores).
+ANSWER_SECONDS = 300.0
 
 
 def lower_priority() -> None:
@@ -1573,8 +1584,8 @@ class RefitProcess:
     """A `PersonalModel`'s refits in a process of its own, so that they never hold the
     interpreter lock of the process that reads: a refit is tens of milliseconds of Python
     and small NumPy steps, and a reading on another thread of the same process waited for
-    the lock at each of them (benchmarks/learning.py: p99 of ``/api/predict`` while a
-    client streamed corrections, 1.9-2.3 x idle; a refit in another process, 1.1-1.6 x).
+    the lock at each of them (benchmarks/learning.py, readings beside back-to-back refits:
+    p99 2.2 x idle with the refits on a thread, 1.3 x with them in a child).
 
     The child (a new interpreter: `refit_child`) holds a `PersonalModel` of the same base
     and the reference, which the parent then never loads. Each `call` sends it a method's
@@ -1602,7 +1613,14 @@ class RefitProcess:
         try:
             pickle.dump((method, args), self._child.stdin, pickle.HIGHEST_PROTOCOL)
             self._child.stdin.flush()
+            if os.name == "posix" and not select.select([self._child.stdout], [], [],
+                                                        ANSWER_SECONDS)[0]:  # fmt: skip
+                raise TimeoutError
             ok, value = pickle.load(self._child.stdout)
+        except TimeoutError:  # a child that hangs is stopped, not waited for for ever
+            self.close(kill=True)
+            raise AdaptError(f"the learning process did not answer in {ANSWER_SECONDS:g} s; "
+                             "the next correction starts it again") from None  # fmt: skip
         except (EOFError, OSError, pickle.UnpicklingError):  # it died (killed, out of memory)
             self.close()
             raise AdaptError("the learning process stopped; the next correction starts it "
@@ -1619,25 +1637,29 @@ class RefitProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get(
             "PYTHONPATH")]))}  # fmt: skip
         code = "from digitlab.adapt import refit_child; refit_child()"
-        self._child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, env=env)  # fmt: skip
+        try:
+            self._child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, env=env)  # fmt: skip
+        except OSError as e:
+            raise AdaptError(f"cannot start the learning process: {e}") from None
         weakref.finalize(self, self._stop, self._child)  # a model let go stops its child
-        assert self._child.stdin is not None
-        pickle.dump(self._args, self._child.stdin, pickle.HIGHEST_PROTOCOL)
+        with contextlib.suppress(OSError):  # one that ended at once: its first answer says so
+            pickle.dump(self._args, self._child.stdin, pickle.HIGHEST_PROTOCOL)
 
-    def close(self) -> None:
-        """Stop the child (a refit under way is lost with it)."""
+    def close(self, kill: bool = False) -> None:
+        """Stop the child (a refit under way is lost with it): it ends when its input
+        closes, or is killed after 5 s, or at once with ``kill``."""
         if self._child is not None:
-            self._stop(self._child)
+            self._stop(self._child, 0 if kill else 5)
             self._child = None
 
     @staticmethod
-    def _stop(child: subprocess.Popen) -> None:
+    def _stop(child: subprocess.Popen, patience: float = 5) -> None:
         for pipe in (child.stdin, child.stdout):  # its input closed, the child ends
             with contextlib.suppress(OSError):
                 pipe.close()  # type: ignore[union-attr]
         try:
-            child.wait(timeout=5)
+            child.wait(timeout=patience)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
@@ -1650,10 +1672,6 @@ def refit_child() -> None:
     calls, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever else writes to stdout must not garble the answers
     lower_priority()
-    # Linux: run only when a core would otherwise be idle. No thread here holds a lock that
-    # the readings wait for, so this starves nothing but the refits, and they may wait.
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     one_blas_thread()
     graph, card, path, config, data_dir, cache_dir = pickle.load(calls)
     base = OnnxModel.from_bytes(graph, card, path, threads=1)
@@ -1670,7 +1688,8 @@ def refit_child() -> None:
             answer = (True, None if method == "prepare" else done)
         except DigitlabError as e:
             answer = (False, e)
-        except Exception as e:  # a bug: said in one line, the parent logs it
+        except Exception as e:  # a bug: its traceback in the server's log, one line in the answer
+            traceback.print_exc()
             answer = (False, AdaptError(f"refit failed: {type(e).__name__}: {e}"))
         pickle.dump(answer, answers, pickle.HIGHEST_PROTOCOL)
         answers.flush()
