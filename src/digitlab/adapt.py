@@ -1417,8 +1417,15 @@ class PersonalModel:
             raise AdaptError(f"labels {unknown} are not classes of the model {self.classes}")
         with self._lock:
             if self._child is not None:
-                self._state = self._child.call("add_many", examples, held=self._state.examples)
-                return self._state.fit
+                # The child sends its state without the examples (this process has them):
+                # which of the held and new ones it kept, which it let go, as row numbers.
+                held = self._state.examples
+                state, kept, gone = self._child.call("add_many", examples, held=held)
+                everything = (*self._state.examples, *examples)
+                assert state.fit is not None
+                head = replace(state.fit, forgotten=tuple(everything[i] for i in gone))
+                self._state = _State(tuple(everything[i] for i in kept), head, state.card, None)
+                return head
             space = self._ensure_reference(progress)
             state = self._state
             before = state.learned
@@ -1542,13 +1549,14 @@ class _State:
 
     def for_reading(self) -> _State:
         """This state less what only the next refit and `PersonalModel.to_onnx` need (the
-        boosts kept on the reference digits, the examples as the base sees them): what a
-        `RefitProcess` child sends back (`PersonalModel.to_onnx` asks the child for the file)."""
+        boosts kept on the reference digits, the examples as the base sees them) and less the
+        examples: what a `RefitProcess` child sends back (`PersonalModel.to_onnx` asks the
+        child for the file)."""
         if self.fit is None:
-            return self
+            return _State((), None, self.card, None)
         fit = replace(self.fit, boosts={}, point_strengths=None, check_nearest=None,
-                      test_probs=self.fit.test_probs[:0])  # fmt: skip
-        return _State(self.examples, fit, self.card, None)
+                      test_probs=self.fit.test_probs[:0], forgotten=())  # fmt: skip
+        return _State((), fit, self.card, None)
 
 
 LEARNER_NICE = 10  # how much lower a learner's CPU priority is than the readings'
@@ -1611,12 +1619,11 @@ class RefitProcess:
     def _ask(self, method: str, *args: Any) -> Any:
         assert self._child is not None and self._child.stdin and self._child.stdout
         try:
-            pickle.dump((method, args), self._child.stdin, pickle.HIGHEST_PROTOCOL)
-            self._child.stdin.flush()
+            send(self._child.stdin, (method, args))
             if os.name == "posix" and not select.select([self._child.stdout], [], [],
                                                         ANSWER_SECONDS)[0]:  # fmt: skip
                 raise TimeoutError
-            ok, value = pickle.load(self._child.stdout)
+            ok, value = receive(self._child.stdout)
         except TimeoutError:  # a child that hangs is stopped, not waited for for ever
             self.close(kill=True)
             raise AdaptError(f"the learning process did not answer in {ANSWER_SECONDS:g} s; "
@@ -1644,7 +1651,7 @@ class RefitProcess:
             raise AdaptError(f"cannot start the learning process: {e}") from None
         weakref.finalize(self, self._stop, self._child)  # a model let go stops its child
         with contextlib.suppress(OSError):  # one that ended at once: its first answer says so
-            pickle.dump(self._args, self._child.stdin, pickle.HIGHEST_PROTOCOL)
+            send(self._child.stdin, self._args)
 
     def close(self, kill: bool = False) -> None:
         """Stop the child (a refit under way is lost with it): it ends when its input
@@ -1673,26 +1680,61 @@ def refit_child() -> None:
     os.dup2(2, 1)  # whatever else writes to stdout must not garble the answers
     lower_priority()
     one_blas_thread()
-    graph, card, path, config, data_dir, cache_dir = pickle.load(calls)
+    graph, card, path, config, data_dir, cache_dir = receive(calls)
     base = OnnxModel.from_bytes(graph, card, path, threads=1)
     personal = PersonalModel(base, config, data_dir=data_dir, cache_dir=cache_dir)
     while True:
         try:
-            method, args = pickle.load(calls)
+            method, args = receive(calls)
         except (EOFError, OSError):
             return
         try:
-            done = getattr(personal, method)(*args)
-            if method == "add_many":
-                done = personal._state.for_reading()
+            if method == "add_many":  # the state, and row numbers for the examples (above)
+                before = personal._state.examples
+                head = personal.add_many(*args)
+                row = {id(e): i for i, e in enumerate((*before, *args[0]))}
+                kept = [row[id(e)] for e in personal._state.examples]
+                done = (personal._state.for_reading(), kept, [row[id(e)] for e in head.forgotten])
+            else:
+                done = getattr(personal, method)(*args)
             answer = (True, None if method == "prepare" else done)
         except DigitlabError as e:
             answer = (False, e)
         except Exception as e:  # a bug: its traceback in the server's log, one line in the answer
             traceback.print_exc()
             answer = (False, AdaptError(f"refit failed: {type(e).__name__}: {e}"))
-        pickle.dump(answer, answers, pickle.HIGHEST_PROTOCOL)
-        answers.flush()
+        send(answers, answer)
+
+
+def send(stream: Any, value: Any) -> None:
+    """Pickle ``value`` to ``stream`` for `receive`: a small header (the sizes), the pickle,
+    then its arrays' bytes as they are (pickle protocol 5, out of band)."""
+    arrays: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(value, 5, buffer_callback=arrays.append)
+    raws = [a.raw() for a in arrays]
+    stream.write(pickle.dumps((len(body), [r.nbytes for r in raws]), 5))
+    for part in (body, *raws):
+        stream.write(part)
+    stream.flush()
+
+
+def receive(stream: Any) -> Any:
+    """What `send` wrote. The arrays' bytes are read straight into their memory: reading
+    them releases the interpreter lock, where unpickling them held it (a 6.6 MB state, 3 ms,
+    which the readings of the process waited for)."""
+    size, sizes = pickle.load(stream)
+    body = stream.read(size)
+    arrays = [np.empty(n, np.uint8) for n in sizes]
+    for a in arrays:
+        view, got = memoryview(a), 0
+        while got < len(view):
+            n = stream.readinto(view[got:])
+            if not n:
+                raise EOFError("the pipe closed mid-message")
+            got += n
+    if len(body) != size:
+        raise EOFError("the pipe closed mid-message")
+    return pickle.loads(body, buffers=arrays)
 
 
 def _not_digit_record(head: Fit, config: AdaptConfig, reference: Reference) -> dict[str, Any]:
