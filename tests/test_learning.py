@@ -435,6 +435,7 @@ def test_refits_run_in_a_child_that_holds_the_reference(tmp_path, reference_cach
     assert not _alive(child.pid)
 
 
+@pytest.mark.slow  # a child of its own, killed and started again: seconds
 def test_the_refit_child_ends_with_its_parent_even_killed(tmp_path, reference_cache) -> None:
     """A server killed with -9 leaves no refit child behind: its input closes, it ends."""
     script = f"""
@@ -456,6 +457,7 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert not _alive(pid)
 
 
+@pytest.mark.slow  # a child of its own, killed and started again: seconds
 def test_a_refit_child_that_hangs_or_cannot_start_is_an_error_not_a_wait(
     tmp_path, reference_cache, monkeypatch
 ) -> None:

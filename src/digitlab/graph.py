@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Sequence
+from itertools import count
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -193,8 +194,9 @@ def with_outputs(graph: bytes, tensors: Sequence[str]) -> tuple[bytes, list[str]
         if tensor in outputs:
             names.append(tensor)
             continue
-        name = next(n for n in (f"{tensor}_output", *(f"{tensor}_output_{i}" for i in
-                                range(1, 10**6))) if n not in taken)  # fmt: skip
+        # (A lazy chain: unpacked, the candidates were a tuple of a million names, 0.3 s.)
+        names_free = (f"{tensor}_output_{i}" if i else f"{tensor}_output" for i in count())
+        name = next(n for n in names_free if n not in taken)
         taken.add(name)
         g.node.append(helper.make_node("Identity", [tensor], [name]))
         g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
