@@ -484,3 +484,31 @@ def test_a_refit_child_that_hangs_or_cannot_start_is_an_error_not_a_wait(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
     why = learning.correct(learning.predictor.predict(drawing(SEVEN)), 7)[1]
     assert why is not None and why.startswith("cannot start the learning process")
+
+
+def test_the_refit_child_s_messages_are_json_and_raw_numbers_never_pickle() -> None:
+    """What crosses between the server and its refit child is JSON and the arrays' bytes:
+    decoding a message cannot run code, and an array of Python objects is refused."""
+    import io
+    import json
+    import struct
+
+    from digitlab.adapt import receive, send
+
+    message = {"method": "m", "images": np.arange(12, dtype=np.float32).reshape(3, 2, 2),
+               "rows": (1, 2), "graph": b"\x00onnx", "figures": {"a": np.float32(0.5)},
+               "empty": np.zeros((0, 10), np.int64), "none": None}  # fmt: skip
+    pipe = io.BytesIO()
+    send(pipe, message)
+    pipe.seek(0)
+    got = receive(io.BufferedReader(pipe))
+    assert got["images"].dtype == np.float32 and np.array_equal(got["images"], message["images"])
+    assert got["rows"] == [1, 2] and got["graph"] == b"\x00onnx" and got["figures"] == {"a": 0.5}
+    assert got["empty"].shape == (0, 10) and got["none"] is None and got["method"] == "m"
+
+    header = json.dumps({"value": {"array": 0, "dtype": "|O", "shape": [1]}, "sizes": [8]})
+    hostile = struct.pack("<Q", len(header)) + header.encode() + bytes(8)
+    with pytest.raises(ValueError, match="objects"):
+        receive(io.BufferedReader(io.BytesIO(hostile)))
+    with pytest.raises(EOFError):  # cut short
+        receive(io.BufferedReader(io.BytesIO(hostile[:-3])))

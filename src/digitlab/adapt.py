@@ -112,9 +112,9 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import platform
 import select
+import struct
 import subprocess
 import sys
 import threading
@@ -138,7 +138,7 @@ from digitlab.calibrate import (
     fit_temperature,
     split_from_card,
 )
-from digitlab.card import Adaptation, Calibration, ModelCard
+from digitlab.card import Adaptation, Calibration, ModelCard, parse_card
 from digitlab.data import default_cache_dir
 from digitlab.derive import output_path, write
 from digitlab.errors import DigitlabError
@@ -1395,7 +1395,8 @@ class PersonalModel:
         (None when the refits run in a child: the reference is there)."""
         with self._lock:
             if self._child is not None:
-                return self._child.call("prepare", held=self._state.examples)
+                self._child.call("prepare", self._state.examples)
+                return None
             return self._ensure_reference(progress).reference
 
     def add(self, image: Normalized | np.ndarray, label: int, source: str = "live") -> Fit:
@@ -1420,11 +1421,12 @@ class PersonalModel:
                 # The child sends its state without the examples (this process has them):
                 # which of the held and new ones it kept, which it let go, as row numbers.
                 held = self._state.examples
-                state, kept, gone = self._child.call("add_many", examples, held=held)
-                everything = (*self._state.examples, *examples)
-                assert state.fit is not None
-                head = replace(state.fit, forgotten=tuple(everything[i] for i in gone))
-                self._state = _State(tuple(everything[i] for i in kept), head, state.card, None)
+                got = self._child.call("add_many", held, examples=_examples_out(examples))
+                everything = (*held, *examples)
+                gone = tuple(everything[i] for i in got["gone"])
+                head = replace(_fit_in(got["fit"]), forgotten=gone)
+                kept = tuple(everything[i] for i in got["kept"])
+                self._state = _State(kept, head, parse_card(got["card"]), None)
                 return head
             space = self._ensure_reference(progress)
             state = self._state
@@ -1453,7 +1455,7 @@ class PersonalModel:
         with self._lock:
             if self._child is not None:
                 try:
-                    self._child.call("reset")
+                    self._child.call("reset", ())
                 except AdaptError:  # whatever it held, it is gone: the next one starts empty
                     self._child.close(kill=True)
             self._state = _State((), None, self.base.card, None)
@@ -1472,7 +1474,8 @@ class PersonalModel:
             raise AdaptError("no examples learned yet: the personal model is the base model")
         if self._child is not None:
             with self._lock:
-                return self._child.call("to_onnx", held=state.examples)
+                got = self._child.call("to_onnx", state.examples)
+            return got["graph"], parse_card(got["card"])
         assert state.learned is not None
         graph = personal_graph(self.base, state.fit)
         check = OnnxModel.from_bytes(graph, state.card, "personal.onnx")
@@ -1547,17 +1550,6 @@ class _State:
     card: ModelCard
     learned: Learned | None
 
-    def for_reading(self) -> _State:
-        """This state less what only the next refit and `PersonalModel.to_onnx` need (the
-        boosts kept on the reference digits, the examples as the base sees them) and less the
-        examples: what a `RefitProcess` child sends back (`PersonalModel.to_onnx` asks the
-        child for the file)."""
-        if self.fit is None:
-            return _State((), None, self.card, None)
-        fit = replace(self.fit, boosts={}, point_strengths=None, check_nearest=None,
-                      test_probs=self.fit.test_probs[:0], forgotten=())  # fmt: skip
-        return _State((), fit, self.card, None)
-
 
 LEARNER_NICE = 10  # how much lower a learner's CPU priority is than the readings'
 # The longest a `RefitProcess` child may take to answer: a refit takes a fraction of a
@@ -1605,36 +1597,41 @@ class RefitProcess:
     """
 
     def __init__(self, base: OnnxModel, config: AdaptConfig, data_dir: Any, cache_dir: Any) -> None:
-        self._args = (base.graph, base.card, str(base.path), config, data_dir, cache_dir)
+        self._start_message = {
+            "graph": base.graph, "card": base.card.to_json(), "path": str(base.path),
+            "config": asdict(config), "data_dir": None if data_dir is None else str(data_dir),
+            "cache_dir": None if cache_dir is None else str(cache_dir),
+        }  # fmt: skip
         self._child: subprocess.Popen | None = None
 
-    def call(self, method: str, *args: Any, held: Sequence[Example] = ()) -> Any:
-        """``method(*args)`` of the child's model: its answer, or its error raised here."""
+    def call(self, method: str, held: Sequence[Example], **fields: Any) -> dict[str, Any]:
+        """``method`` of the child's model, with ``fields``: its answer, or its error raised
+        here. A child started again first learns the examples the parent ``held``."""
         if self._child is None or self._child.poll() is not None:
             self._start()
-            if held:  # a child started again: what the parent holds, first
-                self._ask("add_many", tuple(held))
-        return self._ask(method, *args)
+            if held:
+                self._ask("add_many", examples=_examples_out(held))
+        return self._ask(method, **fields)
 
-    def _ask(self, method: str, *args: Any) -> Any:
+    def _ask(self, method: str, **fields: Any) -> dict[str, Any]:
         assert self._child is not None and self._child.stdin and self._child.stdout
         try:
-            send(self._child.stdin, (method, args))
+            send(self._child.stdin, {"method": method, **fields})
             if os.name == "posix" and not select.select([self._child.stdout], [], [],
                                                         ANSWER_SECONDS)[0]:  # fmt: skip
                 raise TimeoutError
-            ok, value = receive(self._child.stdout)
+            answer = receive(self._child.stdout)
         except TimeoutError:  # a child that hangs is stopped, not waited for for ever
             self.close(kill=True)
             raise AdaptError(f"the learning process did not answer in {ANSWER_SECONDS:g} s; "
                              "the next correction starts it again") from None  # fmt: skip
-        except (EOFError, OSError, pickle.UnpicklingError):  # it died (killed, out of memory)
+        except (EOFError, OSError, ValueError, KeyError):  # it died (killed, out of memory)
             self.close()
             raise AdaptError("the learning process stopped; the next correction starts it "
                              "again") from None  # fmt: skip
-        if not ok:
-            raise value
-        return value
+        if "error" in answer:
+            raise AdaptError(str(answer["error"]))
+        return answer
 
     def _start(self) -> None:
         self.close()
@@ -1651,7 +1648,7 @@ class RefitProcess:
             raise AdaptError(f"cannot start the learning process: {e}") from None
         weakref.finalize(self, self._stop, self._child)  # a model let go stops its child
         with contextlib.suppress(OSError):  # one that ended at once: its first answer says so
-            send(self._child.stdin, self._args)
+            send(self._child.stdin, self._start_message)
 
     def close(self, kill: bool = False) -> None:
         """Stop the child (a refit under way is lost with it): it ends when its input
@@ -1673,68 +1670,159 @@ class RefitProcess:
 
 
 def refit_child() -> None:
-    """`RefitProcess`'s child: a `PersonalModel` that answers its parent's calls (pickles
-    on stdin, answers on stdout) until its input closes. Errors go back as values: a refused
-    example is the parent's `AdaptError`."""
+    """`RefitProcess`'s child: a `PersonalModel` that answers its parent's calls (`send` on
+    stdin, answers on stdout) until its input closes. Errors go back as their message: a
+    refused example is the parent's `AdaptError`."""
     calls, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever else writes to stdout must not garble the answers
     lower_priority()
     one_blas_thread()
-    graph, card, path, config, data_dir, cache_dir = receive(calls)
-    base = OnnxModel.from_bytes(graph, card, path, threads=1)
-    personal = PersonalModel(base, config, data_dir=data_dir, cache_dir=cache_dir)
+    start = receive(calls)
+    base = OnnxModel.from_bytes(start["graph"], parse_card(start["card"]), start["path"], threads=1)
+    personal = PersonalModel(base, AdaptConfig(**start["config"]), data_dir=start["data_dir"],
+                             cache_dir=start["cache_dir"])  # fmt: skip
     while True:
         try:
-            method, args = receive(calls)
+            message = receive(calls)
         except (EOFError, OSError):
             return
         try:
-            if method == "add_many":  # the state, and row numbers for the examples (above)
-                before = personal._state.examples
-                head = personal.add_many(*args)
-                row = {id(e): i for i, e in enumerate((*before, *args[0]))}
-                kept = [row[id(e)] for e in personal._state.examples]
-                done = (personal._state.for_reading(), kept, [row[id(e)] for e in head.forgotten])
-            else:
-                done = getattr(personal, method)(*args)
-            answer = (True, None if method == "prepare" else done)
+            answer = _answer(personal, message)
         except DigitlabError as e:
-            answer = (False, e)
+            answer = {"error": str(e)}
         except Exception as e:  # a bug: its traceback in the server's log, one line in the answer
             traceback.print_exc()
-            answer = (False, AdaptError(f"refit failed: {type(e).__name__}: {e}"))
+            answer = {"error": f"refit failed: {type(e).__name__}: {e}"}
         send(answers, answer)
 
 
-def send(stream: Any, value: Any) -> None:
-    """Pickle ``value`` to ``stream`` for `receive`: a small header (the sizes), the pickle,
-    then its arrays' bytes as they are (pickle protocol 5, out of band)."""
-    arrays: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(value, 5, buffer_callback=arrays.append)
-    raws = [a.raw() for a in arrays]
-    stream.write(pickle.dumps((len(body), [r.nbytes for r in raws]), 5))
-    for part in (body, *raws):
+def _answer(personal: PersonalModel, message: dict[str, Any]) -> dict[str, Any]:
+    """The child's answer to one call. A refit's answer is what the parent reads with (the
+    prototypes, the temperature, the card) and, for the examples (the parent has them),
+    which of the held and new ones it kept and let go, by row."""
+    method = message["method"]
+    if method == "add_many":
+        before, new = personal._state.examples, _examples_in(message["examples"])
+        head = personal.add_many(new)
+        row = {id(e): i for i, e in enumerate((*before, *new))}
+        return {"fit": _fit_out(head), "card": personal.card.to_json(),
+                "kept": [row[id(e)] for e in personal._state.examples],
+                "gone": [row[id(e)] for e in head.forgotten]}  # fmt: skip
+    if method == "to_onnx":
+        graph, card = personal.to_onnx()
+        return {"graph": graph, "card": card.to_json()}
+    if method in ("prepare", "reset"):
+        getattr(personal, method)()
+        return {}
+    raise AdaptError(f"the learning process has no call {method!r}")
+
+
+def _examples_out(examples: Sequence[Example]) -> dict[str, Any]:
+    return {"images": np.stack([e.image for e in examples]).astype(np.float32),
+            "labels": [int(e.label) for e in examples],
+            "sources": [e.source for e in examples]}  # fmt: skip
+
+
+def _examples_in(m: dict[str, Any]) -> tuple[Example, ...]:
+    rows = zip(m["images"], m["labels"], m["sources"], strict=True)
+    return tuple(Example(x, int(y), str(s)) for x, y, s in rows)
+
+
+def _fit_out(fit: Fit) -> dict[str, Any]:
+    """What reading with ``fit`` needs (`Fit.probabilities`, `Fit.not_digit`), and its
+    figures: not what only the next refit needs (the boosts kept on the reference digits)."""
+    p = fit.prototypes
+    return {"prototypes": {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
+                           "weights": p.weights, "bias": p.bias, "index": p.index,
+                           "boost": p.boost, "widths": p.widths,
+                           "not_digit_scale": p.not_digit_scale,
+                           "not_digit_widths": p.not_digit_widths},
+            "temperature": fit.temperature, "strength": fit.strength,
+            "calibration": fit.calibration.to_json(), "figures": fit.figures,
+            "not_digit_figures": fit.not_digit_figures}  # fmt: skip
+
+
+def _fit_in(m: dict[str, Any]) -> Fit:
+    p = m["prototypes"]
+    protos = Prototypes(Whitening(p["matrix"], p["offset"]), p["weights"], p["bias"], p["index"],
+                        float(p["boost"]), p["widths"], p["not_digit_scale"],
+                        p["not_digit_widths"])  # fmt: skip
+    no_probs = np.zeros((0, len(p["index"])), np.float32)  # the guard digits': the child's
+    return Fit(protos, float(m["temperature"]), float(m["strength"]),
+               Calibration.model_validate(m["calibration"]), no_probs, m["figures"],
+               m["not_digit_figures"])  # fmt: skip
+
+
+MAX_HEADER = 1 << 20  # bytes of a message's JSON: its arrays go apart
+
+
+def send(stream: Any, message: dict[str, Any]) -> None:
+    """``message`` (JSON, with NumPy arrays and bytes anywhere in it) to ``stream``, for
+    `receive`: the JSON's length, the JSON with each array or bytes replaced by a reference,
+    then their bytes as they are. JSON and raw numbers, never pickle: nothing that crosses
+    can run code."""
+    parts: list[memoryview] = []
+
+    def out(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            a = np.ascontiguousarray(x)
+            parts.append(memoryview(a.reshape(-1).view(np.uint8)))
+            return {"array": len(parts) - 1, "dtype": a.dtype.str, "shape": list(a.shape)}
+        if isinstance(x, bytes):
+            parts.append(memoryview(x))
+            return {"bytes": len(parts) - 1}
+        if isinstance(x, dict):
+            return {"dict": {str(k): out(v) for k, v in x.items()}}
+        if isinstance(x, list | tuple):
+            return [out(v) for v in x]
+        return x.item() if isinstance(x, np.generic) else x
+
+    header = json.dumps({"value": out(message), "sizes": [p.nbytes for p in parts]}).encode()
+    stream.write(struct.pack("<Q", len(header)) + header)
+    for part in parts:
         stream.write(part)
     stream.flush()
 
 
 def receive(stream: Any) -> Any:
     """What `send` wrote. The arrays' bytes are read straight into their memory: reading
-    them releases the interpreter lock, where unpickling them held it (a 6.6 MB state, 3 ms,
+    them releases the interpreter lock, where decoding them held it (a 6.6 MB state, 3 ms,
     which the readings of the process waited for)."""
-    size, sizes = pickle.load(stream)
-    body = stream.read(size)
-    arrays = [np.empty(n, np.uint8) for n in sizes]
-    for a in arrays:
-        view, got = memoryview(a), 0
-        while got < len(view):
-            n = stream.readinto(view[got:])
-            if not n:
-                raise EOFError("the pipe closed mid-message")
-            got += n
-    if len(body) != size:
-        raise EOFError("the pipe closed mid-message")
-    return pickle.loads(body, buffers=arrays)
+    (size,) = struct.unpack("<Q", _read(stream, 8))
+    if size > MAX_HEADER:
+        raise ValueError(f"a message header of {size} bytes")
+    header = json.loads(_read(stream, size))
+    buffers = [np.empty(int(n), np.uint8) for n in header["sizes"]]
+    for b in buffers:
+        _read(stream, len(b), into=memoryview(b))
+
+    def back(x: Any) -> Any:
+        if isinstance(x, list):
+            return [back(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if "array" in x:
+            dtype = np.dtype(x["dtype"])
+            if dtype.hasobject:
+                raise ValueError("an array of objects")
+            return buffers[x["array"]].view(dtype).reshape(x["shape"])
+        if "bytes" in x:
+            return buffers[x["bytes"]].tobytes()
+        return {k: back(v) for k, v in x["dict"].items()}
+
+    return back(header["value"])
+
+
+def _read(stream: Any, n: int, into: memoryview | None = None) -> bytes:
+    """Exactly ``n`` bytes of ``stream`` (into ``into`` when given), else `EOFError`."""
+    view = into if into is not None else memoryview(bytearray(n))
+    got = 0
+    while got < n:
+        k = stream.readinto(view[got:])
+        if not k:
+            raise EOFError("the pipe closed mid-message")
+        got += k
+    return b"" if into is not None else view.tobytes()
 
 
 def _not_digit_record(head: Fit, config: AdaptConfig, reference: Reference) -> dict[str, Any]:
