@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from digitlab import adapt
+from digitlab import adapt  # adapt.PersonalModel, looked up when a Learning is made
 from digitlab.adapt import AdaptConfig, lower_priority, one_blas_thread
 from digitlab.corrections import Correction, CorrectionStore
 from digitlab.errors import DigitlabError
