@@ -435,6 +435,45 @@ def test_refits_run_in_a_child_that_holds_the_reference(tmp_path, reference_cach
     assert not _alive(child.pid)
 
 
+def test_a_refit_child_sends_only_the_new_prototypes_and_they_agree(
+    reference_cache, monkeypatch
+) -> None:
+    """Round 15: the child sent every prototype's weights back at each refit (14 MB at 1,000
+    examples, read and copied by the server). A refit keeps the prototypes it held, so it
+    sends only the new ones and which held ones stay; what the server then reads with is
+    exactly an in-process model's, also when a full digit forgets its oldest examples, and a
+    child started again sends everything."""
+    from digitlab import adapt
+    from digitlab.predict import Predictor
+
+    whole = []
+    real = adapt._fit_in
+    monkeypatch.setattr(adapt, "_fit_in", lambda m, before=None: (
+        whole.append("weights" in m["prototypes"]), real(m, before))[1])  # fmt: skip
+    config = adapt.AdaptConfig(max_per_class=2)
+    personal = adapt.PersonalModel(config=config, cache_dir=reference_cache, process=True)
+    here = adapt.PersonalModel(config=config, cache_dir=reference_cache)
+    predictor = Predictor()
+    ones = [[[[100 + 6 * i, 50], [112 + 6 * i, 240]]] for i in range(4)]
+    examples = [predictor.predict(drawing(s)).normalized for s in (*ones, SEVEN, FLAG_ONE)]
+    for i, (normalized, label) in enumerate(zip(examples, [1, 1, 1, 1, 7, 1], strict=True)):
+        if i == 5:
+            personal._child._child.kill()  # a new child: it relearns, then sends it all
+            personal._child._child.wait()
+        personal.add(normalized, label)
+        here.add(normalized, label)
+        if i == 5:
+            break  # relearnt at once, its prototypes come in another order: compared below
+        mine, theirs = personal._state.fit.prototypes, here._state.fit.prototypes
+        assert np.array_equal(mine.weights, theirs.weights) and mine.weights.dtype == np.float32
+        assert np.array_equal(mine.bias, theirs.bias) and np.array_equal(mine.index, theirs.index)
+    assert whole == [True, False, False, False, False, True]
+    assert personal.counts == here.counts == {1: 2, 7: 1}  # the 1s forgot their oldest
+    images = np.stack([e.image for e in personal._state.examples])
+    assert np.allclose(here.predict_proba(images), personal.predict_proba(images), atol=1e-6)
+    personal.close()
+
+
 @pytest.mark.slow  # a child of its own, killed and started again: seconds
 def test_the_refit_child_ends_with_its_parent_even_killed(tmp_path, reference_cache) -> None:
     """A server killed with -9 leaves no refit child behind: its input closes, it ends."""

@@ -119,6 +119,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import uuid
 import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1420,13 +1421,20 @@ class PersonalModel:
             if self._child is not None:
                 # The child sends its state without the examples (this process has them):
                 # which of the held and new ones it kept, which it let go, as row numbers.
-                held = self._state.examples
-                got = self._child.call("add_many", held, examples=_examples_out(examples))
-                everything = (*held, *examples)
-                gone = tuple(everything[i] for i in got["gone"])
-                head = replace(_fit_in(got["fit"]), forgotten=gone)
-                kept = tuple(everything[i] for i in got["kept"])
-                self._state = _State(kept, head, parse_card(got["card"]), None)
+                # Its prototypes come as the new ones only when this process holds its last fit.
+                state = self._state
+                got = self._child.call("add_many", state.examples, holding=state.token,
+                                       examples=_examples_out(examples))  # fmt: skip
+                everything = (*state.examples, *examples)
+                gone = tuple(everything[i] for i in got["gone"].tolist())
+                before = None if state.fit is None else state.fit.prototypes
+                try:
+                    head = replace(_fit_in(got["fit"], before), forgotten=gone)
+                except AdaptError:  # a child ahead of this process starts again from it
+                    self._child.close(kill=True)
+                    raise
+                kept = tuple(everything[i] for i in got["kept"].tolist())
+                self._state = _State(kept, head, parse_card(got["card"]), None, got["token"])
                 return head
             space = self._ensure_reference(progress)
             state = self._state
@@ -1549,6 +1557,7 @@ class _State:
     fit: Fit | None
     card: ModelCard
     learned: Learned | None
+    token: str | None = None  # with a refit child: which of its fits this is (`_Child`)
 
 
 LEARNER_NICE = 10  # how much lower a learner's CPU priority is than the readings'
@@ -1679,15 +1688,15 @@ def refit_child() -> None:
     one_blas_thread()
     start = receive(calls)
     base = OnnxModel.from_bytes(start["graph"], parse_card(start["card"]), start["path"], threads=1)
-    personal = PersonalModel(base, AdaptConfig(**start["config"]), data_dir=start["data_dir"],
-                             cache_dir=start["cache_dir"])  # fmt: skip
+    child = _Child(PersonalModel(base, AdaptConfig(**start["config"]), data_dir=start["data_dir"],
+                                 cache_dir=start["cache_dir"]))  # fmt: skip
     while True:
         try:
             message = receive(calls)
         except (EOFError, OSError):
             return
         try:
-            answer = _answer(personal, message)
+            answer = child.answer(message)
         except DigitlabError as e:
             answer = {"error": str(e)}
         except Exception as e:  # a bug: its traceback in the server's log, one line in the answer
@@ -1696,25 +1705,45 @@ def refit_child() -> None:
         send(answers, answer)
 
 
-def _answer(personal: PersonalModel, message: dict[str, Any]) -> dict[str, Any]:
-    """The child's answer to one call. A refit's answer is what the parent reads with (the
-    prototypes, the temperature, the card) and, for the examples (the parent has them),
-    which of the held and new ones it kept and let go, by row."""
-    method = message["method"]
-    if method == "add_many":
-        before, new = personal._state.examples, _examples_in(message["examples"])
-        head = personal.add_many(new)
-        row = {id(e): i for i, e in enumerate((*before, *new))}
-        return {"fit": _fit_out(head), "card": personal.card.to_json(),
-                "kept": [row[id(e)] for e in personal._state.examples],
-                "gone": [row[id(e)] for e in head.forgotten]}  # fmt: skip
-    if method == "to_onnx":
-        graph, card = personal.to_onnx()
-        return {"graph": graph, "card": card.to_json()}
-    if method in ("prepare", "reset"):
-        getattr(personal, method)()
-        return {}
-    raise AdaptError(f"the learning process has no call {method!r}")
+class _Child:
+    """The child's `PersonalModel`, and the token of its fit: a refit's answer carries the
+    new fit's token, and the parent sends back the token of the fit it holds (``holding``).
+    When that is the child's last fit, the answer carries only the new prototypes' columns
+    and which of the held ones stay (`_fit_out`): a refit keeps the prototypes it held as
+    they were (`Kept`), and their columns are 2 x 192 floats each, 14 MB at 1,000 examples,
+    which the parent had read back and copied at every correction."""
+
+    def __init__(self, personal: PersonalModel) -> None:
+        self.personal = personal
+        self.token: str | None = None  # None: no fit
+
+    def answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one call. A refit's is what the parent reads with (the prototypes,
+        the temperature, the card) and, for the examples (the parent has them), which of the
+        held and new ones it kept and let go, by row."""
+        method, personal = message["method"], self.personal
+        if method == "add_many":
+            before, new = personal._state, _examples_in(message["examples"])
+            head = personal.add_many(new)
+            everything = (*before.examples, *new)
+            row = {id(e): i for i, e in enumerate(everything)}
+            kept = [row[id(e)] for e in personal._state.examples]
+            columns = None  # the held prototypes that stay, when the parent holds them
+            if self.token is not None and message.get("holding") == self.token:
+                assert before.learned is not None
+                columns = np.isin(before.learned.owners, kept)  # owners: rows of `before`
+            self.token = uuid.uuid4().hex
+            return {"fit": _fit_out(head, columns), "card": personal.card.to_json(),
+                    "kept": np.array(kept, np.int64), "token": self.token,
+                    "gone": np.array([row[id(e)] for e in head.forgotten], np.int64)}  # fmt: skip
+        if method == "to_onnx":
+            graph, card = personal.to_onnx()
+            return {"graph": graph, "card": card.to_json()}
+        if method in ("prepare", "reset"):
+            getattr(personal, method)()
+            self.token = None if method == "reset" else self.token
+            return {}
+        raise AdaptError(f"the learning process has no call {method!r}")
 
 
 def _examples_out(examples: Sequence[Example]) -> dict[str, Any]:
@@ -1728,12 +1757,17 @@ def _examples_in(m: dict[str, Any]) -> tuple[Example, ...]:
     return tuple(Example(x, int(y), str(s)) for x, y, s in rows)
 
 
-def _fit_out(fit: Fit) -> dict[str, Any]:
+def _fit_out(fit: Fit, columns: np.ndarray | None = None) -> dict[str, Any]:
     """What reading with ``fit`` needs (`Fit.probabilities`, `Fit.not_digit`), and its
-    figures: not what only the next refit needs (the boosts kept on the reference digits)."""
+    figures: not what only the next refit needs (the boosts kept on the reference digits).
+    ``columns``: which prototypes of the fit before stay (they come first, unchanged): then
+    only the new prototypes' weights are sent (the rest are a few numbers a prototype)."""
     p = fit.prototypes
+    weights: dict[str, Any] = {"weights": p.weights}
+    if columns is not None:
+        weights = {"columns": columns, "new": p.weights[:, int(columns.sum()) : -1]}
     return {"prototypes": {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
-                           "weights": p.weights, "bias": p.bias, "index": p.index,
+                           **weights, "bias": p.bias, "index": p.index,
                            "boost": p.boost, "widths": p.widths,
                            "not_digit_scale": p.not_digit_scale,
                            "not_digit_widths": p.not_digit_widths},
@@ -1742,9 +1776,20 @@ def _fit_out(fit: Fit) -> dict[str, Any]:
             "not_digit_figures": fit.not_digit_figures}  # fmt: skip
 
 
-def _fit_in(m: dict[str, Any]) -> Fit:
+def _fit_in(m: dict[str, Any], before: Prototypes | None = None) -> Fit:
+    """`_fit_out`'s fit; its prototypes that stay are taken from ``before`` (the fit this
+    process holds) when only the new ones were sent."""
     p = m["prototypes"]
-    protos = Prototypes(Whitening(p["matrix"], p["offset"]), p["weights"], p["bias"], p["index"],
+    weights = p.get("weights")
+    if weights is None:  # the held columns that stay, the new ones, the padding one (zeros)
+        if before is None or len(p["columns"]) != before.weights.shape[1] - 1:
+            raise AdaptError("the learning process is out of step; the next correction "
+                             "brings it back")  # fmt: skip
+        stay = p["columns"]
+        held = before.weights[:, : len(stay)]  # rows are contiguous: a slice copies fastest
+        held = held if stay.all() else np.compress(stay, held, axis=1)
+        weights = np.concatenate([held, p["new"], np.zeros((len(held), 1), np.float32)], 1)
+    protos = Prototypes(Whitening(p["matrix"], p["offset"]), weights, p["bias"], p["index"],
                         float(p["boost"]), p["widths"], p["not_digit_scale"],
                         p["not_digit_widths"])  # fmt: skip
     no_probs = np.zeros((0, len(p["index"])), np.float32)  # the guard digits': the child's
