@@ -22,6 +22,9 @@ Each number is composed from single digits of one set, placed left to right:
                (the reader must not depend on the order; docs/numbers.md, round 12).
   continental  the ``hand`` numbers' digits as much of continental Europe writes them: every
                1 with a long flag and no foot, every 7 crossed (``CONTINENTAL``; round 13).
+  photo        the ``mnist`` numbers photographed with a phone (`photographed`): coloured ink
+               on textured paper, uneven light, and a cast shadow over 20-70 % of the
+               picture whose edge is hard in half of them (round 15).
 
 Writing varies from digit to digit: the line is H = 40 px high (drawn: 120 canvas px);
 each digit's size is 0.75-1.15 H, its baseline moves by up to 0.12 H, and the whole
@@ -51,7 +54,8 @@ naive reader in the same run: connected pieces of ink, pieces overlapping in x m
 each read by the Predictor.
 
     python benchmarks/number_strings.py [--model PATH] [--limit N | --quick] [--seed S]
-        [--sets mnist,load_digits,drawn,pen,hand,hand-shuffled,continental,single,nondigits]
+        [--sets mnist,load_digits,drawn,pen,hand,hand-shuffled,continental,photo,single,
+              nondigits]
         [--gaps wide,...]
         [--no-pairs] [--no-strings | --strings PATH] [--json]
 """
@@ -69,7 +73,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from digitlab.data import load_mnist
 from digitlab.ink import label
@@ -78,12 +82,13 @@ from digitlab.predict import Predictor
 from digitlab.read import ReadConfig, Reader, page_of
 from digitlab.strings import StringModel
 from drawn_digits import CONTINENTAL, HAND, draw, hand_digit, pen_strokes
+from real_digits import encode, smooth_noise
 
 DEFAULT_LIMIT = 400  # numbers per set: a full run in a few minutes on 2 busy cores
 QUICK_LIMIT = 40  # --quick: a smoke run
 MAX_LEN = 8
-SETS = ("mnist", "load_digits", "drawn", "pen", "hand", "hand-shuffled", "continental", "single",
-        "nondigits")  # fmt: skip
+SETS = ("mnist", "load_digits", "drawn", "pen", "hand", "hand-shuffled", "continental", "photo",
+        "single", "nondigits")  # fmt: skip
 H = 40  # the line height of composed images, pixels
 H_DRAWN = 120  # ... and of drawings, canvas pixels
 GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
@@ -167,6 +172,44 @@ def compose_image(digits: list[np.ndarray], rng: np.random.Generator,
     out = crop(np.asarray(img))
     out = np.pad(out, 6)
     return (255 - out).astype(np.uint8), kinds
+
+
+def photographed(number: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A phone photo of a composed number (dark on white): JPEG bytes.
+
+    The number 1.5-2.5 times bigger, on off-white paper with a margin of 0.3-1.5 line
+    heights each side; light falling off 10-30 % across in a random direction; a cast
+    shadow 30-50 % darker over 20-70 % of the picture, from any side, its edge hard (a
+    pixel: a phone held under a lamp) in half the photos and blurred over 2-12 px in the
+    rest; blue ballpoint or dark-grey ink, a slight blur, grey sensor noise, JPEG quality
+    30-60. (Round 15: a hard-edged shadow over half a number read "not a digit".)"""
+    k = rng.uniform(1.5, 2.5)
+    h, w = number.shape
+    alpha = (255 - number.astype(np.float32)) / 255
+    alpha = np.asarray(Image.fromarray(alpha).resize((round(w * k), round(h * k)),
+                                                     Image.Resampling.BICUBIC))  # fmt: skip
+    m = [round(rng.uniform(0.3, 1.5) * H * k) for _ in range(4)]
+    alpha = np.clip(np.pad(alpha, ((m[0], m[1]), (m[2], m[3]))), 0, 1)
+    yy, xx = np.mgrid[0 : alpha.shape[0], 0 : alpha.shape[1]].astype(np.float32)
+    phi, theta = rng.uniform(0, 2 * np.pi, 2)
+    g = xx * np.cos(phi) + yy * np.sin(phi)
+    light = 1 - rng.uniform(0.1, 0.3) * (g - g.min()) / max(float(g.max() - g.min()), 1)
+    proj = xx * np.cos(theta) + yy * np.sin(theta)
+    edge = float(np.quantile(proj, 1 - rng.uniform(0.2, 0.7)))  # the shadow: proj > edge
+    soft = 0.5 if rng.random() < 0.5 else rng.uniform(2, 12)
+    shadow = 1 - rng.uniform(0.3, 0.5) / (1 + np.exp(np.clip((edge - proj) / soft, -60, 60)))
+    paper = rng.uniform(205, 240) + rng.uniform(-6, 6, 3).astype(np.float32)
+    reflect = paper + (smooth_noise(alpha.shape, 24, rng) * rng.uniform(3, 8))[..., None]
+    if rng.random() < 0.5:  # blue ballpoint
+        ink = np.array([rng.uniform(20, 60), rng.uniform(30, 80), rng.uniform(110, 170)])
+    else:  # dark-grey pen or pencil
+        ink = np.full(3, rng.uniform(35, 80))
+    a = alpha[..., None]
+    rgb = (reflect * (1 - a) + ink.astype(np.float32) * a) * (light * shadow)[..., None]
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    img = np.asarray(img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.2))), np.float32)
+    img = img + rng.standard_normal((*alpha.shape, 1), np.float32) * rng.uniform(1.5, 4)
+    return encode(np.clip(img, 0, 255).astype(np.uint8), "JPEG", quality=int(rng.integers(30, 61)))
 
 
 def place(page: np.ndarray, p: np.ndarray, top: int, right: int, kind: str,
@@ -255,6 +298,7 @@ def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -
         else:
             x, kinds = compose_image([images[i] for i in idx], rng, only)
             singles = [images[i] for i in idx]
+            x = photographed(x, rng) if name == "photo" else x
         out.append(Number(x, text, singles, kinds))
     return out
 

@@ -9,7 +9,9 @@ ink can cover 80 %. So nothing here assumes which one is the majority:
    otherwise the picture is paper with at most a little ink (a small digit on
    a big page, or nothing at all), and the paper is its median grey level.
 2. Polarity: which class is paper. The paper is what a border of paper all
-   round shows. When the border is split (thick ink touching the edges), the
+   round shows (nine tenths of it; when it is most of the border but not that
+   much, a shadow's edge may run along it: step 3 looks again). When the border
+   is split (thick ink touching the edges), the
    ink is the class in one piece while the paper is cut into several (corners,
    holes), unless the class holding most of the border says otherwise; failing
    that, that class, or three of the four corners; failing all (or when the
@@ -58,7 +60,7 @@ class Ink:
 
     ink: np.ndarray | None  # float32, 0 = paper, 1 = strongest ink; None: no ink
     polarity: str  # "dark-on-light", "light-on-dark" or "none"
-    polarity_by: str  # the cue: border, corners, pieces, darker, majority; noise, shadow: no ink
+    polarity_by: str  # border, most-border, corners, pieces, darker, majority; noise, shadow
     paper: float  # the paper's grey level (0-255, as in the input; after flattening)
     threshold: float  # how many grey levels from the paper count as ink
     flattened: bool  # uneven light divided out
@@ -73,8 +75,9 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     dark_is_ink, by = _polarity(gray, small, hist, split, config)
     flat = None
     if not dark_is_ink and by != "border":
-        # A strong shadow can hide the ink (no clear split) or split the border:
-        # see whether the picture reads as dark ink once the light is evened out.
+        # A strong shadow can hide the ink (no clear split) or split the border (a shadow
+        # over most of it reads as dark paper, the lit rest as light ink): see whether
+        # the picture reads as dark ink once the light is evened out.
         flat = _flatten(gray, small, config)
         if flat is not None:
             flat_hist = _histogram(flat[0])
@@ -395,8 +398,8 @@ def _polarity(gray: np.ndarray, small: np.ndarray, hist: np.ndarray, t: int | No
         if border is None or border == pieces:
             return pieces, "pieces"
         return True, "darker"  # the two disagree: go by what scans and photos show
-    if border is not None:
-        return border, "border"
+    if border is not None:  # most of the border, not all: a shadow may cover the rest
+        return border, "most-border"
     h, w = small.shape
     ch, cw = max(1, h // 10), max(1, w // 10)
     corners = [small[:ch, :cw], small[:ch, -cw:], small[-ch:, :cw], small[-ch:, -cw:]]
