@@ -525,12 +525,16 @@ def _paper_surface(g: np.ndarray, config: PreprocessConfig) -> np.ndarray | None
 
 
 def _evenly_lit(g: np.ndarray, config: PreprocessConfig) -> bool:
-    """A quick look first: the lightest pixel of each of 8 x 8 cells (or of a neighbour) is paper.
+    """A quick look first: the lightest pixel of each cell (or of a neighbour) is paper.
 
     When those agree within ``uneven_light`` the light is even, and the
-    closing is not worth computing (drawings, scans, most crops).
+    closing is not worth computing (drawings, scans, most crops). The cells
+    are an eighth of the picture's shorter side: sized by the longer side, a
+    wide photo was four cells high, and a shadow over most of it had a lit
+    cell beside each of its own (a sliver of light along an edge): it passed
+    for even light, and the shadow was read as ink.
     """
-    cell = max(1, math.ceil(max(g.shape) / 8))
+    cell = max(1, math.ceil(min(g.shape) / 8))
     rows, cols = np.arange(0, g.shape[0], cell), np.arange(0, g.shape[1], cell)
     cells = np.pad(np.maximum.reduceat(np.maximum.reduceat(g, rows, axis=0), cols, axis=1), 1,
                    mode="edge")  # fmt: skip
