@@ -1710,8 +1710,8 @@ class _Child:
     new fit's token, and the parent sends back the token of the fit it holds (``holding``).
     When that is the child's last fit, the answer carries only the new prototypes' columns
     and which of the held ones stay (`_fit_out`): a refit keeps the prototypes it held as
-    they were (`Kept`), and their columns are 2 x 192 floats each, 14 MB at 1,000 examples,
-    which the parent had read back and copied at every correction."""
+    they were (`Kept`), and their columns are two floats an embedding dimension each (14 MB
+    at 1,000 examples with the bundled model), which the parent read and copied each time."""
 
     def __init__(self, personal: PersonalModel) -> None:
         self.personal = personal
@@ -1729,9 +1729,9 @@ class _Child:
             row = {id(e): i for i, e in enumerate(everything)}
             kept = [row[id(e)] for e in personal._state.examples]
             columns = None  # the held prototypes that stay, when the parent holds them
-            if self.token is not None and message.get("holding") == self.token:
-                assert before.learned is not None
-                columns = np.isin(before.learned.owners, kept)  # owners: rows of `before`
+            held = before.learned
+            if held is not None and self.token is not None and message.get("holding") == self.token:
+                columns = np.isin(held.owners, kept)  # owners: rows of `before`
             self.token = uuid.uuid4().hex
             return {"fit": _fit_out(head, columns), "card": personal.card.to_json(),
                     "kept": np.array(kept, np.int64), "token": self.token,
