@@ -121,13 +121,14 @@ def test_window_draw_enter_delete_undo(display: str) -> None:
 
 @pytest.mark.desktop
 def test_bad_model_is_one_line_error(display: str, tmp_path: Path) -> None:
-    # A store of its own: the window opens the corrections store before the model fails.
+    # A store of its own, which a model that fails to load must not create (it did, empty).
     env = {**os.environ, "DISPLAY": display, "DIGITLAB_DB": str(tmp_path / "c.sqlite3")}
     cmd = [sys.executable, "-m", "digitlab", "draw", "--model", str(tmp_path / "missing.onnx")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
     assert "missing.card.json: model card not found" in done.stderr
+    assert not (tmp_path / "c.sqlite3").exists()
 
 
 # --------------------------------------------------------------------------- #

@@ -658,8 +658,9 @@ def run(
 
     root = open_window()  # first: fail fast over SSH, before loading the model
     try:
+        predictor = Predictor(model)  # before the store: a bad model leaves no empty store
         store = CorrectionStore(db_path if db_path is not None else default_db_path())
-        learning = Learning(Predictor(model), store, enabled=learn)
+        learning = Learning(predictor, store, enabled=learn)
     except BaseException:
         root.destroy()
         raise
