@@ -1741,7 +1741,8 @@ class _Child:
             return {"graph": graph, "card": card.to_json()}
         if method in ("prepare", "reset"):
             getattr(personal, method)()
-            self.token = None if method == "reset" else self.token
+            if method == "reset":
+                self.token = None
             return {}
         raise AdaptError(f"the learning process has no call {method!r}")
 
@@ -1761,13 +1762,14 @@ def _fit_out(fit: Fit, columns: np.ndarray | None = None) -> dict[str, Any]:
     """What reading with ``fit`` needs (`Fit.probabilities`, `Fit.not_digit`), and its
     figures: not what only the next refit needs (the boosts kept on the reference digits).
     ``columns``: which prototypes of the fit before stay (they come first, unchanged): then
-    only the new prototypes' weights are sent (the rest are a few numbers a prototype)."""
+    only the new prototypes' weights are sent (the rest are a few numbers a prototype), and
+    not the whitening, which the reference fixes."""
     p = fit.prototypes
-    weights: dict[str, Any] = {"weights": p.weights}
+    held: dict[str, Any] = {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
+                            "weights": p.weights}  # fmt: skip
     if columns is not None:
-        weights = {"columns": columns, "new": p.weights[:, int(columns.sum()) : -1]}
-    return {"prototypes": {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
-                           **weights, "bias": p.bias, "index": p.index,
+        held = {"columns": columns, "new": p.weights[:, int(columns.sum()) : -1]}
+    return {"prototypes": {**held, "bias": p.bias, "index": p.index,
                            "boost": p.boost, "widths": p.widths,
                            "not_digit_scale": p.not_digit_scale,
                            "not_digit_widths": p.not_digit_widths},
@@ -1780,8 +1782,9 @@ def _fit_in(m: dict[str, Any], before: Prototypes | None = None) -> Fit:
     """`_fit_out`'s fit; its prototypes that stay are taken from ``before`` (the fit this
     process holds) when only the new ones were sent."""
     p = m["prototypes"]
-    weights = p.get("weights")
-    if weights is None:  # the held columns that stay, the new ones, the padding one (zeros)
+    if "weights" in p:
+        whitening, weights = Whitening(p["matrix"], p["offset"]), p["weights"]
+    else:  # the held columns that stay, the new ones, the padding one (zeros)
         if before is None or len(p["columns"]) != before.weights.shape[1] - 1:
             raise AdaptError("the learning process is out of step; the next correction "
                              "brings it back")  # fmt: skip
@@ -1789,7 +1792,8 @@ def _fit_in(m: dict[str, Any], before: Prototypes | None = None) -> Fit:
         held = before.weights[:, : len(stay)]  # rows are contiguous: a slice copies fastest
         held = held if stay.all() else np.compress(stay, held, axis=1)
         weights = np.concatenate([held, p["new"], np.zeros((len(held), 1), np.float32)], 1)
-    protos = Prototypes(Whitening(p["matrix"], p["offset"]), weights, p["bias"], p["index"],
+        whitening = before.whitening
+    protos = Prototypes(whitening, weights, p["bias"], p["index"],
                         float(p["boost"]), p["widths"], p["not_digit_scale"],
                         p["not_digit_widths"])  # fmt: skip
     no_probs = np.zeros((0, len(p["index"])), np.float32)  # the guard digits': the child's
