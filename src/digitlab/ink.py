@@ -663,7 +663,9 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     row above), so a digit costs a few hundred steps of Python, not one per pixel.
     """
     h, w = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    padded = np.zeros((h, w + 2), np.int8)  # paper either side (np.pad costs 10 x more)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
     rows, starts = np.nonzero(edges == 1)
     ends = np.nonzero(edges == -1)[1]  # exclusive; runs pair up in row-major order
     parent = list(range(len(rows)))

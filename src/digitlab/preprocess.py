@@ -565,7 +565,9 @@ def _morph(img: np.ndarray, radius: int, grow: bool) -> np.ndarray:
     and min are exact, so this is the image shifted to each of the disc's points (paper
     beyond its edges) to the last bit, in about 3 r operations instead of 3 r^2.
     """
-    src = np.pad(img, radius)
+    h, w = img.shape
+    src = np.zeros((h + 2 * radius, w + 2 * radius), img.dtype)  # np.pad costs 10 x more
+    src[radius : radius + h, radius : radius + w] = img
     op = np.maximum if grow else np.minimum
     limit = (radius + 0.5) ** 2
     span = [max(dx for dx in range(radius + 1) if dy * dy + dx * dx <= limit)
@@ -583,14 +585,12 @@ def _morph(img: np.ndarray, radius: int, grow: bool) -> np.ndarray:
 
 
 def _op_shifted(op: np.ufunc, out: np.ndarray, src: np.ndarray, dy: int, dx: int) -> None:
-    """out = op(out, src shifted by (dy, dx)), in place; paper (0) shifted in at the edges."""
+    """out = op(out, src shifted by (dy, dx)), in place. Where nothing is shifted in, out is
+    left as it is: `_morph` pads with paper (0) at least as wide as any shift, and ink is
+    never under 0, so paper shifted in there would change nothing."""
     h, w = src.shape
     to = out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
     op(to, src[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)], out=to)
-    rows = slice(0, dy) if dy >= 0 else slice(h + dy, h)  # where nothing is shifted in
-    cols = slice(0, dx) if dx >= 0 else slice(w + dx, w)
-    for edge in (out[rows], out[:, cols]):
-        op(edge, 0, out=edge)
 
 
 def _fit(work: np.ndarray, config: PreprocessConfig) -> np.ndarray:
