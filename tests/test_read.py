@@ -450,15 +450,38 @@ def test_a_written_number_reads_the_same_whatever_the_order_of_its_strokes(reade
 
 def test_numbers_written_as_much_of_europe_writes_read_whole(reader, mnist_dir, monkeypatch):
     """Every 1 with a long flag and no foot, every 7 crossed (benchmarks/number_strings.py's
-    ``continental`` set, seed 1, 60 numbers): 52 read whole. The model bundled before round
-    13 read such a 1 as a 7 and 39 of them whole."""
+    ``continental`` set, seed 1, 60 numbers): 54 read whole (52 before each digit got
+    MNIST's stroke, round 16). The model bundled before round 13 read such a 1 as a 7 and
+    39 of them whole."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from number_strings import numbers
 
     monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
     items = numbers("continental", 60, 1)
     assert sum("1" in it.text for it in items) >= 20
-    assert sum(reader.read(it.x).text == it.text for it in items) >= 48
+    assert sum(reader.read(it.x).text == it.text for it in items) >= 52
+
+
+def test_a_drawn_digit_gets_mnist_s_stroke_however_thin_the_pen(
+    reader, predictor, mnist_dir, monkeypatch
+):
+    """A "227108" written with a thin pen, its 1 with a long flag and no foot: the page keeps
+    the writer's pen (touching digits stay apart), and that 1's 28 x 28 was left half as
+    thick as MNIST's and read as a 7. Each digit is now brought up to the stroke a drawing
+    gets alone (`preprocess` draws it with MNIST's pen)."""
+    from digitlab.ink import stroke_widths
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from number_strings import numbers
+
+    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
+    number = numbers("continental", 32, 1)[31]
+    assert number.text == "227108"
+    reading = reader.read(number.x)
+    assert reading.text == "227108"
+    for d, alone in zip(reading.digits, predictor.predict_many(number.singles), strict=True):
+        (width,) = stroke_widths(d.prediction.normalized.image >= 0.5)
+        assert width >= stroke_widths(alone.normalized.image >= 0.5)[0], d.digit
 
 
 def test_strokes_that_each_read_as_a_tall_sure_digit_are_not_joined_cheaply(reader, predictor,
@@ -530,12 +553,12 @@ def test_a_pen_lift_between_touching_digits_costs_less_than_a_cut(reader, predic
 
 
 @pytest.mark.parametrize(("seed", "k", "text", "joined"),
-                         [(2, 8, "7228572", "722872"), (5, 24, "287", "28")])  # fmt: skip
+                         [(2, 30, "473", "43"), (5, 24, "287", "28")])  # fmt: skip
 def test_strokes_joined_across_a_pen_lift_must_look_like_one_digit(
     reader, predictor, pen_number, seed, k, text, joined
 ):
     """Touching digits each drawn in its own strokes: joined, the model reads two as one
-    digit (7228572 read "722872", 287 read "28"), but the "not a digit" detector doubts the
+    digit (473 read "43", 287 read "28"), but the "not a digit" detector doubts the
     join, under its threshold. Those doubts cost: without them (and without the string
     model's, `Reader._doubt_joins`, which reads these joins as two digits too, and the cost
     of joining strokes that are each a tall, sure digit) a digit is lost."""
@@ -548,7 +571,7 @@ def test_strokes_joined_across_a_pen_lift_must_look_like_one_digit(
 
 
 @pytest.mark.parametrize(("name", "k", "text", "unknown"),
-                         [("pen", 30, "473", "43"), ("hand", 27, "825", "85")])  # fmt: skip
+                         [("pen", 40, "92", "9"), ("hand", 27, "825", "85")])  # fmt: skip
 def test_a_cut_joining_two_strokes_must_look_like_one_digit_too(
     predictor, pen_number, monkeypatch, name, k, text, unknown
 ):

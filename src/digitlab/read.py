@@ -896,7 +896,7 @@ def _strokes_page(drawing: Strokes, cfg: ReadConfig) -> Page | None:
     if extent.max() <= 1e-6:  # a dot
         scale = 1.0
     # The pen the writer saw (digits that did not touch on the canvas do not touch here),
-    # at most MNIST's; `preprocess` brings each digit's stroke into MNIST's range later.
+    # at most MNIST's; each digit's stroke is brought up to MNIST's later (`_ink_normalized`).
     pen = float(np.clip(drawing.pen * scale, 2.0, mnist_pen))
     side = np.ceil((hi - lo) * scale + pen).astype(int) + 2
     off = pen / 2 + 1
@@ -1528,9 +1528,19 @@ def _ink_normalized(page: Page, crop: np.ndarray, box: tuple, pconf: PreprocessC
     fx, fy, ox, oy = page.scale
     box = (math.floor(x0 * fx + ox), math.floor(y0 * fy + oy),
            math.ceil(x1 * fx + ox), math.ceil(y1 * fy + oy))  # fmt: skip
+    if page.polarity == "strokes":
+        pconf = _drawn_config(pconf)
     # Blobs are counted for the kept digits only (`_best_path`).
     return _normalize(_to_work(crop, pconf), page.size, page.polarity, box, pconf, page.how,
                       count_blobs=False)  # fmt: skip
+
+
+@functools.cache
+def _drawn_config(pconf: PreprocessConfig) -> PreprocessConfig:
+    """A drawing's digits get at least MNIST's stroke, as `preprocess` draws a drawing alone:
+    the page is drawn with the writer's pen, often thinner, and a thin 1 with a long flag
+    read as a 7 (docs/numbers.md, round 16)."""
+    return replace(pconf, stroke_range=(pconf.stroke, pconf.stroke_range[1]))
 
 
 def _point_specks(boxes: np.ndarray, mass: np.ndarray, keep: np.ndarray,

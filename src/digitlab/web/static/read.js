@@ -1409,7 +1409,10 @@ function normalizedGroup(page, prims, i, j, pconf) {
   const [fx, fy, ox, oy] = page.scale;
   const inkBox = [Math.floor(x0 * fx + ox), Math.floor(y0 * fy + oy),
     Math.ceil(x1 * fx + ox), Math.ceil(y1 * fy + oy)];
-  const [work, strokeWidth] = adjustStroke(toWork({ data: crop, w: cw, h: ch }, pconf), pconf);
+  // At least MNIST's stroke, as a drawing alone gets (`_ink_normalized`): the page is drawn
+  // with the writer's pen.
+  const thick = { ...pconf, stroke_range: [pconf.stroke, pconf.stroke_range[1]] };
+  const [work, strokeWidth] = adjustStroke(toWork({ data: crop, w: cw, h: ch }, thick), thick);
   const [left, top, right, bottom] = inkBox;
   return {
     image: fit(work, pconf),
