@@ -639,6 +639,26 @@ def test_a_piece_cut_into_more_than_max_group_parts_is_still_read_whole(reader, 
     assert reader.read(number.x).text == "758"
 
 
+def test_a_touching_digit_the_string_model_doubts_is_settled_by_the_digit_model(
+    reader, predictor, mnist_dir, monkeypatch
+):
+    """A "4497" of scikit-learn's 8 x 8 scans (other writers), its 9 and 7 touching: the
+    string model reads the pair as "37", unsure of the 3, and the digit model reads that
+    part of the ink as a 9, surely. The string model saw MNIST's writers only."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from number_strings import numbers
+
+    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
+    number = numbers("load_digits", 71, 0)[70]
+    assert number.text == "4497"
+    reading = reader.read(number.x)
+    assert reading.text == "4497"
+    nine = reading.digits[2].prediction
+    assert nine.confidence >= ReadConfig().settle_sure
+    unsettled = Reader(predictor, config=ReadConfig(settle_unsure=0.0))
+    assert unsettled.read(number.x).text == "4437"
+
+
 @pytest.mark.slow
 def test_a_pictures_number_confidence_is_calibrated(predictor, mnist_dir):
     """A number's confidence is a probability that every digit is right: on pictures of

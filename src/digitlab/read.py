@@ -233,6 +233,12 @@ class ReadConfig:
     string_max_group: int = 12
     string_cost: float = -0.5
     string_min: float = 0.3
+    # A touching digit the pair or string model gives under `settle_unsure` that the digit
+    # model, reading its part alone, gives another digit with at least `settle_sure` is the
+    # digit model's (`Reader._settled_runs`): scans of other writers (`load_digits`) read
+    # 79.75 -> 82.25 % (docs/numbers.md, round 16).
+    settle_unsure: float = 0.8
+    settle_sure: float = 0.9
     # A drawing's group that joins strokes is read by the string model too (`_doubt_joins`):
     # two touching digits joined read as one surely ("91" as a 9), the detector does not
     # doubt them, and the string model reads them as two: that costs the group. Groups
@@ -606,13 +612,12 @@ class Reader:
             reasons = ("unclear split",)
         digits: list[DigitReading] = []
         pconf = self.predictor.config
+        runs = self._settled_runs(page, prims, [g for g in best if len(g) == 3 and g[2]], found)
         for g in best:  # judged on the scores the path was found with: no second model run
             if g[2:] == (0,):  # a decimal point
                 continue
             if len(g) == 3:  # touching digits read whole: each part shows its own 28 x 28
-                run = found.runs[g]
-                for norm, probs in zip(_run_parts(page, prims, *g[:2], run, pconf), run.digits,
-                                       strict=True):  # fmt: skip
+                for norm, probs in runs[g]:
                     p = self.predictor.judge(norm, probs.astype(np.float32), None)
                     digits.append(DigitReading(norm.ink_box or (0, 0, 0, 0), p))
                 continue
@@ -623,6 +628,33 @@ class Reader:
         scale = cfg.split_scale_drawings if page.polarity == "strokes" else cfg.split_scale_images
         split_sure = 1 / (1 + math.exp(-min(scale * margin, 700.0)))
         return _reading(tuple(digits), reasons, split_sure, tuple(points))
+
+    def _settled_runs(
+        self, page: Page, prims: _Primitives, steps: list[tuple[int, ...]], found: _Found
+    ) -> dict[tuple[int, ...], list[tuple[Normalized, np.ndarray]]]:
+        """Each part of the touching runs ``steps`` of a path, with its digit's probabilities:
+        the run's model's, but where that model gives its digit under `settle_unsure` and the
+        digit model, reading the part's 28 x 28 (all such parts in one batch), a digit of its
+        own with at least `settle_sure`, not flagged, the digit model's. The string model saw
+        MNIST's writers only; the digit model saw other writers' styles and coarse scans too
+        (docs/bundled-model.md; docs/numbers.md, round 16)."""
+        cfg, pconf = self.config, self.predictor.config
+        out = {g: list(zip(_run_parts(page, prims, *g[:2], found.runs[g], pconf),
+                           found.runs[g].digits, strict=True)) for g in steps}  # fmt: skip
+        doubtful = [(g, k) for g in steps for k, (norm, probs) in enumerate(out[g])
+                    if probs.max() < cfg.settle_unsure and norm.image is not None]  # fmt: skip
+        if not doubtful:
+            return out
+        images = np.stack([out[g][k][0].image for g, k in doubtful]).astype(np.float32)
+        probs, scores = model_scores(self.predictor.model, images)
+        threshold = self.predictor.rules.not_digit
+        for m, (g, k) in enumerate(doubtful):
+            norm, own = out[g][k]
+            nd = None if scores is None else float(scores[m])
+            if (probs[m].max() >= cfg.settle_sure and probs[m].argmax() != own.argmax()
+                    and not _flagged(nd, threshold)):  # fmt: skip
+                out[g][k] = (norm, probs[m])
+        return out
 
     def _one_digit(self, whole: Callable[[], Prediction], page: Page, prims: _Primitives,
                    found: _Found) -> Reading | None:  # fmt: skip

@@ -80,6 +80,9 @@ export const READ_CONFIG = Object.freeze({
   string_max_group: 12,
   string_cost: -0.5,
   string_min: 0.3,
+  // A touching digit of those runs the digit model settles: images only too (read.py).
+  settle_unsure: 0.8,
+  settle_sure: 0.9,
   // A drawing's group joining strokes that the string model reads as several digits pays.
   join_string_weight: 0.3,
   join_string_aspect: 0.5,
