@@ -195,6 +195,8 @@ export function adjustStroke(work, c) {
  * The disc row by row: per row offset dy, the max (min) over the run |dx| <= a(dy) of the
  * disc, from running maxima (minima) of the rows. Max and min are exact in any order, so
  * this is the max (min) over the disc's shifted copies, as `_morph`, in O(radius) per pixel.
+ * No shift reaches past the zero border, and ink is never under 0: paper shifted in at the
+ * edges would change nothing, so each shift takes only where it overlaps, in one block.
  */
 function morph(img, radius, grow) {
   const w = img.w + 2 * radius;
@@ -203,38 +205,43 @@ function morph(img, radius, grow) {
   for (let y = 0; y < img.h; y++) {
     src.set(img.data.subarray(y * img.w, (y + 1) * img.w), (y + radius) * w + radius);
   }
-  const op = grow ? Math.max : Math.min;
   const reach = []; // per dy + radius: the disc's half-width on that row
   for (let dy = -radius; dy <= radius; dy++) {
     let a = 0;
     while (a < radius && dy * dy + (a + 1) * (a + 1) <= (radius + 0.5) ** 2) a++;
     reach.push(a);
   }
-  const runs = [src]; // runs[a]: op over columns x - a .. x + a of a row (0 off the image)
+  const runs = [src]; // runs[a]: op over columns x - a .. x + a of a row
   for (let a = 1; a <= radius; a++) {
-    const prev = runs[a - 1];
-    const next = new Float32Array(w * h);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const left = x - a >= 0 ? src[y * w + x - a] : 0;
-        const right = x + a < w ? src[y * w + x + a] : 0;
-        next[y * w + x] = op(op(prev[y * w + x], left), right);
-      }
+    const next = runs[a - 1].slice();
+    for (let row = 0; row < w * h; row += w) {
+      opInto(next, row + a, src, row, w - a, grow); // the pixel a to the left
+      opInto(next, row, src, row + a, w - a, grow); // ... and a to the right
     }
     runs.push(next);
   }
   const out = src.slice();
   for (let dy = -radius; dy <= radius; dy++) {
     const run = runs[reach[dy + radius]];
-    for (let y = 0; y < h; y++) {
-      const sy = y - dy;
-      for (let x = 0; x < w; x++) {
-        const v = sy >= 0 && sy < h ? run[sy * w + x] : 0;
-        out[y * w + x] = op(out[y * w + x], v);
-      }
-    }
+    if (dy >= 0) opInto(out, dy * w, run, 0, (h - dy) * w, grow);
+    else opInto(out, 0, run, -dy * w, (h + dy) * w, grow);
   }
   return { data: out, w, h };
+}
+
+/** out[at + i] = max (grow) or min of it and src[from + i], for i < n. */
+function opInto(out, at, src, from, n, grow) {
+  if (grow) {
+    for (let i = 0; i < n; i++) {
+      const v = src[from + i];
+      if (v > out[at + i]) out[at + i] = v;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const v = src[from + i];
+      if (v < out[at + i]) out[at + i] = v;
+    }
+  }
 }
 
 // ------------------------------------------------------------------ fit and centre
