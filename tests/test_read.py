@@ -462,20 +462,14 @@ def test_numbers_written_as_much_of_europe_writes_read_whole(reader, mnist_dir, 
     assert sum(reader.read(it.x).text == it.text for it in items) >= 52
 
 
-def test_a_drawn_digit_gets_mnist_s_stroke_however_thin_the_pen(
-    reader, predictor, mnist_dir, monkeypatch
-):
+def test_a_drawn_digit_gets_mnist_s_stroke_however_thin_the_pen(reader, predictor, pen_number):
     """A "227108" written with a thin pen, its 1 with a long flag and no foot: the page keeps
     the writer's pen (touching digits stay apart), and that 1's 28 x 28 was left half as
     thick as MNIST's and read as a 7. Each digit is now brought up to the stroke a drawing
     gets alone (`preprocess` draws it with MNIST's pen)."""
     from digitlab.ink import stroke_widths
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from number_strings import numbers
-
-    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
-    number = numbers("continental", 32, 1)[31]
+    number = pen_number(1, None, 31, "continental")
     assert number.text == "227108"
     reading = reader.read(number.x)
     assert reading.text == "227108"
@@ -498,15 +492,15 @@ def test_strokes_that_each_read_as_a_tall_sure_digit_are_not_joined_cheaply(read
 
 @pytest.fixture(scope="module")
 def pen_number(mnist_dir):
-    """The k-th number of a set of benchmarks/number_strings.py (seed, gaps of one kind):
-    pen-drawn unless ``name`` says another."""
+    """The k-th number of a set of benchmarks/number_strings.py (seed, gaps of one kind or
+    None for the set's mix): pen-drawn unless ``name`` says another."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from number_strings import numbers
 
-    def number(seed: int, gap: str, k: int, name: str = "pen"):
+    def number(seed: int, gap: str | None, k: int, name: str = "pen"):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DIGITLAB_DATA", str(mnist_dir))
-            return numbers(name, k + 1, seed, (gap,))[k]
+            return numbers(name, k + 1, seed, None if gap is None else (gap,))[k]
 
     return number
 
@@ -640,16 +634,12 @@ def test_a_piece_cut_into_more_than_max_group_parts_is_still_read_whole(reader, 
 
 
 def test_a_touching_digit_the_string_model_doubts_is_settled_by_the_digit_model(
-    reader, predictor, mnist_dir, monkeypatch
+    reader, predictor, pen_number
 ):
     """A "4497" of scikit-learn's 8 x 8 scans (other writers), its 9 and 7 touching: the
     string model reads the pair as "37", unsure of the 3, and the digit model reads that
     part of the ink as a 9, surely. The string model saw MNIST's writers only."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from number_strings import numbers
-
-    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
-    number = numbers("load_digits", 71, 0)[70]
+    number = pen_number(0, None, 70, "load_digits")
     assert number.text == "4497"
     reading = reader.read(number.x)
     assert reading.text == "4497"
