@@ -33,7 +33,8 @@ random: wide (0.15-0.5 H, 30 %), close (0.02-0.15 H, 30 %), overlapping in x wit
 (necessarily) touching (-0.15..0 H, 15 %), or touching: the next digit slid left until
 its ink meets its neighbour's, then 0-2 px further (25 %; images only: a ``drawn``
 drawing's strokes are kept apart by the same 0-0.15 H; a ``pen`` drawing's digit is slid
-left until its strokes overlap its neighbour's by 0-0.15 H, 25 %).
+left until its strokes overlap its neighbour's by 0-0.15 H, 25 %). ``--hard 0.2`` makes
+overlapping and touching gaps one in five together (each kind in its usual proportion).
 
 The ``nondigits`` set: what is no digit (`digitlab.negatives`' test split), drawn and as
 pictures; the share read as a number with no "?" in it (a reader that finds digits
@@ -93,6 +94,7 @@ H = 40  # the line height of composed images, pixels
 H_DRAWN = 120  # ... and of drawings, canvas pixels
 GAPS = (("wide", 0.30), ("close", 0.30), ("overlap", 0.15), ("touch", 0.25))
 HARDNESS = ("single", "wide", "close", "overlap", "touch")  # a number's hardest gap, easiest first
+HARD_GAPS = ("overlap", "touch")  # ``--hard``: their share of the gaps
 
 
 def hardest(gaps: list[str]) -> str:
@@ -134,15 +136,22 @@ def crop(ink: np.ndarray) -> np.ndarray:
 
 
 def gap_kind(rng: np.random.Generator, kinds: tuple[tuple[str, float], ...] = GAPS,
-             only: tuple[str, ...] | None = None) -> str:  # fmt: skip
-    """A gap's kind at random (``only``: among these kinds, in their proportions)."""
+             only: tuple[str, ...] | None = None, hard: float | None = None) -> str:  # fmt: skip
+    """A gap's kind at random (``only``: among these kinds, in their proportions; ``hard``:
+    overlapping and touching gaps together this share, wide and close the rest, each
+    group in its own proportions)."""
     kinds = tuple((k, p) for k, p in kinds if only is None or k in only) or kinds
+    if hard is not None:
+        share = {True: hard, False: 1 - hard}
+        total = {h: sum(p for k, p in kinds if (k in HARD_GAPS) == h) for h in share}
+        kinds = tuple((k, p * share[k in HARD_GAPS] / total[k in HARD_GAPS]) for k, p in kinds)
     names, p = zip(*kinds, strict=True)
     return str(rng.choice(names, p=np.asarray(p) / sum(p)))
 
 
 def compose_image(digits: list[np.ndarray], rng: np.random.Generator,
-                  only: tuple[str, ...] | None = None) -> tuple[np.ndarray, list]:  # fmt: skip
+                  only: tuple[str, ...] | None = None,
+                  hard: float | None = None) -> tuple[np.ndarray, list]:  # fmt: skip
     """Digits (white ink on black, any size) as one number: dark ink on white paper."""
     parts = []
     for d in digits:
@@ -160,7 +169,7 @@ def compose_image(digits: list[np.ndarray], rng: np.random.Generator,
         h, w = p.shape
         top = round(H * 1.5 + H / 2 - h + rng.uniform(-0.12, 0.12) * H)  # baseline at 2 H
         if k:
-            kind = gap_kind(rng, GAPS, only)
+            kind = gap_kind(rng, GAPS, only, hard)
             kinds.append(kind)
             x = place(page, p, top, right, kind, rng)
         page[top : top + h, x : x + w] = np.maximum(page[top : top + h, x : x + w], p)
@@ -240,7 +249,8 @@ DRAWN_GAP_H = {"wide": (0.15, 0.5), "close": (0.02, 0.15), "overlap": (0.0, 0.15
 
 def compose_drawn(digits: list[Any], rng: np.random.Generator,
                   only: tuple[str, ...] | None = None, pen: bool = False,
-                  ways: dict = HAND) -> tuple[Strokes, list, list]:  # fmt: skip
+                  ways: dict = HAND,
+                  hard: float | None = None) -> tuple[Strokes, list, list]:  # fmt: skip
     """MNIST digits redrawn as strokes (``pen``: chained, and they may touch), or digits'
     characters drawn as people write them (`hand_digit` with ``ways``), placed side by side
     on one canvas."""
@@ -262,7 +272,7 @@ def compose_drawn(digits: list[Any], rng: np.random.Generator,
         ink = drawing.pen * s
         pens.append(ink)
         if k:
-            kind = gap_kind(rng, PEN_GAPS if pen else DRAWN_GAPS, only)
+            kind = gap_kind(rng, PEN_GAPS if pen else DRAWN_GAPS, only, hard)
             kinds.append(kind)
             # the gap between the inks: the pen's width beyond that between the strokes
             x += rng.uniform(*DRAWN_GAP_H[kind]) * H_DRAWN + (0 if kind == "touch" else ink)
@@ -276,10 +286,11 @@ def compose_drawn(digits: list[Any], rng: np.random.Generator,
     return Strokes(tuple(strokes), width, 3 * H_DRAWN, float(np.median(pens))), singles, kinds
 
 
-def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -> list[Number]:
+def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None,
+            hard: float | None = None) -> list[Number]:  # fmt: skip
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if name == "hand-shuffled":  # the same numbers, their strokes in another order
-        out = numbers("hand", n, seed, only)
+        out = numbers("hand", n, seed, only, hard)
         for it in out:
             order = rng.permutation(len(it.x.strokes))
             it.x = replace(it.x, strokes=tuple(it.x.strokes[k] for k in order))
@@ -292,11 +303,13 @@ def numbers(name: str, n: int, seed: int, only: tuple[str, ...] | None = None) -
         text = "".join(str(int(labels[i])) for i in idx)
         if name in ("hand", "continental"):  # the same digits, as people write them
             ways = CONTINENTAL if name == "continental" else HAND
-            x, singles, kinds = compose_drawn(list(text), rng, only, pen=True, ways=ways)
+            x, singles, kinds = compose_drawn(list(text), rng, only, pen=True, ways=ways,
+                                              hard=hard)  # fmt: skip
         elif name in ("drawn", "pen"):
-            x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only, name == "pen")
+            x, singles, kinds = compose_drawn([images[i] for i in idx], rng, only, name == "pen",
+                                              hard=hard)  # fmt: skip
         else:
-            x, kinds = compose_image([images[i] for i in idx], rng, only)
+            x, kinds = compose_image([images[i] for i in idx], rng, only, hard)
             singles = [images[i] for i in idx]
             x = photographed(x, rng) if name == "photo" else x
         out.append(Number(x, text, singles, kinds))
@@ -385,9 +398,10 @@ def summary(texts: list[str], truth: list[str], ms: list[float]) -> dict[str, An
 
 
 def run_set(name: str, n: int, seed: int, predictor: Predictor, reader: Reader,
-            only: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
+            only: tuple[str, ...] | None = None,
+            hard: float | None = None) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
-    items = numbers(name, n, seed, only)
+    items = numbers(name, n, seed, only, hard)
     truth = [it.text for it in items]
     singles = predictor.predict_many(s for it in items for s in it.singles)
     right = iter([p.digit == int(c) for p, c in zip(singles, "".join(truth), strict=True)])
@@ -503,7 +517,9 @@ def pct(v: float) -> str:
 def print_report(report: dict[str, Any]) -> None:
     print(f"model: {report['model']}")
     print(f"seed {report['seed']} (set streams [seed, crc32(name)]); {report['limit']} numbers "
-          f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}; pair model: "
+          f"of 1-{MAX_LEN} digits per set; gaps: {report['gaps']}"
+          + ("" if report["hard"] is None else f", {report['hard']:.0%} overlapping or touching")
+          + "; pair model: "
           f"{'on' if report['pairs'] else 'off'}; string model: "
           f"{'on' if report['strings'] else 'off'}; {report['seconds']:.0f} s")  # fmt: skip
     head = (f"{'set':<14}{'reader':>8}{'naive':>8}{'ceiling':>9}{'textbk':>8}{'digit%':>8}"
@@ -565,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gaps", default=None,
                     help="only these gap kinds (comma-separated: wide,close,overlap,touch; "
                          "drawings have no touch) [default: all, in the usual mix]")  # fmt: skip
+    ap.add_argument("--hard", type=float, default=None,
+                    help="the share of gaps that overlap or touch, the rest wide or close "
+                         "(0.2: one gap in five) [default: the usual mix, 0.4]")  # fmt: skip
     ap.add_argument("--no-pairs", action="store_true",
                     help="read touching digits by cutting them only")  # fmt: skip
     ap.add_argument("--no-strings", action="store_true",
@@ -580,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     only = tuple(args.gaps.split(",")) if args.gaps else None
     if only and set(only) - set(HARDNESS[1:]):
         ap.error(f"unknown gap kind(s) in {args.gaps!r}; kinds: wide,close,overlap,touch")
+    if args.hard is not None and not 0 <= args.hard <= 1:
+        ap.error(f"--hard is a share, from 0 to 1: not {args.hard}")
     limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else DEFAULT_LIMIT)
 
     started = time.perf_counter()
@@ -595,11 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "nondigits":
             rows[name] = run_nondigits(limit, args.seed, predictor, reader)
         else:
-            rows[name] = run_set(name, limit, args.seed, predictor, reader, only)
+            rows[name] = run_set(name, limit, args.seed, predictor, reader, only, args.hard)
     report = {
         "model": str(getattr(predictor.model, "path", args.model or "bundled")),
         "seed": args.seed,
         "gaps": args.gaps or "all",
+        "hard": args.hard,
         "pairs": reader.pairs is not None,
         "strings": reader.strings is not None,
         "limit": limit,
