@@ -1567,7 +1567,7 @@ def _ink_normalized(page: Page, crop: np.ndarray, box: tuple, pconf: PreprocessC
                       count_blobs=False)  # fmt: skip
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # one per predictor's config: a server has one or two
 def _drawn_config(pconf: PreprocessConfig) -> PreprocessConfig:
     """A drawing's digits get at least MNIST's stroke, as `preprocess` draws a drawing alone:
     the page is drawn with the writer's pen, often thinner, and a thin 1 with a long flag
