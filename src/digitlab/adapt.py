@@ -1765,11 +1765,11 @@ def _fit_out(fit: Fit, columns: np.ndarray | None = None) -> dict[str, Any]:
     only the new prototypes' weights are sent (the rest are a few numbers a prototype), and
     not the whitening, which the reference fixes."""
     p = fit.prototypes
-    held: dict[str, Any] = {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
+    sent: dict[str, Any] = {"matrix": p.whitening.matrix, "offset": p.whitening.offset,
                             "weights": p.weights}  # fmt: skip
     if columns is not None:
-        held = {"columns": columns, "new": p.weights[:, int(columns.sum()) : -1]}
-    return {"prototypes": {**held, "bias": p.bias, "index": p.index,
+        sent = {"columns": columns, "new": p.weights[:, int(columns.sum()) : -1]}
+    return {"prototypes": {**sent, "bias": p.bias, "index": p.index,
                            "boost": p.boost, "widths": p.widths,
                            "not_digit_scale": p.not_digit_scale,
                            "not_digit_widths": p.not_digit_widths},

@@ -246,6 +246,9 @@ class Reader {
     this.scoreBatch = scoreBatch;
     this.readFrames = readFrames;
     this.pconf = settings.preprocessing;
+    // A drawing's digits get at least MNIST's stroke, as a drawing alone gets (`_drawn_config`):
+    // the page is drawn with the writer's pen.
+    this.drawn = { ...this.pconf, stroke_range: [this.pconf.stroke, this.pconf.stroke_range[1]] };
     this.classes = settings.card.classes;
     this.trust = settings.trust;
     this.config = config;
@@ -296,7 +299,7 @@ class Reader {
     }
     const fresh = new Map(todo.map((k) => {
       const [i, j] = groups[keys.indexOf(k)];
-      return [k, normalizedGroup(page, prims, i, j, this.pconf)];
+      return [k, normalizedGroup(page, prims, i, j, this.drawn)];
     }));
     const inked = todo.filter((k) => fresh.get(k).image !== null);
     const scores = inked.length ? await this.scoreBatch(inked.map((k) => fresh.get(k).image)) : [];
@@ -1412,10 +1415,7 @@ function normalizedGroup(page, prims, i, j, pconf) {
   const [fx, fy, ox, oy] = page.scale;
   const inkBox = [Math.floor(x0 * fx + ox), Math.floor(y0 * fy + oy),
     Math.ceil(x1 * fx + ox), Math.ceil(y1 * fy + oy)];
-  // At least MNIST's stroke, as a drawing alone gets (`_ink_normalized`): the page is drawn
-  // with the writer's pen.
-  const thick = { ...pconf, stroke_range: [pconf.stroke, pconf.stroke_range[1]] };
-  const [work, strokeWidth] = adjustStroke(toWork({ data: crop, w: cw, h: ch }, thick), thick);
+  const [work, strokeWidth] = adjustStroke(toWork({ data: crop, w: cw, h: ch }, pconf), pconf);
   const [left, top, right, bottom] = inkBox;
   return {
     image: fit(work, pconf),
