@@ -339,6 +339,30 @@ def cond_underlined(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return marked(digit, rng, box=False)
 
 
+def cond_banded(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A dark band along one edge: the table beside the paper, or a shadow's dark edge.
+
+    Dark ink, 60-120 px high, on white with a margin of 30-60 % of its height; along a
+    random edge, a band 4-20 % of the picture deep, the paper there taken down to 20-50 %
+    of its light (a black border or table, a deep shadow), its inner edge blurred over
+    0-2 px.
+    """
+    height = rng.uniform(60, 120)
+    alpha = on_paper(ink_alpha(digit, height, 2 * height), rng, (0.3, 0.6))
+    h, w = alpha.shape
+    paper = np.full((h, w), rng.uniform(235, 255), np.float32)
+    field = compose(alpha, paper, np.float32(20))
+    edge = int(rng.integers(4))
+    side = (h, w)[edge % 2]  # top, left, bottom, right: the picture's depth across the band
+    depth = rng.uniform(0.04, 0.2) * side
+    soft = rng.uniform(0.01, 2.0)
+    level = rng.uniform(0.2, 0.5)  # the band's light, a share of the paper's
+    ramp = level + (1 - level) * np.clip((np.arange(side) + 0.5 - depth) / soft + 0.5, 0, 1)
+    ramp = ramp if edge < 2 else ramp[::-1]  # from the top or left edge; else the far one
+    field = field * (ramp[:, None] if edge % 2 == 0 else ramp[None, :])
+    return np.clip(np.round(field), 0, 255).astype(np.uint8)
+
+
 def cond_pencil(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Faint pencil: grey ink of contrast 0.2-0.35 (grainy), off-white paper, mild noise.
 
@@ -437,6 +461,7 @@ CONDITIONS = (
     Condition("squared", cond_squared, 0.99),
     Condition("boxed", cond_boxed, 0.99),
     Condition("underlined", cond_underlined, 0.99),
+    Condition("banded", cond_banded, 0.99),
     Condition("pencil", cond_pencil, 0.99),
     Condition("colour", cond_colour, 0.99),
     Condition("drawn", cond_drawn, 0.99),

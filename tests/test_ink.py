@@ -266,6 +266,42 @@ def test_a_box_round_the_digit_or_a_line_under_it_is_wiped(predictor, digits, mo
     assert read(predictor, pictures, labels)[0] <= N // 2
 
 
+def banded(digit: np.ndarray, edge: int, level: float = 0.3, depth: int = 12) -> np.ndarray:
+    """A photo beside the table: the digit (dark on white, 84 px, a 24 px margin) with the
+    paper taken down to ``level`` of its light in a band ``depth`` px deep along one edge
+    (0 top, 1 left, 2 bottom, 3 right)."""
+    page = (255 - np.pad(scaled(digit, (84, 84)), 24)).astype(np.float32)
+    d = depth
+    band = [np.s_[:d, :], np.s_[:, :d], np.s_[-d:, :], np.s_[:, -d:]][edge]
+    page[band] *= level
+    return page.round().astype(np.uint8)
+
+
+def test_a_dark_band_along_an_edge_is_wiped(predictor, digits, monkeypatch):
+    """A digit photographed beside the table (or a scanner's black border, a deep shadow's
+    edge) reads as the digit: the band is wiped (`digitlab.ink._erase_bands`). Without
+    that, a band along a side read as a 1 beside the digit, or a 7's bar over a 1."""
+    images, labels = digits
+    pictures = [banded(d, k % 4) for k, d in enumerate(images)]
+    assert read(predictor, pictures, labels)[0] >= N - 1
+    monkeypatch.setattr("digitlab.ink._erase_bands", lambda ink, pieces, config: pieces)
+    assert read(predictor, pictures, labels)[0] <= N - 5
+
+
+def test_a_tight_crop_keeps_the_strokes_along_its_edges(mnist_test, monkeypatch):
+    """Only a band apart from the writing is wiped: tight crops of a 7 (its bar along the
+    top edge), of a 1 and of "12" (a 1 down the side), and a band over the digit's own
+    darker strokes, are read exactly as without the rule."""
+    images, labels = mnist_test
+    first = [tight(images[np.flatnonzero(labels == d)[0]]) for d in (7, 1, 2)]
+    pictures = [255 - first[0], 255 - first[1], 255 - np.hstack([first[1], first[2]])]
+    pictures.append(banded(images[0], 1, level=0.6, depth=36))  # over the digit's left side
+    kept = [preprocess(p).image for p in pictures]
+    monkeypatch.setattr("digitlab.ink._erase_bands", lambda ink, pieces, config: pieces)
+    for image, p in zip(kept, pictures, strict=True):
+        assert np.array_equal(image, preprocess(p).image)
+
+
 def test_a_box_alone_and_the_bars_of_an_equals_sign_are_kept():
     """Only a box round other ink, and a line under writing, are wiped: a box drawn alone
     is the ink (not a digit, but not nothing), and so are both bars of "="."""

@@ -225,6 +225,23 @@ def test_a_number_in_a_box_or_underlined_reads(reader, mnist_test, monkeypatch, 
     assert reader.read(page).text != text
 
 
+@pytest.mark.parametrize("edge", ["left", "right"])
+@pytest.mark.parametrize("text", ["2026", "90417"])
+def test_a_number_beside_a_dark_band_reads(reader, mnist_test, monkeypatch, edge, text):
+    """A number photographed beside the table (a dark band along one edge of the picture,
+    the paper there at 30 % of its light): the band is wiped (`digitlab.ink._erase_bands`),
+    the digits read. Without that it read as one more digit, a 1."""
+    digits = [first_of(mnist_test, int(c), skip=k) for k, c in enumerate(text)]
+    page = 255 - np.pad(np.kron(compose(digits, 6), np.ones((3, 3), np.uint8)), 24)
+    page = page.astype(np.float32)
+    band = {"left": np.s_[:, :10], "right": np.s_[:, -10:]}[edge]
+    page[band] *= 0.3
+    page = page.round().astype(np.uint8)
+    assert reader.read(page).text == text
+    monkeypatch.setattr("digitlab.ink._erase_bands", lambda ink, pieces, config: pieces)
+    assert reader.read(page).text != text
+
+
 def test_the_predictor_alone_calls_twelve_no_digit(predictor, reader, mnist_test):
     """The reason for the reader: the same picture is no single digit to the Predictor (its
     detector is trained on touching pairs, `digitlab.negatives.digit_pair`)."""

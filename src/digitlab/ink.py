@@ -117,6 +117,7 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     _erase_rules(ink, config)
     pieces = coarse_pieces(ink)  # one labelling for the marks and the dust
     _erase_marks(ink, pieces, config)
+    pieces = _erase_bands(ink, pieces, config)
     digit_box = keep_digit(ink, config, pieces)
     if digit_box is None:
         return found
@@ -246,6 +247,56 @@ def _is_line_under(edges: np.ndarray, above: tuple, config: PreprocessConfig) ->
     under = min(x1, ax1) - max(x0, ax0) >= 0.8 * (ax1 - ax0)
     writing = ay1 - ay0 >= 3 * (y1 - y0)  # not another line as thick: the bars of "="
     return thin and near and under and writing
+
+
+def _erase_bands(ink: np.ndarray, pieces: Pieces, config: PreprocessConfig) -> Pieces:
+    """Wipe (in place) a band of ink along one edge of the picture, apart from the writing:
+    the dark edge of a shadow, the table beside the paper, a scanner's border. Read, it was
+    a 1 beside the digits, or a 7's bar over a 1.
+
+    Works on pieces of ink (the coarse grid of `keep_digit`). A band is a piece touching
+    one edge along at least ``band_cover`` of it and reaching no further than
+    ``band_depth`` of the picture from it, while the rest of the ink (specks aside) stands
+    clear of the opposite edge and spans at most ``band_cover`` of the band's length. A
+    tight crop's own stroke along an edge (a 7's bar along the top, a 1 down a side) fails
+    that: the crop meets the rest of the digit (or the other digits) at the opposite edge
+    or across the picture. Where the band covers writing darker than itself (by
+    ``band_margin`` of the strongest ink), that writing stays. Faint bands are wiped
+    earlier, as rules (`_erase_rules`). Returns the pieces of what is left.
+    """
+    labels, cells, n = pieces.labels, pieces.cells, pieces.n
+    if not 2 <= n <= 64:  # bounded work, as `_erase_marks`
+        return pieces
+    alive = np.where(cells > 0, labels, 0)  # pieces wiped before (a box) are gone
+    sizes = np.bincount(alive.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    # Each edge, as rows of a view whose first row is that edge: top, bottom, left, right.
+    for a in (alive, alive[::-1], alive.T, alive.T[::-1]):
+        length, depth = a.shape[1], a.shape[0]
+        ids, contact = np.unique(a[0][a[0] > 0], return_counts=True)
+        for k, c in zip(ids.tolist(), contact.tolist(), strict=True):
+            mine = a == k
+            if c < config.band_cover * length:
+                continue
+            if np.flatnonzero(mine.any(axis=1))[-1] + 1 > config.band_depth * depth:
+                continue  # deeper than a band: a stroke of the writing runs on from it
+            # ... and as deep all along: no digit merged with it (the dark edge over a 7)
+            solid = np.where(mine.all(axis=0), depth, np.argmin(mine, axis=0))
+            if mine[math.ceil(1.5 * np.median(solid)) + 1 :].sum() > 0.1 * mine.sum():
+                continue
+            rest = (a > 0) & ~mine & (sizes[a] >= 2)
+            if not rest.any() or rest[-1].any():  # nothing else, or a tight crop
+                continue
+            span = np.flatnonzero(rest.any(axis=0))
+            if span[-1] + 1 - span[0] > config.band_cover * length:
+                continue
+            h, w = ink.shape
+            f = pieces.f
+            band = np.repeat(np.repeat(labels == k, f, axis=0), f, axis=1)[:h, :w] & (ink > 0)
+            level = float(np.median(ink[band]))
+            ink[band & (ink <= level + config.band_margin)] = 0
+            return coarse_pieces(ink)  # one band at most: what is left is the writing
+    return pieces
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -85,6 +85,9 @@ class PreprocessConfig:
     rule_cover: float = 0.9  # a faint line across this share of the picture is ruled paper
     frame_band: float = 0.12  # a box round the ink: its own ink this near its edges (share) ...
     underline_aspect: float = 4.0  # ... and a line under it, this many times as long as thick
+    band_cover: float = 0.9  # a band along an edge (a shadow's, the table's): this much of it ...
+    band_depth: float = 0.3  # ... no deeper than this share of the picture, apart from the rest
+    band_margin: float = 0.15  # ... wiped, but for writing this much stronger under it
     noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
     min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
 
@@ -99,7 +102,8 @@ class PreprocessConfig:
 # The model card's summary of the recipe (the module docstring has it in full).
 RECIPE = (
     "digitlab.preprocess: find the ink (two-class split, polarity from border/pieces/corners, "
-    "shadows flattened, ruled lines, a box round the digit, a line under it and noise dropped), "
+    "shadows flattened, ruled lines, a box round the digit, a line under it, a band along an "
+    "edge and noise dropped), "
     "crop to it, bring the stroke width into "
     "MNIST's range, fit a 20x20 box keeping the aspect ratio, paste into 28x28 with the centre "
     "of mass at the centre"
