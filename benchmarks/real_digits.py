@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
 from digitlab import preprocess as tree_preprocess
@@ -363,6 +363,35 @@ def cond_banded(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(field), 0, 255).astype(np.uint8)
 
 
+def cond_thumb(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A thumb in the photo: a soft dark blob entering from one edge, clear of the digit.
+
+    Dark ink, 60-120 px high, on white with a margin of 40-70 % of its height; a disc
+    1-1.6 times the digit's height across, its middle 0-20 % of its size beyond a random
+    edge and along it anywhere the disc stays clear of the digit's box, at 25-60 % of the
+    paper's light, its edge blurred over 1-4 px.
+    """
+    height = rng.uniform(60, 120)
+    alpha = on_paper(ink_alpha(digit, height, 2 * height), rng, (0.4, 0.7))
+    h, w = alpha.shape
+    field = compose(alpha, np.full((h, w), rng.uniform(235, 255), np.float32), np.float32(20))
+    rows, cols = np.flatnonzero(alpha.max(1) > 0.1), np.flatnonzero(alpha.max(0) > 0.1)
+    r = rng.uniform(0.5, 0.8) * height
+    out = rng.uniform(0, 0.2) * 2 * r
+    edge = int(rng.integers(4))
+    along = rng.uniform(0, (w, h)[edge % 2])
+    cx, cy = [(along, -out), (-out, along), (along, h + out), (w + out, along)][edge]
+    # clear of the digit: pushed out along the edge's normal until the disc misses its box
+    box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    while math.hypot(max(box[0] - cx, 0, cx - box[2]), max(box[1] - cy, 0, cy - box[3])) < r + 3:
+        cx, cy = cx + (0, -1, 0, 1)[edge], cy + (-1, 0, 1, 0)[edge]
+    disc = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(disc).ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    shade = np.asarray(disc.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4))), np.float32)
+    level = rng.uniform(0.25, 0.6)
+    return np.clip(np.round(field * (1 - shade / 255 * (1 - level))), 0, 255).astype(np.uint8)
+
+
 def cond_pencil(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Faint pencil: grey ink of contrast 0.2-0.35 (grainy), off-white paper, mild noise.
 
@@ -462,6 +491,7 @@ CONDITIONS = (
     Condition("boxed", cond_boxed, 0.99),
     Condition("underlined", cond_underlined, 0.99),
     Condition("banded", cond_banded, 0.99),
+    Condition("thumb", cond_thumb, 0.99),
     Condition("pencil", cond_pencil, 0.99),
     Condition("colour", cond_colour, 0.99),
     Condition("drawn", cond_drawn, 0.99),

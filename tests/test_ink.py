@@ -288,6 +288,30 @@ def test_a_dark_band_along_an_edge_is_wiped(predictor, digits, monkeypatch):
     assert read(predictor, pictures, labels)[0] <= N - 5
 
 
+def thumbed(digit: np.ndarray, edge: int, level: float = 0.35) -> np.ndarray:
+    """A phone photo with a thumb in it: the digit (dark on white, 84 px, a 40 px margin) and
+    a dark blob (``level`` of the paper's light, soft-edged) entering from one edge (0 top,
+    1 left, 2 bottom, 3 right), clear of the digit."""
+    page = (255 - np.pad(scaled(digit, (84, 84)), 40)).astype(np.float32)
+    h, w = page.shape
+    cx, cy = [(w / 2, -20), (-20, h / 2), (w / 2, h + 20), (w + 20, h / 2)][edge]
+    blob = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(blob).ellipse([cx - 50, cy - 50, cx + 50, cy + 50], fill=255)
+    shade = np.asarray(blob.filter(ImageFilter.GaussianBlur(2)), np.float32) / 255
+    return (page * (1 - shade * (1 - level))).round().astype(np.uint8)
+
+
+def test_a_blob_entering_from_an_edge_is_wiped(predictor, digits, monkeypatch):
+    """A thumb (or the table's corner) in a photo of a digit reads as the digit: solid ink
+    from an edge, its stroke far wider than the writing's, is wiped
+    (`digitlab.ink._erase_edge_blobs`)."""
+    images, labels = digits
+    pictures = [thumbed(d, k % 4) for k, d in enumerate(images)]
+    assert read(predictor, pictures, labels)[0] >= N - 1
+    monkeypatch.setattr("digitlab.ink._erase_edge_blobs", lambda ink, pieces, config: pieces)
+    assert read(predictor, pictures, labels)[0] <= N - 5
+
+
 def test_a_tight_crop_keeps_the_strokes_along_its_edges(mnist_test, monkeypatch):
     """Only a band apart from the writing is wiped: tight crops of a 7 (its bar along the
     top edge), of a 1 and of "12" (a 1 down the side), and a band over the digit's own

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFilter
 
 from digitlab.errors import DigitlabError, InputError
 from digitlab.inputs import Strokes
@@ -239,6 +240,26 @@ def test_a_number_beside_a_dark_band_reads(reader, mnist_test, monkeypatch, edge
     page = page.round().astype(np.uint8)
     assert reader.read(page).text == text
     monkeypatch.setattr("digitlab.ink._erase_bands", lambda ink, pieces, config: pieces)
+    assert reader.read(page).text != text
+
+
+@pytest.mark.parametrize("edge", ["left", "right", "bottom"])
+@pytest.mark.parametrize("text", ["2026", "90417"])
+def test_a_number_photographed_with_a_thumb_in_it_reads(reader, mnist_test, monkeypatch,
+                                                         edge, text):  # fmt: skip
+    """A thumb in the photo of a number (a dark blob entering from an edge, clear of the
+    digits): it is wiped (`digitlab.ink._erase_edge_blobs`), the digits read. Without that
+    it read as a 1 or two beside them, or one more digit."""
+    digits = [first_of(mnist_test, int(c), skip=k) for k, c in enumerate(text)]
+    page = 255 - np.pad(np.kron(compose(digits, 6), np.ones((3, 3), np.uint8)), 40)
+    h, w = page.shape
+    cx, cy = {"left": (-30, h / 2), "right": (w + 30, h / 2), "bottom": (w / 2, h + 40)}[edge]
+    thumb = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(thumb).ellipse([cx - 70, cy - 70, cx + 70, cy + 70], fill=255)
+    shade = np.asarray(thumb.filter(ImageFilter.GaussianBlur(2)), np.float32) / 255
+    page = (page * (1 - 0.65 * shade)).round().astype(np.uint8)
+    assert reader.read(page).text == text
+    monkeypatch.setattr("digitlab.ink._erase_edge_blobs", lambda ink, pieces, config: pieces)
     assert reader.read(page).text != text
 
 

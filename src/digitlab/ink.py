@@ -118,6 +118,7 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     pieces = coarse_pieces(ink)  # one labelling for the marks and the dust
     _erase_marks(ink, pieces, config)
     pieces = _erase_bands(ink, pieces, config)
+    pieces = _erase_edge_blobs(ink, pieces, config)
     digit_box = keep_digit(ink, config, pieces)
     if digit_box is None:
         return found
@@ -290,13 +291,73 @@ def _erase_bands(ink: np.ndarray, pieces: Pieces, config: PreprocessConfig) -> P
             span = np.flatnonzero(rest.any(axis=0))
             if span[-1] + 1 - span[0] > config.band_cover * length:
                 continue
-            h, w = ink.shape
-            f = pieces.f
-            band = np.repeat(np.repeat(labels == k, f, axis=0), f, axis=1)[:h, :w] & (ink > 0)
-            level = float(np.median(ink[band]))
-            ink[band & (ink <= level + config.band_margin)] = 0
-            return coarse_pieces(ink)  # one band at most: what is left is the writing
+            return _wipe_clutter(ink, pieces, [k], config)  # one band at most
     return pieces
+
+
+def _erase_edge_blobs(ink: np.ndarray, pieces: Pieces, config: PreprocessConfig) -> Pieces:
+    """Wipe (in place) solid ink entering the picture from an edge while the writing stands
+    clear of the edges: a thumb, the table's corner, the dark side of a shadow. Read, each
+    was a 1 or two beside the digits, or one more digit.
+
+    On the pieces of `keep_digit`'s coarse grid. How thick a piece is: how many erosions
+    (3 x 3) it takes to vanish, half its thickest stroke. The writing is the pieces touching
+    no edge that look like strokes (at least ``blob_writing`` times as high as they are
+    thick; a speck is not). A piece touching an edge at least ``blob_stroke`` times as
+    thick as the writing (the median of its pieces), and 3 cells, is wiped, but for
+    writing under it darker than it (``band_margin``). A digit running off the edge of a
+    loose crop is as thick as the writing: it stays; so does all of a tight crop (no
+    writing clear of the edges). Returns the pieces of what is left.
+    """
+    labels, cells, n = pieces.labels, pieces.cells, pieces.n
+    if not 2 <= n <= 64:  # bounded work, as `_erase_marks`
+        return pieces
+    alive = np.where(cells > 0, labels, 0)
+    edge = set(np.concatenate([alive[0], alive[-1], alive[:, 0], alive[:, -1]]).tolist()) - {0}
+    if not edge:
+        return pieces
+    thick, writing = {}, []
+    for k in range(1, n + 1):
+        mine = alive == k
+        if not mine.any():
+            continue
+        ys, xs = np.nonzero(mine)  # its box and a cell of paper round it, where there is
+        y0, x0 = max(ys.min() - 1, 0), max(xs.min() - 1, 0)
+        thick[k] = _erosions(mine[y0 : ys.max() + 2, x0 : xs.max() + 2])
+        if k not in edge and ys.max() + 1 - ys.min() >= config.blob_writing * thick[k]:
+            writing.append(thick[k])
+    if not writing:
+        return pieces
+    least = max(3.0, config.blob_stroke * float(np.median(writing)))
+    solid = [k for k in edge if thick.get(k, 0) >= least]
+    return _wipe_clutter(ink, pieces, solid, config) if solid else pieces
+
+
+def _erosions(mask: np.ndarray) -> int:
+    """How many 3 x 3 erosions ``mask`` takes to vanish. Beyond its edges is as its edge
+    rows and columns are: paper round a piece's box, ink where a blob is cut by the
+    picture's edge (it is as thick as it looks)."""
+    m = mask.copy()
+    count = 0
+    while m.any():
+        p = np.pad(m, 1, mode="edge")
+        m = m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        m &= p[:-2, :-2] & p[:-2, 2:] & p[2:, :-2] & p[2:, 2:]
+        count += 1
+    return count
+
+
+def _wipe_clutter(ink: np.ndarray, pieces: Pieces, ks: list[int],
+                  config: PreprocessConfig) -> Pieces:  # fmt: skip
+    """Zero (in place) the ink of pieces ``ks`` but for writing under them darker than
+    their median by ``band_margin``; the pieces of what is left."""
+    h, w = ink.shape
+    f = pieces.f
+    for k in ks:
+        mine = np.repeat(np.repeat(pieces.labels == k, f, axis=0), f, axis=1)[:h, :w] & (ink > 0)
+        level = float(np.median(ink[mine]))
+        ink[mine & (ink <= level + config.band_margin)] = 0
+    return coarse_pieces(ink)
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -88,6 +88,8 @@ class PreprocessConfig:
     band_cover: float = 0.9  # a band along an edge (a shadow's, the table's): this much of it ...
     band_depth: float = 0.3  # ... no deeper than this share of the picture, apart from the rest
     band_margin: float = 0.15  # ... wiped, but for writing this much stronger under it
+    blob_stroke: float = 2.5  # ink from an edge this many times as thick as the writing: clutter
+    blob_writing: float = 3.0  # ... the writing: pieces clear of the edges this many times as high
     noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
     min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
 
@@ -102,8 +104,8 @@ class PreprocessConfig:
 # The model card's summary of the recipe (the module docstring has it in full).
 RECIPE = (
     "digitlab.preprocess: find the ink (two-class split, polarity from border/pieces/corners, "
-    "shadows flattened, ruled lines, a box round the digit, a line under it, a band along an "
-    "edge and noise dropped), "
+    "shadows flattened, ruled lines, a box round the digit, a line under it, a band or a blob "
+    "at an edge and noise dropped), "
     "crop to it, bring the stroke width into "
     "MNIST's range, fit a 20x20 box keeping the aspect ratio, paste into 28x28 with the centre "
     "of mass at the centre"
