@@ -7,7 +7,10 @@ import { pyRound } from "./preprocess.js";
 /** Base64 of the grey PNG of a float image in [0, 1] (row-major, ``side`` x ``side``). */
 export function normalizedPng(image, side) {
   // As the server: np.round(np.clip(image, 0, 1) * 255) in float32, halves to even.
-  const pixels = Uint8Array.from(image, (v) => pyRound(Math.fround(Math.min(Math.max(v, 0), 1) * 255)));
+  const pixels = new Uint8Array(image.length);
+  for (let i = 0; i < image.length; i++) {
+    pixels[i] = pyRound(Math.fround(Math.min(Math.max(image[i], 0), 1) * 255));
+  }
   return toBase64(greyPng(pixels, side, side));
 }
 
@@ -45,7 +48,7 @@ function chunk(type, data) {
   return concat([uint32(data.length), body, uint32(crc32(body))]);
 }
 
-const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
   let c = n;
   for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
   return c >>> 0;
@@ -53,14 +56,14 @@ const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
 
 function crc32(bytes) {
   let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 255] ^ (c >>> 8);
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 255] ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 
 function adler32(bytes) {
   let [a, b] = [1, 0];
-  for (const v of bytes) {
-    a = (a + v) % 65521;
+  for (let i = 0; i < bytes.length; i++) {
+    a = (a + bytes[i]) % 65521;
     b = (b + a) % 65521;
   }
   return ((b << 16) | a) >>> 0;
@@ -83,7 +86,9 @@ function concat(parts) {
 }
 
 function toBase64(bytes) {
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
+  let text = ""; // the bytes as characters, some thousands a call (a bounded argument list)
+  for (let at = 0; at < bytes.length; at += 4096) {
+    text += String.fromCharCode.apply(null, bytes.subarray(at, at + 4096));
+  }
   return btoa(text);
 }

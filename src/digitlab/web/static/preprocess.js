@@ -108,13 +108,15 @@ function noInk(size) {
 /** The part of an image inside the bounding box of its pixels > 0 (null when none). */
 function crop(data, w, h) {
   let [left, top, right, bottom] = [w, h, -1, -1];
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      if (data[y * w + x] > 0) {
-        left = Math.min(left, x); right = Math.max(right, x);
-        top = Math.min(top, y); bottom = Math.max(bottom, y);
-      }
-    }
+  for (let y = 0; y < h; y++) { // each row's first and last pixel > 0, from either end
+    const row = y * w;
+    let x0 = 0;
+    while (x0 < w && !(data[row + x0] > 0)) x0++;
+    if (x0 === w) continue; // paper
+    let x1 = w - 1;
+    while (!(data[row + x1] > 0)) x1--;
+    left = Math.min(left, x0); right = Math.max(right, x1);
+    top = Math.min(top, y); bottom = y;
   }
   if (right < 0) return null;
   const cw = right - left + 1;
@@ -135,39 +137,57 @@ function crop(data, w, h) {
  */
 export function strokeWidths(img, quantiles) {
   const { data, w, h } = img;
-  const on = (i) => data[i] >= 0.5;
-  const across = new Int32Array(w * h);
+  // Only the pixels >= 0.5 are read back, and the horizontal pass writes each of them: the
+  // buffer, kept between calls, needs no clearing.
+  const across = intBuffer(w * h);
   for (let y = 0; y < h; y++) { // horizontal runs
+    const row = y * w;
     for (let x = 0; x < w;) {
-      if (!on(y * w + x)) { x++; continue; }
+      if (!(data[row + x] >= 0.5)) { x++; continue; }
       let end = x;
-      while (end < w && on(y * w + end)) end++;
-      for (let k = x; k < end; k++) across[y * w + k] = end - x;
+      while (end < w && data[row + end] >= 0.5) end++;
+      for (let k = x; k < end; k++) across[row + k] = end - x;
       x = end;
     }
   }
+  // The widths in ascending order, as counts per width (a sort of small integers), counted
+  // run by run in the vertical pass.
+  const count = new Int32Array(Math.max(w, h) + 1);
+  let any = false;
   for (let x = 0; x < w; x++) { // vertical runs: the shorter one wins
     for (let y = 0; y < h;) {
-      if (!on(y * w + x)) { y++; continue; }
+      if (!(data[y * w + x] >= 0.5)) { y++; continue; }
       let end = y;
-      while (end < h && on(end * w + x)) end++;
-      for (let k = y; k < end; k++) across[k * w + x] = Math.min(across[k * w + x], end - y);
+      while (end < h && data[end * w + x] >= 0.5) end++;
+      for (let k = y; k < end; k++) count[Math.min(across[k * w + x], end - y)]++;
+      any = true;
       y = end;
     }
   }
-  const widths = [];
-  for (let i = 0; i < w * h; i++) if (on(i)) widths.push(across[i]);
-  if (widths.length === 0) return quantiles.map(() => 0);
-  const sorted = Int32Array.from(widths).sort();
-  const cum = new Float64Array(sorted.length);
+  if (!any) return quantiles.map(() => 0);
+  // numpy's cumsum of 1 / width over the sorted widths, added one by one in that order; kept
+  // where each width's block ends (``cum[v]``): the running sum only grows, so the first one
+  // to reach a target is in the block of the first width whose end reaches it.
+  const cum = new Float64Array(count.length);
   let total = 0;
-  sorted.forEach((v, i) => { total += 1 / v; cum[i] = total; });
+  for (let v = 1; v < count.length; v++) {
+    for (let c = 0; c < count[v]; c++) total += 1 / v;
+    cum[v] = total;
+  }
   return quantiles.map((q) => {
     const target = q * total;
-    let i = 0;
-    while (cum[i] < target) i++; // numpy's searchsorted, side="left"
-    return sorted[i];
+    let v = 1;
+    while (count[v] === 0 || cum[v] < target) v++; // numpy's searchsorted, side="left"
+    return v;
   });
+}
+
+// `strokeWidths`' run lengths, kept between calls (a reading measures dozens of digits).
+let intScratch = new Int32Array(0);
+
+function intBuffer(n) {
+  if (intScratch.length < n) intScratch = new Int32Array(Math.max(n, 2 * intScratch.length));
+  return intScratch;
 }
 
 /**
@@ -196,12 +216,16 @@ export function adjustStroke(work, c) {
  * disc, from running maxima (minima) of the rows. Max and min are exact in any order, so
  * this is the max (min) over the disc's shifted copies, as `_morph`, in O(radius) per pixel.
  * No shift reaches past the zero border, and ink is never under 0: paper shifted in at the
- * edges would change nothing, so each shift takes only where it overlaps, in one block.
+ * edges would change nothing, so each shift takes only where it overlaps.
+ * The result is a buffer kept for the next call: `adjustStroke` crops it (a copy) at once.
  */
 function morph(img, radius, grow) {
   const w = img.w + 2 * radius;
   const h = img.h + 2 * radius;
-  const src = new Float32Array(w * h);
+  const n = w * h;
+  const buffers = morphBuffers(radius + 2, n);
+  const src = buffers[0];
+  src.fill(0);
   for (let y = 0; y < img.h; y++) {
     src.set(img.data.subarray(y * img.w, (y + 1) * img.w), (y + radius) * w + radius);
   }
@@ -212,34 +236,78 @@ function morph(img, radius, grow) {
     reach.push(a);
   }
   const runs = [src]; // runs[a]: op over columns x - a .. x + a of a row
-  for (let a = 1; a <= radius; a++) {
-    const next = runs[a - 1].slice();
-    for (let row = 0; row < w * h; row += w) {
-      opInto(next, row + a, src, row, w - a, grow); // the pixel a to the left
-      opInto(next, row, src, row + a, w - a, grow); // ... and a to the right
-    }
+  for (let a = 1; a <= radius; a++) { // the run a - 1 wide, and the pixels a left and right
+    const next = buffers[a];
+    for (let row = 0; row < n; row += w) spreadInto(next, runs[a - 1], src, row, row + w, a, grow);
     runs.push(next);
   }
-  const out = src.slice();
-  for (let dy = -radius; dy <= radius; dy++) {
-    const run = runs[reach[dy + radius]];
-    if (dy >= 0) opInto(out, dy * w, run, 0, (h - dy) * w, grow);
-    else opInto(out, 0, run, -dy * w, (h + dy) * w, grow);
+  // From the disc's row dy = 0 (the whole run, reach radius: it holds the pixel itself), the
+  // rows dy and -dy, a pair at a time.
+  let out = runs[radius];
+  for (let dy = 1; dy <= radius; dy++) {
+    spreadInto(buffers[radius + 1], out, runs[reach[dy + radius]], 0, n, dy * w, grow);
+    out = buffers[radius + 1];
   }
   return { data: out, w, h };
 }
 
-/** out[at + i] = max (grow) or min of it and src[from + i], for i < n. */
-function opInto(out, at, src, from, n, grow) {
+// `morph`'s images, kept between calls (a reading thickens dozens of digits).
+const morphPool = [];
+
+/** ``count`` Float32Array views of length ``n`` on the kept buffers (their contents stale). */
+function morphBuffers(count, n) {
+  const out = [];
+  for (let k = 0; k < count; k++) {
+    if (k === morphPool.length || morphPool[k].length < n) {
+      morphPool[k] = new Float32Array(Math.max(n, 2 * (morphPool[k]?.length ?? 0)));
+    }
+    out.push(morphPool[k].subarray(0, n));
+  }
+  return out;
+}
+
+/**
+ * out[i] = the max (grow) or min of prev[i], src[i - off] and src[i + off], for lo <= i < hi,
+ * the shifted ones where they fall in [lo, hi). ``out`` may be ``prev``. In three stretches,
+ * so that the middle one, most of the pixels, tests no bounds: the first ``off`` pixels have
+ * none to the left, the last ``off`` none to the right.
+ */
+function spreadInto(out, prev, src, lo, hi, off, grow) {
+  const mid0 = Math.min(lo + off, hi);
+  const mid1 = Math.max(hi - off, mid0);
   if (grow) {
-    for (let i = 0; i < n; i++) {
-      const v = src[from + i];
-      if (v > out[at + i]) out[at + i] = v;
+    for (let i = lo; i < mid0; i++) {
+      let v = prev[i];
+      if (i + off < hi && src[i + off] > v) v = src[i + off];
+      out[i] = v;
+    }
+    for (let i = mid0; i < mid1; i++) {
+      let v = prev[i];
+      if (src[i - off] > v) v = src[i - off];
+      if (src[i + off] > v) v = src[i + off];
+      out[i] = v;
+    }
+    for (let i = mid1; i < hi; i++) {
+      let v = prev[i];
+      if (i - off >= lo && src[i - off] > v) v = src[i - off];
+      out[i] = v;
     }
   } else {
-    for (let i = 0; i < n; i++) {
-      const v = src[from + i];
-      if (v < out[at + i]) out[at + i] = v;
+    for (let i = lo; i < mid0; i++) {
+      let v = prev[i];
+      if (i + off < hi && src[i + off] < v) v = src[i + off];
+      out[i] = v;
+    }
+    for (let i = mid0; i < mid1; i++) {
+      let v = prev[i];
+      if (src[i - off] < v) v = src[i - off];
+      if (src[i + off] < v) v = src[i + off];
+      out[i] = v;
+    }
+    for (let i = mid1; i < hi; i++) {
+      let v = prev[i];
+      if (i - off >= lo && src[i - off] < v) v = src[i - off];
+      out[i] = v;
     }
   }
 }
@@ -265,16 +333,12 @@ export function fit(work, c) {
   const cy = my / mass + 0.5; // pixel i covers [i, i + 1): its centre is i + 0.5
   const cx = mx / mass + 0.5;
   const span = c.canvas / scale; // the output field, in working pixels
-  const pad = Math.ceil(span);
-  const fw = w + 2 * pad;
-  const fh = h + 2 * pad;
-  const field = new Float32Array(fw * fh);
-  for (let y = 0; y < h; y++) field.set(data.subarray(y * w, (y + 1) * w), (y + pad) * fw + pad);
+  const pad = Math.ceil(span); // the image padded with paper by this much on every side
   const x0 = cx + pad - (c.center + 0.5) / scale;
   const y0 = cy + pad - (c.center + 0.5) / scale;
-  const out = resizeBox({ data: field, w: fw, h: fh }, c.canvas, c.canvas,
-    [x0, y0, x0 + span, y0 + span]);
-  return out.map((v) => (v < 1e-3 ? 0 : Math.min(v, 1)));
+  const out = resizePadded(work, pad, c.canvas, c.canvas, [x0, y0, x0 + span, y0 + span]);
+  for (let i = 0; i < out.length; i++) out[i] = out[i] < 1e-3 ? 0 : Math.min(out[i], 1);
+  return out;
 }
 
 /**
@@ -283,53 +347,75 @@ export function fit(work, c) {
  * each output pixel's span, sums in double precision, stored as float32.
  */
 export function resizeBox(img, outW, outH, box) {
+  return resizePadded(img, 0, outW, outH, box);
+}
+
+/**
+ * `resizeBox` of the image padded with ``pad`` pixels of paper on every side (``box`` in
+ * the padded image's pixels), without making the padded image: the paper's terms of a sum
+ * are +0 (0 times a weight), and adding +0 to a sum that starts at +0 leaves it as it is,
+ * so they are left out.
+ */
+function resizePadded(img, pad, outW, outH, box) {
+  const { data, w, h } = img;
   const [bx0, by0, bx1, by1] = box.map(f32); // Pillow takes the box as C floats
-  const horiz = coefficients(img.w, bx0, bx1, outW);
-  const vert = coefficients(img.h, by0, by1, outH);
-  const temp = new Float32Array(outW * img.h);
-  const [first, last] = [vert[0][0], vert[outH - 1][0] + vert[outH - 1][1].length];
-  for (let y = first; y < last; y++) { // the rows the vertical pass reads (Pillow's ybox)
+  const horiz = coefficients(w + 2 * pad, bx0, bx1, outW);
+  const vert = coefficients(h + 2 * pad, by0, by1, outH);
+  // the rows the vertical pass reads (Pillow's ybox), those of the image only: paper is 0
+  const first = Math.max(vert.start[0], pad);
+  const last = Math.min(vert.start[outH - 1] + vert.count[outH - 1], pad + h);
+  const temp = new Float32Array(outW * Math.max(last - first, 0)); // row y at y - first
+  for (let y = first; y < last; y++) {
+    const row = (y - pad) * w - pad; // the padded image's (x, y) is data[row + x]
     for (let xx = 0; xx < outW; xx++) {
-      const [start, k] = horiz[xx];
+      const [start, n, at] = [horiz.start[xx], horiz.count[xx], horiz.at[xx]];
+      const [i0, i1] = [Math.max(pad - start, 0), Math.min(pad + w - start, n)];
       let ss = 0;
-      for (let i = 0; i < k.length; i++) ss += img.data[y * img.w + start + i] * k[i];
-      temp[y * outW + xx] = ss;
+      for (let i = i0; i < i1; i++) ss += data[row + start + i] * horiz.k[at + i];
+      temp[(y - first) * outW + xx] = ss;
     }
   }
   const out = new Float32Array(outW * outH);
   for (let yy = 0; yy < outH; yy++) {
-    const [start, k] = vert[yy];
+    const [start, n, at] = [vert.start[yy], vert.count[yy], vert.at[yy]];
+    const [i0, i1] = [Math.max(first - start, 0), Math.min(last - start, n)];
     for (let xx = 0; xx < outW; xx++) {
       let ss = 0;
-      for (let i = 0; i < k.length; i++) ss += temp[(start + i) * outW + xx] * k[i];
+      for (let i = i0; i < i1; i++) ss += temp[(start + i - first) * outW + xx] * vert.k[at + i];
       out[yy * outW + xx] = ss;
     }
   }
   return out;
 }
 
-/** Pillow's precompute_coeffs for the BOX filter: per output pixel [first input, weights]. */
+/**
+ * Pillow's precompute_coeffs for the BOX filter: per output pixel xx, its first input
+ * ``start[xx]`` and ``count[xx]`` weights from ``k[at[xx]]`` on.
+ */
 function coefficients(inSize, in0, in1, outSize) {
   const scale = f32(in1 - in0) / outSize;
   const filterscale = Math.max(scale, 1);
   const support = 0.5 * filterscale;
-  const out = [];
+  const ksize = 2 * Math.ceil(support) + 1; // the most weights a pixel has (Pillow's ksize)
+  const [start, count, at] = [new Int32Array(outSize), new Int32Array(outSize), new Int32Array(outSize)];
+  const k = new Float64Array(outSize * ksize);
   for (let xx = 0; xx < outSize; xx++) {
     const center = in0 + (xx + 0.5) * scale;
     const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
-    const k = [];
+    const n = Math.max(xmax - xmin, 0);
+    [start[xx], count[xx], at[xx]] = [xmin, n, xx * ksize];
     let ww = 0;
     const ss = 1 / filterscale;
-    for (let x = 0; x < xmax - xmin; x++) {
+    for (let x = 0; x < n; x++) {
       const t = (x + xmin - center + 0.5) * ss;
       const weight = t > -0.5 && t <= 0.5 ? 1 : 0;
-      k.push(weight);
+      k[xx * ksize + x] = weight;
       ww += weight;
     }
-    out.push([xmin, ww !== 0 ? k.map((v) => v / ww) : k]);
+    if (ww !== 0) for (let x = 0; x < n; x++) k[xx * ksize + x] /= ww;
   }
-  return out;
+  return { start, count, at, k };
 }
 
 // ------------------------------------------------------------------ blobs
@@ -392,10 +478,10 @@ export function drawStrokes(strokes, w, h, pen) {
   for (const stroke of strokes) {
     // Pillow truncates coordinates to integers (C casts) before drawing.
     if (stroke.length > 1 && width !== 0) {
+      const line = width <= 1 ? thinLine : wideLine;
       for (let i = 0; i + 1 < stroke.length; i++) {
-        const [x0, y0, x1, y1] = [stroke[i][0], stroke[i][1], stroke[i + 1][0], stroke[i + 1][1]];
-        const line = width <= 1 ? thinLine : wideLine;
-        line(img, w, h, Math.trunc(x0), Math.trunc(y0), Math.trunc(x1), Math.trunc(y1), width);
+        const [p, q] = [stroke[i], stroke[i + 1]];
+        line(img, w, h, Math.trunc(p[0]), Math.trunc(p[1]), Math.trunc(q[0]), Math.trunc(q[1]), width);
       }
       const last = stroke[stroke.length - 1];
       if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]));
@@ -417,7 +503,8 @@ export function point(img, w, h, x, y, fill = 255) {
 
 function hline(img, w, h, x0, y, x1, fill = 255) {
   if (y < 0 || y >= h || x0 >= w || x1 < 0 || x1 < x0) return;
-  img.fill(fill, y * w + Math.max(x0, 0), y * w + Math.min(x1, w - 1) + 1);
+  const end = y * w + Math.min(x1, w - 1); // a loop: spans are short, shorter than a call to fill
+  for (let i = y * w + Math.max(x0, 0); i <= end; i++) img[i] = fill;
 }
 
 // Draw.c's rounding macros: ROUND_UP(f) on a C float adds 0.5F in float arithmetic.
@@ -483,13 +570,15 @@ export function wideLine(img, w, h, x0, y0, x1, y1, width, fill = 255) {
   const dxmax = roundDownD(ratioMax * dy);
   const dymin = roundDownD(ratioMin * dx);
   const dymax = roundDownD(ratioMax * dx);
-  const v = [[x0 - dxmin, y0 + dymax], [x1 - dxmin, y1 + dymax],
-    [x1 + dxmax, y1 - dymin], [x0 + dxmax, y0 - dymin]];
-  const edges = v.map((p, i) => edge(p, v[(i + 1) % 4]));
+  const v = [x0 - dxmin, y0 + dymax, x1 - dxmin, y1 + dymax, // the corners: x, y, x, y, ...
+    x1 + dxmax, y1 - dymin, x0 + dxmax, y0 - dymin];
+  const edges = [];
+  for (let i = 0; i < 8; i += 2) edges.push(edge(v[i], v[i + 1], v[(i + 2) % 8], v[(i + 3) % 8]));
   fillPolygon(img, w, h, edges, fill);
 }
 
-function edge([x0, y0], [x1, y1]) {
+/** The edge from (x0, y0) to (x1, y1), as Draw.c's add_edge makes it. */
+function edge(x0, y0, x1, y1) {
   return {
     x0, y0,
     xmin: Math.min(x0, x1), xmax: Math.max(x0, x1),
@@ -511,17 +600,17 @@ function fillPolygon(img, w, h, edges, fill = 255) {
   }
   ymin = Math.max(ymin, 0);
   ymax = Math.min(ymax, h);
-  const at = (e, y) => f32(f32((y - e.y0) * e.dx) + e.x0);
-  const xx = [];
+  const at = edgeAt;
+  const xx = new Float64Array(2 * table.length); // a scan line's crossings: n of them
   for (let y = ymin; y <= ymax; y++) {
-    xx.length = 0;
+    let n = 0;
     for (let i = 0; i < table.length; i++) {
       const cur = table[i];
       if (y < cur.ymin || y > cur.ymax) continue;
-      xx.push(at(cur, y));
-      const j = xx.length - 1;
+      xx[n++] = at(cur, y);
+      const j = n - 1;
       if (y === cur.ymax && y < ymax) {
-        xx.push(xx[j]); // needed to draw consistent polygons
+        xx[n++] = xx[j]; // needed to draw consistent polygons
       } else if ((y === cur.ymin || y === cur.ymax) && cur.dx !== 0) {
         for (let k = 0; k < i; k++) { // connect discontiguous corners
           const other = table[k];
@@ -540,10 +629,28 @@ function fillPolygon(img, w, h, edges, fill = 255) {
         }
       }
     }
-    xx.sort((a, b) => a - b);
-    for (let i = 1; i < xx.length; i += 2) {
+    sortFew(xx, n);
+    for (let i = 1; i < n; i += 2) {
       hline(img, w, h, roundUp(xx[i - 1]), y, roundDown(xx[i]), fill);
     }
+  }
+}
+
+/** Where edge ``e`` crosses row ``y``, in float32 arithmetic (polygon_generic's). */
+function edgeAt(e, y) {
+  return f32(f32((y - e.y0) * e.dx) + e.x0);
+}
+
+/**
+ * A scan line's few crossings xx[0..n) sorted ascending in place, as sort((a, b) => a - b)
+ * sorts them (stable: equal values keep their order), by insertion: no comparator calls.
+ */
+function sortFew(xx, n) {
+  for (let i = 1; i < n; i++) {
+    const v = xx[i];
+    let j = i - 1;
+    for (; j >= 0 && xx[j] > v; j--) xx[j + 1] = xx[j];
+    xx[j + 1] = v;
   }
 }
 

@@ -691,15 +691,22 @@ function drawPage(strokes, w, h, pen) {
     if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]));
   }
   const caps = new Set();
-  for (const s of strokes) {
-    for (const [x, y] of s) caps.add(`${pyRound(x * 4) / 4},${pyRound(y * 4) / 4}`);
-  }
-  for (const cap of caps) {
-    const [x, y] = cap.split(",").map(Number);
-    filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
-      Math.trunc(x + r), Math.trunc(y + r));
-  }
+  for (const s of strokes) for (const [x, y] of s) cap(img, w, h, x, y, r, caps);
   return img;
+}
+
+/**
+ * The round cap at (x, y) to a quarter pixel, unless ``caps`` has it: (x, y) on the page, so
+ * a quarter pixel's row is at most 4 h + 1, and one number names it.
+ */
+function cap(img, w, h, x, y, r, caps, fill = 255) {
+  const [qx, qy] = [pyRound(x * 4), pyRound(y * 4)];
+  const key = qx * (4 * h + 8) + qy;
+  if (caps.has(key)) return;
+  caps.add(key);
+  [x, y] = [qx / 4, qy / 4];
+  filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
+    Math.trunc(x + r), Math.trunc(y + r), fill);
 }
 
 /**
@@ -722,12 +729,8 @@ function numberStrokes(strokes, w, h, pen) {
       const last = s[s.length - 1];
       if (width <= 1) point(img, w, h, Math.trunc(last[0]), Math.trunc(last[1]), fill);
     }
-    const caps = new Set(s.map(([x, y]) => `${pyRound(x * 4) / 4},${pyRound(y * 4) / 4}`));
-    for (const cap of caps) {
-      const [x, y] = cap.split(",").map(Number);
-      filledEllipse(img, w, h, Math.trunc(x - r), Math.trunc(y - r),
-        Math.trunc(x + r), Math.trunc(y + r), fill);
-    }
+    const caps = new Set();
+    for (const [x, y] of s) cap(img, w, h, x, y, r, caps, fill);
   });
   return img;
 }
@@ -785,15 +788,15 @@ function pairwiseSum(a, at, n) {
 // ------------------------------------------------------------------ pieces
 
 /**
- * Connected components (8-neighbour) of the pixels where ``on(i)``: labels 1..n numbered in
+ * Connected components (8-neighbour) of the pixels of ``ink`` > 0: labels 1..n numbered in
  * the order of their first pixel, row by row (as `digitlab.ink.label`), 0 elsewhere.
  */
-function label(on, w, h) {
+function label(ink, w, h) {
   const labels = new Int32Array(w * h);
   let n = 0;
   const stack = [];
   for (let start = 0; start < w * h; start++) {
-    if (!on(start) || labels[start]) continue;
+    if (!(ink[start] > 0) || labels[start]) continue;
     labels[start] = ++n;
     stack.push(start);
     while (stack.length) {
@@ -803,7 +806,7 @@ function label(on, w, h) {
       for (let ny = Math.max(y - 1, 0); ny <= Math.min(y + 1, h - 1); ny++) {
         for (let nx = Math.max(x - 1, 0); nx <= Math.min(x + 1, w - 1); nx++) {
           const j = ny * w + nx;
-          if (!labels[j] && on(j)) { labels[j] = n; stack.push(j); }
+          if (!labels[j] && ink[j] > 0) { labels[j] = n; stack.push(j); }
         }
       }
     }
@@ -870,7 +873,7 @@ function merge(boxes, keep, overlap) {
  */
 function primitives(page, cfg, byStrokes = false) {
   const { ink, w, h } = page;
-  page.pieces ??= label((i) => ink[i] > 0, w, h); // the ink's pieces, found once per page
+  page.pieces ??= label(ink, w, h); // the ink's pieces, found once per page
   const found = page.pieces;
   if (found.n === 0) return null;
   const { boxes, mass } = boxesOf(found.labels, found.n, ink, w, h);
@@ -888,7 +891,8 @@ function primitives(page, cfg, byStrokes = false) {
     throw new TooManyDigits(`${nUnits} separate pieces of ink: too many to read as a number ` +
       `of at most ${cfg.max_digits} digits`);
   }
-  const labels = found.labels.map((l) => (l ? units[l - 1] : 0));
+  const labels = new Int32Array(found.labels.length);
+  for (let i = 0; i < labels.length; i++) if (found.labels[i]) labels[i] = units[found.labels[i] - 1];
   const ub = Array.from({ length: nUnits }, () => [Infinity, Infinity, -Infinity, -Infinity]);
   const umass = new Float64Array(nUnits);
   units.forEach((u, p) => {
@@ -913,7 +917,7 @@ function primitives(page, cfg, byStrokes = false) {
   const order = ub.map((b, u) => u).sort((a, b) => (ub[a][0] + ub[a][2]) - (ub[b][0] + ub[b][2]));
   for (const u of order) {
     const parts = cutUnit(page, labels, ub[u], u + 1, height, slant, cfg, byStrokes);
-    for (const [i, part] of parts.pixels) plabels[i] = punits.length + 1 + part;
+    for (let p = 0; p < parts.at.length; p++) plabels[parts.at[p]] = punits.length + 1 + parts.part[p];
     for (let k = 1; k < parts.count; k++) if (parts.lifted) lifts.add(punits.length + k);
     if (!parts.lifted && parts.count > 1) cut.push([punits.length, punits.length + parts.count]);
     for (let k = 0; k < parts.count; k++) punits.push(u + 1);
@@ -991,17 +995,18 @@ function cutBetween(prims, path) {
 }
 
 /**
- * One unit's pixels split between its strokes (`strokeParts`) or by its cuts: {pixels:
- * [[page index, part]], count}, parts numbered left to right, empty ones dropped. Units no
- * wider than `cut_width` H, not split by stroke, are one part.
+ * One unit's pixels split between its strokes (`strokeParts`) or by its cuts: {at (page
+ * indices), part (each one's), count}, parts numbered left to right, empty ones dropped.
+ * Units no wider than `cut_width` H, not split by stroke, are one part.
  */
 function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
   const { w } = page;
   const [x0, y0, x1, y1] = box;
-  const ys = [];
-  const xs = [];
-  for (let y = y0; y < y1; y++) {
-    for (let x = x0; x < x1; x++) if (labels[y * w + x] === unit) { ys.push(y - y0); xs.push(x - x0); }
+  let size = 0; // the unit's pixels, row by row
+  for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) if (labels[y * w + x] === unit) size++;
+  const [ys, xs] = [new Int32Array(size), new Int32Array(size)];
+  for (let y = y0, p = 0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) if (labels[y * w + x] === unit) { ys[p] = y - y0; xs[p++] = x - x0; }
   }
   let part = new Int32Array(ys.length);
   const byStroke = byStrokes ? strokeParts(page, ys, xs, box, height, cfg) : null;
@@ -1014,11 +1019,27 @@ function cutUnit(page, labels, box, unit, height, slant, cfg, byStrokes) {
       for (let p = 0; p < ys.length; p++) part[p] += xs[p] >= path[ys[p]] ? 1 : 0; // right of it
     }
   }
-  const used = [...new Set(part)].sort((a, b) => a - b);
-  const index = new Map(used.map((v, k) => [v, k]));
-  const parts = Int32Array.from(part, (v) => index.get(v));
-  const pixels = ys.map((y, p) => [(y + y0) * w + xs[p] + x0, parts[p]]);
-  return { pixels, count: used.length, lifted: byStroke !== null };
+  const [rank, count] = ranks(part);
+  const at = new Int32Array(ys.length);
+  for (let p = 0; p < ys.length; p++) {
+    at[p] = (ys[p] + y0) * w + xs[p] + x0;
+    part[p] = rank[part[p]];
+  }
+  return { at, part, count, lifted: byStroke !== null };
+}
+
+/**
+ * The rank of each value among the distinct values of ``values`` (small integers >= 0), in
+ * ascending order, and how many distinct values there are: [rank (by value), count].
+ */
+function ranks(values) {
+  let most = 0;
+  for (let p = 0; p < values.length; p++) most = Math.max(most, values[p]);
+  const rank = new Int32Array(most + 1).fill(-1);
+  for (let p = 0; p < values.length; p++) rank[values[p]] = 0;
+  let count = 0;
+  for (let v = 0; v <= most; v++) if (rank[v] === 0) rank[v] = count++;
+  return [rank, count];
 }
 
 /**
@@ -1056,18 +1077,19 @@ function splitStrokes(strokeInk, cut, height, cfg) {
 function strokeParts(page, ys, xs, [x0, y0], height, cfg) {
   const strokes = strokesOf(page);
   if (strokes === null) return null;
-  const which = ys.map((y, p) => strokes[(y + y0) * page.w + xs[p] + x0]);
-  const ids = [...new Set(which)].sort((a, b) => a - b); // stroke numbers: left to right
-  if (ids.length > cfg.max_piece_strokes) return null;
-  const rank = new Map(ids.map((v, k) => [v, k]));
-  const order = Int32Array.from(which, (v) => rank.get(v));
-  const lo = new Float64Array(ids.length).fill(Infinity);
-  const hi = new Float64Array(ids.length).fill(-Infinity);
-  order.forEach((k, p) => {
+  const order = new Int32Array(ys.length);
+  for (let p = 0; p < ys.length; p++) order[p] = strokes[(ys[p] + y0) * page.w + xs[p] + x0];
+  const [rank, n] = ranks(order); // stroke numbers: left to right
+  if (n > cfg.max_piece_strokes) return null;
+  for (let p = 0; p < order.length; p++) order[p] = rank[order[p]];
+  const lo = new Float64Array(n).fill(Infinity);
+  const hi = new Float64Array(n).fill(-Infinity);
+  for (let p = 0; p < order.length; p++) {
+    const k = order[p];
     lo[k] = Math.min(lo[k], xs[p]);
     hi[k] = Math.max(hi[k], xs[p] + 1);
-  });
-  for (let k = 0; k < ids.length; k++) {
+  }
+  for (let k = 0; k < n; k++) {
     if (hi[k] - lo[k] > cfg.stroke_cut_width * height) return null;
   }
   return order;
@@ -1370,27 +1392,36 @@ function overlapOf(prims, i, j) {
   return least;
 }
 
-/** Primitives i..j-1's pixels, as a string: their box and mask (`_group_key`). */
+/**
+ * Primitives i..j-1's pixels, as a string: their box and mask (`_group_key`), the mask's
+ * bits row by row, 16 to a character (a short key, made without a string per pixel).
+ */
 function groupKey(prims, i, j) {
   const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
   const { w } = prims;
-  const bits = [];
+  const words = new Uint16Array(Math.ceil((Math.max(x1 - x0, 0) * Math.max(y1 - y0, 0)) / 16));
+  let bit = 0;
   for (let y = y0; y < y1; y++) {
-    let word = "";
-    for (let x = x0; x < x1; x++) {
+    for (let x = x0; x < x1; x++, bit++) {
       const l = prims.labels[y * w + x];
-      word += l > i && l <= j ? "1" : "0";
+      if (l > i && l <= j) words[bit >> 4] |= 1 << (bit & 15);
     }
-    bits.push(word);
   }
-  return `${x0},${y0},${x1},${y1}:${bits.join("")}`;
+  let mask = "";
+  for (let at = 0; at < words.length; at += 4096) { // a bounded number of arguments a call
+    mask += String.fromCharCode.apply(null, words.subarray(at, at + 4096));
+  }
+  return `${x0},${y0},${x1},${y1}:${mask}`;
 }
 
-/** Primitives i..j-1's ink cropped to their box, {data, w, h, any} (`_group_ink`). */
+/**
+ * Primitives i..j-1's ink cropped to their box, {data, w, h, any} (`_group_ink`). The crop
+ * is a kept buffer (`kept`): it lives until the next call, and its readers keep none of it.
+ */
 function groupInk(page, prims, i, j) {
   const [x0, y0, x1, y1] = spanOf(prims.boxes, i, j);
   const [cw, ch] = [Math.max(x1 - x0, 0), Math.max(y1 - y0, 0)];
-  const crop = new Float32Array(cw * ch);
+  const crop = kept("crop", cw * ch).fill(0);
   let any = false;
   for (let y = 0; y < ch; y++) {
     for (let x = 0; x < cw; x++) {
@@ -1430,61 +1461,117 @@ function normalizedGroup(page, prims, i, j, pconf) {
 /**
  * The crop resampled so its longer side is `work_side` (`_to_work`): Pillow's box filter
  * down, bilinear up, then the contrast stretched so the strongest ink (99th percentile) is 1.
+ * The crop is the caller's no more (the stretch may be made in its pixels), and the result
+ * is a kept buffer (`kept`): it lives until the next call.
  */
 function toWork(crop, pconf) {
   const k = pconf.work_side / Math.max(crop.h, crop.w);
   const [w, h] = [Math.max(1, pyRound(crop.w * k)), Math.max(1, pyRound(crop.h * k))];
-  const work = resize(crop, w, h, k < 1 ? boxFilter : bilinearFilter);
-  const inked = work.data.filter((v) => v > 0).sort();
-  const peak = inked.length ? percentile99(inked) : 1.0;
+  const work = resize(crop, w, h, k < 1 ? boxFilter : bilinearFilter, kept("work", w * h));
+  const data = work.data; // the crop's own pixels, or the kept buffer's
+  const inked = kept("inked", data.length); // the values > 0, in any order: selected below
+  let n = 0;
+  for (let i = 0; i < data.length; i++) if (data[i] > 0) inked[n++] = data[i];
+  const peak = n ? percentile99(inked, n) : 1.0;
   if (!(peak > 0 && peak < 1)) return work;
-  const data = work.data.map((v) => Math.min(Math.max(f32(v / peak), 0), 1));
-  return { data, w, h };
+  for (let i = 0; i < data.length; i++) data[i] = Math.min(Math.max(f32(data[i] / peak), 0), 1);
+  return work;
 }
 
-/** numpy's percentile(v, 99) of sorted float32 values: a float32 linear interpolation. */
-function percentile99(sorted) {
-  const n = sorted.length;
+// Buffers kept between calls for pixels that live only within one call (a reading makes
+// dozens of candidates: new ones each time would keep the garbage collector busy), one per
+// use, so that no two live images share one.
+const keptBuffers = new Map();
+
+/** ``n`` float32 values on the buffer kept for ``use``, as the last call left them. */
+function kept(use, n) {
+  let buffer = keptBuffers.get(use);
+  if (buffer === undefined || buffer.length < n) {
+    buffer = new Float32Array(Math.max(n, 2 * (buffer?.length ?? 0)));
+    keptBuffers.set(use, buffer);
+  }
+  return buffer.subarray(0, n);
+}
+
+/**
+ * numpy's percentile(v, 99) of the float32 values v[0..n): a float32 linear interpolation
+ * between two order statistics. Those are found as numpy finds them, by selection (``v``
+ * is reordered), not a full sort: the same two values.
+ */
+function percentile99(v, n) {
   const at = (n - 1) * 0.99;
-  if (at >= n - 1) return sorted[n - 1];
+  if (at >= n - 1) return select(v, n, n - 1);
   const i = Math.floor(at);
   const gamma = at - i;
-  const [a, b] = [sorted[i], sorted[i + 1]];
+  const a = select(v, n, i);
+  let b = Infinity; // the next order statistic: the least of those after the i-th
+  for (let m = i + 1; m < n; m++) if (v[m] < b) b = v[m];
   const d = f32(b - a);
   return gamma >= 0.5 ? f32(b - f32(d * f32(1 - gamma))) : f32(a + f32(d * f32(gamma)));
 }
 
-const boxFilter = { support: 0.5, at: (x) => (x > -0.5 && x <= 0.5 ? 1.0 : 0.0) };
-const bilinearFilter = { support: 1.0, at: (x) => Math.max(0, 1.0 - Math.abs(x)) };
+/**
+ * The k-th smallest of v[0..n) (Hoare's quickselect): afterwards v[k] holds it, none before
+ * it is larger and none after it smaller.
+ */
+function select(v, n, k) {
+  let [lo, hi] = [0, n - 1];
+  while (lo < hi) {
+    const pivot = v[(lo + hi) >> 1];
+    let [i, j] = [lo, hi];
+    while (i <= j) {
+      while (v[i] < pivot) i++;
+      while (v[j] > pivot) j--;
+      if (i <= j) {
+        const t = v[i];
+        v[i++] = v[j];
+        v[j--] = t;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break; // between j and i: equal to the pivot
+  }
+  return v[k];
+}
+
+// Pillow's filters; each keeps the coefficients it has worked out (`weights`).
+const boxFilter = { support: 0.5, at: (x) => (x > -0.5 && x <= 0.5 ? 1.0 : 0.0), cache: new Map() };
+const bilinearFilter = { support: 1.0, at: (x) => Math.max(0, 1.0 - Math.abs(x)), cache: new Map() };
 
 /**
  * Pillow's resize of a float image to w x h (Resample.c): a horizontal then a vertical pass,
- * each skipped when that side keeps its size, sums in double, stored as float32.
+ * each skipped when that side keeps its size, sums in double, stored as float32; into
+ * ``into`` (w * h values) when given, else new pixels.
  */
-function resize(img, w, h, filter) {
+function resize(img, w, h, filter, into = null) {
   if (w === img.w && h === img.h) return img; // Pillow copies the image
   let cur = img;
   if (w !== img.w) {
-    const cx = weights(img.w, w, filter);
-    const out = new Float32Array(w * img.h);
+    const { start, count, at, k } = weights(img.w, w, filter);
+    const src = img.data;
+    // read by the vertical pass only, when there is one: a kept buffer (`kept`)
+    const out = h !== img.h ? kept("rows", w * img.h) : into ?? new Float32Array(w * h);
     for (let y = 0; y < img.h; y++) {
+      const row = y * img.w;
       for (let xx = 0; xx < w; xx++) {
-        const [start, k] = cx[xx];
+        const [from, n, kat] = [row + start[xx], count[xx], at[xx]];
         let ss = 0;
-        for (let i = 0; i < k.length; i++) ss += img.data[y * img.w + start + i] * k[i];
+        for (let i = 0; i < n; i++) ss += src[from + i] * k[kat + i];
         out[y * w + xx] = ss;
       }
     }
     cur = { data: out, w, h: img.h };
   }
   if (h !== img.h) {
-    const cy = weights(img.h, h, filter);
-    const out = new Float32Array(w * h);
+    const { start, count, at, k } = weights(img.h, h, filter);
+    const src = cur.data;
+    const out = into ?? new Float32Array(w * h);
     for (let yy = 0; yy < h; yy++) {
-      const [start, k] = cy[yy];
+      const [from, n, kat] = [start[yy] * w, count[yy], at[yy]];
       for (let x = 0; x < w; x++) {
         let ss = 0;
-        for (let i = 0; i < k.length; i++) ss += cur.data[(start + i) * w + x] * k[i];
+        for (let i = 0; i < n; i++) ss += src[from + i * w + x] * k[kat + i];
         out[yy * w + x] = ss;
       }
     }
@@ -1493,27 +1580,40 @@ function resize(img, w, h, filter) {
   return cur;
 }
 
-/** Pillow's precompute_coeffs over the whole input: per output pixel [first input, weights]. */
+/**
+ * Pillow's precompute_coeffs over the whole input: per output pixel xx, its first input
+ * ``start[xx]`` and ``count[xx]`` weights from ``k[at[xx]]`` on. Worked out once per sizes
+ * and filter: a reading resamples many crops of the same few sizes.
+ */
 function weights(inSize, outSize, filter) {
+  const key = `${inSize},${outSize}`;
+  let found = filter.cache.get(key);
+  if (found !== undefined) return found;
   const scale = inSize / outSize;
   const filterscale = Math.max(scale, 1);
   const support = filter.support * filterscale;
   const ss = 1.0 / filterscale;
-  const out = [];
+  const ksize = 2 * Math.ceil(support) + 1; // the most weights a pixel has (Pillow's ksize)
+  const [start, count, at] = [new Int32Array(outSize), new Int32Array(outSize), new Int32Array(outSize)];
+  const k = new Float64Array(outSize * ksize);
   for (let xx = 0; xx < outSize; xx++) {
     const center = (xx + 0.5) * scale;
     const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
-    const k = [];
+    const n = Math.max(xmax - xmin, 0);
+    [start[xx], count[xx], at[xx]] = [xmin, n, xx * ksize];
     let ww = 0;
-    for (let x = 0; x < xmax - xmin; x++) {
+    for (let x = 0; x < n; x++) {
       const v = filter.at((x + xmin - center + 0.5) * ss);
-      k.push(v);
+      k[xx * ksize + x] = v;
       ww += v;
     }
-    out.push([xmin, ww !== 0 ? k.map((v) => v / ww) : k]);
+    if (ww !== 0) for (let x = 0; x < n; x++) k[xx * ksize + x] /= ww;
   }
-  return out;
+  found = { start, count, at, k };
+  if (filter.cache.size >= 256) filter.cache.clear(); // bounded: sizes vary by drawing
+  filter.cache.set(key, found);
+  return found;
 }
 
 // ------------------------------------------------------------------ the string model
