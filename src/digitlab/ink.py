@@ -24,7 +24,9 @@ ink can cover 80 %. So nothing here assumes which one is the majority:
    ``noise_sigmas`` robust standard deviations of the paper; a ramp keeps the
    anti-aliased edges; the strongest ink maps to 1 so faint pencil and black
    marker end up alike.
-5. Ruled and squared paper: faint lines from edge to edge are wiped.
+5. Ruled and squared paper: faint lines from edge to edge are wiped; so are a
+   form's box round the writing, a line under it, a band along an edge (the table
+   beside the paper) and solid ink entering from an edge (a thumb).
 6. Noise is not a digit: "ink" spread over the whole picture whose pixels
    are no more like their neighbours than distant ones (white noise, salt and
    pepper) is no ink, and neither is ink broken into many specks with no blob
