@@ -392,6 +392,29 @@ def cond_thumb(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(field * (1 - shade / 255 * (1 - level))), 0, 255).astype(np.uint8)
 
 
+def cond_desk(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A note on a desk: the digit on its paper, the desk showing round it.
+
+    Dark ink, 60-120 px high, on paper at 200-245 with a margin of 30-80 % of its height;
+    the desk (at 30-130) shows 5-20 % of the paper's width beyond each side, each side with
+    a chance of 0.6; the photo turned by up to 3 degrees (the desk fills the corners),
+    blurred (radius 0.5-1 px), grey noise (sigma 1-3).
+    """
+    height = rng.uniform(60, 120)
+    alpha = on_paper(ink_alpha(digit, height, 2 * height), rng, (0.3, 0.8))
+    h, w = alpha.shape
+    note = compose(alpha, np.full((h, w), rng.uniform(200, 245), np.float32), np.float32(25))
+    desk = rng.uniform(30, 130)
+    d = [round(rng.uniform(0.05, 0.2) * w) if rng.random() < 0.6 else 0 for _ in range(4)]
+    photo = np.pad(note.astype(np.float32), ((d[0], d[2]), (d[1], d[3])), constant_values=desk)
+    turned = Image.fromarray(photo.astype(np.uint8)).rotate(
+        rng.uniform(-3, 3), Image.Resampling.BILINEAR, fillcolor=round(desk)
+    )
+    soft = np.asarray(turned.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1))), np.float32)
+    noisy = soft + rng.normal(0, rng.uniform(1, 3), soft.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
 def cond_pencil(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Faint pencil: grey ink of contrast 0.2-0.35 (grainy), off-white paper, mild noise.
 
@@ -492,6 +515,7 @@ CONDITIONS = (
     Condition("underlined", cond_underlined, 0.99),
     Condition("banded", cond_banded, 0.99),
     Condition("thumb", cond_thumb, 0.99),
+    Condition("desk", cond_desk, 0.99),
     Condition("pencil", cond_pencil, 0.99),
     Condition("colour", cond_colour, 0.99),
     Condition("drawn", cond_drawn, 0.99),

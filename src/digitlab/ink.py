@@ -74,6 +74,10 @@ def find_ink(gray: np.ndarray, config: PreprocessConfig) -> Ink:
     hist = _histogram(gray)
     small = _shrink(gray, config.estimate_side)
     split = _real_split(hist, config)
+    page = _page_on_ground(gray, small, split, config)
+    if page is not None:  # a note on a desk: the desk is made paper, the note read as usual
+        gray, small, hist = page, _shrink(page, config.estimate_side), _histogram(page)
+        split = _real_split(hist, config)
     dark_is_ink, by = _polarity(gray, small, hist, split, config)
     flat = None
     if not dark_is_ink and by != "border":
@@ -521,6 +525,69 @@ def _polarity(gray: np.ndarray, small: np.ndarray, hist: np.ndarray, t: int | No
     if light_corners != 2:
         return light_corners > 2, "corners"
     return True, "darker"
+
+
+def _page_on_ground(gray: np.ndarray, small: np.ndarray, t: int | None,
+                    config: PreprocessConfig) -> np.ndarray | None:  # fmt: skip
+    """``gray`` with a darker ground round the page made paper, when the picture is a page
+    on a ground (a note on a desk, a sheet on a table, dark corners where a photo was turned);
+    else None. The border then shows the ground, not the paper, and the page read as light
+    ink on dark paper.
+
+    On the small copy, split at ``t``: the light class's biggest piece, its holes filled
+    (the page with the writing on it), is a page when the ground holds ``page_border`` of
+    the picture's border or more (a tight crop's strokes touch it here and there), the page
+    covers at least ``page_area`` of the picture and ``page_fill`` of its own box (a sheet,
+    turned a little; a light digit on black is no such shape), holes (the writing) are
+    there, cover at most ``page_writing`` of it and are at most half as thick as the paper
+    round them (erosions, `_erosions`), and the ground holds no writing: at most
+    ``page_ground_ink`` of it darker than the ground by half the step from ground to paper
+    (else it is a shadow across the page, which flattening evens out). Then the ground, the
+    page's edge (at full size: a cell of the small copy round the ground) and the picture's
+    edge (the writing is inside the page: holes touch no edge), but for what is that dark,
+    take the paper's level.
+    """
+    if t is None:
+        return None
+    light = small > t
+    frame = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    if frame.mean() > 1 - config.page_border:  # paper round most of it: the usual case
+        return None
+    labels, n = label(light)
+    if n == 0:
+        return None
+    biggest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    sheet = labels == biggest
+    rest, _ = label(~sheet)  # what the sheet holds: the rest, where it touches no edge
+    edge = np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]]))
+    inside = (rest > 0) & ~np.isin(rest, edge)
+    filled = sheet | inside
+    holes = inside & ~light  # the writing (a 0's paper inside is page)
+    rows, cols = np.flatnonzero(filled.any(axis=1)), np.flatnonzero(filled.any(axis=0))
+    box = (rows[-1] + 1 - rows[0]) * (cols[-1] + 1 - cols[0])
+    area, writing = filled.sum(), holes.sum()
+    if (area < config.page_area * filled.size or area < config.page_fill * box
+            or writing == 0 or writing > config.page_writing * area):  # fmt: skip
+        return None
+    if _erosions(sheet) < 2 * _erosions(holes):  # light strokes round a 0's hole: no page
+        return None
+    ground = ~filled
+    paper = float(np.median(small[sheet]))
+    level = float(np.median(small[ground]))
+    keep = level - (paper - level) / 2  # darker than this is ink, even on the ground
+    if (small[ground] < keep).mean() > config.page_ground_ink:
+        return None  # writing runs on across it: a shadow over the page, not a desk
+    grown = ground.copy()  # a cell more: the page's edge, blurred, between the two
+    grown[1:] |= ground[:-1]
+    grown[:-1] |= ground[1:]
+    grown[:, 1:] |= ground[:, :-1]
+    grown[:, :-1] |= ground[:, 1:]
+    fy, fx = -(-gray.shape[0] // small.shape[0]), -(-gray.shape[1] // small.shape[1])
+    near = np.repeat(np.repeat(grown, fy, axis=0), fx, axis=1)[: gray.shape[0], : gray.shape[1]]
+    near[:fy] = near[-fy:] = near[:, :fx] = near[:, -fx:] = True  # the writing is inside the page
+    out = gray.copy()
+    out[near & (gray >= keep)] = round(paper)
+    return out
 
 
 def _spans_picture(ink: np.ndarray) -> bool:

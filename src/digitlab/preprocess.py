@@ -90,6 +90,11 @@ class PreprocessConfig:
     band_margin: float = 0.15  # ... wiped, but for writing this much stronger under it
     blob_stroke: float = 2.5  # ink from an edge this many times as thick as the writing: clutter
     blob_writing: float = 3.0  # ... the writing: pieces clear of the edges this many times as high
+    page_border: float = 0.25  # a page on a darker ground (a note on a desk): the ground this
+    page_area: float = 0.25  # ... share of the border, the page this share of the picture ...
+    page_fill: float = 0.8  # ... filling this share of its box (a sheet, turned a little) ...
+    page_writing: float = 0.3  # ... with writing on at most this share of it
+    page_ground_ink: float = 0.002  # ... and none (this share) on the ground: else a shadow
     noise_fraction: float = 0.1  # ink in specks, none holding this share of it, is noise
     min_ink_mass: float = 2.0  # ink pixels (1 = full ink) in the biggest blob, or it is noise
 
@@ -105,7 +110,7 @@ class PreprocessConfig:
 RECIPE = (
     "digitlab.preprocess: find the ink (two-class split, polarity from border/pieces/corners, "
     "shadows flattened, ruled lines, a box round the digit, a line under it, a band or a blob "
-    "at an edge and noise dropped), "
+    "at an edge, a darker ground round the page and noise dropped), "
     "crop to it, bring the stroke width into "
     "MNIST's range, fit a 20x20 box keeping the aspect ratio, paste into 28x28 with the centre "
     "of mass at the centre"
