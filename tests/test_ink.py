@@ -279,18 +279,6 @@ def banded(digit: np.ndarray, edge: int, level: float = 0.3, depth: int = 12) ->
     return page.round().astype(np.uint8)
 
 
-def test_a_dark_band_along_an_edge_is_wiped(predictor, digits, monkeypatch):
-    """A digit photographed beside the table (or a scanner's black border, a deep shadow's
-    edge) reads as the digit: the band is wiped (`digitlab.ink._erase_bands`). Without
-    that, a band along a side read as a 1 beside the digit, or a 7's bar over a 1."""
-    images, labels = digits
-    pictures = [banded(d, k % 4) for k, d in enumerate(images)]
-    assert read(predictor, pictures, labels)[0] >= N - 1
-    monkeypatch.setattr("digitlab.ink._erase_bands", lambda ink, pieces, config: pieces)
-    monkeypatch.setattr("digitlab.ink._page_on_ground", lambda gray, small, t, config: None)
-    assert read(predictor, pictures, labels)[0] <= N - 5
-
-
 def thumbed(digit: np.ndarray, edge: int, level: float = 0.35) -> np.ndarray:
     """A phone photo with a thumb in it: the digit (dark on white, 84 px, a 40 px margin) and
     a dark blob (``level`` of the paper's light, soft-edged) entering from one edge (0 top,
@@ -304,14 +292,18 @@ def thumbed(digit: np.ndarray, edge: int, level: float = 0.35) -> np.ndarray:
     return (page * (1 - shade * (1 - level))).round().astype(np.uint8)
 
 
-def test_a_blob_entering_from_an_edge_is_wiped(predictor, digits, monkeypatch):
-    """A thumb (or the table's corner) in a photo of a digit reads as the digit: solid ink
-    from an edge, its stroke far wider than the writing's, is wiped
-    (`digitlab.ink._erase_edge_blobs`)."""
+@pytest.mark.parametrize("clutter, rule", [(banded, "_erase_bands"),
+                                           (thumbed, "_erase_edge_blobs")])  # fmt: skip
+def test_a_band_or_a_blob_at_an_edge_is_wiped(predictor, digits, monkeypatch, clutter, rule):
+    """A digit photographed beside the table (a band along an edge: or a scanner's black
+    border, a deep shadow's edge), or with a thumb in the photo (a blob entering from an edge),
+    reads as the digit: the clutter is wiped (`digitlab.ink._erase_bands`,
+    `_erase_edge_blobs`). Without that, a band along a side read as a 1 beside the digit, a
+    7's bar over a 1, and a thumb as "not a digit" or another digit."""
     images, labels = digits
-    pictures = [thumbed(d, k % 4) for k, d in enumerate(images)]
+    pictures = [clutter(d, k % 4) for k, d in enumerate(images)]
     assert read(predictor, pictures, labels)[0] >= N - 1
-    monkeypatch.setattr("digitlab.ink._erase_edge_blobs", lambda ink, pieces, config: pieces)
+    monkeypatch.setattr(f"digitlab.ink.{rule}", lambda ink, pieces, config: pieces)
     monkeypatch.setattr("digitlab.ink._page_on_ground", lambda gray, small, t, config: None)
     assert read(predictor, pictures, labels)[0] <= N - 5
 
